@@ -1,0 +1,155 @@
+// The three matrix products of training, with their epilogues fused.
+//
+//   C[M, N] = A[M, K] * B[K, N]
+//
+// Activations are feature-major on the device (H^T: [features, batch_padded]) so that a batch
+// runs along N, where each invocation owns four adjacent columns as one vec4.
+//   forward          Z^T  = W * H^T, + bias, ReLU; also stored batch-major (H: [batch, features])
+//                    because the weight gradient needs it as its B operand
+//   backward_input   dZ'^T = W^T * dZ^T, masked where the layer's input H^T was not positive
+//   backward_weight  dW = dZ^T * H, and the bias gradient (row sums of dZ^T) beside it
+//
+// A is read one element at a time through strides (A_SM per row, A_SK per column) from A_OFF,
+// so one flat parameter buffer serves as W and as W^T. B is row-major in vec4 with LDB4 vec4
+// per row (its N padded to a multiple of 4). C is row-major from C_OFF with row stride LDC.
+// The inner loop (`tile`) is appended from matmul_tile_subgroup.wgsl or matmul_tile_plain.wgsl.
+//
+// A workgroup computes ROWS rows by 4 * LANES columns; the dispatch is
+// (ceil(ceil(N / 4) / LANES), ceil(M / ROWS), 1). Rows and columns past the edge are computed
+// on clamped (valid) addresses and never stored, so every load stays in bounds.
+
+override M: u32;
+override N: u32;
+override K: u32;
+override A_OFF: u32 = 0u;
+override A_SM: u32;
+override A_SK: u32;
+override LDB4: u32;
+override C_OFF: u32 = 0u;
+override LDC: u32;
+// forward: bias offset in `aux`, ReLU or not, row stride of the batch-major copy in `c2`.
+// backward_input: row stride of the mask source H^T in `aux`.
+// backward_weight: offset of the bias gradient in `c`.
+override AUX_OFF: u32 = 0u;
+override AUX_LD: u32 = 0u;
+override RELU: bool = true;
+override LDC2: u32 = 0u;
+override BG_OFF: u32 = 0u;
+
+const ROWS: u32 = 4u;
+
+@group(0) @binding(0) var<storage, read> a: array<f32>;
+@group(0) @binding(1) var<storage, read> b: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read_write> c: array<f32>;
+@group(0) @binding(3) var<storage, read> aux: array<f32>;
+@group(0) @binding(4) var<storage, read_write> c2: array<f32>;
+
+struct Tile {
+    // acc[r][j] = C[m0 + r, 4 * col4 + j]
+    acc: array<vec4<f32>, 4>,
+    // rowsum[r] = sum over k of A[m0 + r, k] (used for the bias gradient)
+    rowsum: vec4<f32>,
+}
+
+// A[m0 .. m0 + 4, k], zero outside the matrix; addresses are clamped so no load leaves it.
+fn a_rows(m0: u32, k: u32) -> vec4<f32> {
+    let kc = min(k, K - 1u);
+    var v: vec4<f32>;
+    for (var r = 0u; r < ROWS; r++) {
+        let m = min(m0 + r, M - 1u);
+        v[r] = select(0.0, a[A_OFF + m * A_SM + kc * A_SK], m0 + r < M && k < K);
+    }
+    return v;
+}
+
+// The B row k at this invocation's columns (row clamped; callers multiply it by zero then).
+fn b_row(k: u32, col4: u32) -> vec4<f32> {
+    return b[min(k, K - 1u) * LDB4 + col4];
+}
+
+fn fma_rows(t: ptr<function, Tile>, av: vec4<f32>, bv: vec4<f32>) {
+    (*t).acc[0] += av.x * bv;
+    (*t).acc[1] += av.y * bv;
+    (*t).acc[2] += av.z * bv;
+    (*t).acc[3] += av.w * bv;
+}
+
+fn n4_count() -> u32 {
+    return (N + 3u) / 4u;
+}
+
+@compute @workgroup_size(LANES)
+fn forward(
+    @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(local_invocation_index) li: u32,
+) {
+    let m0 = wg.y * ROWS;
+    let col4 = wg.x * LANES + li;
+    let t = tile(m0, min(col4, n4_count() - 1u), li);
+    for (var r = 0u; r < ROWS; r++) {
+        let m = m0 + r;
+        if (m >= M) {
+            break;
+        }
+        let bias = aux[AUX_OFF + m];
+        for (var j = 0u; j < 4u; j++) {
+            let n = col4 * 4u + j;
+            if (n < N) {
+                var v = t.acc[r][j] + bias;
+                if (RELU) {
+                    v = select(0.0, v, v > 0.0);
+                }
+                c[C_OFF + m * LDC + n] = v;
+                c2[n * LDC2 + m] = v;
+            }
+        }
+    }
+}
+
+@compute @workgroup_size(LANES)
+fn backward_input(
+    @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(local_invocation_index) li: u32,
+) {
+    let m0 = wg.y * ROWS;
+    let col4 = wg.x * LANES + li;
+    let t = tile(m0, min(col4, n4_count() - 1u), li);
+    for (var r = 0u; r < ROWS; r++) {
+        let m = m0 + r;
+        if (m >= M) {
+            break;
+        }
+        for (var j = 0u; j < 4u; j++) {
+            let n = col4 * 4u + j;
+            if (n < N) {
+                let h = aux[m * AUX_LD + n];
+                c[C_OFF + m * LDC + n] = select(0.0, t.acc[r][j], h > 0.0);
+            }
+        }
+    }
+}
+
+@compute @workgroup_size(LANES)
+fn backward_weight(
+    @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(local_invocation_index) li: u32,
+) {
+    let m0 = wg.y * ROWS;
+    let col4 = wg.x * LANES + li;
+    let t = tile(m0, min(col4, n4_count() - 1u), li);
+    for (var r = 0u; r < ROWS; r++) {
+        let m = m0 + r;
+        if (m >= M) {
+            break;
+        }
+        for (var j = 0u; j < 4u; j++) {
+            let n = col4 * 4u + j;
+            if (n < N) {
+                c[C_OFF + m * LDC + n] = t.acc[r][j];
+            }
+        }
+        if (wg.x == 0u && li == 0u) {
+            c[BG_OFF + m] = t.rowsum[r];
+        }
+    }
+}

@@ -1,0 +1,25 @@
+// SGD with PyTorch's momentum rule (no dampening, weight decay or Nesterov) over the flat
+// parameter, gradient and momentum buffers: v = MU * v + g; p = p + (-LR) * v. Momentum starts
+// at zero, so the first step gives v = g exactly, as PyTorch's clone of the first gradient.
+// Grid: one invocation per parameter, over a 2-D grid of ROW_GROUPS workgroups per row.
+
+override COUNT: u32;
+override LR: f32;
+override MU: f32;
+override WG: u32 = 256u;
+override ROW_GROUPS: u32 = 65535u;
+
+@group(0) @binding(0) var<storage, read_write> params: array<f32>;
+@group(0) @binding(1) var<storage, read> grads: array<f32>;
+@group(0) @binding(2) var<storage, read_write> momentum: array<f32>;
+
+@compute @workgroup_size(WG)
+fn sgd_momentum(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let i = gid.y * ROW_GROUPS * WG + gid.x;
+    if (i >= COUNT) {
+        return;
+    }
+    let v = MU * momentum[i] + grads[i];
+    momentum[i] = v;
+    params[i] = params[i] + (-LR) * v;
+}

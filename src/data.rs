@@ -1,0 +1,325 @@
+//! MNIST in the IDX format: find the four files, decompress, verify, parse.
+//!
+//! Convention: images are kept as raw `u8` pixels, row-major, one image after another
+//! (`[count, rows * cols]`); labels as one `u8` each. Normalisation happens on the device
+//! (or in the CPU reference) through the 256-entry table of [`normalize_table`].
+
+use std::fs;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+
+/// Big-endian magic numbers of the IDX files: 0x00000803 (u8, 3 dims), 0x00000801 (u8, 1 dim).
+pub const IMAGES_MAGIC: u32 = 2051;
+pub const LABELS_MAGIC: u32 = 2049;
+
+/// Number of classes; labels must lie in `0..CLASSES`.
+pub const CLASSES: usize = 10;
+
+/// The four files of the data set and the SHA-256 of each one's decompressed content
+/// (the same hashes as `SHA256SUMS` of the shared MNIST copy).
+pub const MNIST_FILES: [(&str, &str); 4] = [
+    (
+        "train-images-idx3-ubyte",
+        "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
+    ),
+    (
+        "train-labels-idx1-ubyte",
+        "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5",
+    ),
+    (
+        "t10k-images-idx3-ubyte",
+        "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
+    ),
+    (
+        "t10k-labels-idx1-ubyte",
+        "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
+    ),
+];
+
+/// The data directory committed with the repository.
+pub fn default_data_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/mnist")
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DataError {
+    #[error(
+        "{dir}: no `{name}` or `{name}.gz` there (expected the four MNIST IDX files; pass --data-dir DIR)"
+    )]
+    Missing { dir: PathBuf, name: String },
+    #[error("{path}: cannot read: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: corrupt gzip stream: {source}")]
+    Gzip {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: SHA-256 of the content is {actual}, expected {expected} (corrupt or not MNIST)")]
+    Checksum {
+        path: PathBuf,
+        expected: String,
+        actual: String,
+    },
+    #[error("{path}: {problem}")]
+    Format { path: PathBuf, problem: String },
+}
+
+/// One split of the data set.
+#[derive(Clone, Debug)]
+pub struct Dataset {
+    /// `[count, rows * cols]` raw pixels.
+    pub images: Vec<u8>,
+    /// `[count]`, each in `0..CLASSES`.
+    pub labels: Vec<u8>,
+    pub rows: usize,
+    pub cols: usize,
+}
+
+impl Dataset {
+    pub fn len(&self) -> usize {
+        self.labels.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.labels.is_empty()
+    }
+    pub fn pixels(&self) -> usize {
+        self.rows * self.cols
+    }
+    pub fn image(&self, i: usize) -> &[u8] {
+        let p = self.pixels();
+        &self.images[i * p..(i + 1) * p]
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Mnist {
+    pub train: Dataset,
+    pub test: Dataset,
+}
+
+/// The value ToTensor + Normalize((0.5,), (0.5,)) gives each pixel value, computed in f32 in
+/// the same order as PyTorch, so that the device and the CPU see bit-identical inputs.
+pub fn normalize_table() -> [f32; 256] {
+    let mut t = [0f32; 256];
+    for (v, out) in t.iter_mut().enumerate() {
+        *out = (v as f32 / 255.0 - 0.5) / 0.5;
+    }
+    t
+}
+
+/// Loads and verifies the four files from `dir` (each plain or `.gz`).
+pub fn load_mnist(dir: &Path) -> Result<Mnist, DataError> {
+    let [tri, trl, tei, tel] = MNIST_FILES.map(|(name, sha)| load_verified(dir, name, sha));
+    let train = pair(tri?, trl?)?;
+    let test = pair(tei?, tel?)?;
+    if train.pixels() != test.pixels() {
+        return Err(DataError::Format {
+            path: dir.to_path_buf(),
+            problem: format!(
+                "training images are {}x{} but test images are {}x{}",
+                train.rows, train.cols, test.rows, test.cols
+            ),
+        });
+    }
+    Ok(Mnist { train, test })
+}
+
+struct Loaded {
+    path: PathBuf,
+    bytes: Vec<u8>,
+}
+
+fn load_verified(dir: &Path, name: &str, sha: &str) -> Result<Loaded, DataError> {
+    let plain = dir.join(name);
+    let gz = dir.join(format!("{name}.gz"));
+    let path = if plain.is_file() {
+        plain
+    } else if gz.is_file() {
+        gz
+    } else {
+        return Err(DataError::Missing {
+            dir: dir.to_path_buf(),
+            name: name.to_string(),
+        });
+    };
+    let bytes = read_maybe_gz(&path)?;
+    let actual = sha256_hex(&bytes);
+    if actual != sha {
+        return Err(DataError::Checksum {
+            path,
+            expected: sha.to_string(),
+            actual,
+        });
+    }
+    Ok(Loaded { path, bytes })
+}
+
+/// Reads a file, decompressing it when it starts with the gzip magic bytes.
+pub fn read_maybe_gz(path: &Path) -> Result<Vec<u8>, DataError> {
+    let raw = fs::read(path).map_err(|source| DataError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    if raw.starts_with(&[0x1f, 0x8b]) {
+        let mut out = Vec::with_capacity(raw.len() * 5);
+        flate2::read::GzDecoder::new(&raw[..])
+            .read_to_end(&mut out)
+            .map_err(|source| DataError::Gzip {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        Ok(out)
+    } else {
+        Ok(raw)
+    }
+}
+
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+fn be_u32(b: &[u8], at: usize) -> u32 {
+    u32::from_be_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
+}
+
+fn format_err(path: &Path, problem: String) -> DataError {
+    DataError::Format {
+        path: path.to_path_buf(),
+        problem,
+    }
+}
+
+/// Parses an IDX image file: magic 2051, then count, rows, cols (big-endian u32), then pixels.
+/// The header is checked against the length before anything is allocated.
+pub fn parse_images(path: &Path, b: &[u8]) -> Result<(usize, usize, usize), DataError> {
+    if b.len() < 16 {
+        return Err(format_err(
+            path,
+            format!("{} bytes is too short for an IDX image header (16)", b.len()),
+        ));
+    }
+    let magic = be_u32(b, 0);
+    if magic != IMAGES_MAGIC {
+        return Err(format_err(
+            path,
+            format!("magic number {magic}, expected {IMAGES_MAGIC} (IDX u8 images)"),
+        ));
+    }
+    let (n, rows, cols) = (be_u32(b, 4) as u64, be_u32(b, 8) as u64, be_u32(b, 12) as u64);
+    let expected = 16 + n * rows * cols;
+    if expected != b.len() as u64 {
+        return Err(format_err(
+            path,
+            format!(
+                "header says {n} images of {rows}x{cols} ({expected} bytes) but the content is {} bytes",
+                b.len()
+            ),
+        ));
+    }
+    Ok((n as usize, rows as usize, cols as usize))
+}
+
+/// Parses an IDX label file: magic 2049, then count, then one byte per label.
+pub fn parse_labels(path: &Path, b: &[u8]) -> Result<usize, DataError> {
+    if b.len() < 8 {
+        return Err(format_err(
+            path,
+            format!("{} bytes is too short for an IDX label header (8)", b.len()),
+        ));
+    }
+    let magic = be_u32(b, 0);
+    if magic != LABELS_MAGIC {
+        return Err(format_err(
+            path,
+            format!("magic number {magic}, expected {LABELS_MAGIC} (IDX u8 labels)"),
+        ));
+    }
+    let n = be_u32(b, 4) as u64;
+    if 8 + n != b.len() as u64 {
+        return Err(format_err(
+            path,
+            format!(
+                "header says {n} labels but the content holds {}",
+                b.len() - 8
+            ),
+        ));
+    }
+    if let Some((i, &l)) = b[8..].iter().enumerate().find(|(_, l)| **l as usize >= CLASSES) {
+        return Err(format_err(
+            path,
+            format!("label {l} at index {i} is outside 0..{CLASSES}"),
+        ));
+    }
+    Ok(n as usize)
+}
+
+fn pair(images: Loaded, labels: Loaded) -> Result<Dataset, DataError> {
+    let (n, rows, cols) = parse_images(&images.path, &images.bytes)?;
+    let nl = parse_labels(&labels.path, &labels.bytes)?;
+    if n != nl {
+        return Err(format_err(
+            &labels.path,
+            format!(
+                "{nl} labels but {} holds {n} images",
+                images.path.display()
+            ),
+        ));
+    }
+    if n == 0 {
+        return Err(format_err(&images.path, "holds no images".into()));
+    }
+    let mut img = images.bytes;
+    img.drain(..16);
+    let mut lab = labels.bytes;
+    lab.drain(..8);
+    Ok(Dataset {
+        images: img,
+        labels: lab,
+        rows,
+        cols,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn normalisation_matches_torch_formula() {
+        let t = normalize_table();
+        assert_eq!(t[0], -1.0);
+        assert_eq!(t[255], 1.0);
+        assert!((t[128] - 0.003_921_628).abs() < 1e-7);
+    }
+
+    #[test]
+    fn header_checks() {
+        let p = Path::new("x");
+        let mut img = vec![0, 0, 8, 3, 0, 0, 0, 2, 0, 0, 0, 2, 0, 0, 0, 3];
+        img.extend([0u8; 12]);
+        assert_eq!(parse_images(p, &img).unwrap(), (2, 2, 3));
+        img.pop();
+        let e = parse_images(p, &img).unwrap_err().to_string();
+        assert!(e.contains("27 bytes"), "{e}");
+        let mut huge = img[..16].to_vec();
+        huge[4..8].copy_from_slice(&u32::MAX.to_be_bytes());
+        assert!(parse_images(p, &huge).is_err());
+        assert!(
+            parse_images(p, &[0, 0, 8, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0])
+                .unwrap_err()
+                .to_string()
+                .contains("magic number 2049")
+        );
+        let lab = [0, 0, 8, 1, 0, 0, 0, 2, 3, 10];
+        let e = parse_labels(p, &lab).unwrap_err().to_string();
+        assert!(e.contains("label 10 at index 1"), "{e}");
+    }
+}

@@ -1,0 +1,186 @@
+//! Choosing an adapter and opening a device on it.
+
+use std::fmt;
+
+/// Which graphics API to look on (`--backend`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Api {
+    Vulkan,
+    Metal,
+    Dx12,
+    Gl,
+}
+
+impl Api {
+    fn backends(self) -> wgpu::Backends {
+        match self {
+            Api::Vulkan => wgpu::Backends::VULKAN,
+            Api::Metal => wgpu::Backends::METAL,
+            Api::Dx12 => wgpu::Backends::DX12,
+            Api::Gl => wgpu::Backends::GL,
+        }
+    }
+}
+
+/// How to find adapters: the API (else `WGPU_BACKEND`, else every native API and GL only if
+/// those find nothing) and a case-insensitive part of the name (else `WGPU_ADAPTER_NAME`).
+#[derive(Clone, Debug, Default)]
+pub struct AdapterQuery {
+    pub api: Option<Api>,
+    pub name: Option<String>,
+}
+
+const NO_ADAPTER_HINT: &str = "install a Vulkan driver (on Debian/Ubuntu without a GPU: \
+`apt-get install mesa-vulkan-drivers` gives the lavapipe software adapter), check \
+WGPU_BACKEND / WGPU_ADAPTER_NAME, or use --device cpu";
+
+#[derive(Debug, thiserror::Error)]
+pub enum GpuError {
+    #[error("no GPU adapter found ({searched}); {NO_ADAPTER_HINT}")]
+    NoAdapter { searched: String },
+    #[error("no adapter's name contains {name:?}; found: {found}")]
+    NoMatch { name: String, found: String },
+    #[error("opening a device on {adapter} failed: {source}")]
+    Device {
+        adapter: String,
+        source: wgpu::RequestDeviceError,
+    },
+}
+
+/// A device and what the kernels need to know about it.
+pub struct Gpu {
+    pub device: wgpu::Device,
+    pub queue: wgpu::Queue,
+    pub info: wgpu::AdapterInfo,
+    pub limits: wgpu::Limits,
+    /// Whether the matmul uses the subgroup inner loop (needs subgroups of at least 8 lanes).
+    pub subgroups: bool,
+    pub timestamps: bool,
+}
+
+impl fmt::Display for Gpu {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} | {:?} | {:?}",
+            self.info.name, self.info.backend, self.info.device_type
+        )
+    }
+}
+
+fn rank(t: wgpu::DeviceType) -> u8 {
+    match t {
+        wgpu::DeviceType::DiscreteGpu => 0,
+        wgpu::DeviceType::IntegratedGpu => 1,
+        wgpu::DeviceType::VirtualGpu => 2,
+        wgpu::DeviceType::Other => 3,
+        wgpu::DeviceType::Cpu => 4,
+    }
+}
+
+fn enumerate(backends: wgpu::Backends) -> Vec<wgpu::Adapter> {
+    let mut desc = wgpu::InstanceDescriptor::new_without_display_handle();
+    desc.backends = backends;
+    desc.flags = wgpu::InstanceFlags::from_build_config().with_env();
+    let instance = wgpu::Instance::new(desc);
+    pollster::block_on(instance.enumerate_adapters(backends))
+}
+
+/// Every adapter the query can see, best first: discrete, integrated, virtual, other, CPU.
+pub fn adapters(query: &AdapterQuery) -> Vec<wgpu::Adapter> {
+    let mut found = match (query.api, wgpu::Backends::from_env()) {
+        (Some(api), _) => enumerate(api.backends()),
+        (None, Some(env)) => enumerate(env),
+        // GL is only asked when no native API has an adapter: probing it on a headless
+        // machine opens EGL and costs time for an adapter that would rank last anyway.
+        (None, None) => {
+            let native = enumerate(wgpu::Backends::PRIMARY);
+            if native.is_empty() {
+                enumerate(wgpu::Backends::GL)
+            } else {
+                native
+            }
+        }
+    };
+    found.sort_by_key(|a| rank(a.get_info().device_type));
+    found
+}
+
+/// The adapter `--device auto|gpu` runs on.
+pub fn pick_adapter(query: &AdapterQuery) -> Result<wgpu::Adapter, GpuError> {
+    let all = adapters(query);
+    let name = query
+        .name
+        .clone()
+        .or_else(|| std::env::var("WGPU_ADAPTER_NAME").ok())
+        .filter(|n| !n.is_empty());
+    if all.is_empty() {
+        let searched = match query.api {
+            Some(api) => format!("backend {api:?}"),
+            None => "Vulkan, Metal, DX12, GL".to_string(),
+        };
+        return Err(GpuError::NoAdapter { searched });
+    }
+    match name {
+        None => Ok(all.into_iter().next().unwrap()),
+        Some(name) => {
+            let lower = name.to_lowercase();
+            let found = all
+                .iter()
+                .map(|a| {
+                    let i = a.get_info();
+                    format!("{} ({:?})", i.name, i.backend)
+                })
+                .collect::<Vec<_>>()
+                .join(", ");
+            all.into_iter()
+                .find(|a| a.get_info().name.to_lowercase().contains(&lower))
+                .ok_or(GpuError::NoMatch { name, found })
+        }
+    }
+}
+
+/// Subgroups are used when the adapter has them and no subgroup can be narrower than the
+/// 8-lane workgroup of the matmul.
+pub fn adapter_has_subgroups(adapter: &wgpu::Adapter) -> bool {
+    adapter.features().contains(wgpu::Features::SUBGROUP) && adapter.get_info().subgroup_min_size >= 8
+}
+
+impl Gpu {
+    /// Opens a device; `subgroups: false` forces the plain matmul even where subgroups exist.
+    pub fn open(adapter: &wgpu::Adapter, subgroups: bool) -> Result<Gpu, GpuError> {
+        let info = adapter.get_info();
+        let subgroups = subgroups && adapter_has_subgroups(adapter);
+        let timestamps = adapter.features().contains(
+            wgpu::Features::TIMESTAMP_QUERY | wgpu::Features::TIMESTAMP_QUERY_INSIDE_PASSES,
+        );
+        let mut features = wgpu::Features::empty();
+        if subgroups {
+            features |= wgpu::Features::SUBGROUP;
+        }
+        let limits = adapter.limits();
+        let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
+            label: Some("mnist-wgpu device"),
+            required_features: features,
+            required_limits: limits.clone(),
+            ..Default::default()
+        }))
+        .map_err(|source| GpuError::Device {
+            adapter: info.name.clone(),
+            source,
+        })?;
+        Ok(Gpu {
+            device,
+            queue,
+            info,
+            limits,
+            subgroups,
+            timestamps,
+        })
+    }
+
+    /// The default adapter of the query, with subgroups where it has them.
+    pub fn new(query: &AdapterQuery) -> Result<Gpu, GpuError> {
+        Gpu::open(&pick_adapter(query)?, true)
+    }
+}

@@ -1,0 +1,492 @@
+//! The WGSL kernels: shader sources, bind group layouts, pipelines and thin launchers.
+//!
+//! A pipeline is specialised through override constants for one shape (sizes, strides and
+//! offsets are compile-time constants, which is what lets llvmpipe keep addresses cheap), so
+//! the launchers here take a shape, check it, and return an [`Op`]: a pipeline, its bind group
+//! and its dispatch size, created once before any step runs.
+
+use crate::gpu::context::Gpu;
+
+pub const MATMUL_WGSL: &str = include_str!("../../shaders/matmul.wgsl");
+pub const MATMUL_TILE_SUBGROUP_WGSL: &str = include_str!("../../shaders/matmul_tile_subgroup.wgsl");
+pub const MATMUL_TILE_PLAIN_WGSL: &str = include_str!("../../shaders/matmul_tile_plain.wgsl");
+pub const BATCH_WGSL: &str = include_str!("../../shaders/batch.wgsl");
+pub const LOSS_WGSL: &str = include_str!("../../shaders/loss.wgsl");
+pub const SGD_WGSL: &str = include_str!("../../shaders/sgd.wgsl");
+
+/// The matmul module's source: the products and epilogues, then one of the two inner loops.
+pub fn matmul_source(subgroups: bool) -> String {
+    let tile = if subgroups {
+        MATMUL_TILE_SUBGROUP_WGSL
+    } else {
+        MATMUL_TILE_PLAIN_WGSL
+    };
+    format!("{MATMUL_WGSL}\n{tile}")
+}
+
+/// Every shader module as (name, source, needs subgroups), for validation.
+pub fn all_sources() -> Vec<(&'static str, String, bool)> {
+    vec![
+        ("matmul (subgroup)", matmul_source(true), true),
+        ("matmul (plain)", matmul_source(false), false),
+        ("batch", BATCH_WGSL.to_string(), false),
+        ("loss", LOSS_WGSL.to_string(), false),
+        ("sgd", SGD_WGSL.to_string(), false),
+    ]
+}
+
+/// Rows and columns one matmul workgroup covers (ROWS and 4 * LANES of matmul.wgsl).
+pub const MATMUL_ROWS: u32 = 4;
+pub const MATMUL_COLS: u32 = 32;
+/// Workgroup size of the elementwise kernels.
+const WG: u32 = 64;
+const SGD_WG: u32 = 256;
+
+/// One binding of a layout.
+#[derive(Clone, Copy)]
+pub enum Slot {
+    Read,
+    ReadWrite,
+    /// A uniform `Step` read at a dynamic offset, one entry per step.
+    Step,
+}
+
+/// Size of the `Step` uniform of batch.wgsl and loss.wgsl: start, valid, index, pad.
+pub const STEP_BYTES: u64 = 16;
+
+/// What a matmul computes; see matmul.wgsl.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Product {
+    /// Z^T = W * H^T + bias (ReLU when `relu`), also stored batch-major.
+    Forward { relu: bool },
+    /// dZ'^T = W^T * dZ^T, masked by H^T > 0.
+    BackwardInput,
+    /// dW = dZ^T * H and the bias gradient.
+    BackwardWeight,
+}
+
+/// Shape and addressing of one matmul: C[m, n] = A[m, k] * B[k, n], all in f32 elements.
+#[derive(Clone, Copy, Debug)]
+pub struct MatmulSpec {
+    pub product: Product,
+    pub m: usize,
+    pub n: usize,
+    pub k: usize,
+    pub a_off: usize,
+    pub a_sm: usize,
+    pub a_sk: usize,
+    /// Row stride of B in f32; a multiple of 4.
+    pub ldb: usize,
+    pub c_off: usize,
+    pub ldc: usize,
+    /// Forward: the bias offset in `aux`; BackwardInput: unused.
+    pub aux_off: usize,
+    /// BackwardInput: row stride of the mask source in `aux`.
+    pub aux_ld: usize,
+    /// Forward: row stride of the batch-major copy.
+    pub ldc2: usize,
+    /// BackwardWeight: offset of the bias gradient in `c`.
+    pub bg_off: usize,
+}
+
+impl MatmulSpec {
+    pub fn groups(&self) -> [u32; 3] {
+        let n4 = self.n.div_ceil(4) as u32;
+        [
+            n4.div_ceil(MATMUL_COLS / 4),
+            (self.m as u32).div_ceil(MATMUL_ROWS),
+            1,
+        ]
+    }
+
+    fn check(&self) {
+        assert!(self.m > 0 && self.n > 0 && self.k > 0, "empty matmul {self:?}");
+        assert!(self.ldb % 4 == 0 && self.ldb >= self.n, "B row stride {self:?}");
+        assert!(self.ldc >= self.n, "C row stride {self:?}");
+    }
+}
+
+/// A recorded dispatch: pipeline, bind group and grid. `step` says whether the bind group
+/// takes the dynamic offset of the current step.
+#[derive(Clone)]
+pub struct Op {
+    pub label: String,
+    pub pipeline: wgpu::ComputePipeline,
+    pub bind_group: wgpu::BindGroup,
+    pub groups: [u32; 3],
+    pub step: bool,
+}
+
+impl Op {
+    pub fn encode(&self, pass: &mut wgpu::ComputePass<'_>, step_offset: u32) {
+        pass.set_pipeline(&self.pipeline);
+        if self.step {
+            pass.set_bind_group(0, &self.bind_group, &[step_offset]);
+        } else {
+            pass.set_bind_group(0, &self.bind_group, &[]);
+        }
+        let [x, y, z] = self.groups;
+        pass.dispatch_workgroups(x, y, z);
+    }
+}
+
+/// Shader modules, compiled once per device.
+pub struct Kernels {
+    matmul: wgpu::ShaderModule,
+    batch: wgpu::ShaderModule,
+    loss: wgpu::ShaderModule,
+    sgd: wgpu::ShaderModule,
+    pub subgroups: bool,
+    max_groups: u32,
+}
+
+fn module(gpu: &Gpu, label: &str, src: &str) -> wgpu::ShaderModule {
+    gpu.device.create_shader_module(wgpu::ShaderModuleDescriptor {
+        label: Some(label),
+        source: wgpu::ShaderSource::Wgsl(src.into()),
+    })
+}
+
+impl Kernels {
+    pub fn new(gpu: &Gpu) -> Kernels {
+        Kernels {
+            matmul: module(gpu, "matmul.wgsl", &matmul_source(gpu.subgroups)),
+            batch: module(gpu, "batch.wgsl", BATCH_WGSL),
+            loss: module(gpu, "loss.wgsl", LOSS_WGSL),
+            sgd: module(gpu, "sgd.wgsl", SGD_WGSL),
+            subgroups: gpu.subgroups,
+            max_groups: gpu.limits.max_compute_workgroups_per_dimension,
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn op(
+        &self,
+        gpu: &Gpu,
+        label: &str,
+        module: &wgpu::ShaderModule,
+        entry: &str,
+        constants: &[(&str, f64)],
+        bindings: &[(u32, Slot, wgpu::BindingResource<'_>)],
+        groups: [u32; 3],
+    ) -> Op {
+        assert!(
+            groups.iter().all(|&g| g <= self.max_groups),
+            "{label}: grid {groups:?} exceeds the adapter's {} workgroups per dimension",
+            self.max_groups
+        );
+        let entries: Vec<_> = bindings
+            .iter()
+            .map(|(i, s, _)| wgpu::BindGroupLayoutEntry {
+                binding: *i,
+                visibility: wgpu::ShaderStages::COMPUTE,
+                ty: match s {
+                    Slot::Read | Slot::ReadWrite => wgpu::BindingType::Buffer {
+                        ty: wgpu::BufferBindingType::Storage {
+                            read_only: matches!(s, Slot::Read),
+                        },
+                        has_dynamic_offset: false,
+                        min_binding_size: None,
+                    },
+                    Slot::Step => wgpu::BindingType::Buffer {
+                        ty: wgpu::BufferBindingType::Uniform,
+                        has_dynamic_offset: true,
+                        min_binding_size: wgpu::BufferSize::new(STEP_BYTES),
+                    },
+                },
+                count: None,
+            })
+            .collect();
+        let layout = gpu
+            .device
+            .create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+                label: Some(label),
+                entries: &entries,
+            });
+        let pipeline_layout = gpu
+            .device
+            .create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+                label: Some(label),
+                bind_group_layouts: &[Some(&layout)],
+                immediate_size: 0,
+            });
+        let pipeline = gpu
+            .device
+            .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                label: Some(label),
+                layout: Some(&pipeline_layout),
+                module,
+                entry_point: Some(entry),
+                compilation_options: wgpu::PipelineCompilationOptions {
+                    constants,
+                    zero_initialize_workgroup_memory: false,
+                },
+                cache: None,
+            });
+        let bind_group = gpu.device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: Some(label),
+            layout: &layout,
+            entries: &bindings
+                .iter()
+                .map(|(i, _, r)| wgpu::BindGroupEntry {
+                    binding: *i,
+                    resource: r.clone(),
+                })
+                .collect::<Vec<_>>(),
+        });
+        Op {
+            label: label.to_string(),
+            pipeline,
+            bind_group,
+            groups,
+            step: bindings.iter().any(|(_, s, _)| matches!(s, Slot::Step)),
+        }
+    }
+
+    /// A matmul. Buffers: `a` (read), `b` (read, row-major vec4 rows), `c` (written), and by
+    /// product: Forward `aux` = bias source and `c2` = batch-major copy; BackwardInput `aux` =
+    /// mask source H^T; BackwardWeight nothing more.
+    #[allow(clippy::too_many_arguments)]
+    pub fn matmul(
+        &self,
+        gpu: &Gpu,
+        label: &str,
+        spec: MatmulSpec,
+        a: &wgpu::Buffer,
+        b: &wgpu::Buffer,
+        c: &wgpu::Buffer,
+        aux: Option<&wgpu::Buffer>,
+        c2: Option<&wgpu::Buffer>,
+    ) -> Op {
+        spec.check();
+        let s = &spec;
+        let mut constants: Vec<(&str, f64)> = vec![
+            ("M", s.m as f64),
+            ("N", s.n as f64),
+            ("K", s.k as f64),
+            ("A_OFF", s.a_off as f64),
+            ("A_SM", s.a_sm as f64),
+            ("A_SK", s.a_sk as f64),
+            ("LDB4", (s.ldb / 4) as f64),
+            ("C_OFF", s.c_off as f64),
+            ("LDC", s.ldc as f64),
+        ];
+        use Slot::*;
+        let mut bindings = vec![
+            (0, Read, a.as_entire_binding()),
+            (1, Read, b.as_entire_binding()),
+            (2, ReadWrite, c.as_entire_binding()),
+        ];
+        let entry = match s.product {
+            Product::Forward { relu } => {
+                constants.push(("AUX_OFF", s.aux_off as f64));
+                constants.push(("RELU", if relu { 1.0 } else { 0.0 }));
+                constants.push(("LDC2", s.ldc2 as f64));
+                let aux = aux.expect("forward needs the bias buffer");
+                let c2 = c2.expect("forward needs the batch-major output");
+                bindings.push((3, Read, aux.as_entire_binding()));
+                bindings.push((4, ReadWrite, c2.as_entire_binding()));
+                "forward"
+            }
+            Product::BackwardInput => {
+                constants.push(("AUX_LD", s.aux_ld as f64));
+                let aux = aux.expect("backward_input needs the mask source");
+                bindings.push((3, Read, aux.as_entire_binding()));
+                "backward_input"
+            }
+            Product::BackwardWeight => {
+                constants.push(("BG_OFF", s.bg_off as f64));
+                "backward_weight"
+            }
+        };
+        self.op(
+            gpu,
+            label,
+            &self.matmul,
+            entry,
+            &constants,
+            &bindings,
+            spec.groups(),
+        )
+    }
+
+    /// Batch assembly from packed u8 images; see batch.wgsl.
+    #[allow(clippy::too_many_arguments)]
+    pub fn gather(
+        &self,
+        gpu: &Gpu,
+        label: &str,
+        pixels: usize,
+        bp: usize,
+        ldx: usize,
+        images: &wgpu::Buffer,
+        order: &wgpu::Buffer,
+        table: &wgpu::Buffer,
+        xt: &wgpu::Buffer,
+        xb: &wgpu::Buffer,
+        steps: &wgpu::Buffer,
+    ) -> Op {
+        assert!(ldx >= pixels && bp % 4 == 0);
+        let words = pixels.div_ceil(4);
+        self.op(
+            gpu,
+            label,
+            &self.batch,
+            "gather",
+            &[
+                ("PIXELS", pixels as f64),
+                ("WORDS", words as f64),
+                ("BP", bp as f64),
+                ("LDX", ldx as f64),
+                ("WG", WG as f64),
+            ],
+            &[
+                (0, Slot::Read, images.as_entire_binding()),
+                (1, Slot::Read, order.as_entire_binding()),
+                (2, Slot::Read, table.as_entire_binding()),
+                (3, Slot::ReadWrite, xt.as_entire_binding()),
+                (4, Slot::ReadWrite, xb.as_entire_binding()),
+                (5, Slot::Step, step_binding(steps)),
+            ],
+            [(words as u32).div_ceil(WG), bp as u32, 1],
+        )
+    }
+
+    /// LogSoftmax + NLLLoss and the gradient of the logits; see loss.wgsl.
+    #[allow(clippy::too_many_arguments)]
+    pub fn nll(
+        &self,
+        gpu: &Gpu,
+        label: &str,
+        classes: usize,
+        bp: usize,
+        logits: &wgpu::Buffer,
+        labels: &wgpu::Buffer,
+        order: &wgpu::Buffer,
+        steps: &wgpu::Buffer,
+        grad: &wgpu::Buffer,
+        losses: &wgpu::Buffer,
+    ) -> Op {
+        self.op(
+            gpu,
+            label,
+            &self.loss,
+            "nll_forward_backward",
+            &[
+                ("CLASSES", classes as f64),
+                ("BP", bp as f64),
+                ("WG", WG as f64),
+            ],
+            &[
+                (0, Slot::Read, logits.as_entire_binding()),
+                (1, Slot::Read, labels.as_entire_binding()),
+                (2, Slot::Read, order.as_entire_binding()),
+                (3, Slot::Step, step_binding(steps)),
+                (4, Slot::ReadWrite, grad.as_entire_binding()),
+                (5, Slot::ReadWrite, losses.as_entire_binding()),
+            ],
+            [1, 1, 1],
+        )
+    }
+
+    /// Prediction and loss per sample; see loss.wgsl. `correct` holds per sample
+    /// `is_correct | predicted << 8`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn evaluate(
+        &self,
+        gpu: &Gpu,
+        label: &str,
+        classes: usize,
+        bp: usize,
+        logits: &wgpu::Buffer,
+        labels: &wgpu::Buffer,
+        order: &wgpu::Buffer,
+        steps: &wgpu::Buffer,
+        correct: &wgpu::Buffer,
+        sample_loss: &wgpu::Buffer,
+    ) -> Op {
+        self.op(
+            gpu,
+            label,
+            &self.loss,
+            "evaluate",
+            &[
+                ("CLASSES", classes as f64),
+                ("BP", bp as f64),
+                ("WG", WG as f64),
+            ],
+            &[
+                (0, Slot::Read, logits.as_entire_binding()),
+                (1, Slot::Read, labels.as_entire_binding()),
+                (2, Slot::Read, order.as_entire_binding()),
+                (3, Slot::Step, step_binding(steps)),
+                (6, Slot::ReadWrite, correct.as_entire_binding()),
+                (7, Slot::ReadWrite, sample_loss.as_entire_binding()),
+            ],
+            [(bp as u32).div_ceil(WG), 1, 1],
+        )
+    }
+
+    /// One momentum-SGD update over the flat buffers; see sgd.wgsl.
+    #[allow(clippy::too_many_arguments)]
+    pub fn sgd(
+        &self,
+        gpu: &Gpu,
+        label: &str,
+        count: usize,
+        lr: f64,
+        momentum: f64,
+        params: &wgpu::Buffer,
+        grads: &wgpu::Buffer,
+        mom: &wgpu::Buffer,
+    ) -> Op {
+        let groups = (count as u32).div_ceil(SGD_WG);
+        let row = groups.min(self.max_groups);
+        self.op(
+            gpu,
+            label,
+            &self.sgd,
+            "sgd_momentum",
+            &[
+                ("COUNT", count as f64),
+                ("LR", lr),
+                ("MU", momentum),
+                ("WG", SGD_WG as f64),
+                ("ROW_GROUPS", row as f64),
+            ],
+            &[
+                (0, Slot::ReadWrite, params.as_entire_binding()),
+                (1, Slot::Read, grads.as_entire_binding()),
+                (2, Slot::ReadWrite, mom.as_entire_binding()),
+            ],
+            [row, groups.div_ceil(row), 1],
+        )
+    }
+}
+
+fn step_binding(steps: &wgpu::Buffer) -> wgpu::BindingResource<'_> {
+    wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+        buffer: steps,
+        offset: 0,
+        size: wgpu::BufferSize::new(STEP_BYTES),
+    })
+}
+
+/// Per-step uniforms at a stride the adapter accepts for dynamic offsets.
+pub fn step_stride(gpu: &Gpu) -> u64 {
+    (gpu.limits.min_uniform_buffer_offset_alignment as u64).max(STEP_BYTES)
+}
+
+/// The bytes of a step-uniform buffer: for step s, (start, valid, index) of `batch` out of `n`.
+pub fn step_table(n: usize, batch: usize, stride: u64) -> Vec<u8> {
+    let steps = n.div_ceil(batch);
+    let mut bytes = vec![0u8; steps * stride as usize];
+    for s in 0..steps {
+        let start = s * batch;
+        let valid = batch.min(n - start);
+        let words = [start as u32, valid as u32, s as u32, 0];
+        let at = s * stride as usize;
+        bytes[at..at + 16].copy_from_slice(bytemuck::cast_slice(&words));
+    }
+    bytes
+}

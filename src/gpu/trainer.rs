@@ -1,0 +1,450 @@
+//! The GPU backend: every buffer, bind group and pipeline of a run, created once, and the
+//! recording of steps into one compute pass per submission.
+//!
+//! Convention: activations are feature-major, `H_l^T: [s_l, bp]`, with `bp` the batch size
+//! rounded up to 4 (the matmul's vec4 columns); a batch-major copy `H_l: [bp, pad4(s_l)]`
+//! feeds the weight gradient. Parameters, gradients and momentum are flat, in the table of
+//! [`crate::model::Arch::table`] (PyTorch layout). Columns of a batch past its valid count
+//! carry zero input and zero gradient, so a last partial batch needs no other pipelines.
+
+use std::ops::Range;
+
+use anyhow::{Context, Result};
+use wgpu::util::DeviceExt;
+
+use crate::data::{Dataset, normalize_table};
+use crate::gpu::context::Gpu;
+use crate::gpu::kernels::{Kernels, MatmulSpec, Op, Product, step_stride, step_table};
+use crate::model::Arch;
+use crate::train::{Backend, Eval, Recipe};
+
+pub fn pad4(n: usize) -> usize {
+    n.div_ceil(4) * 4
+}
+
+/// Bytes and grid sizes a run needs, checked against the adapter before anything is built.
+pub fn check_limits(gpu: &Gpu, arch: &Arch, batch: usize, n_train: usize) -> Result<(), String> {
+    let bp = pad4(batch) as u64;
+    let widest = *arch.sizes.iter().max().unwrap() as u64;
+    let act_bytes = widest * bp * 4;
+    let max_bind = gpu.limits.max_storage_buffer_binding_size;
+    let max_groups = gpu.limits.max_compute_workgroups_per_dimension as u64;
+    let images = n_train as u64 * pad4(arch.input()) as u64;
+    if act_bytes > max_bind {
+        return Err(format!(
+            "--batch-size {batch}: an activation buffer of {widest} x {bp} floats ({act_bytes} bytes) exceeds \
+             the adapter's {max_bind}-byte storage binding limit; use a smaller batch"
+        ));
+    }
+    if bp > max_groups {
+        return Err(format!(
+            "--batch-size {batch}: exceeds the adapter's {max_groups} workgroups per dimension"
+        ));
+    }
+    if images > max_bind {
+        return Err(format!(
+            "the training images ({images} bytes) exceed the adapter's {max_bind}-byte storage binding limit"
+        ));
+    }
+    Ok(())
+}
+
+/// Packs u8 images four to a u32, each image padded to whole words.
+pub fn pack_images(data: &Dataset) -> Vec<u32> {
+    let words = data.pixels().div_ceil(4);
+    let mut out = vec![0u32; data.len() * words];
+    for i in 0..data.len() {
+        for (p, &v) in data.image(i).iter().enumerate() {
+            out[i * words + p / 4] |= (v as u32) << (8 * (p % 4));
+        }
+    }
+    out
+}
+
+/// A device split of the data: packed images, labels, and the order the steps read.
+struct Split {
+    images: wgpu::Buffer,
+    labels: wgpu::Buffer,
+    order: wgpu::Buffer,
+    steps: wgpu::Buffer,
+    len: usize,
+}
+
+impl Split {
+    fn new(gpu: &Gpu, name: &str, data: &Dataset, batch: usize) -> Split {
+        let d = &gpu.device;
+        let labels: Vec<u32> = data.labels.iter().map(|&l| l as u32).collect();
+        let identity: Vec<u32> = (0..data.len() as u32).collect();
+        let stride = step_stride(gpu);
+        Split {
+            images: init(d, &format!("{name} images (u8 x4)"), bytemuck::cast_slice(&pack_images(data)), wgpu::BufferUsages::STORAGE),
+            labels: init(d, &format!("{name} labels"), bytemuck::cast_slice(&labels), wgpu::BufferUsages::STORAGE),
+            order: init(
+                d,
+                &format!("{name} order"),
+                bytemuck::cast_slice(&identity),
+                wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
+            ),
+            steps: init(d, &format!("{name} steps"), &step_table(data.len(), batch, stride), wgpu::BufferUsages::UNIFORM),
+            len: data.len(),
+        }
+    }
+}
+
+fn init(device: &wgpu::Device, label: &str, bytes: &[u8], usage: wgpu::BufferUsages) -> wgpu::Buffer {
+    device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+        label: Some(label),
+        contents: bytes,
+        usage,
+    })
+}
+
+fn zeros(device: &wgpu::Device, label: &str, floats: usize, usage: wgpu::BufferUsages) -> wgpu::Buffer {
+    device.create_buffer(&wgpu::BufferDescriptor {
+        label: Some(label),
+        size: (floats.max(1) * 4) as u64,
+        usage: usage | wgpu::BufferUsages::STORAGE,
+        mapped_at_creation: false,
+    })
+}
+
+pub struct GpuBackend {
+    pub gpu: Gpu,
+    recipe: Recipe,
+    train: Split,
+    test: Split,
+    params: wgpu::Buffer,
+    grads: wgpu::Buffer,
+    momentum: wgpu::Buffer,
+    losses: wgpu::Buffer,
+    eval_correct: wgpu::Buffer,
+    eval_loss: wgpu::Buffer,
+    staging: wgpu::Buffer,
+    /// The dispatches of one training step, in order.
+    pub step_ops: Vec<Op>,
+    /// The dispatches of one evaluation batch.
+    eval_ops: Vec<Op>,
+    test_labels: Vec<u8>,
+    stride: u64,
+    param_count: usize,
+    classes: usize,
+    /// Buffers and their sizes, for the memory listing.
+    pub buffer_sizes: Vec<(String, u64)>,
+}
+
+/// Steps recorded into one compute pass and submission.
+pub const STEPS_PER_SUBMIT: usize = 250;
+
+impl GpuBackend {
+    pub fn new(
+        gpu: Gpu,
+        arch: &Arch,
+        recipe: Recipe,
+        params: &[f32],
+        train: &Dataset,
+        test: &Dataset,
+    ) -> Result<GpuBackend> {
+        assert_eq!(params.len(), arch.param_count());
+        assert_eq!(train.pixels(), arch.input());
+        let kernels = Kernels::new(&gpu);
+        let d = &gpu.device;
+        let layers = arch.layers();
+        let bs = recipe.batch_size;
+        let bp = pad4(bs);
+        let n = params.len();
+        let rw = wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST;
+
+        let train_split = Split::new(&gpu, "train", train, bs);
+        let test_split = Split::new(&gpu, "test", test, bs);
+        let table = init(d, "normalisation table", bytemuck::cast_slice(&normalize_table()), wgpu::BufferUsages::STORAGE);
+        // params/grads/momentum: [param_count], the table's flat layout
+        let params_buf = init(d, "params", bytemuck::cast_slice(params), wgpu::BufferUsages::STORAGE | rw);
+        let grads = zeros(d, "grads", n, rw);
+        let momentum = zeros(d, "momentum", n, rw);
+        let steps = recipe.steps_per_epoch(train.len());
+        // losses: [steps per epoch], the mean loss of each step of the current epoch
+        let losses = zeros(d, "losses", steps, rw);
+        // eval_correct: [test len], correct | predicted << 8; eval_loss: [test len]
+        let eval_correct = zeros(d, "eval correct", test.len(), rw);
+        let eval_loss = zeros(d, "eval loss", test.len(), rw);
+        let staging_floats = n.max(steps).max(2 * test.len());
+        let staging = d.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("staging (read-back)"),
+            size: (staging_floats * 4) as u64,
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        // acts_t[l]: H_l^T [s_l, bp]; acts_b[l]: H_l [bp, pad4(s_l)]; dz[l]: dZ_l^T [s_{l+1}, bp]
+        let acts_t: Vec<_> = (0..=layers)
+            .map(|l| zeros(d, &format!("H{l}^T"), arch.sizes[l] * bp, wgpu::BufferUsages::empty()))
+            .collect();
+        let acts_b: Vec<_> = (0..=layers)
+            .map(|l| zeros(d, &format!("H{l}"), bp * pad4(arch.sizes[l]), wgpu::BufferUsages::empty()))
+            .collect();
+        let dz: Vec<_> = (0..layers)
+            .map(|l| zeros(d, &format!("dZ{l}^T"), arch.sizes[l + 1] * bp, wgpu::BufferUsages::empty()))
+            .collect();
+
+        let gather = |split: &Split, name: &str| {
+            kernels.gather(
+                &gpu,
+                &format!("gather {name}"),
+                arch.input(),
+                bp,
+                pad4(arch.input()),
+                &split.images,
+                &split.order,
+                &table,
+                &acts_t[0],
+                &acts_b[0],
+                &split.steps,
+            )
+        };
+        let forward: Vec<Op> = (0..layers)
+            .map(|l| {
+                let (i, o) = arch.dims(l);
+                let (wo, bo) = arch.offsets(l);
+                let spec = MatmulSpec {
+                    product: Product::Forward { relu: l + 1 < layers },
+                    m: o,
+                    n: bp,
+                    k: i,
+                    a_off: wo,
+                    a_sm: i,
+                    a_sk: 1,
+                    ldb: bp,
+                    c_off: 0,
+                    ldc: bp,
+                    aux_off: bo,
+                    aux_ld: 0,
+                    ldc2: pad4(o),
+                    bg_off: 0,
+                };
+                kernels.matmul(&gpu, &format!("forward {l}"), spec, &params_buf, &acts_t[l], &acts_t[l + 1], Some(&params_buf), Some(&acts_b[l + 1]))
+            })
+            .collect();
+
+        let mut step_ops = vec![gather(&train_split, "train")];
+        step_ops.extend(forward.iter().cloned());
+        step_ops.push(kernels.nll(
+            &gpu,
+            "nll loss + grad",
+            arch.output(),
+            bp,
+            &acts_t[layers],
+            &train_split.labels,
+            &train_split.order,
+            &train_split.steps,
+            &dz[layers - 1],
+            &losses,
+        ));
+        for l in (0..layers).rev() {
+            let (i, o) = arch.dims(l);
+            let (wo, bo) = arch.offsets(l);
+            if l > 0 {
+                let spec = MatmulSpec {
+                    product: Product::BackwardInput,
+                    m: i,
+                    n: bp,
+                    k: o,
+                    a_off: wo,
+                    a_sm: 1,
+                    a_sk: i,
+                    ldb: bp,
+                    c_off: 0,
+                    ldc: bp,
+                    aux_off: 0,
+                    aux_ld: bp,
+                    ldc2: 0,
+                    bg_off: 0,
+                };
+                step_ops.push(kernels.matmul(&gpu, &format!("backward input {l}"), spec, &params_buf, &dz[l], &dz[l - 1], Some(&acts_t[l]), None));
+            }
+            let spec = MatmulSpec {
+                product: Product::BackwardWeight,
+                m: o,
+                n: i,
+                k: bp,
+                a_off: 0,
+                a_sm: bp,
+                a_sk: 1,
+                ldb: pad4(i),
+                c_off: wo,
+                ldc: i,
+                aux_off: 0,
+                aux_ld: 0,
+                ldc2: 0,
+                bg_off: bo,
+            };
+            step_ops.push(kernels.matmul(&gpu, &format!("backward weight {l}"), spec, &dz[l], &acts_b[l], &grads, None, None));
+        }
+        step_ops.push(kernels.sgd(&gpu, "sgd", n, recipe.lr, recipe.momentum, &params_buf, &grads, &momentum));
+
+        let mut eval_ops = vec![gather(&test_split, "test")];
+        eval_ops.extend(forward);
+        eval_ops.push(kernels.evaluate(
+            &gpu,
+            "evaluate",
+            arch.output(),
+            bp,
+            &acts_t[layers],
+            &test_split.labels,
+            &test_split.order,
+            &test_split.steps,
+            &eval_correct,
+            &eval_loss,
+        ));
+
+        let mut buffer_sizes = vec![
+            ("train images".to_string(), train_split.images.size()),
+            ("train labels".to_string(), train_split.labels.size()),
+            ("train order".to_string(), train_split.order.size()),
+            ("test images".to_string(), test_split.images.size()),
+            ("test labels + order".to_string(), test_split.labels.size() + test_split.order.size()),
+            ("step uniforms".to_string(), train_split.steps.size() + test_split.steps.size()),
+            ("params + grads + momentum".to_string(), 3 * params_buf.size()),
+            ("losses".to_string(), losses.size()),
+            ("eval outputs".to_string(), eval_correct.size() + eval_loss.size()),
+            ("staging".to_string(), staging.size()),
+        ];
+        let act: u64 = acts_t.iter().chain(&acts_b).chain(&dz).map(|b| b.size()).sum();
+        buffer_sizes.push(("activations + their gradients".to_string(), act));
+
+        Ok(GpuBackend {
+            stride: step_stride(&gpu),
+            gpu,
+            recipe,
+            train: train_split,
+            test: test_split,
+            params: params_buf,
+            grads,
+            momentum,
+            losses,
+            eval_correct,
+            eval_loss,
+            staging,
+            step_ops,
+            eval_ops,
+            test_labels: test.labels.clone(),
+            param_count: n,
+            classes: arch.output(),
+            buffer_sizes,
+        })
+    }
+
+    /// Records `steps` of `ops` into one compute pass and submits it.
+    fn submit(&self, label: &str, ops: &[Op], steps: Range<usize>) {
+        let mut enc = self
+            .gpu
+            .device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some(label) });
+        {
+            let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                label: Some(label),
+                timestamp_writes: None,
+            });
+            for s in steps {
+                let offset = (s as u64 * self.stride) as u32;
+                for op in ops {
+                    op.encode(&mut pass, offset);
+                }
+            }
+        }
+        self.gpu.queue.submit([enc.finish()]);
+    }
+
+    /// Copies `bytes` bytes from `src` at `offset` to the host.
+    fn read(&self, src: &wgpu::Buffer, offset: u64, bytes: u64) -> Result<Vec<u8>> {
+        let mut enc = self
+            .gpu
+            .device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("read-back") });
+        enc.copy_buffer_to_buffer(src, offset, &self.staging, 0, bytes);
+        self.gpu.queue.submit([enc.finish()]);
+        let slice = self.staging.slice(..bytes);
+        let (tx, rx) = std::sync::mpsc::channel();
+        slice.map_async(wgpu::MapMode::Read, move |r| {
+            let _ = tx.send(r);
+        });
+        self.gpu
+            .device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .context("waiting for the device")?;
+        rx.recv()
+            .context("read-back callback dropped")?
+            .context("mapping the staging buffer")?;
+        let out = slice.get_mapped_range().context("reading the staging buffer")?.to_vec();
+        self.staging.unmap();
+        Ok(out)
+    }
+
+    fn read_f32(&self, src: &wgpu::Buffer, offset_floats: usize, count: usize) -> Result<Vec<f32>> {
+        let bytes = self.read(src, offset_floats as u64 * 4, count as u64 * 4)?;
+        Ok(bytemuck::pod_collect_to_vec(&bytes))
+    }
+
+    /// Gradients of the last step (for tests).
+    pub fn grads(&mut self) -> Result<Vec<f32>> {
+        self.read_f32(&self.grads, 0, self.param_count)
+    }
+
+    /// Writes new parameter values (for tests and `--init`).
+    pub fn set_params(&mut self, params: &[f32]) {
+        assert_eq!(params.len(), self.param_count);
+        self.gpu.queue.write_buffer(&self.params, 0, bytemuck::cast_slice(params));
+    }
+}
+
+impl Backend for GpuBackend {
+    fn describe(&self) -> String {
+        self.gpu.to_string()
+    }
+
+    fn begin_epoch(&mut self, order: &[u32]) -> Result<()> {
+        assert_eq!(order.len(), self.train.len);
+        self.gpu
+            .queue
+            .write_buffer(&self.train.order, 0, bytemuck::cast_slice(order));
+        Ok(())
+    }
+
+    fn run_steps(&mut self, steps: Range<usize>) -> Result<()> {
+        let mut s = steps.start;
+        while s < steps.end {
+            let e = (s + STEPS_PER_SUBMIT).min(steps.end);
+            self.submit("train steps", &self.step_ops, s..e);
+            s = e;
+        }
+        Ok(())
+    }
+
+    fn losses(&mut self, steps: Range<usize>) -> Result<Vec<f32>> {
+        self.read_f32(&self.losses, steps.start, steps.len())
+    }
+
+    fn evaluate(&mut self) -> Result<Eval> {
+        let n = self.test.len;
+        let steps = n.div_ceil(self.recipe.batch_size);
+        let mut s = 0;
+        while s < steps {
+            let e = (s + STEPS_PER_SUBMIT * 2).min(steps);
+            self.submit("evaluate", &self.eval_ops, s..e);
+            s = e;
+        }
+        let correct: Vec<u32> = bytemuck::pod_collect_to_vec(&self.read(&self.eval_correct, 0, n as u64 * 4)?);
+        let loss = self.read_f32(&self.eval_loss, 0, n)?;
+        let mut ev = Eval::new(self.classes);
+        for (i, (&c, &l)) in correct.iter().zip(&loss).enumerate() {
+            ev.add((c >> 8) as usize, self.test_labels[i] as usize, l as f64);
+        }
+        Ok(ev)
+    }
+
+    fn params(&mut self) -> Result<Vec<f32>> {
+        self.read_f32(&self.params, 0, self.param_count)
+    }
+
+    fn momentum(&mut self) -> Result<Vec<f32>> {
+        self.read_f32(&self.momentum, 0, self.param_count)
+    }
+}

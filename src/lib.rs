@@ -1,0 +1,14 @@
+//! mnist-wgpu: the PyTorch MNIST tutorial's MLP, trained with hand-written WGSL kernels.
+//!
+//! - [`data`]: the IDX files, verified and parsed
+//! - [`model`]: the architecture and the flat parameter table
+//! - [`cpu`]: the CPU reference, oracle of the tests and the `--device cpu` backend
+//! - [`gpu`]: adapter choice, kernels and the GPU backend
+//! - [`train`]: the recipe and the epoch loop both backends share
+
+pub mod cpu;
+pub mod data;
+pub mod gpu;
+pub mod model;
+pub mod rng;
+pub mod train;
