@@ -81,9 +81,18 @@ macro_rules! real_impl {
                 }
                 // The slices must hold every element the strides reach; this makes the
                 // unsafe call below sound.
-                assert!(last_index(m, k, a.rs, a.cs) < a.data.len(), "gemm: A too short");
-                assert!(last_index(k, n, b.rs, b.cs) < b.data.len(), "gemm: B too short");
-                assert!(last_index(m, n, c.rs, c.cs) < c.data.len(), "gemm: C too short");
+                assert!(
+                    last_index(m, k, a.rs, a.cs) < a.data.len(),
+                    "gemm: A too short"
+                );
+                assert!(
+                    last_index(k, n, b.rs, b.cs) < b.data.len(),
+                    "gemm: B too short"
+                );
+                assert!(
+                    last_index(m, n, c.rs, c.cs) < c.data.len(),
+                    "gemm: C too short"
+                );
                 // SAFETY: bounds checked above; C does not alias A or B (distinct borrows).
                 unsafe {
                     $gemm(
@@ -124,14 +133,26 @@ pub fn linear_forward<T: Real>(
         batch,
         inp,
         out,
-        Mat { data: x, rs: inp, cs: 1 },
-        Mat { data: w, rs: 1, cs: inp },
-        MatMut { data: y, rs: out, cs: 1 },
+        Mat {
+            data: x,
+            rs: inp,
+            cs: 1,
+        },
+        Mat {
+            data: w,
+            rs: 1,
+            cs: inp,
+        },
+        MatMut {
+            data: y,
+            rs: out,
+            cs: 1,
+        },
     );
     for row in y[..batch * out].chunks_mut(out) {
         for (v, &b) in row.iter_mut().zip(bias) {
             *v += b;
-            if relu && !(*v > T::default()) {
+            if relu && !positive(*v) {
                 *v = T::default();
             }
         }
@@ -155,9 +176,21 @@ pub fn linear_backward<T: Real>(
         out,
         batch,
         inp,
-        Mat { data: dy, rs: 1, cs: out },
-        Mat { data: x, rs: inp, cs: 1 },
-        MatMut { data: dw, rs: inp, cs: 1 },
+        Mat {
+            data: dy,
+            rs: 1,
+            cs: out,
+        },
+        Mat {
+            data: x,
+            rs: inp,
+            cs: 1,
+        },
+        MatMut {
+            data: dw,
+            rs: inp,
+            cs: 1,
+        },
     );
     for (o, d) in db.iter_mut().enumerate().take(out) {
         let mut s = T::default();
@@ -171,17 +204,34 @@ pub fn linear_backward<T: Real>(
             batch,
             out,
             inp,
-            Mat { data: dy, rs: out, cs: 1 },
-            Mat { data: w, rs: inp, cs: 1 },
-            MatMut { data: dx, rs: inp, cs: 1 },
+            Mat {
+                data: dy,
+                rs: out,
+                cs: 1,
+            },
+            Mat {
+                data: w,
+                rs: inp,
+                cs: 1,
+            },
+            MatMut {
+                data: dx,
+                rs: inp,
+                cs: 1,
+            },
         );
     }
+}
+
+/// Whether a value passes ReLU (NaN does not, as in the kernels).
+fn positive<T: Real>(v: T) -> bool {
+    v > T::default()
 }
 
 /// ReLU backward: the gradient passes where the layer's output was positive.
 pub fn relu_backward<T: Real>(dx: &mut [T], y: &[T]) {
     for (d, &v) in dx.iter_mut().zip(y) {
-        if !(v > T::default()) {
+        if !positive(v) {
             *d = T::default();
         }
     }
@@ -221,11 +271,7 @@ pub fn nll_loss_grad<T: Real>(logp: &[T], labels: &[u8], classes: usize) -> (T, 
         let row = &logp[b * classes..(b + 1) * classes];
         loss += -row[label as usize];
         for c in 0..classes {
-            let gc = if c == label as usize {
-                g
-            } else {
-                T::default()
-            };
+            let gc = if c == label as usize { g } else { T::default() };
             dz[b * classes + c] = gc - row[c].exp() * g;
         }
     }
@@ -237,7 +283,7 @@ pub fn nll_loss_grad<T: Real>(logp: &[T], labels: &[u8], classes: usize) -> (T, 
 pub fn sgd<T: Real>(p: &mut [T], v: &mut [T], g: &[T], lr: T, mu: T) {
     for ((p, v), &g) in p.iter_mut().zip(v.iter_mut()).zip(g) {
         *v = mu * *v + g;
-        *p = *p + (-lr) * *v;
+        *p += (-lr) * *v;
     }
 }
 
@@ -274,12 +320,7 @@ pub fn forward<T: Real>(arch: &Arch, params: &[T], x: &[T], batch: usize) -> Vec
 }
 
 /// Mean NLL loss of a batch and the gradient of every parameter (flat, the table's layout).
-pub fn loss_and_grad<T: Real>(
-    arch: &Arch,
-    params: &[T],
-    x: &[T],
-    labels: &[u8],
-) -> (T, Vec<T>) {
+pub fn loss_and_grad<T: Real>(arch: &Arch, params: &[T], x: &[T], labels: &[u8]) -> (T, Vec<T>) {
     let batch = labels.len();
     let acts = forward(arch, params, x, batch);
     let logp = log_softmax(&acts[arch.layers()], arch.output());
@@ -325,7 +366,13 @@ pub struct CpuBackend {
 }
 
 impl CpuBackend {
-    pub fn new(arch: Arch, recipe: Recipe, params: Vec<f32>, train: Dataset, test: Dataset) -> Self {
+    pub fn new(
+        arch: Arch,
+        recipe: Recipe,
+        params: Vec<f32>,
+        train: Dataset,
+        test: Dataset,
+    ) -> Self {
         let n = params.len();
         let steps = recipe.steps_per_epoch(train.len());
         CpuBackend {
@@ -424,7 +471,9 @@ mod tests {
         let params: Vec<f64> = p32.iter().map(|&v| v as f64).collect();
         let mut rng = Rng::new(5, 9);
         let batch = 5;
-        let x: Vec<f64> = (0..batch * 13).map(|_| rng.uniform(-1.0, 1.0) as f64).collect();
+        let x: Vec<f64> = (0..batch * 13)
+            .map(|_| rng.uniform(-1.0, 1.0) as f64)
+            .collect();
         let labels: Vec<u8> = (0..batch).map(|_| rng.below(10) as u8).collect();
         let (_, g) = loss_and_grad(&arch, &params, &x, &labels);
         let h = 1e-6;

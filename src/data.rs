@@ -59,7 +59,9 @@ pub enum DataError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("{path}: SHA-256 of the content is {actual}, expected {expected} (corrupt or not MNIST)")]
+    #[error(
+        "{path}: SHA-256 of the content is {actual}, expected {expected} (corrupt or not MNIST)"
+    )]
     Checksum {
         path: PathBuf,
         expected: String,
@@ -203,7 +205,10 @@ pub fn parse_images(path: &Path, b: &[u8]) -> Result<(usize, usize, usize), Data
     if b.len() < 16 {
         return Err(format_err(
             path,
-            format!("{} bytes is too short for an IDX image header (16)", b.len()),
+            format!(
+                "{} bytes is too short for an IDX image header (16)",
+                b.len()
+            ),
         ));
     }
     let magic = be_u32(b, 0);
@@ -213,7 +218,11 @@ pub fn parse_images(path: &Path, b: &[u8]) -> Result<(usize, usize, usize), Data
             format!("magic number {magic}, expected {IMAGES_MAGIC} (IDX u8 images)"),
         ));
     }
-    let (n, rows, cols) = (be_u32(b, 4) as u64, be_u32(b, 8) as u64, be_u32(b, 12) as u64);
+    let (n, rows, cols) = (
+        be_u32(b, 4) as u64,
+        be_u32(b, 8) as u64,
+        be_u32(b, 12) as u64,
+    );
     let expected = 16 + n * rows * cols;
     if expected != b.len() as u64 {
         return Err(format_err(
@@ -252,7 +261,11 @@ pub fn parse_labels(path: &Path, b: &[u8]) -> Result<usize, DataError> {
             ),
         ));
     }
-    if let Some((i, &l)) = b[8..].iter().enumerate().find(|(_, l)| **l as usize >= CLASSES) {
+    if let Some((i, &l)) = b[8..]
+        .iter()
+        .enumerate()
+        .find(|(_, l)| **l as usize >= CLASSES)
+    {
         return Err(format_err(
             path,
             format!("label {l} at index {i} is outside 0..{CLASSES}"),
@@ -267,10 +280,7 @@ fn pair(images: Loaded, labels: Loaded) -> Result<Dataset, DataError> {
     if n != nl {
         return Err(format_err(
             &labels.path,
-            format!(
-                "{nl} labels but {} holds {n} images",
-                images.path.display()
-            ),
+            format!("{nl} labels but {} holds {n} images", images.path.display()),
         ));
     }
     if n == 0 {

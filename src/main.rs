@@ -49,10 +49,10 @@ struct TrainArgs {
     #[arg(long, default_value_t = 32, value_parser = at_least_one)]
     batch_size: usize,
     /// SGD learning rate.
-    #[arg(long, default_value_t = 0.003, value_parser = positive_finite)]
+    #[arg(long, default_value_t = 0.003, value_parser = positive_finite, allow_negative_numbers = true)]
     lr: f64,
     /// SGD momentum (PyTorch's rule, no dampening).
-    #[arg(long, default_value_t = 0.9, value_parser = momentum)]
+    #[arg(long, default_value_t = 0.9, value_parser = momentum, allow_negative_numbers = true)]
     momentum: f64,
     /// Hidden layer sizes, comma-separated; one or more.
     #[arg(long, default_value = "128,128,64,64", value_parser = hidden)]
@@ -103,9 +103,7 @@ fn hidden(s: &str) -> Result<Hidden, String> {
     let sizes: Result<Vec<usize>, _> = s.split(',').map(|p| at_least_one(p.trim())).collect();
     match sizes {
         Ok(v) if !v.is_empty() && v.iter().all(|&x| x <= 65536) => Ok(Hidden(v)),
-        _ => Err(
-            "expected comma-separated layer sizes from 1 to 65536, e.g. 128,128,64,64".into(),
-        ),
+        _ => Err("expected comma-separated layer sizes from 1 to 65536, e.g. 128,128,64,64".into()),
     }
 }
 
@@ -176,23 +174,54 @@ fn run_train(args: TrainArgs) -> Result<()> {
             Err(e) => return Err(e.into()),
         },
     };
+    // MNIST's 28x28 inputs and 60,000 training images are the contract: check the adapter's
+    // limits with them before reading any data.
+    let arch = Arch::new(28 * 28, &args.hidden.0, mnist_wgpu::data::CLASSES);
+    if let Some(gpu) = &gpu {
+        check_limits(gpu, &arch, recipe.batch_size, 60_000).map_err(UsageError)?;
+    }
     let data_dir = args.data_dir.clone().unwrap_or_else(default_data_dir);
-    let mnist = load_mnist(&data_dir).with_context(|| format!("loading MNIST from {}", data_dir.display()))?;
-    let arch = Arch::new(mnist.train.pixels(), &args.hidden.0, mnist_wgpu::data::CLASSES);
+    let mnist = load_mnist(&data_dir)
+        .with_context(|| format!("loading MNIST from {}", data_dir.display()))?;
+    if mnist.train.pixels() != arch.input() {
+        anyhow::bail!(
+            "{}: images are {}x{}, the model takes 28x28",
+            data_dir.display(),
+            mnist.train.rows,
+            mnist.train.cols
+        );
+    }
     let params = arch.init(recipe.seed);
     let n_train = mnist.train.len();
 
     let mut backend: Box<dyn Backend> = match gpu {
         Some(gpu) => {
             check_limits(&gpu, &arch, recipe.batch_size, n_train).map_err(UsageError)?;
-            Box::new(GpuBackend::new(gpu, &arch, recipe.clone(), &params, &mnist.train, &mnist.test)?)
+            Box::new(GpuBackend::new(
+                gpu,
+                &arch,
+                recipe.clone(),
+                &params,
+                &mnist.train,
+                &mnist.test,
+            )?)
         }
-        None => Box::new(CpuBackend::new(arch.clone(), recipe.clone(), params, mnist.train, mnist.test)),
+        None => Box::new(CpuBackend::new(
+            arch.clone(),
+            recipe.clone(),
+            params,
+            mnist.train,
+            mnist.test,
+        )),
     };
     println!("adapter: {}", backend.describe());
     println!(
         "model: {} | {} parameters | batch {} | lr {} | momentum {} | seed {} | start-up {:.2} s",
-        arch.sizes.iter().map(|s| s.to_string()).collect::<Vec<_>>().join("-"),
+        arch.sizes
+            .iter()
+            .map(|s| s.to_string())
+            .collect::<Vec<_>>()
+            .join("-"),
         arch.param_count(),
         recipe.batch_size,
         recipe.lr,
@@ -201,7 +230,9 @@ fn run_train(args: TrainArgs) -> Result<()> {
         t_start.elapsed().as_secs_f64()
     );
     let t_train = Instant::now();
-    train(backend.as_mut(), &recipe, n_train, |r| println!("{}", r.line()))?;
+    train(backend.as_mut(), &recipe, n_train, |r| {
+        println!("{}", r.line())
+    })?;
     let train_s = t_train.elapsed().as_secs_f64();
     let t_eval = Instant::now();
     let ev = backend.evaluate()?;

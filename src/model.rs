@@ -93,7 +93,9 @@ impl Arch {
 
     /// Multiply-adds of one forward pass for one image.
     pub fn macs_per_image(&self) -> usize {
-        (0..self.layers()).map(|l| self.dims(l).0 * self.dims(l).1).sum()
+        (0..self.layers())
+            .map(|l| self.dims(l).0 * self.dims(l).1)
+            .sum()
     }
 
     /// torch.nn.Linear's default initialisation: weight and bias each uniform in
@@ -102,7 +104,8 @@ impl Arch {
         let mut rng = Rng::new(seed, INIT_STREAM);
         let mut p = vec![0f32; self.param_count()];
         for e in self.table() {
-            let fan_in = self.sizes[e.name.split('.').next().unwrap().parse::<usize>().unwrap() / 2];
+            let fan_in =
+                self.sizes[e.name.split('.').next().unwrap().parse::<usize>().unwrap() / 2];
             let bound = (1.0 / (fan_in as f64).sqrt()) as f32;
             for x in &mut p[e.range()] {
                 *x = rng.uniform(-bound, bound);

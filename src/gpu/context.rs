@@ -143,7 +143,8 @@ pub fn pick_adapter(query: &AdapterQuery) -> Result<wgpu::Adapter, GpuError> {
 /// Subgroups are used when the adapter has them and no subgroup can be narrower than the
 /// 8-lane workgroup of the matmul.
 pub fn adapter_has_subgroups(adapter: &wgpu::Adapter) -> bool {
-    adapter.features().contains(wgpu::Features::SUBGROUP) && adapter.get_info().subgroup_min_size >= 8
+    adapter.features().contains(wgpu::Features::SUBGROUP)
+        && adapter.get_info().subgroup_min_size >= 8
 }
 
 impl Gpu {

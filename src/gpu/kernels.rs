@@ -100,8 +100,14 @@ impl MatmulSpec {
     }
 
     fn check(&self) {
-        assert!(self.m > 0 && self.n > 0 && self.k > 0, "empty matmul {self:?}");
-        assert!(self.ldb % 4 == 0 && self.ldb >= self.n, "B row stride {self:?}");
+        assert!(
+            self.m > 0 && self.n > 0 && self.k > 0,
+            "empty matmul {self:?}"
+        );
+        assert!(
+            self.ldb.is_multiple_of(4) && self.ldb >= self.n,
+            "B row stride {self:?}"
+        );
         assert!(self.ldc >= self.n, "C row stride {self:?}");
     }
 }
@@ -141,10 +147,11 @@ pub struct Kernels {
 }
 
 fn module(gpu: &Gpu, label: &str, src: &str) -> wgpu::ShaderModule {
-    gpu.device.create_shader_module(wgpu::ShaderModuleDescriptor {
-        label: Some(label),
-        source: wgpu::ShaderSource::Wgsl(src.into()),
-    })
+    gpu.device
+        .create_shader_module(wgpu::ShaderModuleDescriptor {
+            label: Some(label),
+            source: wgpu::ShaderSource::Wgsl(src.into()),
+        })
 }
 
 impl Kernels {
@@ -326,7 +333,7 @@ impl Kernels {
         xb: &wgpu::Buffer,
         steps: &wgpu::Buffer,
     ) -> Op {
-        assert!(ldx >= pixels && bp % 4 == 0);
+        assert!(ldx >= pixels && bp.is_multiple_of(4));
         let words = pixels.div_ceil(4);
         self.op(
             gpu,
@@ -489,4 +496,64 @@ pub fn step_table(n: usize, batch: usize, stride: u64) -> Vec<u8> {
         bytes[at..at + 16].copy_from_slice(bytemuck::cast_slice(&words));
     }
     bytes
+}
+
+/// Records `steps` of `ops` into one compute pass of one command buffer and submits it; the
+/// bind groups that take a step uniform get step `s` at offset `s * stride`.
+pub fn submit(gpu: &Gpu, label: &str, ops: &[Op], steps: std::ops::Range<usize>, stride: u64) {
+    let mut enc = gpu
+        .device
+        .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some(label) });
+    {
+        let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
+            label: Some(label),
+            timestamp_writes: None,
+        });
+        for s in steps {
+            let offset = u32::try_from(s as u64 * stride).expect("step uniform offset fits u32");
+            for op in ops {
+                op.encode(&mut pass, offset);
+            }
+        }
+    }
+    gpu.queue.submit([enc.finish()]);
+}
+
+/// Copies `count` elements from `src` (starting at element `offset`) through `staging`, a
+/// MAP_READ buffer large enough for them, and waits for them.
+pub fn read_back<T: bytemuck::Pod>(
+    gpu: &Gpu,
+    src: &wgpu::Buffer,
+    offset: usize,
+    count: usize,
+    staging: &wgpu::Buffer,
+) -> anyhow::Result<Vec<T>> {
+    use anyhow::Context;
+    let size = std::mem::size_of::<T>() as u64;
+    let bytes = count as u64 * size;
+    let mut enc = gpu
+        .device
+        .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+            label: Some("read-back"),
+        });
+    enc.copy_buffer_to_buffer(src, offset as u64 * size, staging, 0, bytes);
+    gpu.queue.submit([enc.finish()]);
+    let slice = staging.slice(..bytes);
+    let (tx, rx) = std::sync::mpsc::channel();
+    slice.map_async(wgpu::MapMode::Read, move |r| {
+        let _ = tx.send(r);
+    });
+    gpu.device
+        .poll(wgpu::PollType::wait_indefinitely())
+        .context("waiting for the device")?;
+    rx.recv()
+        .context("read-back callback dropped")?
+        .context("mapping the staging buffer")?;
+    let out = bytemuck::pod_collect_to_vec(
+        &slice
+            .get_mapped_range()
+            .context("reading the staging buffer")?,
+    );
+    staging.unmap();
+    Ok(out)
 }

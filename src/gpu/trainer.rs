@@ -9,12 +9,14 @@
 
 use std::ops::Range;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use wgpu::util::DeviceExt;
 
 use crate::data::{Dataset, normalize_table};
 use crate::gpu::context::Gpu;
-use crate::gpu::kernels::{Kernels, MatmulSpec, Op, Product, step_stride, step_table};
+use crate::gpu::kernels::{
+    Kernels, MatmulSpec, Op, Product, read_back, step_stride, step_table, submit,
+};
 use crate::model::Arch;
 use crate::train::{Backend, Eval, Recipe};
 
@@ -77,21 +79,41 @@ impl Split {
         let identity: Vec<u32> = (0..data.len() as u32).collect();
         let stride = step_stride(gpu);
         Split {
-            images: init(d, &format!("{name} images (u8 x4)"), bytemuck::cast_slice(&pack_images(data)), wgpu::BufferUsages::STORAGE),
-            labels: init(d, &format!("{name} labels"), bytemuck::cast_slice(&labels), wgpu::BufferUsages::STORAGE),
+            images: init(
+                d,
+                &format!("{name} images (u8 x4)"),
+                bytemuck::cast_slice(&pack_images(data)),
+                wgpu::BufferUsages::STORAGE,
+            ),
+            labels: init(
+                d,
+                &format!("{name} labels"),
+                bytemuck::cast_slice(&labels),
+                wgpu::BufferUsages::STORAGE,
+            ),
             order: init(
                 d,
                 &format!("{name} order"),
                 bytemuck::cast_slice(&identity),
                 wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
             ),
-            steps: init(d, &format!("{name} steps"), &step_table(data.len(), batch, stride), wgpu::BufferUsages::UNIFORM),
+            steps: init(
+                d,
+                &format!("{name} steps"),
+                &step_table(data.len(), batch, stride),
+                wgpu::BufferUsages::UNIFORM,
+            ),
             len: data.len(),
         }
     }
 }
 
-fn init(device: &wgpu::Device, label: &str, bytes: &[u8], usage: wgpu::BufferUsages) -> wgpu::Buffer {
+fn init(
+    device: &wgpu::Device,
+    label: &str,
+    bytes: &[u8],
+    usage: wgpu::BufferUsages,
+) -> wgpu::Buffer {
     device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
         label: Some(label),
         contents: bytes,
@@ -99,7 +121,12 @@ fn init(device: &wgpu::Device, label: &str, bytes: &[u8], usage: wgpu::BufferUsa
     })
 }
 
-fn zeros(device: &wgpu::Device, label: &str, floats: usize, usage: wgpu::BufferUsages) -> wgpu::Buffer {
+fn zeros(
+    device: &wgpu::Device,
+    label: &str,
+    floats: usize,
+    usage: wgpu::BufferUsages,
+) -> wgpu::Buffer {
     device.create_buffer(&wgpu::BufferDescriptor {
         label: Some(label),
         size: (floats.max(1) * 4) as u64,
@@ -156,9 +183,19 @@ impl GpuBackend {
 
         let train_split = Split::new(&gpu, "train", train, bs);
         let test_split = Split::new(&gpu, "test", test, bs);
-        let table = init(d, "normalisation table", bytemuck::cast_slice(&normalize_table()), wgpu::BufferUsages::STORAGE);
+        let table = init(
+            d,
+            "normalisation table",
+            bytemuck::cast_slice(&normalize_table()),
+            wgpu::BufferUsages::STORAGE,
+        );
         // params/grads/momentum: [param_count], the table's flat layout
-        let params_buf = init(d, "params", bytemuck::cast_slice(params), wgpu::BufferUsages::STORAGE | rw);
+        let params_buf = init(
+            d,
+            "params",
+            bytemuck::cast_slice(params),
+            wgpu::BufferUsages::STORAGE | rw,
+        );
         let grads = zeros(d, "grads", n, rw);
         let momentum = zeros(d, "momentum", n, rw);
         let steps = recipe.steps_per_epoch(train.len());
@@ -176,13 +213,34 @@ impl GpuBackend {
         });
         // acts_t[l]: H_l^T [s_l, bp]; acts_b[l]: H_l [bp, pad4(s_l)]; dz[l]: dZ_l^T [s_{l+1}, bp]
         let acts_t: Vec<_> = (0..=layers)
-            .map(|l| zeros(d, &format!("H{l}^T"), arch.sizes[l] * bp, wgpu::BufferUsages::empty()))
+            .map(|l| {
+                zeros(
+                    d,
+                    &format!("H{l}^T"),
+                    arch.sizes[l] * bp,
+                    wgpu::BufferUsages::empty(),
+                )
+            })
             .collect();
         let acts_b: Vec<_> = (0..=layers)
-            .map(|l| zeros(d, &format!("H{l}"), bp * pad4(arch.sizes[l]), wgpu::BufferUsages::empty()))
+            .map(|l| {
+                zeros(
+                    d,
+                    &format!("H{l}"),
+                    bp * pad4(arch.sizes[l]),
+                    wgpu::BufferUsages::empty(),
+                )
+            })
             .collect();
         let dz: Vec<_> = (0..layers)
-            .map(|l| zeros(d, &format!("dZ{l}^T"), arch.sizes[l + 1] * bp, wgpu::BufferUsages::empty()))
+            .map(|l| {
+                zeros(
+                    d,
+                    &format!("dZ{l}^T"),
+                    arch.sizes[l + 1] * bp,
+                    wgpu::BufferUsages::empty(),
+                )
+            })
             .collect();
 
         let gather = |split: &Split, name: &str| {
@@ -205,7 +263,9 @@ impl GpuBackend {
                 let (i, o) = arch.dims(l);
                 let (wo, bo) = arch.offsets(l);
                 let spec = MatmulSpec {
-                    product: Product::Forward { relu: l + 1 < layers },
+                    product: Product::Forward {
+                        relu: l + 1 < layers,
+                    },
                     m: o,
                     n: bp,
                     k: i,
@@ -220,7 +280,16 @@ impl GpuBackend {
                     ldc2: pad4(o),
                     bg_off: 0,
                 };
-                kernels.matmul(&gpu, &format!("forward {l}"), spec, &params_buf, &acts_t[l], &acts_t[l + 1], Some(&params_buf), Some(&acts_b[l + 1]))
+                kernels.matmul(
+                    &gpu,
+                    &format!("forward {l}"),
+                    spec,
+                    &params_buf,
+                    &acts_t[l],
+                    &acts_t[l + 1],
+                    Some(&params_buf),
+                    Some(&acts_b[l + 1]),
+                )
             })
             .collect();
 
@@ -258,7 +327,16 @@ impl GpuBackend {
                     ldc2: 0,
                     bg_off: 0,
                 };
-                step_ops.push(kernels.matmul(&gpu, &format!("backward input {l}"), spec, &params_buf, &dz[l], &dz[l - 1], Some(&acts_t[l]), None));
+                step_ops.push(kernels.matmul(
+                    &gpu,
+                    &format!("backward input {l}"),
+                    spec,
+                    &params_buf,
+                    &dz[l],
+                    &dz[l - 1],
+                    Some(&acts_t[l]),
+                    None,
+                ));
             }
             let spec = MatmulSpec {
                 product: Product::BackwardWeight,
@@ -276,9 +354,27 @@ impl GpuBackend {
                 ldc2: 0,
                 bg_off: bo,
             };
-            step_ops.push(kernels.matmul(&gpu, &format!("backward weight {l}"), spec, &dz[l], &acts_b[l], &grads, None, None));
+            step_ops.push(kernels.matmul(
+                &gpu,
+                &format!("backward weight {l}"),
+                spec,
+                &dz[l],
+                &acts_b[l],
+                &grads,
+                None,
+                None,
+            ));
         }
-        step_ops.push(kernels.sgd(&gpu, "sgd", n, recipe.lr, recipe.momentum, &params_buf, &grads, &momentum));
+        step_ops.push(kernels.sgd(
+            &gpu,
+            "sgd",
+            n,
+            recipe.lr,
+            recipe.momentum,
+            &params_buf,
+            &grads,
+            &momentum,
+        ));
 
         let mut eval_ops = vec![gather(&test_split, "test")];
         eval_ops.extend(forward);
@@ -300,14 +396,31 @@ impl GpuBackend {
             ("train labels".to_string(), train_split.labels.size()),
             ("train order".to_string(), train_split.order.size()),
             ("test images".to_string(), test_split.images.size()),
-            ("test labels + order".to_string(), test_split.labels.size() + test_split.order.size()),
-            ("step uniforms".to_string(), train_split.steps.size() + test_split.steps.size()),
-            ("params + grads + momentum".to_string(), 3 * params_buf.size()),
+            (
+                "test labels + order".to_string(),
+                test_split.labels.size() + test_split.order.size(),
+            ),
+            (
+                "step uniforms".to_string(),
+                train_split.steps.size() + test_split.steps.size(),
+            ),
+            (
+                "params + grads + momentum".to_string(),
+                3 * params_buf.size(),
+            ),
             ("losses".to_string(), losses.size()),
-            ("eval outputs".to_string(), eval_correct.size() + eval_loss.size()),
+            (
+                "eval outputs".to_string(),
+                eval_correct.size() + eval_loss.size(),
+            ),
             ("staging".to_string(), staging.size()),
         ];
-        let act: u64 = acts_t.iter().chain(&acts_b).chain(&dz).map(|b| b.size()).sum();
+        let act: u64 = acts_t
+            .iter()
+            .chain(&acts_b)
+            .chain(&dz)
+            .map(|b| b.size())
+            .sum();
         buffer_sizes.push(("activations + their gradients".to_string(), act));
 
         Ok(GpuBackend {
@@ -332,55 +445,8 @@ impl GpuBackend {
         })
     }
 
-    /// Records `steps` of `ops` into one compute pass and submits it.
-    fn submit(&self, label: &str, ops: &[Op], steps: Range<usize>) {
-        let mut enc = self
-            .gpu
-            .device
-            .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some(label) });
-        {
-            let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
-                label: Some(label),
-                timestamp_writes: None,
-            });
-            for s in steps {
-                let offset = (s as u64 * self.stride) as u32;
-                for op in ops {
-                    op.encode(&mut pass, offset);
-                }
-            }
-        }
-        self.gpu.queue.submit([enc.finish()]);
-    }
-
-    /// Copies `bytes` bytes from `src` at `offset` to the host.
-    fn read(&self, src: &wgpu::Buffer, offset: u64, bytes: u64) -> Result<Vec<u8>> {
-        let mut enc = self
-            .gpu
-            .device
-            .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("read-back") });
-        enc.copy_buffer_to_buffer(src, offset, &self.staging, 0, bytes);
-        self.gpu.queue.submit([enc.finish()]);
-        let slice = self.staging.slice(..bytes);
-        let (tx, rx) = std::sync::mpsc::channel();
-        slice.map_async(wgpu::MapMode::Read, move |r| {
-            let _ = tx.send(r);
-        });
-        self.gpu
-            .device
-            .poll(wgpu::PollType::wait_indefinitely())
-            .context("waiting for the device")?;
-        rx.recv()
-            .context("read-back callback dropped")?
-            .context("mapping the staging buffer")?;
-        let out = slice.get_mapped_range().context("reading the staging buffer")?.to_vec();
-        self.staging.unmap();
-        Ok(out)
-    }
-
     fn read_f32(&self, src: &wgpu::Buffer, offset_floats: usize, count: usize) -> Result<Vec<f32>> {
-        let bytes = self.read(src, offset_floats as u64 * 4, count as u64 * 4)?;
-        Ok(bytemuck::pod_collect_to_vec(&bytes))
+        read_back(&self.gpu, src, offset_floats, count, &self.staging)
     }
 
     /// Gradients of the last step (for tests).
@@ -391,7 +457,9 @@ impl GpuBackend {
     /// Writes new parameter values (for tests and `--init`).
     pub fn set_params(&mut self, params: &[f32]) {
         assert_eq!(params.len(), self.param_count);
-        self.gpu.queue.write_buffer(&self.params, 0, bytemuck::cast_slice(params));
+        self.gpu
+            .queue
+            .write_buffer(&self.params, 0, bytemuck::cast_slice(params));
     }
 }
 
@@ -412,7 +480,7 @@ impl Backend for GpuBackend {
         let mut s = steps.start;
         while s < steps.end {
             let e = (s + STEPS_PER_SUBMIT).min(steps.end);
-            self.submit("train steps", &self.step_ops, s..e);
+            submit(&self.gpu, "train steps", &self.step_ops, s..e, self.stride);
             s = e;
         }
         Ok(())
@@ -428,10 +496,10 @@ impl Backend for GpuBackend {
         let mut s = 0;
         while s < steps {
             let e = (s + STEPS_PER_SUBMIT * 2).min(steps);
-            self.submit("evaluate", &self.eval_ops, s..e);
+            submit(&self.gpu, "evaluate", &self.eval_ops, s..e, self.stride);
             s = e;
         }
-        let correct: Vec<u32> = bytemuck::pod_collect_to_vec(&self.read(&self.eval_correct, 0, n as u64 * 4)?);
+        let correct: Vec<u32> = read_back(&self.gpu, &self.eval_correct, 0, n, &self.staging)?;
         let loss = self.read_f32(&self.eval_loss, 0, n)?;
         let mut ev = Eval::new(self.classes);
         for (i, (&c, &l)) in correct.iter().zip(&loss).enumerate() {
