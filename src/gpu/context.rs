@@ -115,9 +115,10 @@ pub fn pick_adapter(query: &AdapterQuery) -> Result<wgpu::Adapter, GpuError> {
         .or_else(|| std::env::var("WGPU_ADAPTER_NAME").ok())
         .filter(|n| !n.is_empty());
     if all.is_empty() {
-        let searched = match query.api {
-            Some(api) => format!("backend {api:?}"),
-            None => "Vulkan, Metal, DX12, GL".to_string(),
+        let searched = match (query.api, std::env::var("WGPU_BACKEND")) {
+            (Some(api), _) => format!("backend {api:?}"),
+            (None, Ok(env)) => format!("WGPU_BACKEND={env}"),
+            (None, Err(_)) => "Vulkan, Metal, DX12, GL".to_string(),
         };
         return Err(GpuError::NoAdapter { searched });
     }
