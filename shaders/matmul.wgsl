@@ -74,8 +74,10 @@ fn fma_rows(t: ptr<function, Tile>, av: vec4<f32>, bv: vec4<f32>) {
     (*t).acc[3] += av.w * bv;
 }
 
-fn n4_count() -> u32 {
-    return (N + 3u) / 4u;
+// The tile of rows m0.. and vec4 column col4; lanes past the last column compute on the last
+// one (every lane must take part in the subgroup operations) and store nothing.
+fn tile_at(m0: u32, col4: u32, li: u32) -> Tile {
+    return tile(m0, min(col4, (N + 3u) / 4u - 1u), li);
 }
 
 @compute @workgroup_size(LANES)
@@ -85,7 +87,7 @@ fn forward(
 ) {
     let m0 = wg.y * ROWS;
     let col4 = wg.x * LANES + li;
-    let t = tile(m0, min(col4, n4_count() - 1u), li);
+    let t = tile_at(m0, col4, li);
     for (var r = 0u; r < ROWS; r++) {
         let m = m0 + r;
         if (m >= M) {
@@ -113,7 +115,7 @@ fn backward_input(
 ) {
     let m0 = wg.y * ROWS;
     let col4 = wg.x * LANES + li;
-    let t = tile(m0, min(col4, n4_count() - 1u), li);
+    let t = tile_at(m0, col4, li);
     for (var r = 0u; r < ROWS; r++) {
         let m = m0 + r;
         if (m >= M) {
@@ -136,7 +138,7 @@ fn backward_weight(
 ) {
     let m0 = wg.y * ROWS;
     let col4 = wg.x * LANES + li;
-    let t = tile(m0, min(col4, n4_count() - 1u), li);
+    let t = tile_at(m0, col4, li);
     for (var r = 0u; r < ROWS; r++) {
         let m = m0 + r;
         if (m >= M) {

@@ -423,8 +423,8 @@ impl Backend for CpuBackend {
 
     fn evaluate(&mut self) -> anyhow::Result<Eval> {
         let bs = 1000;
-        let mut ev = Eval::default();
         let classes = self.arch.output();
+        let mut ev = Eval::new(classes);
         for start in (0..self.test.len()).step_by(bs) {
             let idx: Vec<u32> = (start as u32..(start + bs).min(self.test.len()) as u32).collect();
             let x = gather(&self.test, &idx);

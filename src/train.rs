@@ -41,9 +41,6 @@ impl Eval {
         }
     }
     pub fn add(&mut self, predicted: usize, label: usize, loss: f64) {
-        if self.confusion.is_empty() {
-            *self = Eval::new(10);
-        }
         self.total += 1;
         self.correct += (predicted == label) as usize;
         self.loss_sum += loss;

@@ -8,7 +8,7 @@ use common::*;
 use mnist_wgpu::cpu;
 use mnist_wgpu::data::{Dataset, normalize_table};
 use mnist_wgpu::gpu::Gpu;
-use mnist_wgpu::gpu::kernels::{Kernels, MatmulSpec, Product};
+use mnist_wgpu::gpu::kernels::{Kernels, LossInput, MatmulSpec, Product};
 use mnist_wgpu::gpu::trainer::{pack_images, pad4};
 use mnist_wgpu::rng::Rng;
 
@@ -293,9 +293,15 @@ fn nll_loss_and_gradient_match_reference() {
         let steps = steps_buffer(&gpu, n, batch);
         let grad = buffer(&gpu, "grad", &vec![f32::NAN; classes * bp]);
         let losses = buffer(&gpu, "losses", &[f32::NAN; 3]);
-        let op = k.nll(
-            &gpu, "nll", classes, bp, &lb, &labb, &ob, &steps, &grad, &losses,
-        );
+        let input = LossInput {
+            classes,
+            bp,
+            logits: &lb,
+            labels: &labb,
+            order: &ob,
+            steps: &steps,
+        };
+        let op = k.nll(&gpu, "nll", &input, &grad, &losses);
         run(&gpu, &op, 2);
         // Reference in f64, batch-major.
         let z: Vec<f64> = (0..batch * classes)
@@ -352,9 +358,15 @@ fn evaluate_matches_reference() {
     let steps = steps_buffer(&gpu, n, batch);
     let correct = buffer(&gpu, "correct", &vec![u32::MAX; n]);
     let loss = buffer(&gpu, "loss", &vec![f32::NAN; n]);
-    let op = k.evaluate(
-        &gpu, "evaluate", classes, bp, &lb, &labb, &ob, &steps, &correct, &loss,
-    );
+    let input = LossInput {
+        classes,
+        bp,
+        logits: &lb,
+        labels: &labb,
+        order: &ob,
+        steps: &steps,
+    };
+    let op = k.evaluate(&gpu, "evaluate", &input, &correct, &loss);
     run(&gpu, &op, 0);
     let got_c: Vec<u32> = read(&gpu, &correct, n);
     let got_l: Vec<f32> = read(&gpu, &loss, n);

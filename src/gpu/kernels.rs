@@ -112,6 +112,17 @@ impl MatmulSpec {
     }
 }
 
+/// What both loss.wgsl kernels read: logits `z^T [classes, bp]`, the split's labels and
+/// order, and its step uniforms.
+pub struct LossInput<'a> {
+    pub classes: usize,
+    pub bp: usize,
+    pub logits: &'a wgpu::Buffer,
+    pub labels: &'a wgpu::Buffer,
+    pub order: &'a wgpu::Buffer,
+    pub steps: &'a wgpu::Buffer,
+}
+
 /// A recorded dispatch: pipeline, bind group and grid. `step` says whether the bind group
 /// takes the dynamic offset of the current step.
 #[derive(Clone)]
@@ -360,78 +371,67 @@ impl Kernels {
     }
 
     /// LogSoftmax + NLLLoss and the gradient of the logits; see loss.wgsl.
-    #[allow(clippy::too_many_arguments)]
     pub fn nll(
         &self,
         gpu: &Gpu,
         label: &str,
-        classes: usize,
-        bp: usize,
-        logits: &wgpu::Buffer,
-        labels: &wgpu::Buffer,
-        order: &wgpu::Buffer,
-        steps: &wgpu::Buffer,
+        input: &LossInput<'_>,
         grad: &wgpu::Buffer,
         losses: &wgpu::Buffer,
     ) -> Op {
-        self.op(
+        self.loss_op(
             gpu,
             label,
-            &self.loss,
             "nll_forward_backward",
-            &[
-                ("CLASSES", classes as f64),
-                ("BP", bp as f64),
-                ("WG", WG as f64),
-            ],
-            &[
-                (0, Slot::Read, logits.as_entire_binding()),
-                (1, Slot::Read, labels.as_entire_binding()),
-                (2, Slot::Read, order.as_entire_binding()),
-                (3, Slot::Step, step_binding(steps)),
-                (4, Slot::ReadWrite, grad.as_entire_binding()),
-                (5, Slot::ReadWrite, losses.as_entire_binding()),
-            ],
+            input,
+            [(4, grad), (5, losses)],
             [1, 1, 1],
         )
     }
 
     /// Prediction and loss per sample; see loss.wgsl. `correct` holds per sample
     /// `is_correct | predicted << 8`.
-    #[allow(clippy::too_many_arguments)]
     pub fn evaluate(
         &self,
         gpu: &Gpu,
         label: &str,
-        classes: usize,
-        bp: usize,
-        logits: &wgpu::Buffer,
-        labels: &wgpu::Buffer,
-        order: &wgpu::Buffer,
-        steps: &wgpu::Buffer,
+        input: &LossInput<'_>,
         correct: &wgpu::Buffer,
         sample_loss: &wgpu::Buffer,
     ) -> Op {
-        self.op(
+        let groups = [(input.bp as u32).div_ceil(WG), 1, 1];
+        self.loss_op(
             gpu,
             label,
-            &self.loss,
             "evaluate",
-            &[
-                ("CLASSES", classes as f64),
-                ("BP", bp as f64),
-                ("WG", WG as f64),
-            ],
-            &[
-                (0, Slot::Read, logits.as_entire_binding()),
-                (1, Slot::Read, labels.as_entire_binding()),
-                (2, Slot::Read, order.as_entire_binding()),
-                (3, Slot::Step, step_binding(steps)),
-                (6, Slot::ReadWrite, correct.as_entire_binding()),
-                (7, Slot::ReadWrite, sample_loss.as_entire_binding()),
-            ],
-            [(bp as u32).div_ceil(WG), 1, 1],
+            input,
+            [(6, correct), (7, sample_loss)],
+            groups,
         )
+    }
+
+    fn loss_op(
+        &self,
+        gpu: &Gpu,
+        label: &str,
+        entry: &str,
+        input: &LossInput<'_>,
+        outputs: [(u32, &wgpu::Buffer); 2],
+        groups: [u32; 3],
+    ) -> Op {
+        let mut bindings = vec![
+            (0, Slot::Read, input.logits.as_entire_binding()),
+            (1, Slot::Read, input.labels.as_entire_binding()),
+            (2, Slot::Read, input.order.as_entire_binding()),
+            (3, Slot::Step, step_binding(input.steps)),
+        ];
+        bindings.extend(outputs.map(|(i, b)| (i, Slot::ReadWrite, b.as_entire_binding())));
+        let constants = [
+            ("CLASSES", input.classes as f64),
+            ("BP", input.bp as f64),
+            ("WG", WG as f64),
+        ];
+        self.op(gpu, label, &self.loss, entry, &constants, &bindings, groups)
     }
 
     /// One momentum-SGD update over the flat buffers; see sgd.wgsl.

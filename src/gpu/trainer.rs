@@ -15,7 +15,7 @@ use wgpu::util::DeviceExt;
 use crate::data::{Dataset, normalize_table};
 use crate::gpu::context::Gpu;
 use crate::gpu::kernels::{
-    Kernels, MatmulSpec, Op, Product, read_back, step_stride, step_table, submit,
+    Kernels, LossInput, MatmulSpec, Op, Product, read_back, step_stride, step_table, submit,
 };
 use crate::model::Arch;
 use crate::train::{Backend, Eval, Recipe};
@@ -295,15 +295,11 @@ impl GpuBackend {
 
         let mut step_ops = vec![gather(&train_split, "train")];
         step_ops.extend(forward.iter().cloned());
+        let loss_input = |split| loss_input(arch.output(), bp, &acts_t[layers], split);
         step_ops.push(kernels.nll(
             &gpu,
             "nll loss + grad",
-            arch.output(),
-            bp,
-            &acts_t[layers],
-            &train_split.labels,
-            &train_split.order,
-            &train_split.steps,
+            &loss_input(&train_split),
             &dz[layers - 1],
             &losses,
         ));
@@ -381,12 +377,7 @@ impl GpuBackend {
         eval_ops.push(kernels.evaluate(
             &gpu,
             "evaluate",
-            arch.output(),
-            bp,
-            &acts_t[layers],
-            &test_split.labels,
-            &test_split.order,
-            &test_split.steps,
+            &loss_input(&test_split),
             &eval_correct,
             &eval_loss,
         ));
@@ -514,5 +505,21 @@ impl Backend for GpuBackend {
 
     fn momentum(&mut self) -> Result<Vec<f32>> {
         self.read_f32(&self.momentum, 0, self.param_count)
+    }
+}
+
+fn loss_input<'a>(
+    classes: usize,
+    bp: usize,
+    logits: &'a wgpu::Buffer,
+    split: &'a Split,
+) -> LossInput<'a> {
+    LossInput {
+        classes,
+        bp,
+        logits,
+        labels: &split.labels,
+        order: &split.order,
+        steps: &split.steps,
     }
 }
