@@ -81,10 +81,11 @@ impl Arch {
         t
     }
 
-    /// (weight offset, bias offset) of layer `l`.
+    /// (weight offset, bias offset) of layer `l`; the CPU backend asks this every step, so it
+    /// is computed directly rather than through the table.
     pub fn offsets(&self, l: usize) -> (usize, usize) {
-        let t = self.table();
-        (t[2 * l].offset, t[2 * l + 1].offset)
+        let w: usize = (0..l).map(|j| (self.dims(j).0 + 1) * self.dims(j).1).sum();
+        (w, w + self.dims(l).0 * self.dims(l).1)
     }
 
     pub fn param_count(&self) -> usize {
@@ -134,6 +135,9 @@ mod tests {
         assert_eq!(t[0].shape, vec![128, 784]);
         assert_eq!(t[9].shape, vec![10]);
         assert_eq!(a.param_count(), 130_058);
+        for l in 0..a.layers() {
+            assert_eq!(a.offsets(l), (t[2 * l].offset, t[2 * l + 1].offset));
+        }
         let p = a.init(1);
         let b0 = 1.0 / 28.0;
         assert!(p[t[0].range()].iter().all(|x| x.abs() <= b0));

@@ -15,6 +15,18 @@ fn mnist_wgpu(args: &[&str]) -> (i32, String, String) {
     )
 }
 
+/// `train --device cpu --data-dir DIR`: exit code and stderr.
+fn train_on_cpu_from(dir: &std::path::Path) -> (i32, String) {
+    let (code, _, stderr) = mnist_wgpu(&[
+        "train",
+        "--device",
+        "cpu",
+        "--data-dir",
+        dir.to_str().unwrap(),
+    ]);
+    (code, stderr)
+}
+
 /// stderr without Mesa's own start-up noise.
 fn errors(stderr: &str) -> Vec<&str> {
     stderr
@@ -58,13 +70,7 @@ fn batch_beyond_the_adapter_limits_exits_2() {
 #[test]
 fn missing_data_names_the_directory() {
     let dir = std::env::temp_dir().join("mnist-wgpu-no-such-dir");
-    let (code, _, stderr) = mnist_wgpu(&[
-        "train",
-        "--device",
-        "cpu",
-        "--data-dir",
-        dir.to_str().unwrap(),
-    ]);
+    let (code, stderr) = train_on_cpu_from(&dir);
     assert_eq!(code, 1, "{stderr}");
     assert!(
         stderr.contains("mnist-wgpu-no-such-dir") && stderr.contains("train-images-idx3-ubyte"),
@@ -87,13 +93,7 @@ fn corrupt_data_is_rejected_by_checksum() {
         [0u8, 0, 8, 1, 0, 0, 0, 1, 3],
     )
     .unwrap();
-    let (code, _, stderr) = mnist_wgpu(&[
-        "train",
-        "--device",
-        "cpu",
-        "--data-dir",
-        dir.to_str().unwrap(),
-    ]);
+    let (code, stderr) = train_on_cpu_from(&dir);
     std::fs::remove_dir_all(&dir).unwrap();
     assert_eq!(code, 1, "{stderr}");
     assert!(

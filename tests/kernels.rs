@@ -275,6 +275,35 @@ fn gather_matches_reference_exactly() {
     }
 }
 
+/// Device buffers of a loss kernel's inputs: logits `[classes, bp]`, labels, order, steps.
+struct LossBuffers {
+    logits: wgpu::Buffer,
+    labels: wgpu::Buffer,
+    order: wgpu::Buffer,
+    steps: wgpu::Buffer,
+}
+
+impl LossBuffers {
+    fn new(gpu: &Gpu, logits: &[f32], labels: &[u32], order: &[u32], batch: usize) -> Self {
+        LossBuffers {
+            logits: buffer(gpu, "logits", logits),
+            labels: buffer(gpu, "labels", labels),
+            order: buffer(gpu, "order", order),
+            steps: steps_buffer(gpu, order.len(), batch),
+        }
+    }
+    fn input(&self, classes: usize, bp: usize) -> LossInput<'_> {
+        LossInput {
+            classes,
+            bp,
+            logits: &self.logits,
+            labels: &self.labels,
+            order: &self.order,
+            steps: &self.steps,
+        }
+    }
+}
+
 #[test]
 fn nll_loss_and_gradient_match_reference() {
     let gpu = gpu(true);
@@ -287,21 +316,10 @@ fn nll_loss_and_gradient_match_reference() {
         let mut order: Vec<u32> = (0..n as u32).collect();
         rng.shuffle(&mut order);
         let logits = random(&mut rng, classes * bp, -8.0, 8.0);
-        let lb = buffer(&gpu, "logits", &logits);
-        let labb = buffer(&gpu, "labels", &labels);
-        let ob = buffer(&gpu, "order", &order);
-        let steps = steps_buffer(&gpu, n, batch);
+        let bufs = LossBuffers::new(&gpu, &logits, &labels, &order, batch);
         let grad = buffer(&gpu, "grad", &vec![f32::NAN; classes * bp]);
         let losses = buffer(&gpu, "losses", &[f32::NAN; 3]);
-        let input = LossInput {
-            classes,
-            bp,
-            logits: &lb,
-            labels: &labb,
-            order: &ob,
-            steps: &steps,
-        };
-        let op = k.nll(&gpu, "nll", &input, &grad, &losses);
+        let op = k.nll(&gpu, "nll", &bufs.input(classes, bp), &grad, &losses);
         run(&gpu, &op, 2);
         // Reference in f64, batch-major.
         let z: Vec<f64> = (0..batch * classes)
@@ -352,21 +370,10 @@ fn evaluate_matches_reference() {
     // a tie: the first largest wins, as in the tutorial's list.index(max(...))
     logits[3 * bp] = 9.0;
     logits[5 * bp] = 9.0;
-    let lb = buffer(&gpu, "logits", &logits);
-    let labb = buffer(&gpu, "labels", &labels);
-    let ob = buffer(&gpu, "order", &order);
-    let steps = steps_buffer(&gpu, n, batch);
+    let bufs = LossBuffers::new(&gpu, &logits, &labels, &order, batch);
     let correct = buffer(&gpu, "correct", &vec![u32::MAX; n]);
     let loss = buffer(&gpu, "loss", &vec![f32::NAN; n]);
-    let input = LossInput {
-        classes,
-        bp,
-        logits: &lb,
-        labels: &labb,
-        order: &ob,
-        steps: &steps,
-    };
-    let op = k.evaluate(&gpu, "evaluate", &input, &correct, &loss);
+    let op = k.evaluate(&gpu, "evaluate", &bufs.input(classes, bp), &correct, &loss);
     run(&gpu, &op, 0);
     let got_c: Vec<u32> = read(&gpu, &correct, n);
     let got_l: Vec<f32> = read(&gpu, &loss, n);
