@@ -5,8 +5,9 @@
 //     respect to the logits into grad^T [CLASSES, BP] (zero in columns past `valid`), in
 //     autograd's form: g = -1/valid at the label, dz = g - exp(logp) * g.
 //     One workgroup; the batch is summed in a fixed order, so the loss is deterministic.
-//   evaluate: for each sample, whether the first largest logit is the label, and its loss,
-//     into correct[] and sample_loss[] at the sample's position in the data set.
+//   evaluate: for each sample, whether the first largest logit is the label, and its
+//     log-probabilities, into correct[] and log_probs [N, CLASSES] at the sample's position in
+//     the data set (its loss is -log_probs[label]).
 
 override CLASSES: u32;
 override BP: u32;
@@ -26,7 +27,7 @@ struct Step {
 @group(0) @binding(4) var<storage, read_write> grad: array<f32>;
 @group(0) @binding(5) var<storage, read_write> losses: array<f32>;
 @group(0) @binding(6) var<storage, read_write> correct: array<u32>;
-@group(0) @binding(7) var<storage, read_write> sample_loss: array<f32>;
+@group(0) @binding(7) var<storage, read_write> log_probs: array<f32>;
 
 var<workgroup> partial: array<f32, WG>;
 
@@ -91,5 +92,8 @@ fn evaluate(@builtin(global_invocation_id) gid: vec3<u32>) {
         }
     }
     correct[sample] = select(0u, 1u, best == label) | (best << 8u);
-    sample_loss[sample] = logsumexp(b) - logits[label * BP + b];
+    let lse = logsumexp(b);
+    for (var c = 0u; c < CLASSES; c++) {
+        log_probs[sample * CLASSES + c] = logits[c * BP + b] - lse;
+    }
 }

@@ -434,6 +434,7 @@ impl Backend for CpuBackend {
                 let label = self.test.labels[i as usize] as usize;
                 ev.add(argmax(row), label, -row[label] as f64);
             }
+            ev.log_probs.extend_from_slice(&logp);
         }
         Ok(ev)
     }

@@ -83,6 +83,15 @@ pub struct Dataset {
 }
 
 impl Dataset {
+    /// A split with no images of `rows` x `cols` (a backend that only evaluates).
+    pub fn empty(rows: usize, cols: usize) -> Dataset {
+        Dataset {
+            images: Vec::new(),
+            labels: Vec::new(),
+            rows,
+            cols,
+        }
+    }
     pub fn len(&self) -> usize {
         self.labels.len()
     }
@@ -112,6 +121,12 @@ pub fn normalize_table() -> [f32; 256] {
         *out = (v as f32 / 255.0 - 0.5) / 0.5;
     }
     t
+}
+
+/// Loads and verifies only the two test files from `dir` (for evaluation).
+pub fn load_mnist_test(dir: &Path) -> Result<Dataset, DataError> {
+    let [_, _, (ti, tsha), (tl, lsha)] = MNIST_FILES;
+    pair(load_verified(dir, ti, tsha)?, load_verified(dir, tl, lsha)?)
 }
 
 /// Loads and verifies the four files from `dir` (each plain or `.gz`).

@@ -10,5 +10,6 @@ pub mod cpu;
 pub mod data;
 pub mod gpu;
 pub mod model;
+pub mod modelfile;
 pub mod rng;
 pub mod train;

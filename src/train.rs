@@ -24,13 +24,16 @@ impl Recipe {
     }
 }
 
-/// Test-set results: accuracy, mean NLL loss and the confusion matrix (`[label][predicted]`).
+/// Test-set results: accuracy, mean NLL loss, the confusion matrix (`[label][predicted]`) and
+/// every sample's log-probabilities.
 #[derive(Clone, Debug, Default)]
 pub struct Eval {
     pub correct: usize,
     pub total: usize,
     pub loss_sum: f64,
     pub confusion: Vec<Vec<u32>>,
+    /// log_probs: [total, classes], in the order of the test set.
+    pub log_probs: Vec<f32>,
 }
 
 impl Eval {
@@ -55,6 +58,11 @@ impl Eval {
     }
     pub fn mean_loss(&self) -> f64 {
         self.loss_sum / self.total.max(1) as f64
+    }
+    /// (correct, total) of the samples whose label is `class`.
+    pub fn class_counts(&self, class: usize) -> (u32, u32) {
+        let row = &self.confusion[class];
+        (row[class], row.iter().sum())
     }
 }
 

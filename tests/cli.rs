@@ -1,11 +1,18 @@
 //! The binary as a user runs it: bad flags get one line and exit code 2 before any work; bad
 //! data gets a message naming the file and exit code 1.
 
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 fn mnist_wgpu(args: &[&str]) -> (i32, String, String) {
+    mnist_wgpu_in(&std::env::temp_dir(), args)
+}
+
+/// Runs the binary with `dir` as the working directory (where `train` saves its model).
+fn mnist_wgpu_in(dir: &Path, args: &[&str]) -> (i32, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_mnist-wgpu"))
         .args(args)
+        .current_dir(dir)
         .output()
         .expect("running mnist-wgpu");
     (
@@ -117,6 +124,7 @@ fn help_documents_every_flag_with_its_default() {
         "--device",
         "--backend",
         "--adapter",
+        "--save",
     ] {
         // The flag's block of the long help: from its line to the next flag's.
         let start = stdout
@@ -131,11 +139,31 @@ fn help_documents_every_flag_with_its_default() {
     }
 }
 
+/// A fresh scratch directory for one test.
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("mnist-wgpu-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn accuracy(stdout: &str) -> f64 {
+    let line = stdout
+        .lines()
+        .find(|l| l.starts_with("Model Accuracy "))
+        .unwrap_or_else(|| panic!("no accuracy line in {stdout}"));
+    line.split_whitespace().nth(2).unwrap().parse().unwrap()
+}
+
 #[test]
-fn cpu_training_runs_end_to_end() {
-    let (code, stdout, stderr) = mnist_wgpu(&[
-        "train", "--device", "cpu", "--epochs", "1", "--hidden", "32",
-    ]);
+fn cpu_training_runs_end_to_end_and_saves_a_model() {
+    let dir = scratch("train-save");
+    let (code, stdout, stderr) = mnist_wgpu_in(
+        &dir,
+        &[
+            "train", "--device", "cpu", "--epochs", "1", "--hidden", "32",
+        ],
+    );
     assert_eq!(code, 0, "{stderr}");
     let lines: Vec<&str> = stdout.lines().collect();
     assert!(lines[0].starts_with("adapter: CPU"), "{stdout}");
@@ -145,8 +173,188 @@ fn cpu_training_runs_end_to_end() {
             .any(|l| l.starts_with("Epoch 0 - Training loss: ")),
         "{stdout}"
     );
-    let acc = lines.last().unwrap();
-    assert!(acc.starts_with("Model Accuracy "), "{stdout}");
-    let pct: f64 = acc.split_whitespace().nth(2).unwrap().parse().unwrap();
-    assert!(pct > 85.0, "one epoch of a 784-32-10 net: {acc}");
+    let pct = accuracy(&stdout);
+    assert!(pct > 85.0, "one epoch of a 784-32-10 net: {pct}");
+    assert!(
+        lines
+            .last()
+            .unwrap()
+            .starts_with("saved mnist_mlp.safetensors"),
+        "{stdout}"
+    );
+
+    // The default file, with PyTorch's keys and the run in its metadata.
+    let m = mnist_wgpu::modelfile::load(&dir.join("mnist_mlp.safetensors"), 784, 10).unwrap();
+    assert_eq!(m.arch.sizes, [784, 32, 10]);
+    assert_eq!(m.metadata["hidden"], "32");
+    assert_eq!(m.metadata["epochs"], "1");
+    assert_eq!(m.metadata["seed"], "1");
+    assert!(m.metadata["adapter"].starts_with("CPU"));
+    let saved: f64 = m.metadata["accuracy"].parse().unwrap();
+    assert!((100.0 * saved - pct).abs() < 0.005, "{saved} vs {pct}");
+    let names: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names.len(), 1, "temporary files left behind: {names:?}");
+
+    // eval on the same file prints the same accuracy, per-class lines and the matrix.
+    let (code, stdout, stderr) = mnist_wgpu_in(
+        &dir,
+        &[
+            "eval",
+            "--device",
+            "cpu",
+            "--model",
+            "mnist_mlp.safetensors",
+        ],
+    );
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(accuracy(&stdout), pct);
+    assert!(
+        stdout.contains("class  correct  total  accuracy"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("confusion matrix"), "{stdout}");
+    let matrix: Vec<&str> = stdout.lines().rev().take(10).collect();
+    assert!(
+        matrix.iter().all(|l| l.split_whitespace().count() == 11),
+        "{stdout}"
+    );
+
+    // --init continues from it; --no-save writes nothing new; --hidden must agree.
+    let (code, stdout, stderr) = mnist_wgpu_in(
+        &dir,
+        &[
+            "train",
+            "--device",
+            "cpu",
+            "--epochs",
+            "1",
+            "--init",
+            "mnist_mlp.safetensors",
+            "--no-save",
+        ],
+    );
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("init mnist_mlp.safetensors"), "{stdout}");
+    assert!(
+        accuracy(&stdout) > pct,
+        "a second epoch from the saved weights: {stdout}"
+    );
+    assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 1);
+    let (code, _, stderr) = mnist_wgpu_in(
+        &dir,
+        &["train", "--init", "mnist_mlp.safetensors", "--hidden", "64"],
+    );
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains("--hidden 64") && stderr.contains("32"),
+        "{stderr}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn unusable_save_paths_exit_2_before_training() {
+    let dir = scratch("save-path");
+    for (path, expect) in [
+        (".", "is a directory"),
+        ("nowhere/m.safetensors", "does not exist"),
+    ] {
+        let (code, stdout, stderr) =
+            mnist_wgpu_in(&dir, &["train", "--device", "cpu", "--save", path]);
+        let lines = errors(&stderr);
+        assert_eq!(code, 2, "{path}: {stderr}");
+        assert_eq!(lines.len(), 1, "{lines:?}");
+        assert!(lines[0].contains(expect), "{}", lines[0]);
+        assert!(stdout.is_empty(), "trained anyway: {stdout}");
+    }
+    let (code, _, stderr) = mnist_wgpu(&["train", "--save", "a", "--no-save"]);
+    assert_eq!(code, 2, "{stderr}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn bad_model_files_get_one_line_naming_the_file() {
+    let dir = scratch("bad-models");
+    let good =
+        std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/parity/init.safetensors"))
+            .unwrap();
+    // A header that declares an F16 tensor: not f32.
+    let f16 = {
+        let header = br#"{"0.weight":{"dtype":"F16","shape":[10,784],"data_offsets":[0,15680]}}"#;
+        let mut b = (header.len() as u64).to_le_bytes().to_vec();
+        b.extend_from_slice(header);
+        b.extend(std::iter::repeat_n(0u8, 15680));
+        b
+    };
+    let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+        ("empty.safetensors", vec![], "empty"),
+        (
+            "text.safetensors",
+            b"not a model at all, just some text".to_vec(),
+            "not a safetensors file",
+        ),
+        (
+            "truncated.safetensors",
+            good[..good.len() / 2].to_vec(),
+            "not a safetensors file",
+        ),
+        ("f16.safetensors", f16, "expected F32"),
+    ];
+    for (name, bytes, expect) in &cases {
+        std::fs::write(dir.join(name), bytes).unwrap();
+        for sub in ["eval --model", "train --epochs 1 --device cpu --init"] {
+            let mut args: Vec<&str> = sub.split(' ').collect();
+            args.push(name);
+            let (code, stdout, stderr) = mnist_wgpu_in(&dir, &args);
+            let lines = errors(&stderr);
+            assert_eq!(code, 1, "{sub} {name}: {stderr}");
+            assert_eq!(lines.len(), 1, "{sub} {name}: {lines:?}");
+            assert!(
+                lines[0].contains(name) && lines[0].contains(expect),
+                "{}",
+                lines[0]
+            );
+            assert!(!stdout.contains("Epoch"), "{sub} {name}: trained anyway");
+        }
+    }
+    let (code, _, stderr) = mnist_wgpu_in(&dir, &["eval", "--model", "absent.safetensors"]);
+    assert_eq!(code, 1);
+    assert!(
+        stderr.contains("absent.safetensors: cannot read"),
+        "{stderr}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn selftest_prints_a_passing_table() {
+    let (code, stdout, stderr) = mnist_wgpu(&["selftest"]);
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert!(lines[0].starts_with("adapter: "), "{stdout}");
+    assert!(
+        lines[1].starts_with("kernel") && lines[1].ends_with("ok"),
+        "{stdout}"
+    );
+    let rows = &lines[2..lines.len() - 1];
+    assert!(rows.len() > 60, "{stdout}");
+    for kernel in [
+        "forward+relu",
+        "backward input",
+        "backward weight",
+        "gather",
+        "nll",
+        "evaluate",
+        "sgd",
+    ] {
+        assert!(
+            rows.iter().any(|r| r.starts_with(kernel)),
+            "no {kernel} row"
+        );
+    }
+    assert!(rows.iter().all(|r| r.ends_with(" ok")), "{stdout}");
+    assert!(lines.last().unwrap().contains(" 0 failed"), "{stdout}");
 }

@@ -42,7 +42,7 @@ fn gpu_gradients_match_cpu_reference() {
         let arch = Arch::new(91, &[33, 17], 10);
         let params = arch.init(9);
         let r = recipe(7);
-        let mut gb = GpuBackend::new(gpu, &arch, r.clone(), &params, &train, &train).unwrap();
+        let mut gb = GpuBackend::new(gpu, &arch, r.clone(), &params, Some(&train), &train).unwrap();
         let order = epoch_order(r.seed, 0, train.len());
         gb.begin_epoch(&order).unwrap();
         gb.run_steps(0..1).unwrap();
@@ -88,7 +88,7 @@ fn gpu_epoch_matches_cpu_backend() {
     let arch = Arch::new(91, &[33, 17], 10);
     let params = arch.init(5);
     let r = recipe(32);
-    let mut gb = GpuBackend::new(gpu, &arch, r.clone(), &params, &train, &train).unwrap();
+    let mut gb = GpuBackend::new(gpu, &arch, r.clone(), &params, Some(&train), &train).unwrap();
     let mut cb = CpuBackend::new(
         arch.clone(),
         r.clone(),
@@ -145,7 +145,7 @@ fn mnist_backend(arch: &Arch, r: &Recipe) -> (GpuBackend, usize) {
             arch,
             r.clone(),
             &params,
-            &m.train,
+            Some(&m.train),
             &m.test,
         )
         .unwrap(),

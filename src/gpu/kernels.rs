@@ -389,15 +389,15 @@ impl Kernels {
         )
     }
 
-    /// Prediction and loss per sample; see loss.wgsl. `correct` holds per sample
-    /// `is_correct | predicted << 8`.
+    /// Prediction and log-probabilities per sample; see loss.wgsl. `correct` holds per sample
+    /// `is_correct | predicted << 8`, `log_probs` is `[samples, classes]`.
     pub fn evaluate(
         &self,
         gpu: &Gpu,
         label: &str,
         input: &LossInput<'_>,
         correct: &wgpu::Buffer,
-        sample_loss: &wgpu::Buffer,
+        log_probs: &wgpu::Buffer,
     ) -> Op {
         let groups = [(input.bp as u32).div_ceil(WG), 1, 1];
         self.loss_op(
@@ -405,7 +405,7 @@ impl Kernels {
             label,
             "evaluate",
             input,
-            [(6, correct), (7, sample_loss)],
+            [(6, correct), (7, log_probs)],
             groups,
         )
     }

@@ -6,3 +6,4 @@ pub mod trainer;
 
 pub use context::{AdapterQuery, Api, Gpu, GpuError};
 pub use trainer::GpuBackend;
+pub mod selftest;

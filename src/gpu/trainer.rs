@@ -138,14 +138,15 @@ fn zeros(
 pub struct GpuBackend {
     pub gpu: Gpu,
     recipe: Recipe,
-    train: Split,
+    /// None for a backend that only evaluates.
+    train: Option<Split>,
     test: Split,
     params: wgpu::Buffer,
     grads: wgpu::Buffer,
     momentum: wgpu::Buffer,
     losses: wgpu::Buffer,
     eval_correct: wgpu::Buffer,
-    eval_loss: wgpu::Buffer,
+    eval_logp: wgpu::Buffer,
     staging: wgpu::Buffer,
     /// The dispatches of one training step, in order.
     pub step_ops: Vec<Op>,
@@ -168,11 +169,12 @@ impl GpuBackend {
         arch: &Arch,
         recipe: Recipe,
         params: &[f32],
-        train: &Dataset,
+        train: Option<&Dataset>,
         test: &Dataset,
     ) -> Result<GpuBackend> {
         assert_eq!(params.len(), arch.param_count());
-        assert_eq!(train.pixels(), arch.input());
+        assert_eq!(test.pixels(), arch.input());
+        assert!(train.is_none_or(|t| t.pixels() == arch.input()));
         let kernels = Kernels::new(&gpu);
         let d = &gpu.device;
         let layers = arch.layers();
@@ -181,7 +183,7 @@ impl GpuBackend {
         let n = params.len();
         let rw = wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST;
 
-        let train_split = Split::new(&gpu, "train", train, bs);
+        let train_split = train.map(|t| Split::new(&gpu, "train", t, bs));
         let test_split = Split::new(&gpu, "test", test, bs);
         let table = init(
             d,
@@ -198,13 +200,13 @@ impl GpuBackend {
         );
         let grads = zeros(d, "grads", n, rw);
         let momentum = zeros(d, "momentum", n, rw);
-        let steps = recipe.steps_per_epoch(train.len());
+        let steps = recipe.steps_per_epoch(train.map_or(0, |t| t.len()));
         // losses: [steps per epoch], the mean loss of each step of the current epoch
         let losses = zeros(d, "losses", steps, rw);
-        // eval_correct: [test len], correct | predicted << 8; eval_loss: [test len]
+        // eval_correct: [test len], correct | predicted << 8; eval_logp: [test len, classes]
         let eval_correct = zeros(d, "eval correct", test.len(), rw);
-        let eval_loss = zeros(d, "eval loss", test.len(), rw);
-        let staging_floats = n.max(steps).max(2 * test.len());
+        let eval_logp = zeros(d, "eval log-probs", test.len() * arch.output(), rw);
+        let staging_floats = n.max(steps).max(test.len() * arch.output());
         let staging = d.create_buffer(&wgpu::BufferDescriptor {
             label: Some("staging (read-back)"),
             size: (staging_floats * 4) as u64,
@@ -293,84 +295,87 @@ impl GpuBackend {
             })
             .collect();
 
-        let mut step_ops = vec![gather(&train_split, "train")];
-        step_ops.extend(forward.iter().cloned());
         let loss_input = |split| loss_input(arch.output(), bp, &acts_t[layers], split);
-        step_ops.push(kernels.nll(
-            &gpu,
-            "nll loss + grad",
-            &loss_input(&train_split),
-            &dz[layers - 1],
-            &losses,
-        ));
-        for l in (0..layers).rev() {
-            let (i, o) = arch.dims(l);
-            let (wo, bo) = arch.offsets(l);
-            if l > 0 {
+        let mut step_ops = Vec::new();
+        if let Some(train_split) = &train_split {
+            step_ops.push(gather(train_split, "train"));
+            step_ops.extend(forward.iter().cloned());
+            step_ops.push(kernels.nll(
+                &gpu,
+                "nll loss + grad",
+                &loss_input(train_split),
+                &dz[layers - 1],
+                &losses,
+            ));
+            for l in (0..layers).rev() {
+                let (i, o) = arch.dims(l);
+                let (wo, bo) = arch.offsets(l);
+                if l > 0 {
+                    let spec = MatmulSpec {
+                        product: Product::BackwardInput,
+                        m: i,
+                        n: bp,
+                        k: o,
+                        a_off: wo,
+                        a_sm: 1,
+                        a_sk: i,
+                        ldb: bp,
+                        c_off: 0,
+                        ldc: bp,
+                        aux_off: 0,
+                        aux_ld: bp,
+                        ldc2: 0,
+                        bg_off: 0,
+                    };
+                    step_ops.push(kernels.matmul(
+                        &gpu,
+                        &format!("backward input {l}"),
+                        spec,
+                        &params_buf,
+                        &dz[l],
+                        &dz[l - 1],
+                        Some(&acts_t[l]),
+                        None,
+                    ));
+                }
                 let spec = MatmulSpec {
-                    product: Product::BackwardInput,
-                    m: i,
-                    n: bp,
-                    k: o,
-                    a_off: wo,
-                    a_sm: 1,
-                    a_sk: i,
-                    ldb: bp,
-                    c_off: 0,
-                    ldc: bp,
+                    product: Product::BackwardWeight,
+                    m: o,
+                    n: i,
+                    k: bp,
+                    a_off: 0,
+                    a_sm: bp,
+                    a_sk: 1,
+                    ldb: pad4(i),
+                    c_off: wo,
+                    ldc: i,
                     aux_off: 0,
-                    aux_ld: bp,
+                    aux_ld: 0,
                     ldc2: 0,
-                    bg_off: 0,
+                    bg_off: bo,
                 };
                 step_ops.push(kernels.matmul(
                     &gpu,
-                    &format!("backward input {l}"),
+                    &format!("backward weight {l}"),
                     spec,
-                    &params_buf,
                     &dz[l],
-                    &dz[l - 1],
-                    Some(&acts_t[l]),
+                    &acts_b[l],
+                    &grads,
+                    None,
                     None,
                 ));
             }
-            let spec = MatmulSpec {
-                product: Product::BackwardWeight,
-                m: o,
-                n: i,
-                k: bp,
-                a_off: 0,
-                a_sm: bp,
-                a_sk: 1,
-                ldb: pad4(i),
-                c_off: wo,
-                ldc: i,
-                aux_off: 0,
-                aux_ld: 0,
-                ldc2: 0,
-                bg_off: bo,
-            };
-            step_ops.push(kernels.matmul(
+            step_ops.push(kernels.sgd(
                 &gpu,
-                &format!("backward weight {l}"),
-                spec,
-                &dz[l],
-                &acts_b[l],
+                "sgd",
+                n,
+                recipe.lr,
+                recipe.momentum,
+                &params_buf,
                 &grads,
-                None,
-                None,
+                &momentum,
             ));
         }
-        step_ops.push(kernels.sgd(
-            &gpu,
-            "sgd",
-            n,
-            recipe.lr,
-            recipe.momentum,
-            &params_buf,
-            &grads,
-            &momentum,
-        ));
 
         let mut eval_ops = vec![gather(&test_split, "test")];
         eval_ops.extend(forward);
@@ -379,13 +384,14 @@ impl GpuBackend {
             "evaluate",
             &loss_input(&test_split),
             &eval_correct,
-            &eval_loss,
+            &eval_logp,
         ));
 
+        let train_size = |f: fn(&Split) -> u64| train_split.as_ref().map_or(0, f);
         let mut buffer_sizes = vec![
-            ("train images".to_string(), train_split.images.size()),
-            ("train labels".to_string(), train_split.labels.size()),
-            ("train order".to_string(), train_split.order.size()),
+            ("train images".to_string(), train_size(|t| t.images.size())),
+            ("train labels".to_string(), train_size(|t| t.labels.size())),
+            ("train order".to_string(), train_size(|t| t.order.size())),
             ("test images".to_string(), test_split.images.size()),
             (
                 "test labels + order".to_string(),
@@ -393,7 +399,7 @@ impl GpuBackend {
             ),
             (
                 "step uniforms".to_string(),
-                train_split.steps.size() + test_split.steps.size(),
+                train_size(|t| t.steps.size()) + test_split.steps.size(),
             ),
             (
                 "params + grads + momentum".to_string(),
@@ -402,7 +408,7 @@ impl GpuBackend {
             ("losses".to_string(), losses.size()),
             (
                 "eval outputs".to_string(),
-                eval_correct.size() + eval_loss.size(),
+                eval_correct.size() + eval_logp.size(),
             ),
             ("staging".to_string(), staging.size()),
         ];
@@ -425,7 +431,7 @@ impl GpuBackend {
             momentum,
             losses,
             eval_correct,
-            eval_loss,
+            eval_logp,
             staging,
             step_ops,
             eval_ops,
@@ -460,10 +466,13 @@ impl Backend for GpuBackend {
     }
 
     fn begin_epoch(&mut self, order: &[u32]) -> Result<()> {
-        assert_eq!(order.len(), self.train.len);
+        let Some(train) = &self.train else {
+            anyhow::bail!("this GPU backend was built for evaluation only");
+        };
+        assert_eq!(order.len(), train.len);
         self.gpu
             .queue
-            .write_buffer(&self.train.order, 0, bytemuck::cast_slice(order));
+            .write_buffer(&train.order, 0, bytemuck::cast_slice(order));
         Ok(())
     }
 
@@ -491,11 +500,14 @@ impl Backend for GpuBackend {
             s = e;
         }
         let correct: Vec<u32> = read_back(&self.gpu, &self.eval_correct, 0, n, &self.staging)?;
-        let loss = self.read_f32(&self.eval_loss, 0, n)?;
-        let mut ev = Eval::new(self.classes);
-        for (i, (&c, &l)) in correct.iter().zip(&loss).enumerate() {
-            ev.add((c >> 8) as usize, self.test_labels[i] as usize, l as f64);
+        let classes = self.classes;
+        let log_probs = self.read_f32(&self.eval_logp, 0, n * classes)?;
+        let mut ev = Eval::new(classes);
+        for (i, (&c, logp)) in correct.iter().zip(log_probs.chunks(classes)).enumerate() {
+            let label = self.test_labels[i] as usize;
+            ev.add((c >> 8) as usize, label, -logp[label] as f64);
         }
+        ev.log_probs = log_probs;
         Ok(ev)
     }
 

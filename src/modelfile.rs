@@ -1,0 +1,391 @@
+//! Model files: the tutorial's `state_dict` as safetensors, f32, readable by
+//! `safetensors.torch.load_file` and `nn.Sequential.load_state_dict(strict=True)`.
+//!
+//! Convention: keys and shapes are PyTorch's (`0.weight: [128, 784]`, `0.bias: [128]`,
+//! `2.weight`, ..., layer `l` is module `2*l` because a ReLU sits between every two Linears);
+//! the values are copied to and from the flat table of [`Arch::table`]. The architecture is
+//! read back from the shapes alone; the metadata (hidden sizes, recipe, accuracy, adapter) is
+//! for people.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use safetensors::{Dtype, SafeTensors, tensor::TensorView};
+
+use crate::model::Arch;
+
+/// Where `train` writes its model unless told otherwise.
+pub const DEFAULT_MODEL_FILE: &str = "mnist_mlp.safetensors";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ModelFileError {
+    #[error("{path}: cannot read: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: cannot write: {source}")]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: not a safetensors file ({reason})")]
+    Format { path: PathBuf, reason: String },
+    /// A well-formed file that does not hold this kind of model.
+    #[error("{path}: {problem}")]
+    Content { path: PathBuf, problem: String },
+}
+
+/// A model read from a file.
+#[derive(Clone, Debug)]
+pub struct ModelFile {
+    pub arch: Arch,
+    /// params: [param_count], the flat table of `arch`
+    pub params: Vec<f32>,
+    pub metadata: BTreeMap<String, String>,
+}
+
+/// Serialises `params` (the flat table of `arch`) with `metadata` to safetensors bytes.
+pub fn to_bytes(
+    arch: &Arch,
+    params: &[f32],
+    metadata: &BTreeMap<String, String>,
+) -> Result<Vec<u8>, safetensors::SafeTensorError> {
+    assert_eq!(params.len(), arch.param_count());
+    let table = arch.table();
+    let bytes: &[u8] = bytemuck::cast_slice(params);
+    let views = table
+        .iter()
+        .map(|e| {
+            let data = &bytes[4 * e.offset..4 * (e.offset + e.len())];
+            TensorView::new(Dtype::F32, e.shape.clone(), data).map(|v| (e.name.clone(), v))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut meta: HashMap<String, String> = metadata.clone().into_iter().collect();
+    // What safetensors.torch writes: marks the layout as PyTorch's.
+    meta.entry("format".into()).or_insert_with(|| "pt".into());
+    safetensors::serialize(views, Some(meta))
+}
+
+/// Writes a model file atomically: a partial write never replaces or leaves a model behind.
+pub fn save(
+    path: &Path,
+    arch: &Arch,
+    params: &[f32],
+    metadata: &BTreeMap<String, String>,
+) -> Result<(), ModelFileError> {
+    let bytes = to_bytes(arch, params, metadata).map_err(|e| ModelFileError::Write {
+        path: path.to_path_buf(),
+        source: std::io::Error::other(e.to_string()),
+    })?;
+    write_atomic(path, &bytes).map_err(|source| ModelFileError::Write {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// Writes `bytes` to a temporary file in `path`'s directory, syncs it, and renames it over
+/// `path`; on any failure the temporary file is removed and `path` is untouched.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let name = path
+        .file_name()
+        .ok_or_else(|| std::io::Error::other("the path names no file"))?;
+    let tmp = dir.join(format!(
+        ".{}.tmp-{}",
+        name.to_string_lossy(),
+        std::process::id()
+    ));
+    let result = (|| {
+        let mut f = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        drop(f);
+        fs::rename(&tmp, path)?;
+        // The rename itself is durable once the directory is synced; not every platform can
+        // open a directory, so this is best effort.
+        if let Ok(d) = fs::File::open(dir) {
+            let _ = d.sync_all();
+        }
+        Ok(())
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// Reads a model file, checking that it holds the tutorial's kind of network with `input`
+/// inputs and `classes` outputs.
+pub fn load(path: &Path, input: usize, classes: usize) -> Result<ModelFile, ModelFileError> {
+    let bytes = fs::read(path).map_err(|source| ModelFileError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    from_bytes(&bytes, input, classes).map_err(|e| match e {
+        Problem::Format(reason) => ModelFileError::Format {
+            path: path.to_path_buf(),
+            reason,
+        },
+        Problem::Content(problem) => ModelFileError::Content {
+            path: path.to_path_buf(),
+            problem,
+        },
+    })
+}
+
+/// Why bytes are not a model, before the file's name is attached.
+#[derive(Debug)]
+pub enum Problem {
+    Format(String),
+    Content(String),
+}
+
+/// Parses and checks a model from safetensors bytes; see [`load`].
+pub fn from_bytes(bytes: &[u8], input: usize, classes: usize) -> Result<ModelFile, Problem> {
+    let content = |s: String| Problem::Content(s);
+    if bytes.is_empty() {
+        return Err(Problem::Format("the file is empty".into()));
+    }
+    let st = SafeTensors::deserialize(bytes).map_err(|e| Problem::Format(e.to_string()))?;
+    let (_, header) =
+        SafeTensors::read_metadata(bytes).map_err(|e| Problem::Format(e.to_string()))?;
+    let metadata: BTreeMap<String, String> = header
+        .metadata()
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .collect();
+
+    // Layers 0, 2, 4, ... until a weight is missing; every other key is unexpected.
+    let mut tensors: HashMap<String, TensorView<'_>> = st.tensors().into_iter().collect();
+    let mut layers = Vec::new();
+    loop {
+        let l = layers.len();
+        let (wname, bname) = (format!("{}.weight", 2 * l), format!("{}.bias", 2 * l));
+        let Some(w) = tensors.remove(&wname) else {
+            if l == 0 {
+                return Err(content(
+                    "missing tensor `0.weight` (expected the tutorial's nn.Sequential state_dict: \
+                     0.weight, 0.bias, 2.weight, ...)"
+                        .into(),
+                ));
+            }
+            break;
+        };
+        let f32_only = |name: &str, t: &TensorView<'_>| match t.dtype() {
+            Dtype::F32 => Ok(()),
+            other => Err(content(format!(
+                "tensor `{name}` is {other:?}, expected F32"
+            ))),
+        };
+        f32_only(&wname, &w)?;
+        let b = tensors
+            .remove(&bname)
+            .ok_or_else(|| content(format!("missing tensor `{bname}`")))?;
+        f32_only(&bname, &b)?;
+        let (ws, bs) = (w.shape().to_vec(), b.shape().to_vec());
+        if ws.len() != 2 || ws.contains(&0) {
+            return Err(content(format!(
+                "tensor `{wname}` has shape {ws:?}, expected [out, in]"
+            )));
+        }
+        if bs != [ws[0]] {
+            return Err(content(format!(
+                "tensor `{bname}` has shape {bs:?}, expected [{}] to match `{wname}` {ws:?}",
+                ws[0]
+            )));
+        }
+        layers.push((wname, w, bname, b));
+    }
+    if let Some(extra) = tensors.keys().min() {
+        return Err(content(format!(
+            "unexpected tensor `{extra}` (after {} Linear layers; keys must be 0.weight, 0.bias, \
+             2.weight, ... with no gaps)",
+            layers.len()
+        )));
+    }
+
+    let mut sizes = vec![layers[0].1.shape()[1]];
+    for (name, w, _, _) in &layers {
+        let (o, i) = (w.shape()[0], w.shape()[1]);
+        let prev = *sizes.last().unwrap();
+        if i != prev {
+            return Err(content(format!(
+                "shapes do not chain: `{name}` is [{o}, {i}] but the layer before it gives {prev} outputs"
+            )));
+        }
+        sizes.push(o);
+    }
+    if sizes[0] != input {
+        return Err(content(format!(
+            "the model takes {} inputs (`0.weight` is [{}, {}]), the images have {input} pixels",
+            sizes[0], sizes[1], sizes[0]
+        )));
+    }
+    if *sizes.last().unwrap() != classes {
+        return Err(content(format!(
+            "the model has {} outputs (`{}`), the data set has {classes} classes",
+            sizes.last().unwrap(),
+            layers.last().unwrap().0
+        )));
+    }
+
+    let arch = Arch { sizes };
+    let mut params = vec![0f32; arch.param_count()];
+    let by_name: HashMap<&str, &TensorView<'_>> = layers
+        .iter()
+        .flat_map(|(wn, w, bn, b)| [(wn.as_str(), w), (bn.as_str(), b)])
+        .collect();
+    for e in arch.table() {
+        let view = by_name[e.name.as_str()];
+        for (dst, src) in params[e.range()]
+            .iter_mut()
+            .zip(view.data().chunks_exact(4))
+        {
+            *dst = f32::from_le_bytes([src[0], src[1], src[2], src[3]]);
+        }
+        if let Some(bad) = params[e.range()].iter().position(|v| !v.is_finite()) {
+            return Err(content(format!(
+                "tensor `{}` holds a non-finite value ({} at index {bad})",
+                e.name,
+                params[e.offset + bad]
+            )));
+        }
+    }
+    Ok(ModelFile {
+        arch,
+        params,
+        metadata,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tutorial() -> (Arch, Vec<f32>) {
+        let a = Arch::new(784, &[128, 128, 64, 64], 10);
+        let p = a.init(3);
+        (a, p)
+    }
+
+    #[test]
+    fn round_trip_keeps_every_bit_and_the_metadata() {
+        let (a, p) = tutorial();
+        let meta = BTreeMap::from([("hidden".to_string(), "128,128,64,64".to_string())]);
+        let bytes = to_bytes(&a, &p, &meta).unwrap();
+        let m = from_bytes(&bytes, 784, 10).unwrap();
+        assert_eq!(m.arch, a);
+        assert_eq!(m.params, p);
+        assert_eq!(m.metadata["hidden"], "128,128,64,64");
+        assert_eq!(m.metadata["format"], "pt");
+    }
+
+    fn rewrite(
+        a: &Arch,
+        p: &[f32],
+        edit: impl Fn(&mut Vec<(String, Dtype, Vec<usize>, Vec<u8>)>),
+    ) -> Vec<u8> {
+        let bytes: &[u8] = bytemuck::cast_slice(p);
+        let mut ts: Vec<_> = a
+            .table()
+            .iter()
+            .map(|e| {
+                (
+                    e.name.clone(),
+                    Dtype::F32,
+                    e.shape.clone(),
+                    bytes[4 * e.offset..4 * (e.offset + e.len())].to_vec(),
+                )
+            })
+            .collect();
+        edit(&mut ts);
+        let views: Vec<_> = ts
+            .iter()
+            .map(|(n, d, s, b)| (n.clone(), TensorView::new(*d, s.clone(), b).unwrap()))
+            .collect();
+        safetensors::serialize(views, None).unwrap()
+    }
+
+    fn problem(bytes: &[u8]) -> String {
+        match from_bytes(bytes, 784, 10) {
+            Ok(_) => panic!("accepted a bad model"),
+            Err(Problem::Format(s) | Problem::Content(s)) => s,
+        }
+    }
+
+    #[test]
+    fn bad_models_are_named() {
+        let (a, p) = tutorial();
+        let good = to_bytes(&a, &p, &BTreeMap::new()).unwrap();
+        assert!(problem(&[]).contains("empty"));
+        assert!(!problem(b"PK\x03\x04 this is a zip").is_empty());
+        assert!(!problem(&good[..good.len() - 100]).is_empty());
+        let missing = rewrite(&a, &p, |t| t.retain(|e| e.0 != "4.bias"));
+        assert!(problem(&missing).contains("missing tensor `4.bias`"));
+        let extra = rewrite(&a, &p, |t| {
+            t.retain(|e| e.0 != "4.weight" && e.0 != "4.bias")
+        });
+        assert!(
+            problem(&extra).contains("unexpected tensor `6.bias`"),
+            "{}",
+            problem(&extra)
+        );
+        let f16 = rewrite(&a, &p, |t| {
+            t[1].1 = Dtype::F16;
+            let half = t[1].3.len() / 2;
+            t[1].3.truncate(half);
+        });
+        assert!(problem(&f16).contains("`0.bias` is F16, expected F32"));
+        let small = Arch::new(100, &[16], 10);
+        let sp = small.init(1);
+        assert!(
+            problem(&to_bytes(&small, &sp, &BTreeMap::new()).unwrap()).contains("takes 100 inputs")
+        );
+        let wide = Arch::new(784, &[16], 12);
+        let wp = wide.init(1);
+        assert!(problem(&to_bytes(&wide, &wp, &BTreeMap::new()).unwrap()).contains("12 outputs"));
+        let unchained = rewrite(&a, &p, |t| {
+            t[2].2 = vec![128, 64];
+            t[2].3.truncate(128 * 64 * 4);
+        });
+        assert!(
+            problem(&unchained).contains("do not chain"),
+            "{}",
+            problem(&unchained)
+        );
+        let nan = rewrite(&a, &p, |t| {
+            t[3].3[..4].copy_from_slice(&f32::NAN.to_le_bytes())
+        });
+        assert!(problem(&nan).contains("non-finite"));
+    }
+
+    #[test]
+    fn atomic_write_replaces_whole_files_only() {
+        let dir = std::env::temp_dir().join(format!("mnist-wgpu-atomic-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("m.safetensors");
+        write_atomic(&path, b"first").unwrap();
+        write_atomic(&path, b"second").unwrap();
+        assert_eq!(fs::read(&path).unwrap(), b"second");
+        // A target that cannot be replaced (a directory): the error leaves no temporary file.
+        let blocked = dir.join("sub");
+        fs::create_dir_all(blocked.join("x")).unwrap();
+        assert!(write_atomic(&blocked, b"data").is_err());
+        let names: Vec<_> = fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        assert_eq!(names.len(), 2, "left behind: {names:?}");
+        fs::remove_dir_all(&dir).unwrap();
+    }
+}
