@@ -96,54 +96,55 @@ def train_steps(m, opt, x, y, batches):
     return losses
 
 
-def fixtures():
+def setup():
+    """Data, the tutorial's model from the fixed seed, and its optimizer; one thread, so runs
+    repeat exactly."""
     torch.set_num_threads(1)
     x, y = load("train")
     tx, ty = load("test")
     torch.manual_seed(SEED)
     m = model()
+    opt = torch.optim.SGD(m.parameters(), lr=LR, momentum=MOMENTUM)
+    return x, y, tx, ty, m, opt
+
+
+def save_trained(m, name, tx, ty, **extra):
+    """Saves the state_dict with the test accuracy and loss PyTorch computes for it."""
+    correct, total, loss = evaluate(m, tx, ty)
+    save_file(state(m), HERE / name,
+              metadata=meta(batch_size=BATCH, lr=LR, momentum=MOMENTUM, seed=SEED, **extra,
+                            accuracy=f"{correct / total:.4f}", correct=correct,
+                            test_loss=f"{loss:.6f}"))
+    return f"accuracy {100 * correct / total:.2f} % ({correct}/{total}) | test loss {loss:.4f}"
+
+
+def fixtures():
+    x, y, tx, ty, m, opt = setup()
     save_file(state(m), HERE / "init.safetensors", metadata=meta(seed=SEED))
     g = torch.Generator().manual_seed(SEED)
     batches = torch.randperm(len(x), generator=g)[: STEPS * BATCH].view(STEPS, BATCH)
-    opt = torch.optim.SGD(m.parameters(), lr=LR, momentum=MOMENTUM)
     losses = train_steps(m, opt, x, y, batches)
-    correct, total, loss = evaluate(m, tx, ty)
-    save_file(
-        state(m),
-        HERE / "after50.safetensors",
-        metadata=meta(steps=STEPS, batch_size=BATCH, lr=LR, momentum=MOMENTUM,
-                      accuracy=f"{correct / total:.4f}", correct=correct, test_loss=f"{loss:.6f}"),
-    )
-    names = dict(m.named_parameters())
+    result = save_trained(m, "after50.safetensors", tx, ty, steps=STEPS)
     steps = {
         "batches": batches.to(torch.int32).contiguous(),
         "losses": torch.tensor(losses, dtype=torch.float32),
         "test_log_probs": m(tx[:64]).detach().contiguous(),
     }
-    for k, p in names.items():
+    for k, p in m.named_parameters():
         steps[f"momentum.{k}"] = opt.state[p]["momentum_buffer"].contiguous()
     save_file(steps, HERE / "steps.safetensors", metadata=meta(seed=SEED, lr=LR, momentum=MOMENTUM))
     print(f"torch {torch.__version__}: {STEPS} steps, loss {losses[0]:.4f} -> {losses[-1]:.4f}, "
-          f"after50 accuracy {100 * correct / total:.2f} % ({correct}/{total}), test loss {loss:.4f}")
+          f"after50 {result}")
 
 
 def tutorial():
     """The whole recipe in PyTorch: 5 epochs, batch 32, shuffled, SGD lr 0.003 momentum 0.9."""
-    torch.set_num_threads(1)
-    x, y = load("train")
-    tx, ty = load("test")
-    torch.manual_seed(SEED)
-    m = model()
-    opt = torch.optim.SGD(m.parameters(), lr=LR, momentum=MOMENTUM)
+    x, y, tx, ty, m, opt = setup()
     for epoch in range(5):
         order = torch.randperm(len(x)).split(BATCH)
         losses = train_steps(m, opt, x, y, order)
         print(f"Epoch {epoch} - Training loss: {sum(losses) / len(losses):.4f}")
-    correct, total, loss = evaluate(m, tx, ty)
-    save_file(state(m), HERE / "torch_tutorial.safetensors",
-              metadata=meta(epochs=5, batch_size=BATCH, lr=LR, momentum=MOMENTUM, seed=SEED,
-                            accuracy=f"{correct / total:.4f}", correct=correct, test_loss=f"{loss:.6f}"))
-    print(f"PyTorch accuracy {100 * correct / total:.2f} % ({correct}/{total}) | test loss {loss:.4f}")
+    print(f"PyTorch {save_trained(m, 'torch_tutorial.safetensors', tx, ty, epochs=5)}")
 
 
 def check(path):
