@@ -1,4 +1,6 @@
-//! MNIST in the IDX format: find the four files, decompress, verify, parse.
+//! Data sets in the IDX format (MNIST, Fashion-MNIST, or any four files laid out the same):
+//! find the four files, decompress, verify, parse. Downloading missing files is
+//! [`crate::fetch`]'s job.
 //!
 //! Convention: images are kept as raw `u8` pixels, row-major, one image after another
 //! (`[count, rows * cols]`); labels as one `u8` each. Normalisation happens on the device
@@ -38,15 +40,100 @@ pub const MNIST_FILES: [(&str, &str); 4] = [
     ),
 ];
 
-/// The data directory committed with the repository.
+/// Fashion-MNIST's four files (the same names and layout as MNIST's) and the SHA-256 of each
+/// one's decompressed content, as in Debian's package `dataset-fashion-mnist`. The hashes are
+/// over the content, not the .gz bytes, so a file recompressed by a mirror or a distribution
+/// still verifies.
+pub const FASHION_MNIST_FILES: [(&str, &str); 4] = [
+    (
+        "train-images-idx3-ubyte",
+        "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888",
+    ),
+    (
+        "train-labels-idx1-ubyte",
+        "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9",
+    ),
+    (
+        "t10k-images-idx3-ubyte",
+        "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b",
+    ),
+    (
+        "t10k-labels-idx1-ubyte",
+        "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34",
+    ),
+];
+
+/// Which data set (`--dataset`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Kind {
+    /// MNIST handwritten digits.
+    Mnist,
+    /// Zalando's Fashion-MNIST: ten kinds of clothing, the same layout.
+    FashionMnist,
+    /// Any four IDX files with MNIST's names in --data-dir; no known hashes, never downloaded.
+    Idx,
+}
+
+impl Kind {
+    /// The name of its cache subdirectory and of its metadata entries.
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Mnist => "mnist",
+            Kind::FashionMnist => "fashion-mnist",
+            Kind::Idx => "idx",
+        }
+    }
+    /// The four file names (without .gz) and, where known, their content hashes.
+    pub fn files(self) -> [(&'static str, Option<&'static str>); 4] {
+        match self {
+            Kind::Mnist => MNIST_FILES.map(|(n, h)| (n, Some(h))),
+            Kind::FashionMnist => FASHION_MNIST_FILES.map(|(n, h)| (n, Some(h))),
+            Kind::Idx => MNIST_FILES.map(|(n, _)| (n, None)),
+        }
+    }
+    /// Public mirrors serving `<mirror><file>.gz`, in the order they are tried.
+    pub fn mirrors(self) -> &'static [&'static str] {
+        match self {
+            // The original site, yann.lecun.com, answers 403 today.
+            Kind::Mnist => &[
+                "https://ossci-datasets.s3.amazonaws.com/mnist/",
+                "https://storage.googleapis.com/cvdf-datasets/mnist/",
+            ],
+            Kind::FashionMnist => &["http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"],
+            Kind::Idx => &[],
+        }
+    }
+}
+
+/// The data directory committed with the repository (MNIST only).
 pub fn default_data_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/mnist")
+}
+
+/// Where a file of the data set is: the plain file if there is one, else the .gz, else None.
+pub fn find_file(dir: &Path, name: &str) -> Option<PathBuf> {
+    let plain = dir.join(name);
+    let gz = dir.join(format!("{name}.gz"));
+    if plain.is_file() {
+        Some(plain)
+    } else if gz.is_file() {
+        Some(gz)
+    } else {
+        None
+    }
+}
+
+/// Whether all four files of `kind` are in `dir` (verified or not).
+pub fn has_all_files(dir: &Path, kind: Kind) -> bool {
+    kind.files()
+        .iter()
+        .all(|(n, _)| find_file(dir, n).is_some())
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum DataError {
     #[error(
-        "{dir}: no `{name}` or `{name}.gz` there (expected the four MNIST IDX files; pass --data-dir DIR)"
+        "{dir}: no `{name}` or `{name}.gz` there (expected the four IDX files of the data set; pass --data-dir DIR)"
     )]
     Missing { dir: PathBuf, name: String },
     #[error("{path}: cannot read: {source}")]
@@ -60,7 +147,7 @@ pub enum DataError {
         source: std::io::Error,
     },
     #[error(
-        "{path}: SHA-256 of the content is {actual}, expected {expected} (corrupt or not MNIST)"
+        "{path}: SHA-256 of the content is {actual}, expected {expected} (corrupt, or not the data set named by --dataset)"
     )]
     Checksum {
         path: PathBuf,
@@ -123,15 +210,17 @@ pub fn normalize_table() -> [f32; 256] {
     t
 }
 
-/// Loads and verifies only the two test files from `dir` (for evaluation).
-pub fn load_mnist_test(dir: &Path) -> Result<Dataset, DataError> {
-    let [_, _, (ti, tsha), (tl, lsha)] = MNIST_FILES;
-    pair(load_verified(dir, ti, tsha)?, load_verified(dir, tl, lsha)?)
+/// Loads and verifies only the two test files of `kind` from `dir` (for evaluation).
+pub fn load_test(dir: &Path, kind: Kind) -> Result<Dataset, DataError> {
+    let [_, _, (ti, th), (tl, lh)] = kind.files();
+    pair(load_verified(dir, ti, th)?, load_verified(dir, tl, lh)?)
 }
 
-/// Loads and verifies the four files from `dir` (each plain or `.gz`).
-pub fn load_mnist(dir: &Path) -> Result<Mnist, DataError> {
-    let [tri, trl, tei, tel] = MNIST_FILES.map(|(name, sha)| load_verified(dir, name, sha));
+/// Loads and verifies the four files of `kind` from `dir` (each plain or `.gz`).
+pub fn load(dir: &Path, kind: Kind) -> Result<Mnist, DataError> {
+    let [tri, trl, tei, tel] = kind
+        .files()
+        .map(|(name, sha)| load_verified(dir, name, sha));
     let train = pair(tri?, trl?)?;
     let test = pair(tei?, tel?)?;
     if train.pixels() != test.pixels() {
@@ -146,35 +235,44 @@ pub fn load_mnist(dir: &Path) -> Result<Mnist, DataError> {
     Ok(Mnist { train, test })
 }
 
+/// MNIST from `dir`, verified.
+pub fn load_mnist(dir: &Path) -> Result<Mnist, DataError> {
+    load(dir, Kind::Mnist)
+}
+
 struct Loaded {
     path: PathBuf,
     bytes: Vec<u8>,
 }
 
-fn load_verified(dir: &Path, name: &str, sha: &str) -> Result<Loaded, DataError> {
-    let plain = dir.join(name);
-    let gz = dir.join(format!("{name}.gz"));
-    let path = if plain.is_file() {
-        plain
-    } else if gz.is_file() {
-        gz
-    } else {
-        return Err(DataError::Missing {
-            dir: dir.to_path_buf(),
-            name: name.to_string(),
-        });
-    };
+fn load_verified(dir: &Path, name: &str, sha: Option<&str>) -> Result<Loaded, DataError> {
+    let path = find_file(dir, name).ok_or_else(|| DataError::Missing {
+        dir: dir.to_path_buf(),
+        name: name.to_string(),
+    })?;
     let bytes = read_maybe_gz(&path)?;
-    let actual = sha256_hex(&bytes);
+    if let Some(sha) = sha {
+        verify(&path, &bytes, sha)?;
+    }
+    Ok(Loaded { path, bytes })
+}
+
+/// Checks decompressed content against its SHA-256.
+pub fn verify(path: &Path, content: &[u8], sha: &str) -> Result<(), DataError> {
+    let actual = sha256_hex(content);
     if actual != sha {
         return Err(DataError::Checksum {
-            path,
+            path: path.to_path_buf(),
             expected: sha.to_string(),
             actual,
         });
     }
-    Ok(Loaded { path, bytes })
+    Ok(())
 }
+
+/// No IDX file this program can train on decompresses to more than this; a gzip stream that
+/// does is refused rather than allowed to fill memory.
+pub const MAX_CONTENT: u64 = 1 << 30;
 
 /// Reads a file, decompressing it when it starts with the gzip magic bytes.
 pub fn read_maybe_gz(path: &Path) -> Result<Vec<u8>, DataError> {
@@ -182,18 +280,31 @@ pub fn read_maybe_gz(path: &Path) -> Result<Vec<u8>, DataError> {
         path: path.to_path_buf(),
         source,
     })?;
-    if raw.starts_with(&[0x1f, 0x8b]) {
-        let mut out = Vec::with_capacity(raw.len() * 5);
-        flate2::read::GzDecoder::new(&raw[..])
-            .read_to_end(&mut out)
-            .map_err(|source| DataError::Gzip {
-                path: path.to_path_buf(),
-                source,
-            })?;
-        Ok(out)
-    } else {
-        Ok(raw)
+    decompress(path, raw)
+}
+
+/// `raw` itself, or its decompressed content when it is gzip (at most [`MAX_CONTENT`] bytes).
+pub fn decompress(path: &Path, raw: Vec<u8>) -> Result<Vec<u8>, DataError> {
+    if !raw.starts_with(&[0x1f, 0x8b]) {
+        return Ok(raw);
     }
+    let mut out = Vec::with_capacity(raw.len().saturating_mul(5).min(MAX_CONTENT as usize));
+    flate2::read::GzDecoder::new(&raw[..])
+        .take(MAX_CONTENT + 1)
+        .read_to_end(&mut out)
+        .map_err(|source| DataError::Gzip {
+            path: path.to_path_buf(),
+            source,
+        })?;
+    if out.len() as u64 > MAX_CONTENT {
+        return Err(format_err(
+            path,
+            format!(
+                "decompresses to more than {MAX_CONTENT} bytes; not an IDX file this program can use"
+            ),
+        ));
+    }
+    Ok(out)
 }
 
 pub fn sha256_hex(bytes: &[u8]) -> String {
@@ -217,6 +328,9 @@ fn format_err(path: &Path, problem: String) -> DataError {
 /// Parses an IDX image file: magic 2051, then count, rows, cols (big-endian u32), then pixels.
 /// The header is checked against the length before anything is allocated.
 pub fn parse_images(path: &Path, b: &[u8]) -> Result<(usize, usize, usize), DataError> {
+    if b.is_empty() {
+        return Err(format_err(path, "the file is empty".into()));
+    }
     if b.len() < 16 {
         return Err(format_err(
             path,
@@ -253,6 +367,9 @@ pub fn parse_images(path: &Path, b: &[u8]) -> Result<(usize, usize, usize), Data
 
 /// Parses an IDX label file: magic 2049, then count, then one byte per label.
 pub fn parse_labels(path: &Path, b: &[u8]) -> Result<usize, DataError> {
+    if b.is_empty() {
+        return Err(format_err(path, "the file is empty".into()));
+    }
     if b.len() < 8 {
         return Err(format_err(
             path,
@@ -287,6 +404,26 @@ pub fn parse_labels(path: &Path, b: &[u8]) -> Result<usize, DataError> {
         ));
     }
     Ok(n as usize)
+}
+
+/// Parses one split from the raw bytes of its two files (each plain or gzip), without hashes:
+/// any input gives a data set or an error naming the file, never a panic.
+pub fn parse_split(
+    images_path: &Path,
+    images_raw: Vec<u8>,
+    labels_path: &Path,
+    labels_raw: Vec<u8>,
+) -> Result<Dataset, DataError> {
+    pair(
+        Loaded {
+            path: images_path.to_path_buf(),
+            bytes: decompress(images_path, images_raw)?,
+        },
+        Loaded {
+            path: labels_path.to_path_buf(),
+            bytes: decompress(labels_path, labels_raw)?,
+        },
+    )
 }
 
 fn pair(images: Loaded, labels: Loaded) -> Result<Dataset, DataError> {

@@ -9,7 +9,8 @@ use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use mnist_wgpu::cpu::CpuBackend;
-use mnist_wgpu::data::{Dataset, default_data_dir, load_mnist, load_mnist_test};
+use mnist_wgpu::data::{self as data, Dataset, Kind, default_data_dir, has_all_files};
+use mnist_wgpu::fetch::{self, FetchConfig, Need};
 use mnist_wgpu::gpu::context::pick_adapter;
 use mnist_wgpu::gpu::kernels::Kernels;
 use mnist_wgpu::gpu::{
@@ -73,9 +74,26 @@ impl AdapterArgs {
 /// Where to run and on what data.
 #[derive(Args, Debug)]
 struct RunArgs {
-    /// Directory with the four MNIST IDX files, plain or .gz [default: the repository's assets/mnist]
-    #[arg(long)]
+    /// The data set.
+    #[arg(long, value_enum, default_value_t = Kind::Mnist)]
+    dataset: Kind,
+    /// Directory of the four IDX files (plain or .gz); missing ones are downloaded into it
+    /// [default: the repository's assets/mnist for MNIST, else the user cache directory, e.g.
+    /// ~/.cache/mnist-wgpu/<dataset>]
+    #[arg(long, value_name = "DIR")]
     data_dir: Option<PathBuf>,
+    /// A mirror to try before the built-in ones; it serves <URL>/<file>.gz.
+    #[arg(long, value_name = "URL")]
+    mirror: Option<String>,
+    /// Never download; a missing file is an error.
+    #[arg(long)]
+    offline: bool,
+    /// Seconds to wait for a mirror to accept the connection.
+    #[arg(long, value_name = "SECS", default_value_t = 10.0, value_parser = positive_finite, allow_negative_numbers = true)]
+    connect_timeout: f64,
+    /// Seconds to wait for any read of a download before giving up on that mirror.
+    #[arg(long, value_name = "SECS", default_value_t = 30.0, value_parser = positive_finite, allow_negative_numbers = true)]
+    read_timeout: f64,
     /// Where to run.
     #[arg(long, value_enum, default_value_t = DeviceChoice::Auto)]
     device: DeviceChoice,
@@ -235,8 +253,28 @@ fn open_device(run: &RunArgs) -> Result<Option<Gpu>> {
     })
 }
 
-fn data_dir(run: &RunArgs) -> PathBuf {
-    run.data_dir.clone().unwrap_or_else(default_data_dir)
+/// The directory that holds the data set, with the files `need` names downloaded into it
+/// when they are missing.
+fn data_dir(run: &RunArgs, need: Need) -> Result<PathBuf> {
+    let kind = run.dataset;
+    let dir = match (&run.data_dir, kind) {
+        (Some(d), _) => d.clone(),
+        (None, Kind::Idx) => {
+            return Err(UsageError(
+                "--dataset idx: needs --data-dir DIR holding the four IDX files".into(),
+            )
+            .into());
+        }
+        (None, Kind::Mnist) if has_all_files(&default_data_dir(), kind) => default_data_dir(),
+        (None, _) => fetch::cache_dir(kind)?,
+    };
+    let mut config = FetchConfig::new(kind, run.mirror.as_deref());
+    config.connect_timeout = std::time::Duration::from_secs_f64(run.connect_timeout);
+    config.read_timeout = std::time::Duration::from_secs_f64(run.read_timeout);
+    fetch::ensure(&dir, kind, need, &config, run.offline, &mut |w| {
+        eprintln!("{w}")
+    })?;
+    Ok(dir)
 }
 
 fn arch_string(arch: &Arch) -> String {
@@ -316,9 +354,10 @@ fn run_train(args: TrainArgs) -> Result<()> {
     if let Some(gpu) = &gpu {
         check_limits(gpu, &arch, recipe.batch_size, 60_000).map_err(UsageError)?;
     }
-    let dir = data_dir(&args.run);
-    let mnist =
-        load_mnist(&dir).with_context(|| format!("loading MNIST from {}", dir.display()))?;
+    let kind = args.run.dataset;
+    let dir = data_dir(&args.run, Need::All)?;
+    let mnist = data::load(&dir, kind)
+        .with_context(|| format!("loading {} from {}", kind.name(), dir.display()))?;
     if mnist.train.pixels() != arch.input() {
         anyhow::bail!(
             "{}: images are {}x{}, the model takes 28x28",
@@ -394,7 +433,7 @@ fn run_train(args: TrainArgs) -> Result<()> {
                 "program",
                 format!("mnist-wgpu {}", env!("CARGO_PKG_VERSION")),
             ),
-            ("dataset", "mnist".to_string()),
+            ("dataset", kind.name().to_string()),
             ("sizes", arch_string(&arch)),
             (
                 "hidden",
@@ -441,9 +480,10 @@ fn run_eval(args: EvalArgs) -> Result<()> {
     let model = modelfile::load(&args.model, input, classes)?;
     let arch = model.arch.clone();
     let gpu = open_device(&args.run)?;
-    let dir = data_dir(&args.run);
-    let test =
-        load_mnist_test(&dir).with_context(|| format!("loading MNIST from {}", dir.display()))?;
+    let kind = args.run.dataset;
+    let dir = data_dir(&args.run, Need::TestOnly)?;
+    let test = data::load_test(&dir, kind)
+        .with_context(|| format!("loading {} from {}", kind.name(), dir.display()))?;
     if let Some(gpu) = &gpu {
         check_limits(gpu, &arch, args.batch_size, test.len()).map_err(UsageError)?;
     }

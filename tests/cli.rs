@@ -22,12 +22,13 @@ fn mnist_wgpu_in(dir: &Path, args: &[&str]) -> (i32, String, String) {
     )
 }
 
-/// `train --device cpu --data-dir DIR`: exit code and stderr.
+/// `train --device cpu --offline --data-dir DIR`: exit code and stderr.
 fn train_on_cpu_from(dir: &std::path::Path) -> (i32, String) {
     let (code, _, stderr) = mnist_wgpu(&[
         "train",
         "--device",
         "cpu",
+        "--offline",
         "--data-dir",
         dir.to_str().unwrap(),
     ]);
@@ -55,6 +56,16 @@ fn nonsensical_flags_exit_2_with_one_line() {
         (&["train", "--momentum", "1.5"], "--momentum"),
         (&["train", "--device", "tpu"], "--device"),
         (&["train", "--backend", "glide"], "--backend"),
+        (&["train", "--dataset", "cifar"], "--dataset"),
+        (
+            &["train", "--dataset", "idx", "--device", "cpu"],
+            "--dataset idx",
+        ),
+        (&["train", "--read-timeout", "0"], "--read-timeout"),
+        (
+            &["eval", "--model", "x", "--connect-timeout", "-1"],
+            "--connect-timeout",
+        ),
     ] {
         let (code, stdout, stderr) = mnist_wgpu(args);
         let lines = errors(&stderr);
@@ -80,7 +91,9 @@ fn missing_data_names_the_directory() {
     let (code, stderr) = train_on_cpu_from(&dir);
     assert_eq!(code, 1, "{stderr}");
     assert!(
-        stderr.contains("mnist-wgpu-no-such-dir") && stderr.contains("train-images-idx3-ubyte"),
+        stderr.contains("mnist-wgpu-no-such-dir")
+            && stderr.contains("train-images-idx3-ubyte")
+            && stderr.contains("--offline"),
         "{stderr}"
     );
 }
@@ -125,6 +138,9 @@ fn help_documents_every_flag_with_its_default() {
         "--backend",
         "--adapter",
         "--save",
+        "--dataset",
+        "--connect-timeout",
+        "--read-timeout",
     ] {
         // The flag's block of the long help: from its line to the next flag's.
         let start = stdout
