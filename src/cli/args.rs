@@ -1,0 +1,157 @@
+//! Flags shared by the subcommands, their parsers, and what they resolve to: the device and
+//! the data directory.
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::{Args, ValueEnum};
+
+use mnist_wgpu::data::{Kind, default_data_dir, has_all_files};
+use mnist_wgpu::fetch::{self, FetchConfig, Need};
+use mnist_wgpu::gpu::{AdapterQuery, Api, Gpu, GpuError};
+use mnist_wgpu::model::Arch;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum DeviceChoice {
+    /// The best adapter wgpu finds (discrete, integrated, other, CPU-type); the CPU backend if
+    /// there is none.
+    Auto,
+    /// A wgpu adapter, or fail.
+    Gpu,
+    /// The plain-Rust CPU backend.
+    Cpu,
+}
+
+/// Which adapter to use.
+#[derive(Args, Debug)]
+pub struct AdapterArgs {
+    /// Graphics API to look for adapters on [default: WGPU_BACKEND, else all native, then GL]
+    #[arg(long, value_enum)]
+    pub backend: Option<Api>,
+    /// Use the adapter whose name contains this (case-insensitive) [default: WGPU_ADAPTER_NAME]
+    #[arg(long)]
+    pub adapter: Option<String>,
+}
+
+impl AdapterArgs {
+    pub fn query(&self) -> AdapterQuery {
+        AdapterQuery {
+            api: self.backend,
+            name: self.adapter.clone(),
+        }
+    }
+}
+
+/// Where to run and on what data.
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    /// The data set.
+    #[arg(long, value_enum, default_value_t = Kind::Mnist)]
+    pub dataset: Kind,
+    /// Directory of the four IDX files (plain or .gz); missing ones are downloaded into it
+    /// [default: the repository's assets/mnist for MNIST, else the user cache directory, e.g.
+    /// ~/.cache/mnist-wgpu/<dataset>]
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// A mirror to try before the built-in ones; it serves <URL>/<file>.gz.
+    #[arg(long, value_name = "URL")]
+    pub mirror: Option<String>,
+    /// Never download; a missing file is an error.
+    #[arg(long)]
+    pub offline: bool,
+    /// Seconds to wait for a mirror to accept the connection.
+    #[arg(long, value_name = "SECS", default_value_t = 10.0, value_parser = positive_finite, allow_negative_numbers = true)]
+    pub connect_timeout: f64,
+    /// Seconds to wait for any read of a download before giving up on that mirror.
+    #[arg(long, value_name = "SECS", default_value_t = 30.0, value_parser = positive_finite, allow_negative_numbers = true)]
+    pub read_timeout: f64,
+    /// Where to run.
+    #[arg(long, value_enum, default_value_t = DeviceChoice::Auto)]
+    pub device: DeviceChoice,
+    #[command(flatten)]
+    pub adapter: AdapterArgs,
+}
+
+#[derive(Clone, Debug)]
+pub struct Hidden(pub Vec<usize>);
+
+pub fn at_least_one(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(v) => Ok(v),
+        Err(_) => Err("expected a whole number of at least 1".into()),
+    }
+}
+
+pub fn positive_finite(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v.is_finite() && v > 0.0 => Ok(v),
+        _ => Err("expected a finite number greater than 0".into()),
+    }
+}
+
+pub fn momentum(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if (0.0..1.0).contains(&v) => Ok(v),
+        _ => Err("expected a number in [0, 1)".into()),
+    }
+}
+
+pub fn hidden(s: &str) -> Result<Hidden, String> {
+    let sizes: Result<Vec<usize>, _> = s.split(',').map(|p| at_least_one(p.trim())).collect();
+    match sizes {
+        Ok(v) if !v.is_empty() && v.iter().all(|&x| x <= 65536) => Ok(Hidden(v)),
+        _ => Err("expected comma-separated layer sizes from 1 to 65536, e.g. 128,128,64,64".into()),
+    }
+}
+
+/// A bad flag value found after parsing (it needs the adapter): exit code 2 like clap's.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
+
+/// Opens the adapter `run` asks for; None means the CPU backend.
+pub fn open_device(run: &RunArgs) -> Result<Option<Gpu>> {
+    let query = run.adapter.query();
+    Ok(match run.device {
+        DeviceChoice::Cpu => None,
+        DeviceChoice::Gpu => Some(Gpu::new(&query)?),
+        DeviceChoice::Auto => match Gpu::new(&query) {
+            Ok(gpu) => Some(gpu),
+            Err(e @ GpuError::NoAdapter { .. }) => {
+                eprintln!("warning: {e}; running on the CPU backend instead");
+                None
+            }
+            Err(e) => return Err(e.into()),
+        },
+    })
+}
+
+/// The directory that holds the data set, with the files `need` names downloaded into it
+/// when they are missing.
+pub fn data_dir(run: &RunArgs, need: Need) -> Result<PathBuf> {
+    let kind = run.dataset;
+    let dir = match (&run.data_dir, kind) {
+        (Some(d), _) => d.clone(),
+        (None, Kind::Idx) => {
+            return Err(UsageError(
+                "--dataset idx: needs --data-dir DIR holding the four IDX files".into(),
+            )
+            .into());
+        }
+        (None, Kind::Mnist) if has_all_files(&default_data_dir(), kind) => default_data_dir(),
+        (None, _) => fetch::cache_dir(kind)?,
+    };
+    let mut config = FetchConfig::new(kind, run.mirror.as_deref());
+    config.connect_timeout = std::time::Duration::from_secs_f64(run.connect_timeout);
+    config.read_timeout = std::time::Duration::from_secs_f64(run.read_timeout);
+    fetch::ensure(&dir, kind, need, &config, run.offline, &mut |w| {
+        eprintln!("{w}")
+    })?;
+    Ok(dir)
+}
+
+pub fn arch_string(arch: &Arch) -> String {
+    let sizes: Vec<String> = arch.sizes.iter().map(|s| s.to_string()).collect();
+    sizes.join("-")
+}

@@ -1,0 +1,6 @@
+//! The command line's subcommands, one module each, and the flags they share.
+
+pub mod args;
+pub mod eval;
+pub mod selftest;
+pub mod train;

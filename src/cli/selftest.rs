@@ -1,0 +1,70 @@
+//! `mnist-wgpu selftest`.
+
+use std::time::Instant;
+
+use anyhow::Result;
+use clap::Args;
+
+use mnist_wgpu::gpu::context::pick_adapter;
+use mnist_wgpu::gpu::kernels::Kernels;
+use mnist_wgpu::gpu::{Gpu, selftest};
+
+use super::args::AdapterArgs;
+
+#[derive(Args, Debug)]
+pub struct SelftestArgs {
+    #[command(flatten)]
+    pub adapter: AdapterArgs,
+}
+
+pub fn run(args: SelftestArgs) -> Result<()> {
+    let t0 = Instant::now();
+    let adapter = pick_adapter(&args.adapter.query())?;
+    let first = Gpu::open(&adapter, true)?;
+    println!("adapter: {first}");
+    let mut checks = selftest::all_checks(&first);
+    if first.subgroups {
+        // The plain matmul is what an adapter without subgroups runs; check it here too.
+        let plain = Gpu::open(&adapter, false)?;
+        let k = Kernels::new(&plain);
+        checks.extend(selftest::matmul_checks(&plain, &k));
+    }
+    println!(
+        "{:<32} {:<22} {:>10} {:>10}  ok",
+        "kernel", "shape", "max error", "tolerance"
+    );
+    for c in &checks {
+        println!(
+            "{:<32} {:<22} {:>10.2e} {:>10.2e}  {}",
+            c.kernel,
+            c.shape,
+            c.max_err,
+            c.tol,
+            if c.ok() { "ok" } else { "FAIL" }
+        );
+    }
+    let failed: Vec<_> = checks.iter().filter(|c| !c.ok()).collect();
+    for c in &failed {
+        eprintln!(
+            "FAIL {} {}: {}",
+            c.kernel,
+            c.shape,
+            c.failure.as_deref().unwrap_or("")
+        );
+    }
+    println!(
+        "{} checks, {} failed, {:.1} s",
+        checks.len(),
+        failed.len(),
+        t0.elapsed().as_secs_f64()
+    );
+    if !failed.is_empty() {
+        anyhow::bail!(
+            "{} of {} kernel checks failed on {}: do not trust training results on this adapter",
+            failed.len(),
+            checks.len(),
+            first.info.name
+        );
+    }
+    Ok(())
+}
