@@ -348,12 +348,14 @@ pub fn parse_images(path: &Path, b: &[u8]) -> Result<(usize, usize, usize), Data
         ));
     }
     let (n, rows, cols) = (
-        be_u32(b, 4) as u64,
-        be_u32(b, 8) as u64,
-        be_u32(b, 12) as u64,
+        be_u32(b, 4) as u128,
+        be_u32(b, 8) as u128,
+        be_u32(b, 12) as u128,
     );
+    // Three u32 factors need up to 96 bits: in u64 the product could wrap around to the
+    // file's length and pass (found by the fuzzer, fuzz/fuzz_targets/idx.rs).
     let expected = 16 + n * rows * cols;
-    if expected != b.len() as u64 {
+    if expected != b.len() as u128 {
         return Err(format_err(
             path,
             format!(
@@ -468,6 +470,13 @@ mod tests {
         let mut img = vec![0, 0, 8, 3, 0, 0, 0, 2, 0, 0, 0, 2, 0, 0, 0, 3];
         img.extend([0u8; 12]);
         assert_eq!(parse_images(p, &img).unwrap(), (2, 2, 3));
+        // 2^31 * 2^31 * 4 = 2^64: a 64-bit product wraps to 0 and would match a bare header.
+        let mut wrap = img[..16].to_vec();
+        wrap[4..8].copy_from_slice(&(1u32 << 31).to_be_bytes());
+        wrap[8..12].copy_from_slice(&(1u32 << 31).to_be_bytes());
+        wrap[12..16].copy_from_slice(&4u32.to_be_bytes());
+        let e = parse_images(p, &wrap).unwrap_err().to_string();
+        assert!(e.contains("18446744073709551632 bytes"), "{e}");
         img.pop();
         let e = parse_images(p, &img).unwrap_err().to_string();
         assert!(e.contains("27 bytes"), "{e}");
