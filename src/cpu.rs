@@ -446,6 +446,14 @@ impl Backend for CpuBackend {
     fn momentum(&mut self) -> anyhow::Result<Vec<f32>> {
         Ok(self.momentum.clone())
     }
+
+    fn load_state(&mut self, params: &[f32], momentum: &[f32]) -> anyhow::Result<()> {
+        assert_eq!(params.len(), self.params.len());
+        assert_eq!(momentum.len(), self.momentum.len());
+        self.params.copy_from_slice(params);
+        self.momentum.copy_from_slice(momentum);
+        Ok(())
+    }
 }
 
 /// Index of the first largest value.

@@ -6,11 +6,13 @@
 //! - [`gpu`]: adapter choice, kernels and the GPU backend
 //! - [`train`]: the recipe and the epoch loop both backends share
 
+pub mod checkpoint;
 pub mod cpu;
 pub mod data;
 pub mod fetch;
 pub mod gpu;
 pub mod model;
 pub mod modelfile;
+pub mod plot;
 pub mod rng;
 pub mod train;

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use cli::args::UsageError;
+use cli::args::{Interrupted, UsageError};
 
 #[derive(Parser)]
 #[command(
@@ -65,6 +65,10 @@ fn main() -> ExitCode {
         Err(e) if e.downcast_ref::<UsageError>().is_some() => {
             eprintln!("error: {e}");
             ExitCode::from(2)
+        }
+        Err(e) if e.downcast_ref::<Interrupted>().is_some() => {
+            eprintln!("{e}");
+            ExitCode::from(130)
         }
         Err(e) => {
             eprintln!("error: {e:#}");

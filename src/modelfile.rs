@@ -16,6 +16,9 @@ use safetensors::{Dtype, SafeTensors, tensor::TensorView};
 
 use crate::model::Arch;
 
+/// Keys under this prefix hold a checkpoint's optimizer state; they are not the model.
+pub const OPTIMIZER_PREFIX: &str = "optimizer.";
+
 /// Where `train` writes its model unless told otherwise.
 pub const DEFAULT_MODEL_FILE: &str = "mnist_mlp.safetensors";
 
@@ -53,16 +56,30 @@ pub fn to_bytes(
     params: &[f32],
     metadata: &BTreeMap<String, String>,
 ) -> Result<Vec<u8>, safetensors::SafeTensorError> {
+    to_bytes_with(arch, params, &[], metadata)
+}
+
+/// As [`to_bytes`], plus `extra` f32 tensors (name, shape, values), e.g. optimizer state.
+pub fn to_bytes_with(
+    arch: &Arch,
+    params: &[f32],
+    extra: &[(String, Vec<usize>, &[f32])],
+    metadata: &BTreeMap<String, String>,
+) -> Result<Vec<u8>, safetensors::SafeTensorError> {
     assert_eq!(params.len(), arch.param_count());
     let table = arch.table();
     let bytes: &[u8] = bytemuck::cast_slice(params);
-    let views = table
+    let mut views = table
         .iter()
         .map(|e| {
             let data = &bytes[4 * e.offset..4 * (e.offset + e.len())];
             TensorView::new(Dtype::F32, e.shape.clone(), data).map(|v| (e.name.clone(), v))
         })
         .collect::<Result<Vec<_>, _>>()?;
+    for (name, shape, values) in extra {
+        let v = TensorView::new(Dtype::F32, shape.clone(), bytemuck::cast_slice(values))?;
+        views.push((name.clone(), v));
+    }
     let mut meta: HashMap<String, String> = metadata.clone().into_iter().collect();
     // What safetensors.torch writes: marks the layout as PyTorch's.
     meta.entry("format".into()).or_insert_with(|| "pt".into());
@@ -165,8 +182,13 @@ pub fn from_bytes(bytes: &[u8], input: usize, classes: usize) -> Result<ModelFil
         .into_iter()
         .collect();
 
-    // Layers 0, 2, 4, ... until a weight is missing; every other key is unexpected.
-    let mut tensors: HashMap<String, TensorView<'_>> = st.tensors().into_iter().collect();
+    // Layers 0, 2, 4, ... until a weight is missing; every other key is unexpected, except
+    // a checkpoint's optimizer state, which a model reader skips.
+    let mut tensors: HashMap<String, TensorView<'_>> = st
+        .tensors()
+        .into_iter()
+        .filter(|(k, _)| !k.starts_with(OPTIMIZER_PREFIX))
+        .collect();
     let mut layers = Vec::new();
     loop {
         let l = layers.len();

@@ -80,6 +80,17 @@ pub trait Backend {
     fn evaluate(&mut self) -> Result<Eval>;
     fn params(&mut self) -> Result<Vec<f32>>;
     fn momentum(&mut self) -> Result<Vec<f32>>;
+    /// Replaces the weights and the momentum buffers (resuming a run).
+    fn load_state(&mut self, params: &[f32], momentum: &[f32]) -> Result<()>;
+}
+
+/// Test-set figures of one epoch.
+#[derive(Clone, Copy, Debug)]
+pub struct TestFigures {
+    pub loss: f64,
+    pub accuracy: f64,
+    pub correct: usize,
+    pub total: usize,
 }
 
 #[derive(Clone, Debug)]
@@ -87,17 +98,29 @@ pub struct EpochReport {
     pub epoch: usize,
     /// Mean of the epoch's per-batch losses, summed in f64 as the tutorial's `running_loss`.
     pub loss: f64,
+    /// Seconds of training (not evaluation) in this epoch.
     pub seconds: f64,
     pub images_per_s: f64,
     /// Every batch's loss, in order.
     pub step_losses: Vec<f32>,
+    /// The test set after the epoch, when evaluated.
+    pub test: Option<TestFigures>,
 }
 
 impl EpochReport {
-    /// The tutorial's words, then time and throughput: one fixed-width line per epoch.
+    /// The tutorial's words first, then the test figures, time and throughput: one
+    /// fixed-width line per epoch.
     pub fn line(&self) -> String {
+        let test = match self.test {
+            Some(t) => format!(
+                " | test loss {:.4} | test accuracy {:6.2} %",
+                t.loss,
+                100.0 * t.accuracy
+            ),
+            None => String::new(),
+        };
         format!(
-            "Epoch {} - Training loss: {:.4}   ({:5.1} s, {:5.1}k img/s)",
+            "Epoch {} - Training loss: {:.4}{test}   ({:5.1} s, {:5.1}k img/s)",
             self.epoch,
             self.loss,
             self.seconds,
@@ -106,31 +129,193 @@ impl EpochReport {
     }
 }
 
-/// Runs `recipe.epochs` epochs over `n_train` images, calling `on_epoch` after each.
+/// Where a run stands: the next step of `epoch`, with the losses and training seconds of the
+/// steps before it in that epoch. A checkpoint stores this.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Position {
+    pub epoch: usize,
+    pub step: usize,
+    pub losses: Vec<f32>,
+    pub seconds: f64,
+}
+
+/// What an observer sees after every interval of steps.
+#[derive(Clone, Copy, Debug)]
+pub struct Progress<'a> {
+    pub epoch: usize,
+    pub epochs: usize,
+    /// Steps done in this epoch, of `steps`.
+    pub step: usize,
+    pub steps: usize,
+    /// The losses of this epoch's steps so far.
+    pub losses: &'a [f32],
+    /// Training seconds of this epoch so far.
+    pub seconds: f64,
+    pub batch_size: usize,
+}
+
+/// A non-finite loss: the run stops, its last checkpoint stays as it was.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "the training loss became {value} at step {at} of epoch {epoch} (steps {first} to {last} \
+     were read back together): the run diverged; try a smaller --lr (this run used {lr})"
+)]
+pub struct Diverged {
+    pub epoch: usize,
+    /// The interval read back, and the first step in it with a non-finite loss.
+    pub first: usize,
+    pub last: usize,
+    pub at: usize,
+    pub value: f32,
+    pub lr: f64,
+}
+
+/// How a run ended.
+#[derive(Debug)]
+pub enum Outcome {
+    Finished,
+    /// Stopped on request after an interval; the run continues from here.
+    Interrupted(Position),
+}
+
+/// Hooks into the epoch loop: progress display, per-epoch output and checkpoints, and
+/// interruption.
+pub trait Observer {
+    fn progress(&mut self, _p: &Progress<'_>) {}
+    /// After each epoch (and its evaluation), with the backend, so that a checkpoint can be
+    /// written before the next epoch starts.
+    fn epoch_done(&mut self, _backend: &mut dyn Backend, _report: &EpochReport) -> Result<()> {
+        Ok(())
+    }
+    /// Asked after every interval; true stops the run there.
+    fn interrupted(&self) -> bool {
+        false
+    }
+}
+
+/// How the loop runs.
+#[derive(Clone, Copy, Debug)]
+pub struct LoopOptions {
+    /// Steps between loss read-backs (progress, divergence and interruption checks).
+    pub interval: usize,
+    /// Evaluate the test set after every epoch.
+    pub evaluate: bool,
+}
+
+/// Runs the recipe from `start` to the end of `recipe.epochs`, or until the observer asks to
+/// stop. The order of epoch `e` depends only on (seed, e), so a run resumed from a position
+/// repeats exactly what the uninterrupted run would have done.
+pub fn run(
+    backend: &mut dyn Backend,
+    recipe: &Recipe,
+    n_train: usize,
+    start: Position,
+    options: LoopOptions,
+    observer: &mut dyn Observer,
+) -> Result<Outcome> {
+    let steps = recipe.steps_per_epoch(n_train);
+    let interval = options.interval.max(1);
+    let mut pos = start;
+    while pos.epoch < recipe.epochs {
+        backend.begin_epoch(&epoch_order(recipe.seed, pos.epoch, n_train))?;
+        while pos.step < steps {
+            let t0 = Instant::now();
+            let end = (pos.step + interval).min(steps);
+            backend.run_steps(pos.step..end)?;
+            let losses = backend.losses(pos.step..end)?;
+            pos.seconds += t0.elapsed().as_secs_f64();
+            if let Some(i) = losses.iter().position(|l| !l.is_finite()) {
+                return Err(Diverged {
+                    epoch: pos.epoch,
+                    first: pos.step,
+                    last: end - 1,
+                    at: pos.step + i,
+                    value: losses[i],
+                    lr: recipe.lr,
+                }
+                .into());
+            }
+            pos.losses.extend_from_slice(&losses);
+            pos.step = end;
+            observer.progress(&Progress {
+                epoch: pos.epoch,
+                epochs: recipe.epochs,
+                step: pos.step,
+                steps,
+                losses: &pos.losses,
+                seconds: pos.seconds,
+                batch_size: recipe.batch_size,
+            });
+            if pos.step < steps && observer.interrupted() {
+                return Ok(Outcome::Interrupted(pos));
+            }
+        }
+        let loss = pos.losses.iter().map(|&l| l as f64).sum::<f64>() / steps as f64;
+        let test = if options.evaluate {
+            let ev = backend.evaluate()?;
+            Some(TestFigures {
+                loss: ev.mean_loss(),
+                accuracy: ev.accuracy(),
+                correct: ev.correct,
+                total: ev.total,
+            })
+        } else {
+            None
+        };
+        let report = EpochReport {
+            epoch: pos.epoch,
+            loss,
+            seconds: pos.seconds,
+            images_per_s: n_train as f64 / pos.seconds,
+            step_losses: std::mem::take(&mut pos.losses),
+            test,
+        };
+        pos = Position {
+            epoch: pos.epoch + 1,
+            ..Default::default()
+        };
+        observer.epoch_done(backend, &report)?;
+        if pos.epoch < recipe.epochs && observer.interrupted() {
+            return Ok(Outcome::Interrupted(pos));
+        }
+    }
+    Ok(Outcome::Finished)
+}
+
+/// Runs every epoch of `recipe` from the start, calling `on_epoch` after each; no evaluation
+/// between epochs. Returns every epoch's report.
 pub fn train(
     backend: &mut dyn Backend,
     recipe: &Recipe,
     n_train: usize,
-    mut on_epoch: impl FnMut(&EpochReport),
+    on_epoch: impl FnMut(&EpochReport),
 ) -> Result<Vec<EpochReport>> {
-    let steps = recipe.steps_per_epoch(n_train);
-    let mut reports = Vec::new();
-    for epoch in 0..recipe.epochs {
-        let t0 = Instant::now();
-        backend.begin_epoch(&epoch_order(recipe.seed, epoch, n_train))?;
-        backend.run_steps(0..steps)?;
-        let step_losses = backend.losses(0..steps)?;
-        let seconds = t0.elapsed().as_secs_f64();
-        let loss = step_losses.iter().map(|&l| l as f64).sum::<f64>() / steps as f64;
-        let report = EpochReport {
-            epoch,
-            loss,
-            seconds,
-            images_per_s: n_train as f64 / seconds,
-            step_losses,
-        };
-        on_epoch(&report);
-        reports.push(report);
+    struct Collect<F> {
+        on_epoch: F,
+        reports: Vec<EpochReport>,
     }
-    Ok(reports)
+    impl<F: FnMut(&EpochReport)> Observer for Collect<F> {
+        fn epoch_done(&mut self, _: &mut dyn Backend, r: &EpochReport) -> Result<()> {
+            (self.on_epoch)(r);
+            self.reports.push(r.clone());
+            Ok(())
+        }
+    }
+    let mut c = Collect {
+        on_epoch,
+        reports: Vec::new(),
+    };
+    let options = LoopOptions {
+        interval: usize::MAX,
+        evaluate: false,
+    };
+    run(
+        backend,
+        recipe,
+        n_train,
+        Position::default(),
+        options,
+        &mut c,
+    )?;
+    Ok(c.reports)
 }

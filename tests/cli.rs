@@ -163,6 +163,17 @@ fn scratch(name: &str) -> PathBuf {
     dir
 }
 
+/// The files in `dir`, sorted, without the run directories under `runs/`.
+fn files(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n != "runs")
+        .collect();
+    v.sort();
+    v
+}
+
 fn accuracy(stdout: &str) -> f64 {
     let line = stdout
         .lines()
@@ -208,11 +219,12 @@ fn cpu_training_runs_end_to_end_and_saves_a_model() {
     assert!(m.metadata["adapter"].starts_with("CPU"));
     let saved: f64 = m.metadata["accuracy"].parse().unwrap();
     assert!((100.0 * saved - pct).abs() < 0.005, "{saved} vs {pct}");
-    let names: Vec<_> = std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name())
-        .collect();
-    assert_eq!(names.len(), 1, "temporary files left behind: {names:?}");
+    let names = files(&dir);
+    assert_eq!(
+        names,
+        ["mnist_mlp.safetensors"],
+        "temporary files left behind"
+    );
 
     // eval on the same file prints the same accuracy, per-class lines and the matrix.
     let (code, stdout, stderr) = mnist_wgpu_in(
@@ -258,7 +270,7 @@ fn cpu_training_runs_end_to_end_and_saves_a_model() {
         accuracy(&stdout) > pct,
         "a second epoch from the saved weights: {stdout}"
     );
-    assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 1);
+    assert_eq!(files(&dir), ["mnist_mlp.safetensors"]);
     let (code, _, stderr) = mnist_wgpu_in(
         &dir,
         &["train", "--init", "mnist_mlp.safetensors", "--hidden", "64"],

@@ -23,7 +23,7 @@ pub enum DeviceChoice {
 }
 
 /// Which adapter to use.
-#[derive(Args, Debug)]
+#[derive(Args, Clone, Debug)]
 pub struct AdapterArgs {
     /// Graphics API to look for adapters on [default: WGPU_BACKEND, else all native, then GL]
     #[arg(long, value_enum)]
@@ -43,7 +43,7 @@ impl AdapterArgs {
 }
 
 /// Where to run and on what data.
-#[derive(Args, Debug)]
+#[derive(Args, Clone, Debug)]
 pub struct RunArgs {
     /// The data set.
     #[arg(long, value_enum, default_value_t = Kind::Mnist)]
@@ -154,4 +154,19 @@ pub fn data_dir(run: &RunArgs, need: Need) -> Result<PathBuf> {
 pub fn arch_string(arch: &Arch) -> String {
     let sizes: Vec<String> = arch.sizes.iter().map(|s| s.to_string()).collect();
     sizes.join("-")
+}
+
+/// A run stopped by Ctrl-C after writing its checkpoint: exit code 130, as a shell reports
+/// for SIGINT.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Interrupted(pub String);
+
+/// Hidden sizes as the command line writes them: `128,128,64,64`.
+pub fn hidden_string(arch: &Arch) -> String {
+    let h: Vec<String> = arch.sizes[1..arch.sizes.len() - 1]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    h.join(",")
 }

@@ -518,6 +518,15 @@ impl Backend for GpuBackend {
     fn momentum(&mut self) -> Result<Vec<f32>> {
         self.read_f32(&self.momentum, 0, self.param_count)
     }
+
+    fn load_state(&mut self, params: &[f32], momentum: &[f32]) -> Result<()> {
+        assert_eq!(momentum.len(), self.param_count);
+        self.set_params(params);
+        self.gpu
+            .queue
+            .write_buffer(&self.momentum, 0, bytemuck::cast_slice(momentum));
+        Ok(())
+    }
 }
 
 fn loss_input<'a>(

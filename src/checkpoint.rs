@@ -1,0 +1,375 @@
+//! Run directories, checkpoints and the per-epoch metrics.
+//!
+//! A checkpoint is one safetensors file, written atomically: the model under the tutorial's
+//! state_dict keys (so `eval --model` reads it), the momentum buffers under
+//! `optimizer.momentum.<key>`, the current epoch's step losses under `optimizer.epoch_losses`,
+//! and in the metadata the position (epoch, step), the run's settings and the metrics so far.
+//! The shuffles need no stored generator state: epoch `e`'s order is a function of the seed
+//! and `e` alone (see [`crate::rng::epoch_order`]).
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use safetensors::{Dtype, SafeTensors};
+
+use crate::model::Arch;
+use crate::modelfile::{self, ModelFileError, OPTIMIZER_PREFIX};
+use crate::train::{Backend, EpochReport, Position};
+
+pub const CHECKPOINT_FILE: &str = "checkpoint.safetensors";
+pub const METRICS_FILE: &str = "metrics.csv";
+
+/// One epoch's figures, as the metrics CSV and the plot hold them.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MetricsRow {
+    pub epoch: usize,
+    pub train_loss: f64,
+    pub test_loss: f64,
+    /// In [0, 1].
+    pub test_accuracy: f64,
+    pub seconds: f64,
+    pub images_per_s: f64,
+}
+
+impl MetricsRow {
+    pub fn from_report(r: &EpochReport) -> MetricsRow {
+        let (test_loss, test_accuracy) = r
+            .test
+            .map_or((f64::NAN, f64::NAN), |t| (t.loss, t.accuracy));
+        MetricsRow {
+            epoch: r.epoch,
+            train_loss: r.loss,
+            test_loss,
+            test_accuracy,
+            seconds: r.seconds,
+            images_per_s: r.images_per_s,
+        }
+    }
+}
+
+pub const METRICS_HEADER: &str = "epoch,train_loss,test_loss,test_accuracy,seconds,images_per_s";
+
+pub fn metrics_csv(rows: &[MetricsRow]) -> String {
+    let mut out = format!("{METRICS_HEADER}\n");
+    for r in rows {
+        out += &format!(
+            "{},{:.6},{:.6},{:.6},{:.3},{:.1}\n",
+            r.epoch, r.train_loss, r.test_loss, r.test_accuracy, r.seconds, r.images_per_s
+        );
+    }
+    out
+}
+
+pub fn parse_metrics_csv(text: &str) -> Result<Vec<MetricsRow>, String> {
+    let mut lines = text.lines();
+    if lines.next() != Some(METRICS_HEADER) {
+        return Err(format!("metrics: the first line is not `{METRICS_HEADER}`"));
+    }
+    lines
+        .enumerate()
+        .map(|(i, l)| {
+            let f: Vec<&str> = l.split(',').collect();
+            let num = |j: usize| -> Result<f64, String> {
+                f.get(j)
+                    .and_then(|v| v.parse().ok())
+                    .ok_or_else(|| format!("metrics line {}: `{l}`", i + 2))
+            };
+            if f.len() != 6 {
+                return Err(format!("metrics line {}: expected 6 fields: `{l}`", i + 2));
+            }
+            Ok(MetricsRow {
+                epoch: num(0)? as usize,
+                train_loss: num(1)?,
+                test_loss: num(2)?,
+                test_accuracy: num(3)?,
+                seconds: num(4)?,
+                images_per_s: num(5)?,
+            })
+        })
+        .collect()
+}
+
+/// Everything a run needs to continue.
+#[derive(Clone, Debug)]
+pub struct Checkpoint {
+    pub arch: Arch,
+    /// params, momentum: [param_count], the flat table of `arch`
+    pub params: Vec<f32>,
+    pub momentum: Vec<f32>,
+    pub position: Position,
+    /// The run's flags, to resume with (see the `train` command).
+    pub settings: BTreeMap<String, String>,
+    pub metrics: Vec<MetricsRow>,
+}
+
+const MOMENTUM: &str = "momentum.";
+const EPOCH_LOSSES: &str = "epoch_losses";
+
+/// Writes `dir/checkpoint.safetensors` atomically.
+pub fn save(dir: &Path, c: &Checkpoint) -> Result<(), ModelFileError> {
+    let path = dir.join(CHECKPOINT_FILE);
+    let mut meta = BTreeMap::from([
+        (
+            "checkpoint".to_string(),
+            format!("mnist-wgpu {}", env!("CARGO_PKG_VERSION")),
+        ),
+        ("epoch".to_string(), c.position.epoch.to_string()),
+        ("step".to_string(), c.position.step.to_string()),
+        ("seconds".to_string(), c.position.seconds.to_string()),
+        ("metrics".to_string(), metrics_csv(&c.metrics)),
+        (
+            "rng".to_string(),
+            "SplitMix64: epoch e's order from (setting.seed, stream 1 + e)".to_string(),
+        ),
+    ]);
+    for (k, v) in &c.settings {
+        meta.insert(format!("setting.{k}"), v.clone());
+    }
+    let table = c.arch.table();
+    let mut extra: Vec<(String, Vec<usize>, &[f32])> = table
+        .iter()
+        .map(|e| {
+            (
+                format!("{OPTIMIZER_PREFIX}{MOMENTUM}{}", e.name),
+                e.shape.clone(),
+                &c.momentum[e.range()],
+            )
+        })
+        .collect();
+    extra.push((
+        format!("{OPTIMIZER_PREFIX}{EPOCH_LOSSES}"),
+        vec![c.position.losses.len()],
+        &c.position.losses,
+    ));
+    let bytes = modelfile::to_bytes_with(&c.arch, &c.params, &extra, &meta).map_err(|e| {
+        ModelFileError::Write {
+            path: path.clone(),
+            source: std::io::Error::other(e.to_string()),
+        }
+    })?;
+    modelfile::write_atomic(&path, &bytes).map_err(|source| ModelFileError::Write { path, source })
+}
+
+/// Reads `dir/checkpoint.safetensors`.
+pub fn load(dir: &Path, input: usize, classes: usize) -> Result<Checkpoint, ModelFileError> {
+    let path = dir.join(CHECKPOINT_FILE);
+    let model = modelfile::load(&path, input, classes)?;
+    let bad = |problem: String| ModelFileError::Content {
+        path: path.clone(),
+        problem,
+    };
+    let bytes = fs::read(&path).map_err(|source| ModelFileError::Read {
+        path: path.clone(),
+        source,
+    })?;
+    let st = SafeTensors::deserialize(&bytes).map_err(|e| bad(e.to_string()))?;
+    let tensors: HashMap<String, _> = st.tensors().into_iter().collect();
+    let f32s = |name: &str| -> Result<Vec<f32>, ModelFileError> {
+        let key = format!("{OPTIMIZER_PREFIX}{name}");
+        let t = tensors
+            .get(&key)
+            .ok_or_else(|| bad(format!("not a checkpoint: no tensor `{key}`")))?;
+        if t.dtype() != Dtype::F32 {
+            return Err(bad(format!(
+                "tensor `{key}` is {:?}, expected F32",
+                t.dtype()
+            )));
+        }
+        Ok(t.data()
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect())
+    };
+    let mut momentum = vec![0f32; model.arch.param_count()];
+    for e in model.arch.table() {
+        let v = f32s(&format!("{MOMENTUM}{}", e.name))?;
+        if v.len() != e.len() {
+            return Err(bad(format!(
+                "momentum of `{}` has {} values, expected {}",
+                e.name,
+                v.len(),
+                e.len()
+            )));
+        }
+        momentum[e.range()].copy_from_slice(&v);
+    }
+    let losses = f32s(EPOCH_LOSSES)?;
+    let meta = &model.metadata;
+    let field = |k: &str| -> Result<&String, ModelFileError> {
+        meta.get(k)
+            .ok_or_else(|| bad(format!("not a checkpoint: no `{k}` in the metadata")))
+    };
+    let number = |k: &str| -> Result<f64, ModelFileError> {
+        field(k)?
+            .parse::<f64>()
+            .map_err(|_| bad(format!("metadata `{k}` is not a number")))
+    };
+    let position = Position {
+        epoch: number("epoch")? as usize,
+        step: number("step")? as usize,
+        losses,
+        seconds: number("seconds")?,
+    };
+    if position.losses.len() != position.step {
+        return Err(bad(format!(
+            "holds {} step losses for step {}",
+            position.losses.len(),
+            position.step
+        )));
+    }
+    let metrics = parse_metrics_csv(field("metrics")?).map_err(bad)?;
+    let settings = meta
+        .iter()
+        .filter_map(|(k, v)| {
+            k.strip_prefix("setting.")
+                .map(|k| (k.to_string(), v.clone()))
+        })
+        .collect();
+    Ok(Checkpoint {
+        arch: model.arch,
+        params: model.params,
+        momentum,
+        position,
+        settings,
+        metrics,
+    })
+}
+
+/// Writes what a run keeps after every epoch: the checkpoint, `metrics.csv` in the run
+/// directory, and optionally a second metrics file and the chart.
+#[derive(Clone, Debug)]
+pub struct Recorder {
+    pub run_dir: PathBuf,
+    pub arch: Arch,
+    pub settings: BTreeMap<String, String>,
+    pub metrics: Vec<MetricsRow>,
+    /// `--metrics PATH`
+    pub metrics_copy: Option<PathBuf>,
+    /// `--plot PATH` and the chart's title
+    pub plot: Option<(PathBuf, String)>,
+}
+
+impl Recorder {
+    /// Records a finished epoch: its metrics, then a checkpoint at the start of the next.
+    pub fn epoch_done(
+        &mut self,
+        backend: &mut dyn Backend,
+        report: &EpochReport,
+    ) -> anyhow::Result<()> {
+        self.metrics.push(MetricsRow::from_report(report));
+        let next = Position {
+            epoch: report.epoch + 1,
+            ..Default::default()
+        };
+        self.save(backend, next)?;
+        let csv = metrics_csv(&self.metrics);
+        let write = |path: &Path| {
+            modelfile::write_atomic(path, csv.as_bytes())
+                .map_err(|e| anyhow::anyhow!("{}: cannot write the metrics: {e}", path.display()))
+        };
+        write(&self.run_dir.join(METRICS_FILE))?;
+        if let Some(path) = &self.metrics_copy {
+            write(path)?;
+        }
+        if let Some((path, title)) = &self.plot {
+            crate::plot::write_png(path, &self.metrics, title).map_err(anyhow::Error::msg)?;
+        }
+        Ok(())
+    }
+
+    /// Writes the checkpoint of `position` with the backend's weights and momentum.
+    pub fn save(&self, backend: &mut dyn Backend, position: Position) -> anyhow::Result<()> {
+        let c = Checkpoint {
+            arch: self.arch.clone(),
+            params: backend.params()?,
+            momentum: backend.momentum()?,
+            position,
+            settings: self.settings.clone(),
+            metrics: self.metrics.clone(),
+        };
+        // What a write cut short by kill -9 left: write_atomic's temporary files.
+        if let Ok(entries) = fs::read_dir(&self.run_dir) {
+            let stale = format!(".{CHECKPOINT_FILE}.tmp-");
+            for e in entries.flatten() {
+                if e.file_name().to_string_lossy().starts_with(&stale) {
+                    let _ = fs::remove_file(e.path());
+                }
+            }
+        }
+        save(&self.run_dir, &c)?;
+        Ok(())
+    }
+}
+
+/// A new directory under `parent` for a run: `run-001`, `run-002`, ..., the first that does not
+/// exist, so that no earlier run is overwritten.
+pub fn new_run_dir(parent: &Path) -> std::io::Result<PathBuf> {
+    fs::create_dir_all(parent)?;
+    for i in 1..100_000 {
+        let dir = parent.join(format!("run-{i:03}"));
+        // create_dir (not _all) fails if it exists, so two runs never share one.
+        match fs::create_dir(&dir) {
+            Ok(()) => return Ok(dir),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(std::io::Error::other("no free run-NNN name"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn checkpoint_round_trip_is_exact() {
+        let arch = Arch::new(784, &[16, 8], 10);
+        let params = arch.init(4);
+        let momentum: Vec<f32> = params.iter().map(|p| p * 0.5 - 1e-9).collect();
+        let c = Checkpoint {
+            arch: arch.clone(),
+            params,
+            momentum,
+            position: Position {
+                epoch: 2,
+                step: 3,
+                losses: vec![0.5, 0.25, f32::MIN_POSITIVE],
+                seconds: 1.25,
+            },
+            settings: BTreeMap::from([("lr".to_string(), "0.003".to_string())]),
+            metrics: vec![MetricsRow {
+                epoch: 0,
+                train_loss: 0.75,
+                test_loss: 0.5,
+                test_accuracy: 0.9,
+                seconds: 2.0,
+                images_per_s: 30000.0,
+            }],
+        };
+        let dir = std::env::temp_dir().join(format!("mnist-wgpu-ckpt-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        save(&dir, &c).unwrap();
+        let back = load(&dir, 784, 10).unwrap();
+        assert_eq!(back.arch, c.arch);
+        assert_eq!(back.params, c.params);
+        assert_eq!(back.momentum, c.momentum);
+        assert_eq!(back.position, c.position);
+        assert_eq!(back.settings, c.settings);
+        assert_eq!(back.metrics, c.metrics);
+        // A model reader sees just the model.
+        let m = modelfile::load(&dir.join(CHECKPOINT_FILE), 784, 10).unwrap();
+        assert_eq!(m.params, c.params);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn run_dirs_never_collide() {
+        let parent = std::env::temp_dir().join(format!("mnist-wgpu-runs-{}", std::process::id()));
+        let a = new_run_dir(&parent).unwrap();
+        let b = new_run_dir(&parent).unwrap();
+        assert_ne!(a, b);
+        assert!(a.ends_with("run-001") && b.ends_with("run-002"));
+        fs::remove_dir_all(&parent).unwrap();
+    }
+}

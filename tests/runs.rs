@@ -1,0 +1,501 @@
+//! Runs that stop and go on: a run interrupted (after an epoch, or in the middle of one) and
+//! resumed from its checkpoint ends bit-identical to the uninterrupted run; a diverging run
+//! leaves the last good checkpoint as it was; and the command line's Ctrl-C, kill -9,
+//! divergence, metrics and plot.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use mnist_wgpu::checkpoint::{self, METRICS_HEADER, Recorder};
+use mnist_wgpu::cpu::CpuBackend;
+use mnist_wgpu::data::{Mnist, default_data_dir, load_mnist};
+use mnist_wgpu::gpu::GpuBackend;
+use mnist_wgpu::model::Arch;
+use mnist_wgpu::modelfile;
+use mnist_wgpu::train::{
+    self, Backend, Diverged, EpochReport, Eval, LoopOptions, Observer, Outcome, Position, Recipe,
+};
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("mnist-wgpu-runs-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn recipe(epochs: usize) -> Recipe {
+    Recipe {
+        epochs,
+        batch_size: 32,
+        lr: 0.003,
+        momentum: 0.9,
+        seed: 7,
+    }
+}
+
+/// Records like `train` does, and stops when `stop(epoch, step)` says so.
+struct Stopper<F: Fn(&Position) -> bool> {
+    recorder: Recorder,
+    stop: F,
+    at: Position,
+}
+
+impl<F: Fn(&Position) -> bool> Observer for Stopper<F> {
+    fn progress(&mut self, p: &train::Progress<'_>) {
+        self.at = Position {
+            epoch: p.epoch,
+            step: p.step,
+            ..Default::default()
+        };
+    }
+    fn epoch_done(&mut self, b: &mut dyn Backend, r: &EpochReport) -> anyhow::Result<()> {
+        self.at = Position {
+            epoch: r.epoch + 1,
+            ..Default::default()
+        };
+        self.recorder.epoch_done(b, r)
+    }
+    fn interrupted(&self) -> bool {
+        (self.stop)(&self.at)
+    }
+}
+
+fn recorder(dir: &Path, arch: &Arch) -> Recorder {
+    Recorder {
+        run_dir: dir.to_path_buf(),
+        arch: arch.clone(),
+        settings: BTreeMap::new(),
+        metrics: Vec::new(),
+        metrics_copy: None,
+        plot: None,
+    }
+}
+
+const OPTIONS: LoopOptions = LoopOptions {
+    interval: 250,
+    evaluate: true,
+};
+
+/// The final (params, momentum) of a run.
+type WeightsAndMomentum = (Vec<f32>, Vec<f32>);
+
+/// Runs `epochs` from scratch without stopping, then again stopping where `stop` says,
+/// resuming from the checkpoint on a fresh backend; returns both final (params, momentum).
+fn interrupted_vs_straight(
+    make: &dyn Fn(&[f32]) -> Box<dyn Backend>,
+    arch: &Arch,
+    r: &Recipe,
+    n: usize,
+    stop: impl Fn(&Position) -> bool,
+    name: &str,
+) -> (WeightsAndMomentum, WeightsAndMomentum, Position) {
+    let init = arch.init(r.seed);
+    let dir_a = scratch(&format!("{name}-a"));
+    let mut a = make(&init);
+    let mut obs = Stopper {
+        recorder: recorder(&dir_a, arch),
+        stop: |_: &Position| false,
+        at: Position::default(),
+    };
+    let out = train::run(a.as_mut(), r, n, Position::default(), OPTIONS, &mut obs).unwrap();
+    assert!(matches!(out, Outcome::Finished));
+    let straight = (a.params().unwrap(), a.momentum().unwrap());
+
+    let dir_b = scratch(&format!("{name}-b"));
+    let mut b = make(&init);
+    let mut obs = Stopper {
+        recorder: recorder(&dir_b, arch),
+        stop,
+        at: Position::default(),
+    };
+    let out = train::run(b.as_mut(), r, n, Position::default(), OPTIONS, &mut obs).unwrap();
+    let Outcome::Interrupted(pos) = out else {
+        panic!("the run was not interrupted")
+    };
+    obs.recorder.save(b.as_mut(), pos.clone()).unwrap();
+    drop(b);
+    let c = checkpoint::load(&dir_b, 784, 10).unwrap();
+    assert_eq!(c.position, pos);
+    let mut b = make(&c.params);
+    b.load_state(&c.params, &c.momentum).unwrap();
+    let mut obs = Stopper {
+        recorder: Recorder {
+            metrics: c.metrics.clone(),
+            ..recorder(&dir_b, arch)
+        },
+        stop: |_: &Position| false,
+        at: Position::default(),
+    };
+    let out = train::run(b.as_mut(), r, n, c.position, OPTIONS, &mut obs).unwrap();
+    assert!(matches!(out, Outcome::Finished));
+    let resumed = (b.params().unwrap(), b.momentum().unwrap());
+    // The metrics of both runs cover every epoch once, with the same losses.
+    let ma = checkpoint::load(&dir_a, 784, 10).unwrap().metrics;
+    let mb = checkpoint::load(&dir_b, 784, 10).unwrap().metrics;
+    assert_eq!(ma.len(), r.epochs);
+    assert_eq!(
+        ma.iter()
+            .map(|m| (m.epoch, m.train_loss.to_bits(), m.test_accuracy.to_bits()))
+            .collect::<Vec<_>>(),
+        mb.iter()
+            .map(|m| (m.epoch, m.train_loss.to_bits(), m.test_accuracy.to_bits()))
+            .collect::<Vec<_>>()
+    );
+    for d in [dir_a, dir_b] {
+        std::fs::remove_dir_all(d).unwrap();
+    }
+    (straight, resumed, pos)
+}
+
+fn mnist() -> Mnist {
+    load_mnist(&default_data_dir()).expect("the committed MNIST files")
+}
+
+/// The case: stopped after epoch 2 (epochs 0 and 1 done), resumed, on the GPU.
+#[test]
+fn gpu_run_interrupted_after_epoch_2_resumes_bit_identical() {
+    let m = mnist();
+    let arch = Arch::new(784, &[32], 10);
+    let r = recipe(3);
+    let make = |p: &[f32]| -> Box<dyn Backend> {
+        Box::new(
+            GpuBackend::new(
+                common::gpu(true),
+                &arch,
+                r.clone(),
+                p,
+                Some(&m.train),
+                &m.test,
+            )
+            .unwrap(),
+        )
+    };
+    let (straight, resumed, pos) =
+        interrupted_vs_straight(&make, &arch, &r, m.train.len(), |p| p.epoch == 2, "gpu");
+    assert_eq!((pos.epoch, pos.step), (2, 0));
+    assert!(straight.0 == resumed.0, "weights differ after resuming");
+    assert!(straight.1 == resumed.1, "momentum differs after resuming");
+}
+
+/// Stopped in the middle of an epoch (after 750 of its 1875 steps), on the CPU backend.
+#[test]
+fn cpu_run_interrupted_mid_epoch_resumes_bit_identical() {
+    let m = mnist();
+    let arch = Arch::new(784, &[64, 32], 10);
+    let r = recipe(2);
+    let make = |p: &[f32]| -> Box<dyn Backend> {
+        Box::new(CpuBackend::new(
+            arch.clone(),
+            r.clone(),
+            p.to_vec(),
+            m.train.clone(),
+            m.test.clone(),
+        ))
+    };
+    let (straight, resumed, pos) = interrupted_vs_straight(
+        &make,
+        &arch,
+        &r,
+        m.train.len(),
+        |p| p.epoch == 1 && p.step >= 750,
+        "cpu",
+    );
+    assert_eq!((pos.epoch, pos.step, pos.losses.len()), (1, 750, 750));
+    assert!(straight.0 == resumed.0, "weights differ after resuming");
+    assert!(straight.1 == resumed.1, "momentum differs after resuming");
+}
+
+/// A backend whose losses turn NaN from (epoch, step) `from` on: a diverging run.
+struct Poisoned {
+    inner: CpuBackend,
+    /// Epochs begun so far.
+    begun: usize,
+    from: (usize, usize),
+}
+
+impl Backend for Poisoned {
+    fn describe(&self) -> String {
+        "poisoned".into()
+    }
+    fn begin_epoch(&mut self, order: &[u32]) -> anyhow::Result<()> {
+        self.begun += 1;
+        self.inner.begin_epoch(order)
+    }
+    fn run_steps(&mut self, steps: Range<usize>) -> anyhow::Result<()> {
+        self.inner.run_steps(steps)
+    }
+    fn losses(&mut self, steps: Range<usize>) -> anyhow::Result<Vec<f32>> {
+        let mut l = self.inner.losses(steps.clone())?;
+        for (i, s) in steps.enumerate() {
+            if (self.begun - 1, s) >= self.from {
+                l[i] = f32::NAN;
+            }
+        }
+        Ok(l)
+    }
+    fn evaluate(&mut self) -> anyhow::Result<Eval> {
+        self.inner.evaluate()
+    }
+    fn params(&mut self) -> anyhow::Result<Vec<f32>> {
+        self.inner.params()
+    }
+    fn momentum(&mut self) -> anyhow::Result<Vec<f32>> {
+        self.inner.momentum()
+    }
+    fn load_state(&mut self, p: &[f32], m: &[f32]) -> anyhow::Result<()> {
+        self.inner.load_state(p, m)
+    }
+}
+
+#[test]
+fn divergence_stops_the_run_and_keeps_the_last_checkpoint() {
+    let m = mnist();
+    let arch = Arch::new(784, &[16], 10);
+    let r = recipe(3);
+    let mut b = Poisoned {
+        inner: CpuBackend::new(arch.clone(), r.clone(), arch.init(1), m.train, m.test),
+        begun: 0,
+        from: (1, 1000),
+    };
+    let dir = scratch("diverge");
+    let mut obs = Stopper {
+        recorder: recorder(&dir, &arch),
+        stop: |_: &Position| false,
+        at: Position::default(),
+    };
+    let err = train::run(&mut b, &r, 60_000, Position::default(), OPTIONS, &mut obs).unwrap_err();
+    let d = err.downcast_ref::<Diverged>().expect("a Diverged error");
+    assert_eq!((d.epoch, d.at, d.first, d.last), (1, 1000, 1000, 1249));
+    assert!(d.to_string().contains("try a smaller --lr"), "{d}");
+    // The checkpoint is the one written after epoch 0, complete and loadable: the weights of
+    // one clean epoch.
+    let c = checkpoint::load(&dir, 784, 10).unwrap();
+    assert_eq!((c.position.epoch, c.position.step), (1, 0));
+    assert_eq!(c.metrics.len(), 1);
+    let m = mnist();
+    let mut one = CpuBackend::new(arch.clone(), recipe(1), arch.init(1), m.train, m.test);
+    train::train(&mut one, &recipe(1), 60_000, |_| {}).unwrap();
+    assert!(
+        c.params == one.params().unwrap(),
+        "the checkpoint is not epoch 0's"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+// ---- the command line ----
+
+fn bin() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_mnist-wgpu"));
+    c.env("NODEVICE_SELECT", "1");
+    c
+}
+
+/// The training flags of the command-line runs below: CPU backend, four quick epochs.
+const FLAGS: [&str; 6] = ["--device", "cpu", "--epochs", "4", "--hidden", "64"];
+
+/// An uninterrupted run's final weights.
+fn reference_weights(dir: &Path) -> Vec<f32> {
+    let out = bin()
+        .current_dir(dir)
+        .args(["train", "--save", "ref.safetensors", "--run-dir", "ref-run"])
+        .args(FLAGS)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    modelfile::load(&dir.join("ref.safetensors"), 784, 10)
+        .unwrap()
+        .params
+}
+
+/// Starts a run in `dir`, waits until stdout shows `line_start`, then sends `signal`
+/// after `delay`; returns the exit code and stderr.
+fn start_and_signal(dir: &Path, line_start: &str, delay: Duration, signal: i32) -> (i32, String) {
+    let mut child = bin()
+        .current_dir(dir)
+        .args(["train", "--save", "out.safetensors", "--run-dir", "run"])
+        .args(FLAGS)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut seen = Vec::new();
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        let hit = line.starts_with(line_start);
+        seen.push(line);
+        if hit {
+            break;
+        }
+    }
+    assert!(seen.last().unwrap().starts_with(line_start), "{seen:?}");
+    // Keep reading, so that the run is not stopped by a closed pipe instead of the signal.
+    std::thread::spawn(move || lines.for_each(drop));
+    std::thread::sleep(delay);
+    // SAFETY: signalling our own child process.
+    unsafe { libc::kill(child.id() as i32, signal) };
+    let out = child.wait_with_output().unwrap();
+    let code = out.status.code().unwrap_or_else(|| {
+        128 + std::os::unix::process::ExitStatusExt::signal(&out.status).unwrap()
+    });
+    (code, String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+fn resume(dir: &Path) -> Vec<f32> {
+    let out = bin()
+        .current_dir(dir)
+        .args(["train", "--resume", "run", "--device", "cpu"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("resumed at epoch"), "{stdout}");
+    assert!(stdout.contains("Model Accuracy"), "{stdout}");
+    modelfile::load(&dir.join("out.safetensors"), 784, 10)
+        .unwrap()
+        .params
+}
+
+#[test]
+fn ctrl_c_checkpoints_exits_130_and_resumes_bit_identical() {
+    let dir = scratch("sigint");
+    let reference = reference_weights(&dir);
+    let (code, stderr) =
+        start_and_signal(&dir, "Epoch 1 -", Duration::from_millis(100), libc::SIGINT);
+    assert_eq!(code, 130, "{stderr}");
+    assert!(
+        stderr.contains("resume with: mnist-wgpu train --resume run"),
+        "{stderr}"
+    );
+    let c = checkpoint::load(&dir.join("run"), 784, 10).unwrap();
+    assert!(c.position.epoch >= 2, "{:?}", c.position);
+    assert!(
+        !dir.join("out.safetensors").exists(),
+        "saved a model of an unfinished run"
+    );
+    assert!(
+        resume(&dir) == reference,
+        "resumed weights differ from the uninterrupted run"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn kill_9_at_a_random_moment_loses_at_most_an_epoch() {
+    let dir = scratch("sigkill");
+    let reference = reference_weights(&dir);
+    // A moment somewhere in epochs 1 to 3, different on every run of the test.
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos() as u64;
+    let delay = Duration::from_millis(nanos % 700);
+    let (code, _) = start_and_signal(&dir, "Epoch 0 -", delay, libc::SIGKILL);
+    assert_eq!(code, 128 + libc::SIGKILL, "the run ended before the signal");
+    let c = checkpoint::load(&dir.join("run"), 784, 10).expect("the last checkpoint is valid");
+    assert!(
+        c.position.epoch >= 1 && c.position.step == 0,
+        "{:?}",
+        c.position
+    );
+    assert_eq!(c.metrics.len(), c.position.epoch);
+    assert!(
+        resume(&dir) == reference,
+        "resumed weights differ (killed after {delay:?})"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn lr_10_diverges_with_a_message_and_exit_1() {
+    let dir = scratch("lr10");
+    let out = bin()
+        .current_dir(&dir)
+        .args(["train", "--device", "cpu", "--lr", "10", "--run-dir", "run"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(
+        lines[0].contains("of epoch 0")
+            && lines[0].contains("try a smaller --lr (this run used 10)"),
+        "{}",
+        lines[0]
+    );
+    assert!(!dir.join("mnist_mlp.safetensors").exists());
+    assert!(!dir.join("run").join("checkpoint.safetensors").exists());
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn metrics_and_plot_hold_a_row_per_epoch_and_quiet_prints_one_line() {
+    let dir = scratch("metrics");
+    let out = bin()
+        .current_dir(&dir)
+        .args([
+            "train", "--device", "cpu", "--epochs", "3", "--hidden", "32", "--quiet",
+        ])
+        .args(["--metrics", "m.csv", "--plot", "p.png", "--no-save"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 1, "--quiet: {lines:?}");
+    assert!(lines[0].starts_with("Model Accuracy "));
+    let csv = std::fs::read_to_string(dir.join("m.csv")).unwrap();
+    let rows = checkpoint::parse_metrics_csv(&csv).unwrap();
+    assert_eq!(csv.lines().next(), Some(METRICS_HEADER));
+    assert_eq!(rows.iter().map(|r| r.epoch).collect::<Vec<_>>(), [0, 1, 2]);
+    assert!(
+        rows.iter()
+            .all(|r| r.test_accuracy > 0.8 && r.train_loss > 0.0)
+    );
+    // The default run directory got the same metrics and a checkpoint.
+    let run = dir.join("runs/run-001");
+    assert_eq!(
+        std::fs::read_to_string(run.join("metrics.csv")).unwrap(),
+        csv
+    );
+    assert!(run.join("checkpoint.safetensors").exists());
+    let img = image::open(dir.join("p.png")).unwrap();
+    assert!(img.width() >= 800 && img.height() >= 400);
+    // A second run does not overwrite the first.
+    let out = bin()
+        .current_dir(&dir)
+        .args([
+            "train",
+            "--device",
+            "cpu",
+            "--epochs",
+            "1",
+            "--hidden",
+            "8",
+            "--no-save",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("run: runs/run-002"));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
