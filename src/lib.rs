@@ -14,5 +14,6 @@ pub mod gpu;
 pub mod model;
 pub mod modelfile;
 pub mod plot;
+pub mod predict;
 pub mod rng;
 pub mod train;

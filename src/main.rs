@@ -1,4 +1,5 @@
-//! The command line: `mnist-wgpu train`, `eval`, `selftest`; see `src/cli/`.
+//! The command line: `mnist-wgpu train`, `eval`, `selftest`, `predict`, `adapters`; see
+//! `src/cli/`.
 
 mod cli;
 
@@ -26,6 +27,10 @@ enum Command {
     Eval(cli::eval::EvalArgs),
     /// Check every kernel against the CPU reference on this machine's adapter.
     Selftest(cli::selftest::SelftestArgs),
+    /// Read the digit in each of your PNG or JPEG images.
+    Predict(cli::predict::PredictArgs),
+    /// List every adapter wgpu finds and mark the one --device auto picks.
+    Adapters(cli::adapters::AdaptersArgs),
 }
 
 fn main() -> ExitCode {
@@ -59,6 +64,8 @@ fn main() -> ExitCode {
         Command::Train(args) => cli::train::run(args),
         Command::Eval(args) => cli::eval::run(args),
         Command::Selftest(args) => cli::selftest::run(args),
+        Command::Predict(args) => cli::predict::run(args),
+        Command::Adapters(args) => cli::adapters::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -386,3 +386,39 @@ fn selftest_prints_a_passing_table() {
     assert!(rows.iter().all(|r| r.ends_with(" ok")), "{stdout}");
     assert!(lines.last().unwrap().contains(" 0 failed"), "{stdout}");
 }
+
+#[test]
+fn adapters_lists_them_and_marks_the_pick() {
+    let (code, stdout, stderr) = mnist_wgpu(&["adapters"]);
+    assert_eq!(code, 0, "{stderr}");
+    let heads: Vec<&str> = stdout
+        .lines()
+        .filter(|l| l.starts_with("* ") || l.starts_with("  ") && !l.starts_with("    "))
+        .collect();
+    assert!(!heads.is_empty(), "{stdout}");
+    assert_eq!(
+        heads.iter().filter(|l| l.starts_with("* ")).count(),
+        1,
+        "exactly one adapter marked: {stdout}"
+    );
+    assert!(
+        stdout.contains("storage binding") && stdout.contains("subgroups"),
+        "{stdout}"
+    );
+    // The marked one is the adapter train would use.
+    let picked = heads.iter().find(|l| l.starts_with("* ")).unwrap();
+    let (_, eval_out, _) = mnist_wgpu(&[
+        "eval",
+        "--model",
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/parity/init.safetensors")
+            .to_str()
+            .unwrap(),
+    ]);
+    let adapter_line = eval_out.lines().next().unwrap();
+    assert_eq!(
+        &picked[2..],
+        adapter_line.trim_start_matches("adapter: "),
+        "{stdout}"
+    );
+}

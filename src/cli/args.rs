@@ -110,10 +110,10 @@ pub fn hidden(s: &str) -> Result<Hidden, String> {
 #[error("{0}")]
 pub struct UsageError(pub String);
 
-/// Opens the adapter `run` asks for; None means the CPU backend.
-pub fn open_device(run: &RunArgs) -> Result<Option<Gpu>> {
-    let query = run.adapter.query();
-    Ok(match run.device {
+/// Opens the adapter the flags ask for; None means the CPU backend.
+pub fn open_device(device: DeviceChoice, adapter: &AdapterArgs) -> Result<Option<Gpu>> {
+    let query = adapter.query();
+    Ok(match device {
         DeviceChoice::Cpu => None,
         DeviceChoice::Gpu => Some(Gpu::new(&query)?),
         DeviceChoice::Auto => match Gpu::new(&query) {

@@ -33,7 +33,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
     let (input, classes) = (28 * 28, mnist_wgpu::data::CLASSES);
     let model = modelfile::load(&args.model, input, classes)?;
     let arch = model.arch.clone();
-    let gpu = open_device(&args.run)?;
+    let gpu = open_device(args.run.device, &args.run.adapter)?;
     let kind = args.run.dataset;
     let dir = data_dir(&args.run, Need::TestOnly)?;
     let test = data::load_test(&dir, kind)

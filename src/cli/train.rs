@@ -351,7 +351,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
     }
 
     // The device first: a batch too large for it is a usage error, before any data is read.
-    let gpu = open_device(&run_args)?;
+    let gpu = open_device(run_args.device, &run_args.adapter)?;
     if let Some(gpu) = &gpu {
         check_limits(gpu, &arch, recipe.batch_size, 60_000).map_err(UsageError)?;
     }
@@ -537,10 +537,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
             ("lr", recipe.lr.to_string()),
             ("momentum", recipe.momentum.to_string()),
             ("seed", recipe.seed.to_string()),
-            (
-                "init",
-                init_shown.clone(),
-            ),
+            ("init", init_shown.clone()),
             ("accuracy", format!("{accuracy:.4}")),
             ("test_loss", format!("{loss:.6}")),
             ("adapter", adapter),

@@ -86,6 +86,11 @@ fn enumerate(backends: wgpu::Backends) -> Vec<wgpu::Adapter> {
     pollster::block_on(instance.enumerate_adapters(backends))
 }
 
+/// Every adapter on every API wgpu was built with (GL included), in its order.
+pub fn all_adapters() -> Vec<wgpu::Adapter> {
+    enumerate(wgpu::Backends::all())
+}
+
 /// Every adapter the query can see, best first: discrete, integrated, virtual, other, CPU.
 pub fn adapters(query: &AdapterQuery) -> Vec<wgpu::Adapter> {
     let mut found = match (query.api, wgpu::Backends::from_env()) {

@@ -1,0 +1,75 @@
+//! `mnist-wgpu adapters`: every adapter wgpu finds, what matters about it here, and the one
+//! `--device auto` would pick.
+
+use anyhow::Result;
+use clap::Args;
+
+use mnist_wgpu::gpu::context::{adapter_has_subgroups, all_adapters, pick_adapter};
+
+use super::args::AdapterArgs;
+
+#[derive(Args, Debug)]
+pub struct AdaptersArgs {
+    /// Mark the adapter these would pick (the same flags as train's).
+    #[command(flatten)]
+    pub adapter: AdapterArgs,
+}
+
+pub fn run(args: AdaptersArgs) -> Result<()> {
+    let all = all_adapters();
+    let picked = pick_adapter(&args.adapter.query()).ok().map(|a| {
+        let i = a.get_info();
+        (i.name, i.backend)
+    });
+    if all.is_empty() {
+        println!("no adapters found; train and eval would run on the CPU backend");
+        return Ok(());
+    }
+    for a in &all {
+        let i = a.get_info();
+        let l = a.limits();
+        let f = a.features();
+        let mark = if picked.as_ref() == Some(&(i.name.clone(), i.backend)) {
+            "*"
+        } else {
+            " "
+        };
+        println!("{mark} {} | {:?} | {:?}", i.name, i.backend, i.device_type);
+        println!(
+            "    driver: {} {}",
+            if i.driver.is_empty() { "?" } else { &i.driver },
+            i.driver_info
+        );
+        println!(
+            "    storage binding {} MiB | workgroups per dimension {} | invocations per workgroup {} | workgroup memory {} KiB",
+            l.max_storage_buffer_binding_size / (1 << 20),
+            l.max_compute_workgroups_per_dimension,
+            l.max_compute_invocations_per_workgroup,
+            l.max_compute_workgroup_storage_size / 1024
+        );
+        let sub = if f.contains(wgpu::Features::SUBGROUP) {
+            format!(
+                "subgroups {}..{} lanes{}",
+                i.subgroup_min_size,
+                i.subgroup_max_size,
+                if adapter_has_subgroups(a) {
+                    " (subgroup matmul)"
+                } else {
+                    " (too narrow: plain matmul)"
+                }
+            )
+        } else {
+            "no subgroups (plain matmul)".to_string()
+        };
+        let ts = if f.contains(wgpu::Features::TIMESTAMP_QUERY) {
+            "timestamp queries"
+        } else {
+            "no timestamp queries"
+        };
+        println!("    {sub} | {ts}");
+    }
+    if picked.is_some() {
+        println!("(* marks the adapter --device auto picks with these flags)");
+    }
+    Ok(())
+}

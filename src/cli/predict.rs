@@ -1,0 +1,132 @@
+//! `mnist-wgpu predict`: the digit in each of your images, with the top three probabilities.
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::Args;
+
+use mnist_wgpu::cpu::CpuBackend;
+use mnist_wgpu::data::{CLASSES, Dataset};
+use mnist_wgpu::gpu::{GpuBackend, trainer::check_limits};
+use mnist_wgpu::modelfile;
+use mnist_wgpu::predict::{SIDE, load_digit};
+use mnist_wgpu::train::{Backend, Recipe};
+
+use super::args::{AdapterArgs, DeviceChoice, UsageError, open_device};
+
+#[derive(Args, Debug)]
+pub struct PredictArgs {
+    /// The model file (ours or PyTorch's state_dict as safetensors).
+    #[arg(long, value_name = "PATH")]
+    pub model: PathBuf,
+    /// PNG or JPEG images of one digit each: any size, dark on light or light on dark.
+    #[arg(value_name = "IMAGE", required = true)]
+    pub images: Vec<PathBuf>,
+    /// One JSON array for machines instead of lines.
+    #[arg(long)]
+    pub json: bool,
+    /// Where to run.
+    #[arg(long, value_enum, default_value_t = DeviceChoice::Auto)]
+    pub device: DeviceChoice,
+    #[command(flatten)]
+    pub adapter: AdapterArgs,
+}
+
+/// A JSON string literal.
+fn json_str(s: &str) -> String {
+    let mut out = String::from("\"");
+    for c in s.chars() {
+        match c {
+            '"' => out += "\\\"",
+            '\\' => out += "\\\\",
+            c if (c as u32) < 0x20 => out += &format!("\\u{:04x}", c as u32),
+            c => out.push(c),
+        }
+    }
+    out + "\""
+}
+
+pub fn run(args: PredictArgs) -> Result<()> {
+    let model = modelfile::load(&args.model, SIDE * SIDE, CLASSES)?;
+    // Every image is read before any work, so that a bad one is reported alone.
+    let mut pixels = Vec::with_capacity(args.images.len() * SIDE * SIDE);
+    for path in &args.images {
+        pixels.extend_from_slice(&load_digit(path)?);
+    }
+    let n = args.images.len();
+    let set = Dataset {
+        images: pixels,
+        labels: vec![0; n],
+        rows: SIDE,
+        cols: SIDE,
+    };
+    let recipe = Recipe {
+        epochs: 0,
+        batch_size: n.min(1000),
+        lr: 0.0,
+        momentum: 0.0,
+        seed: 0,
+    };
+    let gpu = open_device(args.device, &args.adapter)?;
+    let mut backend: Box<dyn Backend> = match gpu {
+        Some(gpu) => {
+            check_limits(&gpu, &model.arch, recipe.batch_size, n).map_err(UsageError)?;
+            Box::new(GpuBackend::new(
+                gpu,
+                &model.arch,
+                recipe,
+                &model.params,
+                None,
+                &set,
+            )?)
+        }
+        None => Box::new(CpuBackend::new(
+            model.arch.clone(),
+            recipe,
+            model.params.clone(),
+            Dataset::empty(SIDE, SIDE),
+            set,
+        )),
+    };
+    let ev = backend.evaluate()?;
+    let mut rows = Vec::new();
+    for (path, logp) in args.images.iter().zip(ev.log_probs.chunks(CLASSES)) {
+        let mut top: Vec<(usize, f64)> = logp
+            .iter()
+            .enumerate()
+            .map(|(c, &l)| (c, (l as f64).exp()))
+            .collect();
+        // Highest first; equal probabilities keep the lower digit first.
+        top.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        top.truncate(3);
+        rows.push((path.display().to_string(), top));
+    }
+    if args.json {
+        let items: Vec<String> = rows
+            .iter()
+            .map(|(path, top)| {
+                let t: Vec<String> = top
+                    .iter()
+                    .map(|(d, p)| format!("{{\"digit\": {d}, \"probability\": {p:.6}}}"))
+                    .collect();
+                format!(
+                    "  {{\"image\": {}, \"digit\": {}, \"top\": [{}]}}",
+                    json_str(path),
+                    top[0].0,
+                    t.join(", ")
+                )
+            })
+            .collect();
+        println!("[\n{}\n]", items.join(",\n"));
+    } else {
+        let width = rows.iter().map(|r| r.0.len()).max().unwrap_or(0);
+        for (path, top) in &rows {
+            let t: Vec<String> = top
+                .iter()
+                .map(|(d, p)| format!("{d} {:6.2} %", 100.0 * p))
+                .collect();
+            println!("{path:<width$}  {}   ({})", top[0].0, t.join(" | "));
+        }
+    }
+    Ok(())
+}
