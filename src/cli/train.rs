@@ -244,7 +244,7 @@ impl Ui {
                 .expect("a valid template")
                 .progress_chars("=> "),
             );
-            bar.set_prefix(format!("{}/{}", p.epoch, p.epochs));
+            bar.set_prefix(p.epoch.to_string());
             bar
         })
     }
