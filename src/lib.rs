@@ -6,6 +6,7 @@
 //! - [`gpu`]: adapter choice, kernels and the GPU backend
 //! - [`train`]: the recipe and the epoch loop both backends share
 
+pub mod bench;
 pub mod checkpoint;
 pub mod cpu;
 pub mod data;

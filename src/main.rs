@@ -1,5 +1,5 @@
-//! The command line: `mnist-wgpu train`, `eval`, `selftest`, `predict`, `adapters`; see
-//! `src/cli/`.
+//! The command line: `mnist-wgpu train`, `eval`, `selftest`, `predict`, `adapters`, `bench`;
+//! see `src/cli/`.
 
 mod cli;
 
@@ -31,6 +31,8 @@ enum Command {
     Predict(cli::predict::PredictArgs),
     /// List every adapter wgpu finds and mark the one --device auto picks.
     Adapters(cli::adapters::AdaptersArgs),
+    /// Measure training and evaluation speed (and the per-kernel profile).
+    Bench(cli::bench::BenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -66,6 +68,7 @@ fn main() -> ExitCode {
         Command::Selftest(args) => cli::selftest::run(args),
         Command::Predict(args) => cli::predict::run(args),
         Command::Adapters(args) => cli::adapters::run(args),
+        Command::Bench(args) => cli::bench::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

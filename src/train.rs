@@ -82,6 +82,23 @@ pub trait Backend {
     fn momentum(&mut self) -> Result<Vec<f32>>;
     /// Replaces the weights and the momentum buffers (resuming a run).
     fn load_state(&mut self, params: &[f32], momentum: &[f32]) -> Result<()>;
+    /// Times every kernel of the training steps from now on, where the device can; false
+    /// where it cannot (no timestamp queries, or no GPU).
+    fn start_profile(&mut self) -> bool {
+        false
+    }
+    /// The per-kernel times gathered since `start_profile`.
+    fn profile(&self) -> Option<crate::gpu::kernels::Profile> {
+        None
+    }
+    /// Dispatches one training step takes (0 for the CPU).
+    fn dispatches_per_step(&self) -> usize {
+        0
+    }
+    /// The device buffers and their sizes in bytes (none for the CPU).
+    fn buffer_sizes(&self) -> Vec<(String, u64)> {
+        Vec::new()
+    }
 }
 
 /// Test-set figures of one epoch.

@@ -422,3 +422,54 @@ fn adapters_lists_them_and_marks_the_pick() {
         "{stdout}"
     );
 }
+
+#[test]
+fn bench_prints_figures_and_json() {
+    let (code, stdout, stderr) = mnist_wgpu(&[
+        "bench",
+        "--seconds",
+        "0.3",
+        "--warmup",
+        "5",
+        "--profile",
+        "--hidden",
+        "32",
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    for key in [
+        "training ",
+        "ms/step",
+        "GFLOP/s",
+        "dispatches",
+        "evaluation",
+        "peak memory",
+    ] {
+        assert!(stdout.contains(key), "no {key:?} in {stdout}");
+    }
+    // lavapipe has timestamp queries: one row per kernel of the step, and the total.
+    assert!(
+        stdout.contains("backward weight 0") && stdout.contains("one step"),
+        "{stdout}"
+    );
+    let (code, stdout, stderr) = mnist_wgpu(&[
+        "bench",
+        "--json",
+        "--seconds",
+        "0.2",
+        "--warmup",
+        "5",
+        "--device",
+        "cpu",
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    let line = stdout.trim();
+    assert!(line.starts_with('{') && line.ends_with('}'), "{line}");
+    for key in [
+        "\"images_per_s\": ",
+        "\"ms_per_step\": ",
+        "\"gflops\": ",
+        "\"peak_rss_mb\": ",
+    ] {
+        assert!(line.contains(key), "no {key} in {line}");
+    }
+}

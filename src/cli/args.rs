@@ -6,10 +6,13 @@ use std::path::PathBuf;
 use anyhow::Result;
 use clap::{Args, ValueEnum};
 
+use mnist_wgpu::cpu::CpuBackend;
+use mnist_wgpu::data::Dataset;
 use mnist_wgpu::data::{Kind, default_data_dir, has_all_files};
 use mnist_wgpu::fetch::{self, FetchConfig, Need};
-use mnist_wgpu::gpu::{AdapterQuery, Api, Gpu, GpuError};
+use mnist_wgpu::gpu::{AdapterQuery, Api, Gpu, GpuBackend, GpuError, trainer::check_limits};
 use mnist_wgpu::model::Arch;
+use mnist_wgpu::train::{Backend, Recipe};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum DeviceChoice {
@@ -169,4 +172,42 @@ pub fn hidden_string(arch: &Arch) -> String {
         .map(|s| s.to_string())
         .collect();
     h.join(",")
+}
+
+/// The backend for `gpu` (or the CPU backend when None), after checking the adapter's limits
+/// for this model and batch. `train: None` builds one that only evaluates `test`.
+pub fn make_backend(
+    gpu: Option<Gpu>,
+    arch: &Arch,
+    recipe: &Recipe,
+    params: Vec<f32>,
+    train: Option<Dataset>,
+    test: Dataset,
+) -> Result<Box<dyn Backend>> {
+    Ok(match gpu {
+        Some(gpu) => {
+            let n = train
+                .as_ref()
+                .map_or(test.len(), |t| t.len().max(test.len()));
+            check_limits(&gpu, arch, recipe.batch_size, n).map_err(UsageError)?;
+            Box::new(GpuBackend::new(
+                gpu,
+                arch,
+                recipe.clone(),
+                &params,
+                train.as_ref(),
+                &test,
+            )?)
+        }
+        None => {
+            let train = train.unwrap_or_else(|| Dataset::empty(test.rows, test.cols));
+            Box::new(CpuBackend::new(
+                arch.clone(),
+                recipe.clone(),
+                params,
+                train,
+                test,
+            ))
+        }
+    })
 }

@@ -6,14 +6,15 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use clap::Args;
 
-use mnist_wgpu::cpu::CpuBackend;
-use mnist_wgpu::data::{self, Dataset};
+use mnist_wgpu::data;
 use mnist_wgpu::fetch::Need;
-use mnist_wgpu::gpu::{GpuBackend, trainer::check_limits};
+use mnist_wgpu::gpu::trainer::check_limits;
 use mnist_wgpu::modelfile;
-use mnist_wgpu::train::{Backend, Eval, Recipe};
+use mnist_wgpu::train::{Eval, Recipe};
 
-use super::args::{RunArgs, UsageError, arch_string, at_least_one, data_dir, open_device};
+use super::args::{
+    RunArgs, UsageError, arch_string, at_least_one, data_dir, make_backend, open_device,
+};
 
 #[derive(Args, Debug)]
 pub struct EvalArgs {
@@ -48,23 +49,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
         momentum: 0.0,
         seed: 0,
     };
-    let mut backend: Box<dyn Backend> = match gpu {
-        Some(gpu) => Box::new(GpuBackend::new(
-            gpu,
-            &arch,
-            recipe,
-            &model.params,
-            None,
-            &test,
-        )?),
-        None => Box::new(CpuBackend::new(
-            arch.clone(),
-            recipe,
-            model.params.clone(),
-            Dataset::empty(test.rows, test.cols),
-            test,
-        )),
-    };
+    let mut backend = make_backend(gpu, &arch, &recipe, model.params.clone(), None, test)?;
     println!("adapter: {}", backend.describe());
     let meta = &model.metadata;
     let writer = match (meta.get("program"), meta.get("torch")) {

@@ -2,6 +2,7 @@
 
 pub mod adapters;
 pub mod args;
+pub mod bench;
 pub mod eval;
 pub mod predict;
 pub mod selftest;

@@ -5,14 +5,12 @@ use std::path::PathBuf;
 use anyhow::Result;
 use clap::Args;
 
-use mnist_wgpu::cpu::CpuBackend;
 use mnist_wgpu::data::{CLASSES, Dataset};
-use mnist_wgpu::gpu::{GpuBackend, trainer::check_limits};
 use mnist_wgpu::modelfile;
 use mnist_wgpu::predict::{SIDE, load_digit};
-use mnist_wgpu::train::{Backend, Recipe};
+use mnist_wgpu::train::Recipe;
 
-use super::args::{AdapterArgs, DeviceChoice, UsageError, open_device};
+use super::args::{AdapterArgs, DeviceChoice, make_backend, open_device};
 
 #[derive(Args, Debug)]
 pub struct PredictArgs {
@@ -68,26 +66,7 @@ pub fn run(args: PredictArgs) -> Result<()> {
         seed: 0,
     };
     let gpu = open_device(args.device, &args.adapter)?;
-    let mut backend: Box<dyn Backend> = match gpu {
-        Some(gpu) => {
-            check_limits(&gpu, &model.arch, recipe.batch_size, n).map_err(UsageError)?;
-            Box::new(GpuBackend::new(
-                gpu,
-                &model.arch,
-                recipe,
-                &model.params,
-                None,
-                &set,
-            )?)
-        }
-        None => Box::new(CpuBackend::new(
-            model.arch.clone(),
-            recipe,
-            model.params.clone(),
-            Dataset::empty(SIDE, SIDE),
-            set,
-        )),
-    };
+    let mut backend = make_backend(gpu, &model.arch, &recipe, model.params, None, set)?;
     let ev = backend.evaluate()?;
     let mut rows = Vec::new();
     for (path, logp) in args.images.iter().zip(ev.log_probs.chunks(CLASSES)) {

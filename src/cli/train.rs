@@ -12,10 +12,8 @@ use anyhow::{Context, Result};
 use clap::Args;
 
 use mnist_wgpu::checkpoint::{self, Recorder};
-use mnist_wgpu::cpu::CpuBackend;
 use mnist_wgpu::data::{self, Kind};
 use mnist_wgpu::fetch::Need;
-use mnist_wgpu::gpu::GpuBackend;
 use mnist_wgpu::gpu::trainer::{STEPS_PER_SUBMIT, check_limits};
 use mnist_wgpu::model::Arch;
 use mnist_wgpu::modelfile::{self, DEFAULT_MODEL_FILE};
@@ -25,7 +23,7 @@ use mnist_wgpu::train::{
 
 use super::args::{
     Hidden, Interrupted, RunArgs, UsageError, arch_string, at_least_one, data_dir, hidden,
-    hidden_string, momentum, open_device, positive_finite,
+    hidden_string, make_backend, momentum, open_device, positive_finite,
 };
 
 /// Where runs go unless `--run-dir` says otherwise: `runs/run-001`, `runs/run-002`, ...
@@ -369,26 +367,14 @@ pub fn run(args: TrainArgs) -> Result<()> {
     }
     let n_train = mnist.train.len();
 
-    let mut backend: Box<dyn Backend> = match gpu {
-        Some(gpu) => {
-            check_limits(&gpu, &arch, recipe.batch_size, n_train).map_err(UsageError)?;
-            Box::new(GpuBackend::new(
-                gpu,
-                &arch,
-                recipe.clone(),
-                &init_params,
-                Some(&mnist.train),
-                &mnist.test,
-            )?)
-        }
-        None => Box::new(CpuBackend::new(
-            arch.clone(),
-            recipe.clone(),
-            init_params,
-            mnist.train,
-            mnist.test,
-        )),
-    };
+    let mut backend = make_backend(
+        gpu,
+        &arch,
+        &recipe,
+        init_params,
+        Some(mnist.train),
+        mnist.test,
+    )?;
     let (start, metrics) = match &resumed {
         Some(c) => {
             backend.load_state(&c.params, &c.momentum)?;

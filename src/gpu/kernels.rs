@@ -519,6 +519,122 @@ pub fn submit(gpu: &Gpu, label: &str, ops: &[Op], steps: std::ops::Range<usize>,
     gpu.queue.submit([enc.finish()]);
 }
 
+/// GPU time per kernel, summed over the steps profiled.
+#[derive(Clone, Debug, Default)]
+pub struct Profile {
+    /// (kernel label, calls, total nanoseconds), in the order of the step.
+    pub kernels: Vec<(String, u64, f64)>,
+    pub steps: u64,
+}
+
+impl Profile {
+    fn add(&mut self, label: &str, ns: f64) {
+        match self.kernels.iter_mut().find(|k| k.0 == label) {
+            Some(k) => {
+                k.1 += 1;
+                k.2 += ns;
+            }
+            None => self.kernels.push((label.to_string(), 1, ns)),
+        }
+    }
+
+    pub fn total_ns(&self) -> f64 {
+        self.kernels.iter().map(|k| k.2).sum()
+    }
+
+    /// A fixed-width table: kernel, calls, total ms, mean µs per call, share of the GPU time.
+    pub fn table(&self) -> String {
+        let total = self.total_ns();
+        let mut out = format!(
+            "{:<24} {:>7} {:>10} {:>10} {:>7}\n",
+            "kernel", "calls", "total ms", "mean us", "share"
+        );
+        for (label, calls, ns) in &self.kernels {
+            out += &format!(
+                "{label:<24} {calls:>7} {:>10.1} {:>10.1} {:>6.1}%\n",
+                ns / 1e6,
+                ns / 1e3 / *calls as f64,
+                100.0 * ns / total.max(1e-9)
+            );
+        }
+        out += &format!(
+            "{:<24} {:>7} {:>10.1} {:>10.1} {:>6.1}%\n",
+            "one step",
+            self.steps,
+            total / 1e6,
+            total / 1e3 / self.steps.max(1) as f64,
+            100.0
+        );
+        out
+    }
+}
+
+/// As [`submit`], with a timestamp before the first dispatch and after every one, then waits
+/// and adds each dispatch's time to `profile`. Needs TIMESTAMP_QUERY_INSIDE_PASSES.
+pub fn submit_profiled(
+    gpu: &Gpu,
+    ops: &[Op],
+    steps: std::ops::Range<usize>,
+    stride: u64,
+    profile: &mut Profile,
+) -> anyhow::Result<()> {
+    let per_chunk = ((wgpu::QUERY_SET_MAX_QUERIES as usize - 1) / ops.len()).max(1);
+    let mut s = steps.start;
+    while s < steps.end {
+        let e = (s + per_chunk).min(steps.end);
+        let count = 1 + (e - s) * ops.len();
+        let queries = gpu.device.create_query_set(&wgpu::QuerySetDescriptor {
+            label: Some("profile timestamps"),
+            ty: wgpu::QueryType::Timestamp,
+            count: count as u32,
+        });
+        let resolved = gpu.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("profile timestamps (resolved)"),
+            size: count as u64 * 8,
+            usage: wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
+            mapped_at_creation: false,
+        });
+        let staging = gpu.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("profile timestamps (read-back)"),
+            size: count as u64 * 8,
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        let mut enc = gpu
+            .device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                label: Some("profiled steps"),
+            });
+        {
+            let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                label: Some("profiled steps"),
+                timestamp_writes: None,
+            });
+            let mut q = 0;
+            pass.write_timestamp(&queries, q);
+            for step in s..e {
+                let offset = u32::try_from(step as u64 * stride).expect("offset fits u32");
+                for op in ops {
+                    op.encode(&mut pass, offset);
+                    q += 1;
+                    pass.write_timestamp(&queries, q);
+                }
+            }
+        }
+        enc.resolve_query_set(&queries, 0..count as u32, &resolved, 0);
+        gpu.queue.submit([enc.finish()]);
+        let ticks: Vec<u64> = read_back(gpu, &resolved, 0, count, &staging)?;
+        let period = gpu.queue.get_timestamp_period() as f64;
+        for (i, w) in ticks.windows(2).enumerate() {
+            let ns = w[1].saturating_sub(w[0]) as f64 * period;
+            profile.add(&ops[i % ops.len()].label, ns);
+        }
+        profile.steps += (e - s) as u64;
+        s = e;
+    }
+    Ok(())
+}
+
 /// Copies `count` elements from `src` (starting at element `offset`) through `staging`, a
 /// MAP_READ buffer large enough for them, and waits for them.
 pub fn read_back<T: bytemuck::Pod>(

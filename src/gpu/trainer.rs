@@ -15,7 +15,8 @@ use wgpu::util::DeviceExt;
 use crate::data::{Dataset, normalize_table};
 use crate::gpu::context::Gpu;
 use crate::gpu::kernels::{
-    Kernels, LossInput, MatmulSpec, Op, Product, read_back, step_stride, step_table, submit,
+    Kernels, LossInput, MatmulSpec, Op, Product, Profile, read_back, step_stride, step_table,
+    submit, submit_profiled,
 };
 use crate::model::Arch;
 use crate::train::{Backend, Eval, Recipe};
@@ -158,6 +159,8 @@ pub struct GpuBackend {
     classes: usize,
     /// Buffers and their sizes, for the memory listing.
     pub buffer_sizes: Vec<(String, u64)>,
+    /// Per-kernel times, when profiling.
+    profile: Option<Profile>,
 }
 
 /// Steps recorded into one compute pass and submission.
@@ -439,6 +442,7 @@ impl GpuBackend {
             param_count: n,
             classes: arch.output(),
             buffer_sizes,
+            profile: None,
         })
     }
 
@@ -480,7 +484,10 @@ impl Backend for GpuBackend {
         let mut s = steps.start;
         while s < steps.end {
             let e = (s + STEPS_PER_SUBMIT).min(steps.end);
-            submit(&self.gpu, "train steps", &self.step_ops, s..e, self.stride);
+            match &mut self.profile {
+                Some(p) => submit_profiled(&self.gpu, &self.step_ops, s..e, self.stride, p)?,
+                None => submit(&self.gpu, "train steps", &self.step_ops, s..e, self.stride),
+            }
             s = e;
         }
         Ok(())
@@ -517,6 +524,25 @@ impl Backend for GpuBackend {
 
     fn momentum(&mut self) -> Result<Vec<f32>> {
         self.read_f32(&self.momentum, 0, self.param_count)
+    }
+
+    fn start_profile(&mut self) -> bool {
+        if self.gpu.timestamps {
+            self.profile = Some(Profile::default());
+        }
+        self.gpu.timestamps
+    }
+
+    fn profile(&self) -> Option<Profile> {
+        self.profile.clone()
+    }
+
+    fn dispatches_per_step(&self) -> usize {
+        self.step_ops.len()
+    }
+
+    fn buffer_sizes(&self) -> Vec<(String, u64)> {
+        self.buffer_sizes.clone()
     }
 
     fn load_state(&mut self, params: &[f32], momentum: &[f32]) -> Result<()> {

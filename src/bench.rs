@@ -1,0 +1,140 @@
+//! The benchmark behind `mnist-wgpu bench`: warm-up steps, then training steps timed the way
+//! `train` runs them (submissions of 250 steps, a loss read-back after each), then timed
+//! evaluations. Figures only; nothing here asserts a speed.
+
+use std::time::Instant;
+
+use anyhow::Result;
+
+use crate::gpu::trainer::STEPS_PER_SUBMIT;
+use crate::model::Arch;
+use crate::rng::epoch_order;
+use crate::train::{Backend, Recipe};
+
+/// Floating-point operations of one training step per image: the forward products, the
+/// input-gradient products of every layer but the first, and the weight-gradient products,
+/// two operations per multiply-add. (Bias, ReLU, softmax and SGD are a rounding error.)
+pub fn flops_per_image(arch: &Arch) -> f64 {
+    let macs: Vec<f64> = (0..arch.layers())
+        .map(|l| (arch.dims(l).0 * arch.dims(l).1) as f64)
+        .collect();
+    let all: f64 = macs.iter().sum();
+    2.0 * (all + (all - macs[0]) + all)
+}
+
+#[derive(Clone, Debug)]
+pub struct Timing {
+    pub steps: usize,
+    pub seconds: f64,
+    pub batch_size: usize,
+    pub flops_per_image: f64,
+}
+
+impl Timing {
+    pub fn images_per_s(&self) -> f64 {
+        (self.steps * self.batch_size) as f64 / self.seconds
+    }
+    pub fn ms_per_step(&self) -> f64 {
+        1e3 * self.seconds / self.steps as f64
+    }
+    pub fn gflops(&self) -> f64 {
+        self.images_per_s() * self.flops_per_image / 1e9
+    }
+}
+
+/// Trains `warmup` steps, then at least `min_steps` and at least `seconds` of steps, in
+/// intervals of [`STEPS_PER_SUBMIT`] with a loss read-back after each, crossing epochs as
+/// needed. Returns the timing of the part after the warm-up.
+pub fn time_training(
+    backend: &mut dyn Backend,
+    arch: &Arch,
+    recipe: &Recipe,
+    n_train: usize,
+    warmup: usize,
+    min_steps: usize,
+    seconds: f64,
+) -> Result<Timing> {
+    let per_epoch = recipe.steps_per_epoch(n_train);
+    let (mut epoch, mut step) = (0, 0);
+    backend.begin_epoch(&epoch_order(recipe.seed, epoch, n_train))?;
+    let mut interval = |backend: &mut dyn Backend, limit: usize| -> Result<usize> {
+        if step == per_epoch {
+            epoch += 1;
+            step = 0;
+            backend.begin_epoch(&epoch_order(recipe.seed, epoch, n_train))?;
+        }
+        let end = (step + STEPS_PER_SUBMIT.min(limit)).min(per_epoch);
+        backend.run_steps(step..end)?;
+        let losses = backend.losses(step..end)?;
+        anyhow::ensure!(
+            losses.iter().all(|l| l.is_finite()),
+            "the loss became non-finite while benchmarking"
+        );
+        let done = end - step;
+        step = end;
+        Ok(done)
+    };
+    let mut warmed = 0;
+    while warmed < warmup {
+        warmed += interval(backend, warmup - warmed)?;
+    }
+    let t0 = Instant::now();
+    let mut steps = 0;
+    while steps < min_steps || t0.elapsed().as_secs_f64() < seconds {
+        steps += interval(backend, usize::MAX)?;
+    }
+    Ok(Timing {
+        steps,
+        seconds: t0.elapsed().as_secs_f64(),
+        batch_size: recipe.batch_size,
+        flops_per_image: flops_per_image(arch),
+    })
+}
+
+/// The fastest of `repeats` evaluations of the test set, in seconds.
+pub fn time_evaluation(backend: &mut dyn Backend, repeats: usize) -> Result<f64> {
+    let mut best = f64::INFINITY;
+    for _ in 0..repeats.max(1) {
+        let t0 = Instant::now();
+        backend.evaluate()?;
+        best = best.min(t0.elapsed().as_secs_f64());
+    }
+    Ok(best)
+}
+
+/// Submissions of one training epoch as `train` runs it: the steps, in submissions of
+/// [`STEPS_PER_SUBMIT`], and one loss read-back after each.
+pub fn submissions_per_epoch(steps_per_epoch: usize) -> usize {
+    2 * steps_per_epoch.div_ceil(STEPS_PER_SUBMIT)
+}
+
+/// Peak resident memory of this process so far, in bytes, where the OS says.
+pub fn peak_rss_bytes() -> Option<u64> {
+    #[cfg(unix)]
+    {
+        // SAFETY: getrusage fills the struct it is given.
+        let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+        if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut u) } == 0 {
+            // kilobytes on Linux, bytes on macOS
+            let scale = if cfg!(target_os = "macos") { 1 } else { 1024 };
+            return Some(u.ru_maxrss as u64 * scale);
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flops_of_the_tutorial_model() {
+        let a = Arch::new(784, &[128, 128, 64, 64], 10);
+        // forward 129,664 MACs, input gradients 129,664 - 100,352, weight gradients 129,664
+        assert_eq!(
+            flops_per_image(&a),
+            2.0 * (129_664.0 + 29_312.0 + 129_664.0)
+        );
+        assert_eq!(submissions_per_epoch(1875), 16);
+    }
+}

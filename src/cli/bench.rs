@@ -1,0 +1,291 @@
+//! `mnist-wgpu bench`: training and evaluation speed on the chosen device, the per-kernel
+//! profile, and a scaling table across batch sizes and widths.
+
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use clap::Args;
+
+use mnist_wgpu::bench::{
+    Timing, peak_rss_bytes, submissions_per_epoch, time_evaluation, time_training,
+};
+use mnist_wgpu::data::{self, Mnist};
+use mnist_wgpu::fetch::Need;
+use mnist_wgpu::model::Arch;
+use mnist_wgpu::train::Recipe;
+
+use super::args::{
+    Hidden, RunArgs, UsageError, arch_string, at_least_one, data_dir, hidden, make_backend,
+    open_device, positive_finite,
+};
+
+#[derive(Args, Debug)]
+pub struct BenchArgs {
+    /// Images per step.
+    #[arg(long, default_value_t = 32, value_parser = at_least_one)]
+    pub batch_size: usize,
+    /// Hidden layer sizes [default: 128,128,64,64]
+    #[arg(long, value_parser = hidden)]
+    pub hidden: Option<Hidden>,
+    /// Untimed steps first (pipelines warm, caches filled).
+    #[arg(long, default_value_t = 100)]
+    pub warmup: usize,
+    /// Time at least this many seconds of training steps.
+    #[arg(long, value_name = "SECS", default_value_t = 5.0, value_parser = positive_finite)]
+    pub seconds: f64,
+    /// One JSON object (with --scaling, an array) for machines.
+    #[arg(long)]
+    pub json: bool,
+    /// Also time every kernel with timestamp queries over 250 steps.
+    #[arg(long)]
+    pub profile: bool,
+    /// Instead: a table across batch sizes 32 to 1024 and hidden widths 128 to 1024.
+    #[arg(long)]
+    pub scaling: bool,
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+fn recipe(batch_size: usize) -> Recipe {
+    Recipe {
+        epochs: 1,
+        batch_size,
+        lr: 0.003,
+        momentum: 0.9,
+        seed: 1,
+    }
+}
+
+/// One configuration, timed.
+struct Measured {
+    device: String,
+    arch: Arch,
+    timing: Timing,
+    eval_s: f64,
+    dispatches: usize,
+    submissions: usize,
+    buffers: Vec<(String, u64)>,
+    profile: Option<String>,
+}
+
+/// How long to measure one configuration.
+#[derive(Clone, Copy)]
+struct Effort {
+    warmup: usize,
+    min_steps: usize,
+    seconds: f64,
+}
+
+fn measure(
+    args: &BenchArgs,
+    mnist: &Mnist,
+    arch: &Arch,
+    batch: usize,
+    effort: Effort,
+) -> Result<Measured> {
+    let gpu = open_device(args.run.device, &args.run.adapter)?;
+    let r = recipe(batch);
+    let mut backend = make_backend(
+        gpu,
+        arch,
+        &r,
+        arch.init(r.seed),
+        Some(mnist.train.clone()),
+        mnist.test.clone(),
+    )?;
+    let n = mnist.train.len();
+    let timing = time_training(
+        backend.as_mut(),
+        arch,
+        &r,
+        n,
+        effort.warmup,
+        effort.min_steps,
+        effort.seconds,
+    )?;
+    let eval_s = time_evaluation(backend.as_mut(), 3)?;
+    let profile = if args.profile {
+        Some(if backend.start_profile() {
+            time_training(backend.as_mut(), arch, &r, n, 0, 250, 0.0)?;
+            backend.profile().map(|p| p.table()).unwrap_or_default()
+        } else {
+            "no per-kernel profile: this device has no timestamp queries inside compute passes \
+             (or is the CPU backend)\n"
+                .to_string()
+        })
+    } else {
+        None
+    };
+    Ok(Measured {
+        device: backend.describe(),
+        arch: arch.clone(),
+        timing,
+        eval_s,
+        dispatches: backend.dispatches_per_step(),
+        submissions: submissions_per_epoch(r.steps_per_epoch(n)),
+        buffers: backend.buffer_sizes(),
+        profile,
+    })
+}
+
+fn json_str(s: &str) -> String {
+    format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
+}
+
+pub fn run(args: BenchArgs) -> Result<()> {
+    let t_start = Instant::now();
+    let kind = args.run.dataset;
+    let dir = data_dir(&args.run, Need::All)?;
+    let mnist = data::load(&dir, kind)
+        .with_context(|| format!("loading {} from {}", kind.name(), dir.display()))?;
+    if mnist.train.pixels() != 28 * 28 {
+        return Err(UsageError(format!("{}: bench needs 28x28 images", dir.display())).into());
+    }
+    if args.scaling {
+        return scaling(&args, &mnist);
+    }
+    let hidden = args
+        .hidden
+        .as_ref()
+        .map_or(vec![128, 128, 64, 64], |h| h.0.clone());
+    let arch = Arch::new(28 * 28, &hidden, data::CLASSES);
+    let effort = Effort {
+        warmup: args.warmup,
+        min_steps: 20,
+        seconds: args.seconds,
+    };
+    let m = measure(&args, &mnist, &arch, args.batch_size, effort)?;
+    let startup = t_start.elapsed().as_secs_f64() - m.timing.seconds - 3.0 * m.eval_s;
+    let rss = peak_rss_bytes().map_or(f64::NAN, |b| b as f64 / 1e6);
+    let t = &m.timing;
+    if args.json {
+        let buffers: Vec<String> = m
+            .buffers
+            .iter()
+            .map(|(name, size)| format!("{{\"name\": {}, \"bytes\": {size}}}", json_str(name)))
+            .collect();
+        println!(
+            "{{\"device\": {}, \"model\": {}, \"batch_size\": {}, \"steps\": {}, \"seconds\": {:.4}, \
+             \"images_per_s\": {:.1}, \"ms_per_step\": {:.4}, \"gflops\": {:.3}, \
+             \"dispatches_per_step\": {}, \"submissions_per_epoch\": {}, \"eval_seconds\": {:.4}, \
+             \"peak_rss_mb\": {:.1}, \"buffers\": [{}]}}",
+            json_str(&m.device),
+            json_str(&arch_string(&m.arch)),
+            t.batch_size,
+            t.steps,
+            t.seconds,
+            t.images_per_s(),
+            t.ms_per_step(),
+            t.gflops(),
+            m.dispatches,
+            m.submissions,
+            m.eval_s,
+            rss,
+            buffers.join(", ")
+        );
+        return Ok(());
+    }
+    println!("adapter: {}", m.device);
+    println!(
+        "model: {} | {} parameters | batch {} | {:.2} MFLOP per image per step",
+        arch_string(&m.arch),
+        m.arch.param_count(),
+        t.batch_size,
+        t.flops_per_image / 1e6
+    );
+    println!(
+        "start-up       {startup:.2} s (data, device, buffers, pipelines, warm-up {} steps)",
+        args.warmup
+    );
+    println!(
+        "training       {} steps in {:.2} s: {:.1}k img/s, {:.3} ms/step, {:.2} GFLOP/s",
+        t.steps,
+        t.seconds,
+        t.images_per_s() / 1e3,
+        t.ms_per_step(),
+        t.gflops()
+    );
+    if m.dispatches > 0 {
+        println!(
+            "dispatches     {} per step; {} submissions per epoch ({} of steps, as many loss read-backs)",
+            m.dispatches,
+            m.submissions,
+            m.submissions / 2
+        );
+    }
+    println!(
+        "evaluation     {} images in {:.3} s ({:.1}k img/s, fastest of 3)",
+        mnist.test.len(),
+        m.eval_s,
+        mnist.test.len() as f64 / m.eval_s / 1e3
+    );
+    println!("peak memory    {rss:.0} MB resident");
+    if !m.buffers.is_empty() {
+        let total: u64 = m.buffers.iter().map(|b| b.1).sum();
+        println!("GPU buffers    {:.1} MB in all", total as f64 / 1e6);
+        for (name, size) in &m.buffers {
+            println!("  {name:<32} {:>10.3} MB", *size as f64 / 1e6);
+        }
+    }
+    if let Some(p) = &m.profile {
+        println!(
+            "\nper-kernel GPU time over {} steps (timestamp queries):",
+            250
+        );
+        print!("{p}");
+    }
+    Ok(())
+}
+
+fn scaling(args: &BenchArgs, mnist: &Mnist) -> Result<()> {
+    let widths: [&[usize]; 4] = [
+        &[128, 128, 64, 64],
+        &[256, 256, 256, 256],
+        &[512, 512, 512, 512],
+        &[1024, 1024, 1024, 1024],
+    ];
+    let batches = [32, 128, 512, 1024];
+    let mut rows = Vec::new();
+    if !args.json {
+        println!(
+            "{:<28} {:>6} {:>11} {:>10} {:>9} {:>10}",
+            "model", "batch", "img/s", "ms/step", "GFLOP/s", "MFLOP/img"
+        );
+    }
+    for hidden in widths {
+        let arch = Arch::new(28 * 28, hidden, data::CLASSES);
+        for batch in batches {
+            // Wide models take tenths of a second per step on a software adapter: a few
+            // warm-up steps and about two seconds each keep the table to a few minutes.
+            let effort = Effort {
+                warmup: args.warmup.min(5),
+                min_steps: 3,
+                seconds: args.seconds.min(2.0),
+            };
+            let m = measure(args, mnist, &arch, batch, effort)?;
+            let t = &m.timing;
+            if args.json {
+                rows.push(format!(
+                    "  {{\"model\": {}, \"batch_size\": {batch}, \"images_per_s\": {:.1}, \"ms_per_step\": {:.4}, \"gflops\": {:.3}}}",
+                    json_str(&arch_string(&arch)),
+                    t.images_per_s(),
+                    t.ms_per_step(),
+                    t.gflops()
+                ));
+            } else {
+                println!(
+                    "{:<28} {batch:>6} {:>11.0} {:>10.3} {:>9.2} {:>10.3}",
+                    arch_string(&arch),
+                    t.images_per_s(),
+                    t.ms_per_step(),
+                    t.gflops(),
+                    t.flops_per_image / 1e6
+                );
+            }
+        }
+    }
+    if args.json {
+        println!("[\n{}\n]", rows.join(",\n"));
+    }
+    Ok(())
+}
