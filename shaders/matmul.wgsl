@@ -43,6 +43,12 @@ const ROWS: u32 = 4u;
 @group(0) @binding(2) var<storage, read_write> c: array<f32>;
 @group(0) @binding(3) var<storage, read> aux: array<f32>;
 @group(0) @binding(4) var<storage, read_write> c2: array<f32>;
+// forward, backward_input and backward_weight_vec4 write C through this instead of `c` (the
+// same buffer, as vec4): on llvmpipe every store to a per-invocation address is a loop over
+// the lanes, so one vec4 store replaces four. They need C_OFF and LDC to be multiples of 4.
+@group(0) @binding(5) var<storage, read_write> c4: array<vec4<f32>>;
+// backward_input reads its mask source through this (feature-major, rows of LDC floats).
+@group(0) @binding(6) var<storage, read> aux4: array<vec4<f32>>;
 
 struct Tile {
     // acc[r][j] = C[m0 + r, 4 * col4 + j]
@@ -90,19 +96,18 @@ fn forward(
     let t = tile_at(m0, col4, li);
     for (var r = 0u; r < ROWS; r++) {
         let m = m0 + r;
-        if (m >= M) {
+        if (m >= M || col4 * 4u >= N) {
             break;
         }
-        let bias = aux[AUX_OFF + m];
+        var v = t.acc[r] + vec4<f32>(aux[AUX_OFF + m]);
+        if (RELU) {
+            v = select(vec4<f32>(0.0), v, v > vec4<f32>(0.0));
+        }
+        c4[(C_OFF + m * LDC) / 4u + col4] = v;
         for (var j = 0u; j < 4u; j++) {
             let n = col4 * 4u + j;
             if (n < N) {
-                var v = t.acc[r][j] + bias;
-                if (RELU) {
-                    v = select(0.0, v, v > 0.0);
-                }
-                c[C_OFF + m * LDC + n] = v;
-                c2[n * LDC2 + m] = v;
+                c2[n * LDC2 + m] = v[j];
             }
         }
     }
@@ -118,16 +123,11 @@ fn backward_input(
     let t = tile_at(m0, col4, li);
     for (var r = 0u; r < ROWS; r++) {
         let m = m0 + r;
-        if (m >= M) {
+        if (m >= M || col4 * 4u >= N) {
             break;
         }
-        for (var j = 0u; j < 4u; j++) {
-            let n = col4 * 4u + j;
-            if (n < N) {
-                let h = aux[m * AUX_LD + n];
-                c[C_OFF + m * LDC + n] = select(0.0, t.acc[r][j], h > 0.0);
-            }
-        }
+        let h = aux4[m * AUX_LD / 4u + col4];
+        c4[(C_OFF + m * LDC) / 4u + col4] = select(vec4<f32>(0.0), t.acc[r], h > vec4<f32>(0.0));
     }
 }
 
@@ -152,6 +152,33 @@ fn backward_weight(
         }
         if (wg.x == 0u && li == 0u) {
             c[BG_OFF + m] = t.rowsum[r];
+        }
+    }
+}
+
+// backward_weight where C_OFF, LDC (and so N, which equals LDC for a weight) are multiples of
+// 4: each invocation stores its four columns of a row as one vec4. The weight gradient sums
+// over only the batch, so its cost is in the stores, and on llvmpipe every store to a
+// per-invocation address is a loop over the lanes: one per vec4 instead of one per float.
+@compute @workgroup_size(LANES)
+fn backward_weight_vec4(
+    @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(local_invocation_index) li: u32,
+) {
+    let m0 = wg.y * ROWS;
+    let col4 = wg.x * LANES + li;
+    let t = tile_at(m0, col4, li);
+    for (var r = 0u; r < ROWS; r++) {
+        let m = m0 + r;
+        if (m >= M) {
+            break;
+        }
+        if (col4 * 4u < N) {
+            c4[(C_OFF + m * LDC) / 4u + col4] = t.acc[r];
+        }
+        if (wg.x == 0u && li == 0u) {
+            let i = BG_OFF + m;
+            c4[i / 4u][i % 4u] = t.rowsum[r];
         }
     }
 }

@@ -1,22 +1,26 @@
 // SGD with PyTorch's momentum rule (no dampening, weight decay or Nesterov) over the flat
 // parameter, gradient and momentum buffers: v = MU * v + g; p = p + (-LR) * v. Momentum starts
 // at zero, so the first step gives v = g exactly, as PyTorch's clone of the first gradient.
-// Grid: one invocation per parameter, over a 2-D grid of ROW_GROUPS workgroups per row.
+//
+// The buffers are read and written as vec4 (they are allocated padded to whole vec4, the
+// padding zero in all three, so it stays zero): on llvmpipe every load whose address differs
+// per invocation is a loop over the lanes, and a vec4 makes it one loop per four parameters.
+// Grid: one invocation per vec4, over a 2-D grid of ROW_GROUPS workgroups per row.
 
-override COUNT: u32;
+override COUNT4: u32;
 override LR: f32;
 override MU: f32;
 override WG: u32 = 256u;
 override ROW_GROUPS: u32 = 65535u;
 
-@group(0) @binding(0) var<storage, read_write> params: array<f32>;
-@group(0) @binding(1) var<storage, read> grads: array<f32>;
-@group(0) @binding(2) var<storage, read_write> momentum: array<f32>;
+@group(0) @binding(0) var<storage, read_write> params: array<vec4<f32>>;
+@group(0) @binding(1) var<storage, read> grads: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read_write> momentum: array<vec4<f32>>;
 
 @compute @workgroup_size(WG)
 fn sgd_momentum(@builtin(global_invocation_id) gid: vec3<u32>) {
     let i = gid.y * ROW_GROUPS * WG + gid.x;
-    if (i >= COUNT) {
+    if (i >= COUNT4) {
         return;
     }
     let v = MU * momentum[i] + grads[i];

@@ -297,24 +297,46 @@ impl Kernels {
         ];
         let entry = match s.product {
             Product::Forward { relu } => {
+                assert!(
+                    s.c_off.is_multiple_of(4) && s.ldc.is_multiple_of(4) && s.n == s.ldc,
+                    "forward stores Z^T as vec4: {s:?}"
+                );
                 constants.push(("AUX_OFF", s.aux_off as f64));
                 constants.push(("RELU", if relu { 1.0 } else { 0.0 }));
                 constants.push(("LDC2", s.ldc2 as f64));
                 let aux = aux.expect("forward needs the bias buffer");
                 let c2 = c2.expect("forward needs the batch-major output");
+                let c = bindings.pop().expect("c").2;
                 bindings.push((3, Read, aux.as_entire_binding()));
                 bindings.push((4, ReadWrite, c2.as_entire_binding()));
+                bindings.push((5, ReadWrite, c));
                 "forward"
             }
             Product::BackwardInput => {
+                assert!(
+                    s.c_off.is_multiple_of(4)
+                        && s.ldc.is_multiple_of(4)
+                        && s.aux_ld.is_multiple_of(4)
+                        && s.n == s.ldc,
+                    "backward_input works in vec4: {s:?}"
+                );
                 constants.push(("AUX_LD", s.aux_ld as f64));
                 let aux = aux.expect("backward_input needs the mask source");
-                bindings.push((3, Read, aux.as_entire_binding()));
+                let c = bindings.pop().expect("c").2;
+                bindings.push((5, ReadWrite, c));
+                bindings.push((6, Read, aux.as_entire_binding()));
                 "backward_input"
             }
             Product::BackwardWeight => {
                 constants.push(("BG_OFF", s.bg_off as f64));
-                "backward_weight"
+                if s.c_off.is_multiple_of(4) && s.ldc.is_multiple_of(4) && s.n == s.ldc {
+                    // The same buffer, bound as vec4 instead (see backward_weight_vec4).
+                    let c = bindings.pop().expect("c").2;
+                    bindings.push((5, ReadWrite, c));
+                    "backward_weight_vec4"
+                } else {
+                    "backward_weight"
+                }
             }
         };
         self.op(
@@ -434,7 +456,8 @@ impl Kernels {
         self.op(gpu, label, &self.loss, entry, &constants, &bindings, groups)
     }
 
-    /// One momentum-SGD update over the flat buffers; see sgd.wgsl.
+    /// One momentum-SGD update over the flat buffers of `count` parameters; see sgd.wgsl.
+    /// The three buffers hold `count` rounded up to a multiple of 4 floats, zero-padded.
     #[allow(clippy::too_many_arguments)]
     pub fn sgd(
         &self,
@@ -447,7 +470,16 @@ impl Kernels {
         grads: &wgpu::Buffer,
         mom: &wgpu::Buffer,
     ) -> Op {
-        let groups = (count as u32).div_ceil(SGD_WG);
+        let count4 = count.div_ceil(4);
+        for (name, buf) in [("params", params), ("grads", grads), ("momentum", mom)] {
+            assert!(
+                buf.size() >= (count4 * 16) as u64,
+                "sgd: {name} holds {} bytes, needs {} (padded to whole vec4)",
+                buf.size(),
+                count4 * 16
+            );
+        }
+        let groups = (count4 as u32).div_ceil(SGD_WG);
         let row = groups.min(self.max_groups);
         self.op(
             gpu,
@@ -455,7 +487,7 @@ impl Kernels {
             &self.sgd,
             "sgd_momentum",
             &[
-                ("COUNT", count as f64),
+                ("COUNT4", count4 as f64),
                 ("LR", lr),
                 ("MU", momentum),
                 ("WG", SGD_WG as f64),

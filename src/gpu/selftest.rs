@@ -279,12 +279,19 @@ pub fn check_backward_input(gpu: &Gpu, k: &Kernels, batch: usize, i: usize, o: u
 }
 
 /// dW [o, i] = dZ^T [o, bp] * H [bp, i] and db [o] = row sums of dZ^T, into a flat buffer
-/// whose other elements must stay untouched.
-pub fn check_backward_weight(gpu: &Gpu, k: &Kernels, batch: usize, i: usize, o: usize) -> Check {
+/// at offset `off`, whose other elements must stay untouched. An offset and `i` that are
+/// multiples of 4 take the vec4-store variant, others the scalar one.
+pub fn check_backward_weight(
+    gpu: &Gpu,
+    k: &Kernels,
+    batch: usize,
+    i: usize,
+    o: usize,
+    off: usize,
+) -> Check {
     let mut rng = Rng::new(batch as u64 * 31 + i as u64, 200 + o as u64);
     let bp = pad4(batch);
     let ldh = pad4(i);
-    let off = 3;
     let dz = random(&mut rng, o * bp, -1.0, 1.0);
     let h = random(&mut rng, bp * ldh, -1.0, 1.0);
     let dzb = buffer(gpu, "dZ^T", &dz);
@@ -303,8 +310,13 @@ pub fn check_backward_weight(gpu: &Gpu, k: &Kernels, batch: usize, i: usize, o: 
     let op = k.matmul(gpu, "backward weight", s, &dzb, &hb, &cb, None, None);
     run_op(gpu, &op, 0);
     let got: Vec<f32> = read(gpu, &cb, total);
+    let stores = if off.is_multiple_of(4) && i.is_multiple_of(4) {
+        "vec4"
+    } else {
+        "scalar"
+    };
     let mut t = Tally::new(
-        format!("backward weight+bias ({})", variant(gpu)),
+        format!("backward weight+bias ({}, {stores})", variant(gpu)),
         format!("[{o},{bp}]x[{bp},{i}]"),
     );
     for m in 0..o {
@@ -341,13 +353,16 @@ pub fn matmul_checks(gpu: &Gpu, k: &Kernels) -> Vec<Check> {
         for &i in &INNER {
             out.push(check_forward(gpu, k, b, i, OTHER, true));
             out.push(check_backward_input(gpu, k, b, i, OTHER));
-            out.push(check_backward_weight(gpu, k, b, i, OTHER));
+            out.push(check_backward_weight(gpu, k, b, i, OTHER, 3));
+            if i.is_multiple_of(4) {
+                out.push(check_backward_weight(gpu, k, b, i, OTHER, 4));
+            }
         }
     }
     out.push(check_forward(gpu, k, 32, 784, 128, true));
     out.push(check_forward(gpu, k, 32, 64, 10, false));
     out.push(check_backward_input(gpu, k, 32, 128, 128));
-    out.push(check_backward_weight(gpu, k, 32, 784, 128));
+    out.push(check_backward_weight(gpu, k, 32, 784, 128, 0));
     out
 }
 
@@ -552,18 +567,27 @@ pub fn sgd_checks(gpu: &Gpu, k: &Kernels) -> Vec<Check> {
         let p = random(&mut rng, count, -1.0, 1.0);
         let v = random(&mut rng, count, -1.0, 1.0);
         let g = random(&mut rng, count, -1.0, 1.0);
+        // Zero-padded to whole vec4, as the trainer allocates them.
+        let padded = |x: &[f32]| {
+            let mut x = x.to_vec();
+            x.resize(pad4(count), 0.0);
+            x
+        };
         let (pb, vb, gb) = (
-            buffer(gpu, "p", &p),
-            buffer(gpu, "v", &v),
-            buffer(gpu, "g", &g),
+            buffer(gpu, "p", &padded(&p)),
+            buffer(gpu, "v", &padded(&v)),
+            buffer(gpu, "g", &padded(&g)),
         );
         let op = k.sgd(gpu, "sgd", count, 0.003, 0.9, &pb, &gb, &vb);
         run_op(gpu, &op, 0);
         let (mut rp, mut rv) = (p.clone(), v.clone());
         cpu::sgd(&mut rp, &mut rv, &g, 0.003f32, 0.9f32);
-        let gp: Vec<f32> = read(gpu, &pb, count);
-        let gv: Vec<f32> = read(gpu, &vb, count);
+        let gp: Vec<f32> = read(gpu, &pb, pad4(count));
+        let gv: Vec<f32> = read(gpu, &vb, pad4(count));
         let mut t = Tally::new("sgd momentum", format!("{count} parameters"));
+        if gp[count..].iter().chain(&gv[count..]).any(|&x| x != 0.0) {
+            t.fail("the padding past the last parameter is no longer zero".into());
+        }
         for i in 0..count {
             // The device may fuse a multiply-add (one rounding less): one ulp of the terms.
             let tv = 2.0 * f32::EPSILON * (0.9 * v[i].abs() + g[i].abs());

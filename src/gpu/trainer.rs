@@ -195,14 +195,17 @@ impl GpuBackend {
             wgpu::BufferUsages::STORAGE,
         );
         // params/grads/momentum: [param_count], the table's flat layout
+        // Padded to whole vec4 for the SGD kernel; the padding is zero in all three.
+        let mut padded = params.to_vec();
+        padded.resize(pad4(n), 0.0);
         let params_buf = init(
             d,
             "params",
-            bytemuck::cast_slice(params),
+            bytemuck::cast_slice(&padded),
             wgpu::BufferUsages::STORAGE | rw,
         );
-        let grads = zeros(d, "grads", n, rw);
-        let momentum = zeros(d, "momentum", n, rw);
+        let grads = zeros(d, "grads", pad4(n), rw);
+        let momentum = zeros(d, "momentum", pad4(n), rw);
         let steps = recipe.steps_per_epoch(train.map_or(0, |t| t.len()));
         // losses: [steps per epoch], the mean loss of each step of the current epoch
         let losses = zeros(d, "losses", steps, rw);
