@@ -42,7 +42,9 @@ const ROWS: u32 = 4u;
 @group(0) @binding(1) var<storage, read> b: array<vec4<f32>>;
 @group(0) @binding(2) var<storage, read_write> c: array<f32>;
 @group(0) @binding(3) var<storage, read> aux: array<f32>;
-@group(0) @binding(4) var<storage, read_write> c2: array<f32>;
+// forward's batch-major copy: row n holds LDC2 (a multiple of 4) floats, so the four rows of
+// a tile at one column are one vec4.
+@group(0) @binding(4) var<storage, read_write> c2: array<vec4<f32>>;
 // forward, backward_input and backward_weight_vec4 write C through this instead of `c` (the
 // same buffer, as vec4): on llvmpipe every store to a per-invocation address is a loop over
 // the lanes, so one vec4 store replaces four. They need C_OFF and LDC to be multiples of 4.
@@ -94,9 +96,15 @@ fn forward(
     let m0 = wg.y * ROWS;
     let col4 = wg.x * LANES + li;
     let t = tile_at(m0, col4, li);
+    if (col4 * 4u >= N) {
+        return;
+    }
+    // out[r] = row m0 + r at this invocation's four columns; rows past M stay zero (they
+    // land in the padding of the batch-major copy, which nothing reads).
+    var out: array<vec4<f32>, 4>;
     for (var r = 0u; r < ROWS; r++) {
         let m = m0 + r;
-        if (m >= M || col4 * 4u >= N) {
+        if (m >= M) {
             break;
         }
         var v = t.acc[r] + vec4<f32>(aux[AUX_OFF + m]);
@@ -104,12 +112,11 @@ fn forward(
             v = select(vec4<f32>(0.0), v, v > vec4<f32>(0.0));
         }
         c4[(C_OFF + m * LDC) / 4u + col4] = v;
-        for (var j = 0u; j < 4u; j++) {
-            let n = col4 * 4u + j;
-            if (n < N) {
-                c2[n * LDC2 + m] = v[j];
-            }
-        }
+        out[r] = v;
+    }
+    for (var j = 0u; j < 4u; j++) {
+        let n = col4 * 4u + j;
+        c2[(n * LDC2 + m0) / 4u] = vec4<f32>(out[0][j], out[1][j], out[2][j], out[3][j]);
     }
 }
 

@@ -298,8 +298,12 @@ impl Kernels {
         let entry = match s.product {
             Product::Forward { relu } => {
                 assert!(
-                    s.c_off.is_multiple_of(4) && s.ldc.is_multiple_of(4) && s.n == s.ldc,
-                    "forward stores Z^T as vec4: {s:?}"
+                    s.c_off.is_multiple_of(4)
+                        && s.ldc.is_multiple_of(4)
+                        && s.n == s.ldc
+                        && s.ldc2.is_multiple_of(4)
+                        && s.ldc2 >= s.m,
+                    "forward stores Z^T and its batch-major copy as vec4: {s:?}"
                 );
                 constants.push(("AUX_OFF", s.aux_off as f64));
                 constants.push(("RELU", if relu { 1.0 } else { 0.0 }));
@@ -366,7 +370,7 @@ impl Kernels {
         xb: &wgpu::Buffer,
         steps: &wgpu::Buffer,
     ) -> Op {
-        assert!(ldx >= pixels && bp.is_multiple_of(4));
+        assert!(ldx >= pixels && ldx.is_multiple_of(4) && bp.is_multiple_of(4));
         let words = pixels.div_ceil(4);
         self.op(
             gpu,
@@ -388,7 +392,7 @@ impl Kernels {
                 (4, Slot::ReadWrite, xb.as_entire_binding()),
                 (5, Slot::Step, step_binding(steps)),
             ],
-            [(words as u32).div_ceil(WG), bp as u32, 1],
+            [(words as u32).div_ceil(WG), bp as u32 / 4, 1],
         )
     }
 
