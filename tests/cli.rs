@@ -473,3 +473,36 @@ fn bench_prints_figures_and_json() {
         assert!(line.contains(key), "no {key} in {line}");
     }
 }
+
+#[test]
+fn train_profile_prints_the_kernel_table() {
+    let dir = scratch("profile");
+    let (code, stdout, stderr) = mnist_wgpu_in(
+        &dir,
+        &[
+            "train",
+            "--epochs",
+            "1",
+            "--hidden",
+            "16",
+            "--no-save",
+            "--profile",
+        ],
+    );
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stdout.contains("per-kernel GPU time over the 1875 training steps"),
+        "{stdout}"
+    );
+    for kernel in [
+        "gather train",
+        "forward 0",
+        "nll loss + grad",
+        "backward weight 0",
+        "sgd",
+        "one step",
+    ] {
+        assert!(stdout.contains(kernel), "no {kernel} row in {stdout}");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -77,6 +77,10 @@ pub struct TrainArgs {
     /// Print only the final accuracy.
     #[arg(long)]
     pub quiet: bool,
+    /// Time every kernel with GPU timestamp queries and print a table at the end (where the
+    /// adapter has them; the timestamps themselves add a little to every dispatch).
+    #[arg(long)]
+    pub profile: bool,
     #[command(flatten)]
     pub run: RunArgs,
 }
@@ -425,6 +429,12 @@ pub fn run(args: TrainArgs) -> Result<()> {
         }
     }
 
+    let profiling = args.profile && backend.start_profile();
+    if args.profile && !profiling {
+        eprintln!(
+            "note: --profile: {adapter} has no timestamp queries inside compute passes; no kernel times"
+        );
+    }
     install_interrupt_handler();
     let title = format!(
         "{} on {} | batch {} | lr {} | momentum {} | {}",
@@ -509,6 +519,13 @@ pub fn run(args: TrainArgs) -> Result<()> {
         "Model Accuracy {:.2} %   ({correct}/{total})",
         100.0 * accuracy
     );
+    if profiling && let Some(p) = backend.profile() {
+        println!(
+            "\nper-kernel GPU time over the {} training steps (timestamp queries):",
+            p.steps
+        );
+        print!("{}", p.table());
+    }
     if let Some(save) = &plan.save {
         let metadata: BTreeMap<String, String> = [
             (
