@@ -12,7 +12,8 @@
 // A is read one element at a time through strides (A_SM per row, A_SK per column) from A_OFF,
 // so one flat parameter buffer serves as W and as W^T. B is row-major in vec4 with LDB4 vec4
 // per row (its N padded to a multiple of 4). C is row-major from C_OFF with row stride LDC.
-// The inner loop (`tile`) is appended from matmul_tile_subgroup.wgsl or matmul_tile_plain.wgsl.
+// Appended to this: matmul_common.wgsl (the tile's accumulators) and one inner loop (`tile`),
+// matmul_tile_subgroup.wgsl or matmul_tile_plain.wgsl.
 //
 // A workgroup computes ROWS rows by 4 * LANES columns; the dispatch is
 // (ceil(ceil(N / 4) / LANES), ceil(M / ROWS), 1). Rows and columns past the edge are computed
@@ -36,8 +37,6 @@ override RELU: bool = true;
 override LDC2: u32 = 0u;
 override BG_OFF: u32 = 0u;
 
-const ROWS: u32 = 4u;
-
 @group(0) @binding(0) var<storage, read> a: array<f32>;
 @group(0) @binding(1) var<storage, read> b: array<vec4<f32>>;
 @group(0) @binding(2) var<storage, read_write> c: array<f32>;
@@ -52,15 +51,9 @@ const ROWS: u32 = 4u;
 // backward_input reads its mask source through this (feature-major, rows of LDC floats).
 @group(0) @binding(6) var<storage, read> aux4: array<vec4<f32>>;
 
-struct Tile {
-    // acc[r][j] = C[m0 + r, 4 * col4 + j]
-    acc: array<vec4<f32>, 4>,
-    // rowsum[r] = sum over k of A[m0 + r, k] (used for the bias gradient)
-    rowsum: vec4<f32>,
-}
-
 // A[m0 .. m0 + 4, k], zero outside the matrix; addresses are clamped so no load leaves it.
-fn a_rows(m0: u32, k: u32) -> vec4<f32> {
+// `which` selects the product in matmul_pair.wgsl; this module has one.
+fn a_rows(m0: u32, k: u32, which: u32) -> vec4<f32> {
     let kc = min(k, K - 1u);
     var v: vec4<f32>;
     for (var r = 0u; r < ROWS; r++) {
@@ -71,21 +64,14 @@ fn a_rows(m0: u32, k: u32) -> vec4<f32> {
 }
 
 // The B row k at this invocation's columns (row clamped; callers multiply it by zero then).
-fn b_row(k: u32, col4: u32) -> vec4<f32> {
+fn b_row(k: u32, col4: u32, which: u32) -> vec4<f32> {
     return b[min(k, K - 1u) * LDB4 + col4];
-}
-
-fn fma_rows(t: ptr<function, Tile>, av: vec4<f32>, bv: vec4<f32>) {
-    (*t).acc[0] += av.x * bv;
-    (*t).acc[1] += av.y * bv;
-    (*t).acc[2] += av.z * bv;
-    (*t).acc[3] += av.w * bv;
 }
 
 // The tile of rows m0.. and vec4 column col4; lanes past the last column compute on the last
 // one (every lane must take part in the subgroup operations) and store nothing.
 fn tile_at(m0: u32, col4: u32, li: u32) -> Tile {
-    return tile(m0, min(col4, (N + 3u) / 4u - 1u), li);
+    return tile(m0, min(col4, (N + 3u) / 4u - 1u), li, K, 0u);
 }
 
 @compute @workgroup_size(LANES)

@@ -1,6 +1,8 @@
 
 // ---- inner loop for adapters with subgroups of at least 8 lanes ----
 //
+// `tile` computes the tile at rows m0.. and vec4 column col4 over kk values of k, reading the
+// operands of product `which` (always 0 except in matmul_pair.wgsl).
 // Each invocation loads A for one k of a chunk of LANES k-values, and subgroupBroadcast hands
 // the values to every invocation. On llvmpipe a load whose address is not a constant is a loop
 // over the lanes, so this cuts A loads by LANES; B is one vec4 load per k for 16 multiply-adds.
@@ -11,7 +13,7 @@
 
 const LANES: u32 = 8u;
 
-fn tile(m0: u32, col4: u32, li: u32) -> Tile {
+fn tile(m0: u32, col4: u32, li: u32, kk: u32, which: u32) -> Tile {
     let k_of = array<u32, 8>(
         subgroupBroadcast(li, 0u), subgroupBroadcast(li, 1u),
         subgroupBroadcast(li, 2u), subgroupBroadcast(li, 3u),
@@ -20,17 +22,17 @@ fn tile(m0: u32, col4: u32, li: u32) -> Tile {
     );
     var t: Tile;
     var rowsum = vec4<f32>(0.0);
-    for (var k0 = 0u; k0 < K; k0 += LANES) {
-        let av = a_rows(m0, k0 + li);
+    for (var k0 = 0u; k0 < kk; k0 += LANES) {
+        let av = a_rows(m0, k0 + li, which);
         rowsum += av;
-        fma_rows(&t, subgroupBroadcast(av, 0u), b_row(k0 + k_of[0], col4));
-        fma_rows(&t, subgroupBroadcast(av, 1u), b_row(k0 + k_of[1], col4));
-        fma_rows(&t, subgroupBroadcast(av, 2u), b_row(k0 + k_of[2], col4));
-        fma_rows(&t, subgroupBroadcast(av, 3u), b_row(k0 + k_of[3], col4));
-        fma_rows(&t, subgroupBroadcast(av, 4u), b_row(k0 + k_of[4], col4));
-        fma_rows(&t, subgroupBroadcast(av, 5u), b_row(k0 + k_of[5], col4));
-        fma_rows(&t, subgroupBroadcast(av, 6u), b_row(k0 + k_of[6], col4));
-        fma_rows(&t, subgroupBroadcast(av, 7u), b_row(k0 + k_of[7], col4));
+        fma_rows(&t, subgroupBroadcast(av, 0u), b_row(k0 + k_of[0], col4, which));
+        fma_rows(&t, subgroupBroadcast(av, 1u), b_row(k0 + k_of[1], col4, which));
+        fma_rows(&t, subgroupBroadcast(av, 2u), b_row(k0 + k_of[2], col4, which));
+        fma_rows(&t, subgroupBroadcast(av, 3u), b_row(k0 + k_of[3], col4, which));
+        fma_rows(&t, subgroupBroadcast(av, 4u), b_row(k0 + k_of[4], col4, which));
+        fma_rows(&t, subgroupBroadcast(av, 5u), b_row(k0 + k_of[5], col4, which));
+        fma_rows(&t, subgroupBroadcast(av, 6u), b_row(k0 + k_of[6], col4, which));
+        fma_rows(&t, subgroupBroadcast(av, 7u), b_row(k0 + k_of[7], col4, which));
     }
     t.rowsum = subgroupAdd(rowsum);
     return t;

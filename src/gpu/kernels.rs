@@ -8,6 +8,7 @@
 use crate::gpu::context::Gpu;
 
 pub const MATMUL_WGSL: &str = include_str!("../../shaders/matmul.wgsl");
+pub const MATMUL_COMMON_WGSL: &str = include_str!("../../shaders/matmul_common.wgsl");
 pub const MATMUL_TILE_SUBGROUP_WGSL: &str = include_str!("../../shaders/matmul_tile_subgroup.wgsl");
 pub const MATMUL_TILE_PLAIN_WGSL: &str = include_str!("../../shaders/matmul_tile_plain.wgsl");
 pub const BATCH_WGSL: &str = include_str!("../../shaders/batch.wgsl");
@@ -21,7 +22,7 @@ pub fn matmul_source(subgroups: bool) -> String {
     } else {
         MATMUL_TILE_PLAIN_WGSL
     };
-    format!("{MATMUL_WGSL}\n{tile}")
+    format!("{MATMUL_WGSL}\n{MATMUL_COMMON_WGSL}\n{tile}")
 }
 
 /// Every shader module as (name, source, needs subgroups), for validation.
