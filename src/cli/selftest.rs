@@ -30,12 +30,12 @@ pub fn run(args: SelftestArgs) -> Result<()> {
         checks.extend(selftest::matmul_checks(&plain, &k));
     }
     println!(
-        "{:<40} {:<22} {:>10} {:>10}  ok",
+        "{:<40} {:<30} {:>10} {:>10}  ok",
         "kernel", "shape", "max error", "tolerance"
     );
     for c in &checks {
         println!(
-            "{:<40} {:<22} {:>10.2e} {:>10.2e}  {}",
+            "{:<40} {:<30} {:>10.2e} {:>10.2e}  {}",
             c.kernel,
             c.shape,
             c.max_err,

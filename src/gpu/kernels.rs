@@ -9,6 +9,7 @@ use crate::gpu::context::Gpu;
 
 pub const MATMUL_WGSL: &str = include_str!("../../shaders/matmul.wgsl");
 pub const MATMUL_COMMON_WGSL: &str = include_str!("../../shaders/matmul_common.wgsl");
+pub const MATMUL_PAIR_WGSL: &str = include_str!("../../shaders/matmul_pair.wgsl");
 pub const MATMUL_TILE_SUBGROUP_WGSL: &str = include_str!("../../shaders/matmul_tile_subgroup.wgsl");
 pub const MATMUL_TILE_PLAIN_WGSL: &str = include_str!("../../shaders/matmul_tile_plain.wgsl");
 pub const BATCH_WGSL: &str = include_str!("../../shaders/batch.wgsl");
@@ -25,11 +26,23 @@ pub fn matmul_source(subgroups: bool) -> String {
     format!("{MATMUL_WGSL}\n{MATMUL_COMMON_WGSL}\n{tile}")
 }
 
+/// The paired backward products' module: matmul_pair.wgsl, the accumulators, an inner loop.
+pub fn pair_source(subgroups: bool) -> String {
+    let tile = if subgroups {
+        MATMUL_TILE_SUBGROUP_WGSL
+    } else {
+        MATMUL_TILE_PLAIN_WGSL
+    };
+    format!("{MATMUL_PAIR_WGSL}\n{MATMUL_COMMON_WGSL}\n{tile}")
+}
+
 /// Every shader module as (name, source, needs subgroups), for validation.
 pub fn all_sources() -> Vec<(&'static str, String, bool)> {
     vec![
         ("matmul (subgroup)", matmul_source(true), true),
         ("matmul (plain)", matmul_source(false), false),
+        ("matmul pair (subgroup)", pair_source(true), true),
+        ("matmul pair (plain)", pair_source(false), false),
         ("batch", BATCH_WGSL.to_string(), false),
         ("loss", LOSS_WGSL.to_string(), false),
         ("sgd", SGD_WGSL.to_string(), false),
@@ -39,6 +52,8 @@ pub fn all_sources() -> Vec<(&'static str, String, bool)> {
 /// Rows and columns one matmul workgroup covers (ROWS and 4 * LANES of matmul.wgsl).
 pub const MATMUL_ROWS: u32 = 4;
 pub const MATMUL_COLS: u32 = 32;
+/// MAX_CLASSES of loss.wgsl: the most logits nll_head keeps per sample.
+pub const MAX_HEAD_CLASSES: usize = 16;
 /// Workgroup size of the elementwise kernels.
 const WG: u32 = 64;
 const SGD_WG: u32 = 256;
@@ -151,6 +166,7 @@ impl Op {
 /// Shader modules, compiled once per device.
 pub struct Kernels {
     matmul: wgpu::ShaderModule,
+    pair: wgpu::ShaderModule,
     batch: wgpu::ShaderModule,
     loss: wgpu::ShaderModule,
     sgd: wgpu::ShaderModule,
@@ -170,6 +186,7 @@ impl Kernels {
     pub fn new(gpu: &Gpu) -> Kernels {
         Kernels {
             matmul: module(gpu, "matmul.wgsl", &matmul_source(gpu.subgroups)),
+            pair: module(gpu, "matmul_pair.wgsl", &pair_source(gpu.subgroups)),
             batch: module(gpu, "batch.wgsl", BATCH_WGSL),
             loss: module(gpu, "loss.wgsl", LOSS_WGSL),
             sgd: module(gpu, "sgd.wgsl", SGD_WGSL),
@@ -355,6 +372,89 @@ impl Kernels {
         )
     }
 
+    /// Whether the two backward products of a layer can share one dispatch
+    /// ([`Kernels::matmul_pair`]): every output vec4-aligned, and the grid within the limit.
+    pub fn can_pair(&self, x: &MatmulSpec, w: &MatmulSpec) -> bool {
+        let [xg, xy, _] = x.groups();
+        let [wg, wy, _] = w.groups();
+        x.product == Product::BackwardInput
+            && w.product == Product::BackwardWeight
+            && x.k == w.m
+            && x.ldc.is_multiple_of(4)
+            && x.aux_ld.is_multiple_of(4)
+            && x.n == x.ldc
+            && w.c_off.is_multiple_of(4)
+            && w.ldc.is_multiple_of(4)
+            && w.n == w.ldc
+            && (xg * xy + wg * wy) as u64 <= self.max_groups as u64
+    }
+
+    /// The input gradient `x` (W^T * dZ^T, masked) and the weight gradient `w` (dZ^T * H and
+    /// the bias gradient) of one layer in one dispatch; see matmul_pair.wgsl. Both read `dz`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn matmul_pair(
+        &self,
+        gpu: &Gpu,
+        label: &str,
+        x: MatmulSpec,
+        w: MatmulSpec,
+        params: &wgpu::Buffer,
+        dz: &wgpu::Buffer,
+        dx: &wgpu::Buffer,
+        mask: &wgpu::Buffer,
+        hb: &wgpu::Buffer,
+        grads: &wgpu::Buffer,
+    ) -> Op {
+        x.check();
+        w.check();
+        assert!(
+            self.can_pair(&x, &w),
+            "{label}: cannot pair {x:?} with {w:?}"
+        );
+        let [xg, xy, _] = x.groups();
+        let [wg, wy, _] = w.groups();
+        let constants = [
+            ("X_M", x.m as f64),
+            ("X_N", x.n as f64),
+            ("X_K", x.k as f64),
+            ("X_A_OFF", x.a_off as f64),
+            ("X_A_SM", x.a_sm as f64),
+            ("X_A_SK", x.a_sk as f64),
+            ("X_LDB4", (x.ldb / 4) as f64),
+            ("X_LDC", x.ldc as f64),
+            ("X_MASK_LD", x.aux_ld as f64),
+            ("X_GX", xg as f64),
+            ("X_GROUPS", (xg * xy) as f64),
+            ("W_M", w.m as f64),
+            ("W_N", w.n as f64),
+            ("W_K", w.k as f64),
+            ("W_A_SM", w.a_sm as f64),
+            ("W_A_SK", w.a_sk as f64),
+            ("W_LDB4", (w.ldb / 4) as f64),
+            ("W_C_OFF", w.c_off as f64),
+            ("W_LDC", w.ldc as f64),
+            ("W_BG_OFF", w.bg_off as f64),
+            ("W_GX", wg as f64),
+        ];
+        use Slot::*;
+        self.op(
+            gpu,
+            label,
+            &self.pair,
+            "backward_pair",
+            &constants,
+            &[
+                (0, Read, params.as_entire_binding()),
+                (1, Read, dz.as_entire_binding()),
+                (2, ReadWrite, dx.as_entire_binding()),
+                (3, Read, mask.as_entire_binding()),
+                (4, Read, hb.as_entire_binding()),
+                (5, ReadWrite, grads.as_entire_binding()),
+            ],
+            [xg * xy + wg * wy, 1, 1],
+        )
+    }
+
     /// Batch assembly from packed u8 images; see batch.wgsl.
     #[allow(clippy::too_many_arguments)]
     pub fn gather(
@@ -412,6 +512,55 @@ impl Kernels {
             "nll_forward_backward",
             input,
             [(4, grad), (5, losses)],
+            [1, 1, 1],
+        )
+    }
+
+    /// The last Linear layer (input `h`: H^T [k, bp], weight [classes, k] at `w_off` and bias
+    /// at `b_off` in `params`) fused with LogSoftmax + NLLLoss and the logits' gradient; see
+    /// nll_head in loss.wgsl. `input.logits` is not read.
+    #[allow(clippy::too_many_arguments)]
+    pub fn nll_head(
+        &self,
+        gpu: &Gpu,
+        label: &str,
+        input: &LossInput<'_>,
+        k: usize,
+        w_off: usize,
+        b_off: usize,
+        params: &wgpu::Buffer,
+        h: &wgpu::Buffer,
+        grad: &wgpu::Buffer,
+        losses: &wgpu::Buffer,
+    ) -> Op {
+        assert!(
+            input.classes <= MAX_HEAD_CLASSES && k > 0 && input.bp.is_multiple_of(4),
+            "{label}: nll_head keeps at most {MAX_HEAD_CLASSES} logits per sample, in vec4 columns"
+        );
+        let constants = [
+            ("CLASSES", input.classes as f64),
+            ("BP", input.bp as f64),
+            ("WG", WG as f64),
+            ("HEAD_K", k as f64),
+            ("W_OFF", w_off as f64),
+            ("B_OFF", b_off as f64),
+        ];
+        let bindings = [
+            (1, Slot::Read, input.labels.as_entire_binding()),
+            (2, Slot::Read, input.order.as_entire_binding()),
+            (3, Slot::Step, step_binding(input.steps)),
+            (5, Slot::ReadWrite, losses.as_entire_binding()),
+            (8, Slot::Read, params.as_entire_binding()),
+            (9, Slot::Read, h.as_entire_binding()),
+            (10, Slot::ReadWrite, grad.as_entire_binding()),
+        ];
+        self.op(
+            gpu,
+            label,
+            &self.loss,
+            "nll_head",
+            &constants,
+            &bindings,
             [1, 1, 1],
         )
     }
@@ -583,19 +732,19 @@ impl Profile {
     pub fn table(&self) -> String {
         let total = self.total_ns();
         let mut out = format!(
-            "{:<24} {:>7} {:>10} {:>10} {:>7}\n",
+            "{:<32} {:>7} {:>10} {:>10} {:>7}\n",
             "kernel", "calls", "total ms", "mean us", "share"
         );
         for (label, calls, ns) in &self.kernels {
             out += &format!(
-                "{label:<24} {calls:>7} {:>10.1} {:>10.1} {:>6.1}%\n",
+                "{label:<32} {calls:>7} {:>10.1} {:>10.1} {:>6.1}%\n",
                 ns / 1e6,
                 ns / 1e3 / *calls as f64,
                 100.0 * ns / total.max(1e-9)
             );
         }
         out += &format!(
-            "{:<24} {:>7} {:>10.1} {:>10.1} {:>6.1}%\n",
+            "{:<32} {:>7} {:>10.1} {:>10.1} {:>6.1}%\n",
             "one step",
             self.steps,
             total / 1e6,

@@ -262,11 +262,25 @@ pub fn check_backward_input(gpu: &Gpu, k: &Kernels, batch: usize, i: usize, o: u
         format!("backward input ({})", variant(gpu)),
         format!("[{o},{i}]^T x[{o},{bp}]"),
     );
+    tally_input_gradient(&mut t, &got, &params[off..], &dz, &h, (i, o, bp));
+    t.done()
+}
+
+/// Compares `got` = dX^T [i, bp] with W^T [i, o] * dZ^T [o, bp] masked by H^T > 0, in f64;
+/// `w` starts at the weight `[o, i]`.
+fn tally_input_gradient(
+    t: &mut Tally,
+    got: &[f32],
+    w: &[f32],
+    dz: &[f32],
+    h: &[f32],
+    (i, o, bp): (usize, usize, usize),
+) {
     for m in 0..i {
         for n in 0..bp {
             let (mut z, mut sc) = (0f64, 0f64);
             for kk in 0..o {
-                let p = params[off + kk * i + m] as f64 * dz[kk * bp + n] as f64;
+                let p = w[kk * i + m] as f64 * dz[kk * bp + n] as f64;
                 z += p;
                 sc += p.abs();
             }
@@ -275,7 +289,6 @@ pub fn check_backward_input(gpu: &Gpu, k: &Kernels, batch: usize, i: usize, o: u
             t.close(|| format!("dX[{m},{n}]"), got[m * bp + n] as f64, want, tol);
         }
     }
-    t.done()
 }
 
 /// dW [o, i] = dZ^T [o, bp] * H [bp, i] and db [o] = row sums of dZ^T, into a flat buffer
@@ -319,6 +332,21 @@ pub fn check_backward_weight(
         format!("backward weight+bias ({}, {stores})", variant(gpu)),
         format!("[{o},{bp}]x[{bp},{i}]"),
     );
+    tally_weight_gradient(&mut t, &got, off, &dz, &h, (i, o, bp));
+    t.done()
+}
+
+/// Compares the flat `got` (NaN-filled before the kernel ran) with dW [o, i] = dZ^T [o, bp] *
+/// H [bp, pad4(i)] at `off` and db [o] after it, in f64, and checks nothing else was written.
+fn tally_weight_gradient(
+    t: &mut Tally,
+    got: &[f32],
+    off: usize,
+    dz: &[f32],
+    h: &[f32],
+    (i, o, bp): (usize, usize, usize),
+) {
+    let ldh = pad4(i);
     for m in 0..o {
         for n in 0..i {
             let (mut z, mut sc) = (0f64, 0f64);
@@ -342,6 +370,64 @@ pub fn check_backward_weight(
     {
         t.fail("wrote outside dW and db".into());
     }
+}
+
+/// Both backward products of one layer in one dispatch (matmul_pair.wgsl): dX^T [i, bp] and
+/// dW [o, i] + db from the same dZ^T; `i` a multiple of 4 (the pair stores vec4).
+pub fn check_backward_pair(gpu: &Gpu, k: &Kernels, batch: usize, i: usize, o: usize) -> Check {
+    let mut rng = Rng::new(batch as u64 * 13 + i as u64, 300 + o as u64);
+    let bp = pad4(batch);
+    let ldh = pad4(i);
+    // params: the weight [o, i] at 4, then the bias; grads: the same table, NaN-filled
+    let off = 4;
+    let params = random(&mut rng, off + o * i + o, -1.0, 1.0);
+    let dz = random(&mut rng, o * bp, -1.0, 1.0);
+    let ht = random(&mut rng, i * bp, -1.0, 1.0);
+    let hbm = random(&mut rng, bp * ldh, -1.0, 1.0);
+    let total = pad4(off + o * i + o + 2);
+    let (pb, dzb, htb, hbb) = (
+        buffer(gpu, "params", &params),
+        buffer(gpu, "dZ^T", &dz),
+        buffer(gpu, "H^T", &ht),
+        buffer(gpu, "H", &hbm),
+    );
+    let dxb = buffer(gpu, "dX^T", &vec![0f32; i * bp]);
+    let gb = buffer(gpu, "grads", &vec![f32::NAN; total]);
+    let x = MatmulSpec {
+        a_off: off,
+        a_sm: 1,
+        a_sk: i,
+        ldb: bp,
+        ldc: bp,
+        aux_ld: bp,
+        ..spec(Product::BackwardInput, i, bp, o)
+    };
+    let w = MatmulSpec {
+        a_sm: bp,
+        a_sk: 1,
+        ldb: ldh,
+        c_off: off,
+        ldc: i,
+        bg_off: off + o * i,
+        ..spec(Product::BackwardWeight, o, i, bp)
+    };
+    let op = k.matmul_pair(gpu, "backward pair", x, w, &pb, &dzb, &dxb, &htb, &hbb, &gb);
+    run_op(gpu, &op, 0);
+    let dx: Vec<f32> = read(gpu, &dxb, i * bp);
+    let grads: Vec<f32> = read(gpu, &gb, total);
+    let mut t = Tally::new(
+        format!("backward pair ({})", variant(gpu)),
+        format!("i{i} o{o} b{bp}"),
+    );
+    tally_input_gradient(&mut t, &dx, &params[off..], &dz, &ht, (i, o, bp));
+    tally_weight_gradient(
+        &mut t,
+        &grads[..off + o * i + o + 2],
+        off,
+        &dz,
+        &hbm,
+        (i, o, bp),
+    );
     t.done()
 }
 
@@ -363,6 +449,15 @@ pub fn matmul_checks(gpu: &Gpu, k: &Kernels) -> Vec<Check> {
     out.push(check_forward(gpu, k, 32, 64, 10, false));
     out.push(check_backward_input(gpu, k, 32, 128, 128));
     out.push(check_backward_weight(gpu, k, 32, 784, 128, 0));
+    for (b, i, o) in [
+        (1, 4, OTHER),
+        (7, 64, OTHER),
+        (33, 128, 64),
+        (32, 128, 128),
+        (32, 64, 10),
+    ] {
+        out.push(check_backward_pair(gpu, k, b, i, o));
+    }
     out
 }
 
@@ -476,36 +571,140 @@ pub fn nll_checks(gpu: &Gpu, k: &Kernels) -> Vec<Check> {
         let logp = cpu::log_softmax(&z, classes);
         let (loss, dz) = cpu::nll_loss_grad(&logp, &lab, classes);
         let got_loss: Vec<f32> = read(gpu, &losses, 3);
-        let shape = format!("{classes} classes, batch {batch}");
-        let mut tl = Tally::new("nll loss", shape.clone());
-        // exp and log are accurate to a few ulp; the batch mean adds `batch` roundings.
-        tl.close(
-            || "the step's loss".into(),
-            got_loss[2] as f64,
-            loss,
-            1e-5 * loss,
-        );
-        if !(got_loss[0].is_nan() && got_loss[1].is_nan()) {
-            tl.fail("wrote another step's loss".into());
-        }
-        out.push(tl.done());
         let got: Vec<f32> = read(gpu, &grad, classes * bp);
-        let mut tg = Tally::new("nll gradient", shape);
-        for b in 0..bp {
-            for c in 0..classes {
-                let want = if b < batch { dz[b * classes + c] } else { 0.0 };
-                // a difference of values up to 1/batch, each within a few ulp
-                tg.close(
-                    || format!("dz[{b},{c}]"),
-                    got[c * bp + b] as f64,
-                    want,
-                    1e-6 / batch as f64,
-                );
-            }
-        }
-        out.push(tg.done());
+        let shape = format!("{classes} classes, batch {batch}");
+        let (tl, tg) = tally_nll(
+            ("nll", shape),
+            &got_loss,
+            &got,
+            (loss, &dz),
+            (batch, classes),
+            0.0,
+        );
+        out.push(tl);
+        out.push(tg);
+    }
+    for (batch, classes, kin) in [
+        (1usize, 10usize, 13usize),
+        (7, 10, 64),
+        (32, 10, 64),
+        (33, 3, 5),
+    ] {
+        out.extend(check_nll_head(gpu, k, &mut rng, batch, classes, kin));
     }
     out
+}
+
+/// Compares the third step's loss and the logits' gradient [classes, bp] with the f64
+/// reference; `extra` widens both tolerances by an error already in the logits (nll_head).
+fn tally_nll(
+    (kernel, shape): (&str, String),
+    got_loss: &[f32],
+    got: &[f32],
+    (loss, dz): (f64, &[f64]),
+    (batch, classes): (usize, usize),
+    extra: f64,
+) -> (Check, Check) {
+    let bp = pad4(batch);
+    let mut tl = Tally::new(format!("{kernel} loss"), shape.clone());
+    // exp and log are accurate to a few ulp; the batch mean adds `batch` roundings.
+    tl.close(
+        || "the step's loss".into(),
+        got_loss[2] as f64,
+        loss,
+        1e-5 * loss + extra,
+    );
+    if !(got_loss[0].is_nan() && got_loss[1].is_nan()) {
+        tl.fail("wrote another step's loss".into());
+    }
+    let mut tg = Tally::new(format!("{kernel} gradient"), shape);
+    for b in 0..bp {
+        for c in 0..classes {
+            let want = if b < batch { dz[b * classes + c] } else { 0.0 };
+            // a difference of values up to 1/batch, each within a few ulp
+            tg.close(
+                || format!("dz[{b},{c}]"),
+                got[c * bp + b] as f64,
+                want,
+                (1e-6 + extra) / batch as f64,
+            );
+        }
+    }
+    (tl.done(), tg.done())
+}
+
+/// The last layer fused with the loss (nll_head): logits W h + b [classes] from H^T [kin, bp]
+/// and the flat parameters, then as nll_forward_backward; the third step of an epoch.
+fn check_nll_head(
+    gpu: &Gpu,
+    k: &Kernels,
+    rng: &mut Rng,
+    batch: usize,
+    classes: usize,
+    kin: usize,
+) -> [Check; 2] {
+    let bp = pad4(batch);
+    let n = 3 * batch;
+    let labels: Vec<u32> = (0..n).map(|_| rng.below(classes as u64) as u32).collect();
+    let mut order: Vec<u32> = (0..n as u32).collect();
+    rng.shuffle(&mut order);
+    // params: 5 other values, the weight [classes, kin], the bias [classes]
+    let (w_off, b_off) = (5, 5 + classes * kin);
+    let params = random(rng, b_off + classes, -1.0, 1.0);
+    let h = random(rng, kin * bp, -1.0, 1.0);
+    let bufs = LossBuffers::new(gpu, &[0.0], &labels, &order, batch);
+    let (pb, hb) = (buffer(gpu, "params", &params), buffer(gpu, "H^T", &h));
+    let grad = buffer(gpu, "grad", &vec![f32::NAN; classes * bp]);
+    let losses = buffer(gpu, "losses", &[f32::NAN; 3]);
+    let op = k.nll_head(
+        gpu,
+        "nll head",
+        &bufs.input(classes, bp),
+        kin,
+        w_off,
+        b_off,
+        &pb,
+        &hb,
+        &grad,
+        &losses,
+    );
+    run_op(gpu, &op, 2);
+    // Reference in f64, batch-major, from the exact logits; the device's f32 logits are within
+    // the summation bound of them, which widens the tolerances.
+    let mut z = vec![0f64; batch * classes];
+    let mut worst_scale: f64 = 0.0;
+    for b in 0..batch {
+        for c in 0..classes {
+            let (mut acc, mut sc) = (params[b_off + c] as f64, params[b_off + c].abs() as f64);
+            for kk in 0..kin {
+                let p = params[w_off + c * kin + kk] as f64 * h[kk * bp + b] as f64;
+                acc += p;
+                sc += p.abs();
+            }
+            z[b * classes + c] = acc;
+            worst_scale = worst_scale.max(sc);
+        }
+    }
+    let lab: Vec<u8> = (0..batch)
+        .map(|b| labels[order[2 * batch + b] as usize] as u8)
+        .collect();
+    let logp = cpu::log_softmax(&z, classes);
+    let (loss, dz) = cpu::nll_loss_grad(&logp, &lab, classes);
+    let got_loss: Vec<f32> = read(gpu, &losses, 3);
+    let got: Vec<f32> = read(gpu, &grad, classes * bp);
+    let extra = 2.0 * sum_tolerance(kin, worst_scale);
+    let (tl, tg) = tally_nll(
+        (
+            "nll head",
+            format!("{classes} classes, k {kin}, batch {batch}"),
+        ),
+        &got_loss,
+        &got,
+        (loss, &dz),
+        (batch, classes),
+        extra,
+    );
+    [tl, tg]
 }
 
 /// Evaluation: the first largest logit (a tie included) and every log-probability.

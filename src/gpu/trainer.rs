@@ -305,46 +305,45 @@ impl GpuBackend {
         let mut step_ops = Vec::new();
         if let Some(train_split) = &train_split {
             step_ops.push(gather(train_split, "train"));
-            step_ops.extend(forward.iter().cloned());
-            step_ops.push(kernels.nll(
+            // The last layer's product rides in the loss kernel (nll_head): the logits are
+            // needed only there, so training skips its forward dispatch. Evaluation keeps it.
+            let last = layers - 1;
+            step_ops.extend(forward[..last].iter().cloned());
+            let (w_off, b_off) = arch.offsets(last);
+            step_ops.push(kernels.nll_head(
                 &gpu,
-                "nll loss + grad",
+                &format!("forward {last} + nll loss + grad"),
                 &loss_input(train_split),
-                &dz[layers - 1],
+                arch.dims(last).0,
+                w_off,
+                b_off,
+                &params_buf,
+                &acts_t[last],
+                &dz[last],
                 &losses,
             ));
             for l in (0..layers).rev() {
                 let (i, o) = arch.dims(l);
                 let (wo, bo) = arch.offsets(l);
-                if l > 0 {
-                    let spec = MatmulSpec {
-                        product: Product::BackwardInput,
-                        m: i,
-                        n: bp,
-                        k: o,
-                        a_off: wo,
-                        a_sm: 1,
-                        a_sk: i,
-                        ldb: bp,
-                        c_off: 0,
-                        ldc: bp,
-                        aux_off: 0,
-                        aux_ld: bp,
-                        ldc2: 0,
-                        bg_off: 0,
-                    };
-                    step_ops.push(kernels.matmul(
-                        &gpu,
-                        &format!("backward input {l}"),
-                        spec,
-                        &params_buf,
-                        &dz[l],
-                        &dz[l - 1],
-                        Some(&acts_t[l]),
-                        None,
-                    ));
-                }
-                let spec = MatmulSpec {
+                // dX^T [i, bp] = W^T * dZ^T, masked by H^T > 0 (not needed for the input layer)
+                let input = MatmulSpec {
+                    product: Product::BackwardInput,
+                    m: i,
+                    n: bp,
+                    k: o,
+                    a_off: wo,
+                    a_sm: 1,
+                    a_sk: i,
+                    ldb: bp,
+                    c_off: 0,
+                    ldc: bp,
+                    aux_off: 0,
+                    aux_ld: bp,
+                    ldc2: 0,
+                    bg_off: 0,
+                };
+                // dW [o, i] = dZ^T * H, and db, into the flat gradients
+                let weight = MatmulSpec {
                     product: Product::BackwardWeight,
                     m: o,
                     n: i,
@@ -360,10 +359,37 @@ impl GpuBackend {
                     ldc2: 0,
                     bg_off: bo,
                 };
+                if l > 0 && kernels.can_pair(&input, &weight) {
+                    step_ops.push(kernels.matmul_pair(
+                        &gpu,
+                        &format!("backward {l} (input + weight)"),
+                        input,
+                        weight,
+                        &params_buf,
+                        &dz[l],
+                        &dz[l - 1],
+                        &acts_t[l],
+                        &acts_b[l],
+                        &grads,
+                    ));
+                    continue;
+                }
+                if l > 0 {
+                    step_ops.push(kernels.matmul(
+                        &gpu,
+                        &format!("backward input {l}"),
+                        input,
+                        &params_buf,
+                        &dz[l],
+                        &dz[l - 1],
+                        Some(&acts_t[l]),
+                        None,
+                    ));
+                }
                 step_ops.push(kernels.matmul(
                     &gpu,
                     &format!("backward weight {l}"),
-                    spec,
+                    weight,
                     &dz[l],
                     &acts_b[l],
                     &grads,
