@@ -47,6 +47,20 @@ const MAX_CLASSES: u32 = 16u;
 
 var<workgroup> partial: array<f32, WG>;
 
+// The step's mean loss from every invocation's partial sum, added in a fixed order so that the
+// loss is deterministic. Called by every invocation, in uniform control flow.
+fn store_mean_loss(li: u32, sum: f32, valid: u32) {
+    partial[li] = sum;
+    workgroupBarrier();
+    if (li == 0u) {
+        var total = 0.0;
+        for (var i = 0u; i < WG; i++) {
+            total += partial[i];
+        }
+        losses[step.index] = total / f32(valid);
+    }
+}
+
 // log(sum(exp(z))) of column b, shifted by the max as PyTorch does.
 fn logsumexp(b: u32) -> f32 {
     var m = logits[b];
@@ -82,15 +96,7 @@ fn nll_forward_backward(@builtin(local_invocation_index) li: u32) {
             }
         }
     }
-    partial[li] = sum;
-    workgroupBarrier();
-    if (li == 0u) {
-        var total = 0.0;
-        for (var i = 0u; i < WG; i++) {
-            total += partial[i];
-        }
-        losses[step.index] = total / f32(valid);
-    }
+    store_mean_loss(li, sum, valid);
 }
 
 @compute @workgroup_size(WG)
@@ -156,13 +162,5 @@ fn nll_head(@builtin(local_invocation_index) li: u32) {
             head_grad[c * BP / 4u + c4] = select(vec4<f32>(0.0), d, ok);
         }
     }
-    partial[li] = sum;
-    workgroupBarrier();
-    if (li == 0u) {
-        var total = 0.0;
-        for (var i = 0u; i < WG; i++) {
-            total += partial[i];
-        }
-        losses[step.index] = total / f32(valid);
-    }
+    store_mean_loss(li, sum, valid);
 }

@@ -15,8 +15,8 @@ use mnist_wgpu::model::Arch;
 use mnist_wgpu::train::Recipe;
 
 use super::args::{
-    Hidden, RunArgs, UsageError, arch_string, at_least_one, data_dir, hidden, make_backend,
-    open_device, positive_finite,
+    Hidden, RunArgs, UsageError, arch_string, at_least_one, data_dir, hidden, json_str,
+    make_backend, open_device, positive_finite,
 };
 
 #[derive(Args, Debug)]
@@ -126,10 +126,6 @@ fn measure(
         buffers: backend.buffer_sizes(),
         profile,
     })
-}
-
-fn json_str(s: &str) -> String {
-    format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
 }
 
 pub fn run(args: BenchArgs) -> Result<()> {

@@ -10,7 +10,7 @@ use mnist_wgpu::modelfile;
 use mnist_wgpu::predict::{SIDE, load_digit};
 use mnist_wgpu::train::Recipe;
 
-use super::args::{AdapterArgs, DeviceChoice, make_backend, open_device};
+use super::args::{AdapterArgs, DeviceChoice, json_str, make_backend, open_device};
 
 #[derive(Args, Debug)]
 pub struct PredictArgs {
@@ -28,20 +28,6 @@ pub struct PredictArgs {
     pub device: DeviceChoice,
     #[command(flatten)]
     pub adapter: AdapterArgs,
-}
-
-/// A JSON string literal.
-fn json_str(s: &str) -> String {
-    let mut out = String::from("\"");
-    for c in s.chars() {
-        match c {
-            '"' => out += "\\\"",
-            '\\' => out += "\\\\",
-            c if (c as u32) < 0x20 => out += &format!("\\u{:04x}", c as u32),
-            c => out.push(c),
-        }
-    }
-    out + "\""
 }
 
 pub fn run(args: PredictArgs) -> Result<()> {

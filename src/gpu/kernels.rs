@@ -6,6 +6,7 @@
 //! and its dispatch size, created once before any step runs.
 
 use crate::gpu::context::Gpu;
+use crate::gpu::trainer::pad4;
 
 pub const MATMUL_WGSL: &str = include_str!("../../shaders/matmul.wgsl");
 pub const MATMUL_COMMON_WGSL: &str = include_str!("../../shaders/matmul_common.wgsl");
@@ -106,6 +107,70 @@ pub struct MatmulSpec {
 }
 
 impl MatmulSpec {
+    /// The forward product of a layer `i -> o` at padded batch `bp`: Z^T [o, bp] = W [o, i] *
+    /// H^T [i, bp] + bias (ReLU when `relu`), and Z [bp, pad4(o)]; the weight at `w_off` and
+    /// the bias at `b_off` of the flat parameters.
+    pub fn forward(i: usize, o: usize, bp: usize, w_off: usize, b_off: usize, relu: bool) -> Self {
+        MatmulSpec {
+            product: Product::Forward { relu },
+            m: o,
+            n: bp,
+            k: i,
+            a_off: w_off,
+            a_sm: i,
+            a_sk: 1,
+            ldb: bp,
+            c_off: 0,
+            ldc: bp,
+            aux_off: b_off,
+            aux_ld: 0,
+            ldc2: pad4(o),
+            bg_off: 0,
+        }
+    }
+
+    /// The input gradient of a layer `i -> o`: dX^T [i, bp] = W^T * dZ^T [o, bp], masked by
+    /// H^T [i, bp] > 0; the weight [o, i] at `w_off`.
+    pub fn backward_input(i: usize, o: usize, bp: usize, w_off: usize) -> Self {
+        MatmulSpec {
+            product: Product::BackwardInput,
+            m: i,
+            n: bp,
+            k: o,
+            a_off: w_off,
+            a_sm: 1,
+            a_sk: i,
+            ldb: bp,
+            c_off: 0,
+            ldc: bp,
+            aux_off: 0,
+            aux_ld: bp,
+            ldc2: 0,
+            bg_off: 0,
+        }
+    }
+
+    /// The weight gradient of a layer `i -> o`: dW [o, i] = dZ^T [o, bp] * H [bp, pad4(i)] into
+    /// the flat gradients at `w_off`, and the bias gradient at `b_off`.
+    pub fn backward_weight(i: usize, o: usize, bp: usize, w_off: usize, b_off: usize) -> Self {
+        MatmulSpec {
+            product: Product::BackwardWeight,
+            m: o,
+            n: i,
+            k: bp,
+            a_off: 0,
+            a_sm: bp,
+            a_sk: 1,
+            ldb: pad4(i),
+            c_off: w_off,
+            ldc: i,
+            aux_off: 0,
+            aux_ld: 0,
+            ldc2: 0,
+            bg_off: b_off,
+        }
+    }
+
     pub fn groups(&self) -> [u32; 3] {
         let n4 = self.n.div_ceil(4) as u32;
         [

@@ -13,7 +13,7 @@ use crate::cpu;
 use crate::data::{Dataset, normalize_table};
 use crate::gpu::context::Gpu;
 use crate::gpu::kernels::{
-    Kernels, LossInput, MatmulSpec, Op, Product, read_back, step_stride, step_table, submit,
+    Kernels, LossInput, MatmulSpec, Op, read_back, step_stride, step_table, submit,
 };
 use crate::gpu::trainer::{pack_images, pad4};
 use crate::rng::Rng;
@@ -153,25 +153,6 @@ pub fn random(rng: &mut Rng, n: usize, lo: f32, hi: f32) -> Vec<f32> {
     (0..n).map(|_| rng.uniform(lo, hi)).collect()
 }
 
-fn spec(product: Product, m: usize, n: usize, k: usize) -> MatmulSpec {
-    MatmulSpec {
-        product,
-        m,
-        n,
-        k,
-        a_off: 0,
-        a_sm: 0,
-        a_sk: 0,
-        ldb: 0,
-        c_off: 0,
-        ldc: 0,
-        aux_off: 0,
-        aux_ld: 0,
-        ldc2: 0,
-        bg_off: 0,
-    }
-}
-
 /// "subgroup" or "plain": which matmul inner loop `gpu` runs.
 pub fn variant(gpu: &Gpu) -> &'static str {
     if gpu.subgroups { "subgroup" } else { "plain" }
@@ -196,16 +177,7 @@ pub fn check_forward(
     let hb = buffer(gpu, "H^T", &ht);
     let cb = buffer(gpu, "Z^T", &vec![0f32; o * bp]);
     let c2b = buffer(gpu, "Z", &vec![0f32; bp * pad4(o)]);
-    let s = MatmulSpec {
-        a_off: off,
-        a_sm: i,
-        a_sk: 1,
-        ldb: bp,
-        ldc: bp,
-        aux_off: off + o * i,
-        ldc2: pad4(o),
-        ..spec(Product::Forward { relu }, o, bp, i)
-    };
+    let s = MatmulSpec::forward(i, o, bp, off, off + o * i, relu);
     let op = k.matmul(gpu, "forward", s, &pb, &hb, &cb, Some(&pb), Some(&c2b));
     run_op(gpu, &op, 0);
     let got: Vec<f32> = read(gpu, &cb, o * bp);
@@ -246,15 +218,7 @@ pub fn check_backward_input(gpu: &Gpu, k: &Kernels, batch: usize, i: usize, o: u
     let dzb = buffer(gpu, "dZ^T", &dz);
     let hb = buffer(gpu, "H^T", &h);
     let cb = buffer(gpu, "dX^T", &vec![0f32; i * bp]);
-    let s = MatmulSpec {
-        a_off: off,
-        a_sm: 1,
-        a_sk: i,
-        ldb: bp,
-        ldc: bp,
-        aux_ld: bp,
-        ..spec(Product::BackwardInput, i, bp, o)
-    };
+    let s = MatmulSpec::backward_input(i, o, bp, off);
     let op = k.matmul(gpu, "backward input", s, &pb, &dzb, &cb, Some(&hb), None);
     run_op(gpu, &op, 0);
     let got: Vec<f32> = read(gpu, &cb, i * bp);
@@ -311,15 +275,7 @@ pub fn check_backward_weight(
     let hb = buffer(gpu, "H", &h);
     let total = off + o * i + o + 2;
     let cb = buffer(gpu, "grads", &vec![f32::NAN; total]);
-    let s = MatmulSpec {
-        a_sm: bp,
-        a_sk: 1,
-        ldb: ldh,
-        c_off: off,
-        ldc: i,
-        bg_off: off + o * i,
-        ..spec(Product::BackwardWeight, o, i, bp)
-    };
+    let s = MatmulSpec::backward_weight(i, o, bp, off, off + o * i);
     let op = k.matmul(gpu, "backward weight", s, &dzb, &hb, &cb, None, None);
     run_op(gpu, &op, 0);
     let got: Vec<f32> = read(gpu, &cb, total);
@@ -393,24 +349,8 @@ pub fn check_backward_pair(gpu: &Gpu, k: &Kernels, batch: usize, i: usize, o: us
     );
     let dxb = buffer(gpu, "dX^T", &vec![0f32; i * bp]);
     let gb = buffer(gpu, "grads", &vec![f32::NAN; total]);
-    let x = MatmulSpec {
-        a_off: off,
-        a_sm: 1,
-        a_sk: i,
-        ldb: bp,
-        ldc: bp,
-        aux_ld: bp,
-        ..spec(Product::BackwardInput, i, bp, o)
-    };
-    let w = MatmulSpec {
-        a_sm: bp,
-        a_sk: 1,
-        ldb: ldh,
-        c_off: off,
-        ldc: i,
-        bg_off: off + o * i,
-        ..spec(Product::BackwardWeight, o, i, bp)
-    };
+    let x = MatmulSpec::backward_input(i, o, bp, off);
+    let w = MatmulSpec::backward_weight(i, o, bp, off, off + o * i);
     let op = k.matmul_pair(gpu, "backward pair", x, w, &pb, &dzb, &dxb, &htb, &hbb, &gb);
     run_op(gpu, &op, 0);
     let dx: Vec<f32> = read(gpu, &dxb, i * bp);

@@ -15,8 +15,8 @@ use wgpu::util::DeviceExt;
 use crate::data::{Dataset, normalize_table};
 use crate::gpu::context::Gpu;
 use crate::gpu::kernels::{
-    Kernels, LossInput, MatmulSpec, Op, Product, Profile, read_back, step_stride, step_table,
-    submit, submit_profiled,
+    Kernels, LossInput, MatmulSpec, Op, Profile, read_back, step_stride, step_table, submit,
+    submit_profiled,
 };
 use crate::model::Arch;
 use crate::train::{Backend, Eval, Recipe};
@@ -270,24 +270,7 @@ impl GpuBackend {
             .map(|l| {
                 let (i, o) = arch.dims(l);
                 let (wo, bo) = arch.offsets(l);
-                let spec = MatmulSpec {
-                    product: Product::Forward {
-                        relu: l + 1 < layers,
-                    },
-                    m: o,
-                    n: bp,
-                    k: i,
-                    a_off: wo,
-                    a_sm: i,
-                    a_sk: 1,
-                    ldb: bp,
-                    c_off: 0,
-                    ldc: bp,
-                    aux_off: bo,
-                    aux_ld: 0,
-                    ldc2: pad4(o),
-                    bg_off: 0,
-                };
+                let spec = MatmulSpec::forward(i, o, bp, wo, bo, l + 1 < layers);
                 kernels.matmul(
                     &gpu,
                     &format!("forward {l}"),
@@ -325,40 +308,9 @@ impl GpuBackend {
             for l in (0..layers).rev() {
                 let (i, o) = arch.dims(l);
                 let (wo, bo) = arch.offsets(l);
-                // dX^T [i, bp] = W^T * dZ^T, masked by H^T > 0 (not needed for the input layer)
-                let input = MatmulSpec {
-                    product: Product::BackwardInput,
-                    m: i,
-                    n: bp,
-                    k: o,
-                    a_off: wo,
-                    a_sm: 1,
-                    a_sk: i,
-                    ldb: bp,
-                    c_off: 0,
-                    ldc: bp,
-                    aux_off: 0,
-                    aux_ld: bp,
-                    ldc2: 0,
-                    bg_off: 0,
-                };
-                // dW [o, i] = dZ^T * H, and db, into the flat gradients
-                let weight = MatmulSpec {
-                    product: Product::BackwardWeight,
-                    m: o,
-                    n: i,
-                    k: bp,
-                    a_off: 0,
-                    a_sm: bp,
-                    a_sk: 1,
-                    ldb: pad4(i),
-                    c_off: wo,
-                    ldc: i,
-                    aux_off: 0,
-                    aux_ld: 0,
-                    ldc2: 0,
-                    bg_off: bo,
-                };
+                // dX^T [i, bp] = W^T * dZ^T, masked (not needed for the input layer); dW, db
+                let input = MatmulSpec::backward_input(i, o, bp, wo);
+                let weight = MatmulSpec::backward_weight(i, o, bp, wo, bo);
                 if l > 0 && kernels.can_pair(&input, &weight) {
                     step_ops.push(kernels.matmul_pair(
                         &gpu,
