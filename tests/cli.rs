@@ -1,7 +1,9 @@
 //! The binary as a user runs it: bad flags get one line and exit code 2 before any work; bad
 //! data gets a message naming the file and exit code 1.
 
-use std::path::{Path, PathBuf};
+mod common;
+
+use std::path::Path;
 use std::process::Command;
 
 fn mnist_wgpu(args: &[&str]) -> (i32, String, String) {
@@ -155,14 +157,6 @@ fn help_documents_every_flag_with_its_default() {
     }
 }
 
-/// A fresh scratch directory for one test.
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("mnist-wgpu-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
 /// The files in `dir`, sorted, without the run directories under `runs/`.
 fn files(dir: &Path) -> Vec<String> {
     let mut v: Vec<String> = std::fs::read_dir(dir)
@@ -184,7 +178,7 @@ fn accuracy(stdout: &str) -> f64 {
 
 #[test]
 fn cpu_training_runs_end_to_end_and_saves_a_model() {
-    let dir = scratch("train-save");
+    let dir = common::scratch("train-save");
     let (code, stdout, stderr) = mnist_wgpu_in(
         &dir,
         &[
@@ -285,7 +279,7 @@ fn cpu_training_runs_end_to_end_and_saves_a_model() {
 
 #[test]
 fn unusable_save_paths_exit_2_before_training() {
-    let dir = scratch("save-path");
+    let dir = common::scratch("save-path");
     for (path, expect) in [
         (".", "is a directory"),
         ("nowhere/m.safetensors", "does not exist"),
@@ -305,7 +299,7 @@ fn unusable_save_paths_exit_2_before_training() {
 
 #[test]
 fn bad_model_files_get_one_line_naming_the_file() {
-    let dir = scratch("bad-models");
+    let dir = common::scratch("bad-models");
     let good =
         std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/parity/init.safetensors"))
             .unwrap();
@@ -476,7 +470,7 @@ fn bench_prints_figures_and_json() {
 
 #[test]
 fn train_profile_prints_the_kernel_table() {
-    let dir = scratch("profile");
+    let dir = common::scratch("profile");
     let (code, stdout, stderr) = mnist_wgpu_in(
         &dir,
         &[

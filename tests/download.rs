@@ -1,6 +1,8 @@
 //! Downloads against a real HTTP server on 127.0.0.1, started inside each test, serving the
 //! real MNIST files (or wrong bytes, errors, dropped connections, stalls). No outside network.
 
+mod common;
+
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
@@ -120,15 +122,9 @@ fn real_files() -> HashMap<String, Reply> {
         .collect()
 }
 
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("mnist-wgpu-dl-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    dir
-}
-
 /// A data directory holding every MNIST file except `missing`.
 fn all_but(name: &str, missing: &str) -> PathBuf {
-    let dir = scratch(name);
+    let dir = common::scratch(name);
     std::fs::create_dir_all(&dir).unwrap();
     for (n, _) in MNIST_FILES {
         if n != missing {
@@ -169,7 +165,7 @@ fn listing(dir: &Path) -> Vec<String> {
 #[test]
 fn clean_download_of_all_four_files_verifies_and_loads() {
     let server = Server::start(real_files());
-    let dir = scratch("clean").join("nested/cache");
+    let dir = common::scratch("clean").join("nested/cache");
     // What a download killed with SIGKILL leaves: removed before anything else happens.
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join(".train-images-idx3-ubyte.gz.999999.part"), b"half").unwrap();
@@ -285,7 +281,7 @@ fn a_server_that_never_answers_times_out() {
 #[test]
 fn the_command_line_downloads_from_mirror_and_trains() {
     let server = Server::start(real_files());
-    let dir = scratch("cli");
+    let dir = common::scratch("cli");
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_mnist-wgpu"))
         .args([
             "train",
@@ -342,7 +338,7 @@ fn the_command_line_downloads_from_mirror_and_trains() {
 fn every_mirror_failing_lists_each_url_with_its_failure() {
     let a = Server::start(HashMap::new());
     let b = Server::start(HashMap::new());
-    let dir = scratch("allfail");
+    let dir = common::scratch("allfail");
     // Through the library, so that the built-in (internet) mirrors are not in the list.
     let (r, warnings) = ensure(&dir, &config(&[&a.base, &b.base]));
     let e = r.unwrap_err().to_string();

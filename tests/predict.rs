@@ -2,6 +2,8 @@
 //! both polarities, as PNG and JPEG, must get the class the model gives the original 28x28
 //! image in at least 97 % of cases; unreadable and blank images get one line naming them.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -32,19 +34,11 @@ fn predict(args: &[&str], images: &[PathBuf]) -> (i32, String, String) {
     )
 }
 
-fn scratch(name: &str) -> PathBuf {
-    let dir =
-        std::env::temp_dir().join(format!("mnist-wgpu-predict-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
 #[test]
 fn redrawn_test_images_get_the_originals_class() {
     let test = load_mnist(&default_data_dir()).unwrap().test;
     let model = modelfile::load(&model_path(), 784, 10).unwrap();
-    let dir = scratch("agree");
+    let dir = common::scratch("agree");
     let n = 200;
     let sizes = [22, 40, 64, 100, 180];
     let mut files = Vec::new();
@@ -87,7 +81,7 @@ fn redrawn_test_images_get_the_originals_class() {
 
 #[test]
 fn bad_images_get_one_line_naming_them() {
-    let dir = scratch("bad");
+    let dir = common::scratch("bad");
     let text = dir.join("notes.png");
     std::fs::write(&text, b"this is not a PNG").unwrap();
     let blank = dir.join("blank.png");

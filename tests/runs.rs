@@ -8,7 +8,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::ops::Range;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -21,13 +21,6 @@ use mnist_wgpu::modelfile;
 use mnist_wgpu::train::{
     self, Backend, Diverged, EpochReport, Eval, LoopOptions, Observer, Outcome, Position, Recipe,
 };
-
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("mnist-wgpu-runs-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
 
 fn recipe(epochs: usize) -> Recipe {
     Recipe {
@@ -96,7 +89,7 @@ fn interrupted_vs_straight(
     name: &str,
 ) -> (WeightsAndMomentum, WeightsAndMomentum, Position) {
     let init = arch.init(r.seed);
-    let dir_a = scratch(&format!("{name}-a"));
+    let dir_a = common::scratch(&format!("{name}-a"));
     let mut a = make(&init);
     let mut obs = Stopper {
         recorder: recorder(&dir_a, arch),
@@ -107,7 +100,7 @@ fn interrupted_vs_straight(
     assert!(matches!(out, Outcome::Finished));
     let straight = (a.params().unwrap(), a.momentum().unwrap());
 
-    let dir_b = scratch(&format!("{name}-b"));
+    let dir_b = common::scratch(&format!("{name}-b"));
     let mut b = make(&init);
     let mut obs = Stopper {
         recorder: recorder(&dir_b, arch),
@@ -263,7 +256,7 @@ fn divergence_stops_the_run_and_keeps_the_last_checkpoint() {
         begun: 0,
         from: (1, 1000),
     };
-    let dir = scratch("diverge");
+    let dir = common::scratch("diverge");
     let mut obs = Stopper {
         recorder: recorder(&dir, &arch),
         stop: |_: &Position| false,
@@ -373,7 +366,7 @@ fn resume(dir: &Path) -> Vec<f32> {
 
 #[test]
 fn ctrl_c_checkpoints_exits_130_and_resumes_bit_identical() {
-    let dir = scratch("sigint");
+    let dir = common::scratch("sigint");
     let reference = reference_weights(&dir);
     let (code, stderr) =
         start_and_signal(&dir, "Epoch 1 -", Duration::from_millis(100), libc::SIGINT);
@@ -397,7 +390,7 @@ fn ctrl_c_checkpoints_exits_130_and_resumes_bit_identical() {
 
 #[test]
 fn kill_9_at_a_random_moment_loses_at_most_an_epoch() {
-    let dir = scratch("sigkill");
+    let dir = common::scratch("sigkill");
     let reference = reference_weights(&dir);
     // A moment somewhere in epochs 1 to 3 or so, different on every run of the test.
     let nanos = std::time::SystemTime::now()
@@ -423,7 +416,7 @@ fn kill_9_at_a_random_moment_loses_at_most_an_epoch() {
 
 #[test]
 fn lr_10_diverges_with_a_message_and_exit_1() {
-    let dir = scratch("lr10");
+    let dir = common::scratch("lr10");
     let out = bin()
         .current_dir(&dir)
         .args(["train", "--device", "cpu", "--lr", "10", "--run-dir", "run"])
@@ -446,7 +439,7 @@ fn lr_10_diverges_with_a_message_and_exit_1() {
 
 #[test]
 fn metrics_and_plot_hold_a_row_per_epoch_and_quiet_prints_one_line() {
-    let dir = scratch("metrics");
+    let dir = common::scratch("metrics");
     let out = bin()
         .current_dir(&dir)
         .args([

@@ -103,6 +103,14 @@ pub fn sum_tolerance(k: usize, scale: f64) -> f64 {
     (k as f64 + 2.0) * 2f64.powi(-24) * scale + 1e-30
 }
 
+/// Σ a(k)·b(k) over k < n in f64, and Σ |a(k)·b(k)|, the scale of its f32 rounding error.
+fn dot_f64(n: usize, a: impl Fn(usize) -> f32, b: impl Fn(usize) -> f32) -> (f64, f64) {
+    (0..n).fold((0.0, 0.0), |(sum, scale), k| {
+        let p = a(k) as f64 * b(k) as f64;
+        (sum + p, scale + p.abs())
+    })
+}
+
 /// A storage buffer holding `data` (at least 4 bytes), readable back.
 pub fn buffer<T: bytemuck::Pod>(gpu: &Gpu, label: &str, data: &[T]) -> wgpu::Buffer {
     let mut bytes = bytemuck::cast_slice::<T, u8>(data).to_vec();
@@ -189,12 +197,8 @@ pub fn check_forward(
     );
     for m in 0..o {
         for n in 0..bp {
-            let (mut z, mut sc) = (params[off + o * i + m] as f64, 0f64);
-            for kk in 0..i {
-                let p = params[off + m * i + kk] as f64 * ht[kk * bp + n] as f64;
-                z += p;
-                sc += p.abs();
-            }
+            let (dot, sc) = dot_f64(i, |kk| params[off + m * i + kk], |kk| ht[kk * bp + n]);
+            let z = params[off + o * i + m] as f64 + dot;
             let want = if relu && z <= 0.0 { 0.0 } else { z };
             let tol = sum_tolerance(i, sc + z.abs());
             t.close(|| format!("Z[{m},{n}]"), got[m * bp + n] as f64, want, tol);
@@ -242,12 +246,7 @@ fn tally_input_gradient(
 ) {
     for m in 0..i {
         for n in 0..bp {
-            let (mut z, mut sc) = (0f64, 0f64);
-            for kk in 0..o {
-                let p = w[kk * i + m] as f64 * dz[kk * bp + n] as f64;
-                z += p;
-                sc += p.abs();
-            }
+            let (z, sc) = dot_f64(o, |kk| w[kk * i + m], |kk| dz[kk * bp + n]);
             let want = if h[m * bp + n] > 0.0 { z } else { 0.0 };
             let tol = sum_tolerance(o, sc);
             t.close(|| format!("dX[{m},{n}]"), got[m * bp + n] as f64, want, tol);
@@ -305,12 +304,7 @@ fn tally_weight_gradient(
     let ldh = pad4(i);
     for m in 0..o {
         for n in 0..i {
-            let (mut z, mut sc) = (0f64, 0f64);
-            for b in 0..bp {
-                let p = dz[m * bp + b] as f64 * h[b * ldh + n] as f64;
-                z += p;
-                sc += p.abs();
-            }
+            let (z, sc) = dot_f64(bp, |b| dz[m * bp + b], |b| h[b * ldh + n]);
             let g = got[off + m * i + n] as f64;
             t.close(|| format!("dW[{m},{n}]"), g, z, sum_tolerance(bp, sc));
         }
@@ -615,13 +609,10 @@ fn check_nll_head(
     let mut worst_scale: f64 = 0.0;
     for b in 0..batch {
         for c in 0..classes {
-            let (mut acc, mut sc) = (params[b_off + c] as f64, params[b_off + c].abs() as f64);
-            for kk in 0..kin {
-                let p = params[w_off + c * kin + kk] as f64 * h[kk * bp + b] as f64;
-                acc += p;
-                sc += p.abs();
-            }
-            z[b * classes + c] = acc;
+            let bias = params[b_off + c] as f64;
+            let (dot, sc) = dot_f64(kin, |kk| params[w_off + c * kin + kk], |kk| h[kk * bp + b]);
+            let sc = sc + bias.abs();
+            z[b * classes + c] = bias + dot;
             worst_scale = worst_scale.max(sc);
         }
     }

@@ -1,4 +1,5 @@
-//! Helpers shared by the GPU tests: a device that fails loudly when there is none.
+//! Helpers shared by the tests: a device that fails loudly when there is none, and scratch
+//! directories.
 #![allow(dead_code)]
 
 use mnist_wgpu::gpu::{AdapterQuery, Gpu, context::pick_adapter};
@@ -27,4 +28,13 @@ pub fn gpus() -> Vec<Gpu> {
     } else {
         vec![first]
     }
+}
+
+/// An empty scratch directory for one test (this process's own, so test binaries running
+/// side by side never share one).
+pub fn scratch(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("mnist-wgpu-test-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
 }
