@@ -7,27 +7,21 @@
 // copy's padding pixels. Each invocation takes one word (four pixels) of four adjacent
 // columns, so that both outputs are written as vec4 (on llvmpipe a store to a per-invocation
 // address is a loop over the lanes; one vec4 store does four floats). BP and LDX are
-// multiples of 4. Grid: (ceil(WORDS / WG), BP / 4).
+// multiples of 4. Grid: (ceil(WORDS / WG), BP / 4). CPU twin: `cpu::gather`.
+//#import step.wgsl
 
 override PIXELS: u32;
 override WORDS: u32;
 override BP: u32;
 override LDX: u32;
-override WG: u32 = 64u;
-
-struct Step {
-    start: u32,
-    valid: u32,
-    index: u32,
-    pad: u32,
-}
+override WG: u32;
 
 @group(0) @binding(0) var<storage, read> images: array<u32>;
 @group(0) @binding(1) var<storage, read> order: array<u32>;
 @group(0) @binding(2) var<storage, read> table: array<f32, 256>;
-@group(0) @binding(3) var<storage, read_write> xt: array<vec4<f32>>;
-@group(0) @binding(4) var<storage, read_write> xb: array<vec4<f32>>;
-@group(0) @binding(5) var<uniform> step: Step;
+@group(0) @binding(3) var<uniform> step: Step;
+@group(0) @binding(4) var<storage, read_write> xt: array<vec4<f32>>;
+@group(0) @binding(5) var<storage, read_write> xb: array<vec4<f32>>;
 
 @compute @workgroup_size(WG)
 fn gather(@builtin(global_invocation_id) gid: vec3<u32>) {

@@ -6,12 +6,13 @@
 // padding zero in all three, so it stays zero): on llvmpipe every load whose address differs
 // per invocation is a loop over the lanes, and a vec4 makes it one loop per four parameters.
 // Grid: one invocation per vec4, over a 2-D grid of ROW_GROUPS workgroups per row.
+// CPU twin: `cpu::sgd`.
 
 override COUNT4: u32;
 override LR: f32;
 override MU: f32;
-override WG: u32 = 256u;
-override ROW_GROUPS: u32 = 65535u;
+override WG: u32;
+override ROW_GROUPS: u32;
 
 @group(0) @binding(0) var<storage, read_write> params: array<vec4<f32>>;
 @group(0) @binding(1) var<storage, read> grads: array<vec4<f32>>;

@@ -16,5 +16,6 @@ pub mod model;
 pub mod modelfile;
 pub mod plot;
 pub mod predict;
+pub mod profile;
 pub mod rng;
 pub mod train;

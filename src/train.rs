@@ -88,7 +88,7 @@ pub trait Backend {
         false
     }
     /// The per-kernel times gathered since `start_profile`.
-    fn profile(&self) -> Option<crate::gpu::kernels::Profile> {
+    fn profile(&self) -> Option<crate::profile::Profile> {
         None
     }
     /// Dispatches one training step takes (0 for the CPU).

@@ -366,7 +366,8 @@ fn selftest_prints_a_passing_table() {
     for kernel in [
         "forward+relu",
         "backward input",
-        "backward weight",
+        "backward weight+bias",
+        "backward weight only",
         "gather",
         "nll",
         "evaluate",

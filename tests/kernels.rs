@@ -1,13 +1,15 @@
-//! Every WGSL kernel against the CPU reference (in f64) on random data, on shapes that are and
-//! are not multiples of the workgroup and tile sizes, with both matmul inner loops where the
-//! adapter has subgroups. The checks themselves live in `mnist_wgpu::gpu::selftest`, which
-//! `mnist-wgpu selftest` runs on a user's adapter. Needs a wgpu adapter (lavapipe will do).
+//! Every WGSL kernel against its CPU twin in `cpu.rs` (evaluated in f64) on random data, on
+//! shapes that are and are not multiples of the workgroup and tile sizes, with every matmul
+//! inner loop the adapter can run. The checks live beside their launchers in
+//! `mnist_wgpu::gpu::ops`; `mnist-wgpu selftest` runs the same ones. Needs a wgpu adapter
+//! (lavapipe will do; `WGPU_BACKEND` and `VK_ICD_FILENAMES` pick another).
 
 mod common;
 
 use mnist_wgpu::gpu::Gpu;
-use mnist_wgpu::gpu::kernels::Kernels;
-use mnist_wgpu::gpu::selftest::{self, Check};
+use mnist_wgpu::gpu::check::Check;
+use mnist_wgpu::gpu::ops::{Modules, evaluate, gather, nll_head, sgd};
+use mnist_wgpu::gpu::selftest;
 
 fn assert_ok(gpu: &Gpu, checks: Vec<Check>) {
     assert!(!checks.is_empty());
@@ -19,44 +21,42 @@ fn assert_ok(gpu: &Gpu, checks: Vec<Check>) {
         .map(|c| if c.tol > 0.0 { c.max_err / c.tol } else { 0.0 })
         .fold(0.0, f64::max);
     eprintln!(
-        "{}: {} checks, largest error / tolerance {worst:.3}",
+        "{} on {gpu}: {} checks, largest error / tolerance {worst:.3}",
         checks[0].kernel,
         checks.len()
     );
 }
 
+fn modules(gpu: &Gpu) -> Modules {
+    Modules::new(gpu, gpu.tile_loop()).expect("compiling the shader modules")
+}
+
 #[test]
-fn matmul_products_match_reference() {
-    for gpu in common::gpus() {
-        let k = Kernels::new(&gpu);
-        assert_ok(&gpu, selftest::matmul_checks(&gpu, &k));
-    }
+fn linear_products_match_reference() {
+    let gpu = common::gpu();
+    assert_ok(&gpu, selftest::linear_checks(&gpu).unwrap());
 }
 
 #[test]
 fn gather_matches_reference_exactly() {
-    let gpu = common::gpu(true);
-    let k = Kernels::new(&gpu);
-    assert_ok(&gpu, selftest::gather_checks(&gpu, &k));
+    let gpu = common::gpu();
+    assert_ok(&gpu, gather::checks(&gpu, &modules(&gpu)));
 }
 
 #[test]
-fn nll_loss_and_gradient_match_reference() {
-    let gpu = common::gpu(true);
-    let k = Kernels::new(&gpu);
-    assert_ok(&gpu, selftest::nll_checks(&gpu, &k));
+fn nll_head_matches_reference() {
+    let gpu = common::gpu();
+    assert_ok(&gpu, nll_head::checks(&gpu, &modules(&gpu)));
 }
 
 #[test]
 fn evaluate_matches_reference() {
-    let gpu = common::gpu(true);
-    let k = Kernels::new(&gpu);
-    assert_ok(&gpu, selftest::evaluate_checks(&gpu, &k));
+    let gpu = common::gpu();
+    assert_ok(&gpu, evaluate::checks(&gpu, &modules(&gpu)));
 }
 
 #[test]
 fn sgd_matches_reference() {
-    let gpu = common::gpu(true);
-    let k = Kernels::new(&gpu);
-    assert_ok(&gpu, selftest::sgd_checks(&gpu, &k));
+    let gpu = common::gpu();
+    assert_ok(&gpu, sgd::checks(&gpu, &modules(&gpu)));
 }

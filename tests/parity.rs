@@ -207,11 +207,11 @@ fn gpu_matches_pytorch_over_50_steps() {
     let f = fixture();
     let m = load_mnist(&default_data_dir()).unwrap();
     let mut b = GpuBackend::new(
-        common::gpu(true),
+        common::gpu(),
         &f.init.arch,
-        recipe(),
+        &recipe(),
         &f.init.params,
-        Some(&m.train),
+        &m.train,
         &m.test,
     )
     .unwrap();

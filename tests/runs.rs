@@ -157,17 +157,7 @@ fn gpu_run_interrupted_after_epoch_2_resumes_bit_identical() {
     let arch = Arch::new(784, &[32], 10);
     let r = recipe(3);
     let make = |p: &[f32]| -> Box<dyn Backend> {
-        Box::new(
-            GpuBackend::new(
-                common::gpu(true),
-                &arch,
-                r.clone(),
-                p,
-                Some(&m.train),
-                &m.test,
-            )
-            .unwrap(),
-        )
+        Box::new(GpuBackend::new(common::gpu(), &arch, &r, p, &m.train, &m.test).unwrap())
     };
     let (straight, resumed, pos) =
         interrupted_vs_straight(&make, &arch, &r, m.train.len(), |p| p.epoch == 2, "gpu");

@@ -1,47 +1,187 @@
-//! Every shader module parses and validates with naga, without a GPU: a typo in a .wgsl file
-//! fails `cargo test` here with naga's message. The plain matmul must not need subgroups.
+//! Every shader module composes, parses and validates with naga, without a GPU, and agrees with
+//! the host on what both must know: a typo in a .wgsl file, a dead entry point or a constant
+//! changed on one side only fails `cargo test` here.
 
-use mnist_wgpu::gpu::kernels::all_sources;
+use mnist_wgpu::gpu::ops::{linear, nll_head};
+use mnist_wgpu::gpu::program::{SOURCES, Step, TileLoop, compose};
 use wgpu::naga;
 
-#[test]
-fn every_shader_validates() {
-    for (name, src, needs_subgroups) in all_sources() {
-        let module = naga::front::wgsl::parse_str(&src)
-            .unwrap_or_else(|e| panic!("{name}: {}", e.emit_to_string(&src)));
-        let caps = if needs_subgroups {
-            naga::valid::Capabilities::SUBGROUP
-        } else {
-            naga::valid::Capabilities::empty()
-        };
-        let subgroup_ops = if needs_subgroups {
-            naga::valid::SubgroupOperationSet::all()
-        } else {
-            naga::valid::SubgroupOperationSet::empty()
-        };
-        naga::valid::Validator::new(naga::valid::ValidationFlags::all(), caps)
-            .subgroup_stages(naga::valid::ShaderStages::COMPUTE)
-            .subgroup_operations(subgroup_ops)
-            .validate(&module)
-            .unwrap_or_else(|e| panic!("{name}: {}", e.emit_to_string(&src)));
-        assert!(!module.entry_points.is_empty(), "{name}: no entry point");
+/// The files that are whole modules (the others are parts that modules import).
+const MODULES: [&str; 6] = [
+    "linear_forward.wgsl",
+    "linear_backward.wgsl",
+    "batch.wgsl",
+    "nll_head.wgsl",
+    "evaluate.wgsl",
+    "sgd.wgsl",
+];
+
+fn validate(name: &str, src: &str, subgroups: bool) -> Result<naga::Module, String> {
+    let module = naga::front::wgsl::parse_str(src)
+        .map_err(|e| format!("{name}: {}", e.emit_to_string(src)))?;
+    let (caps, ops) = match subgroups {
+        true => (
+            naga::valid::Capabilities::SUBGROUP,
+            naga::valid::SubgroupOperationSet::all(),
+        ),
+        false => (
+            naga::valid::Capabilities::empty(),
+            naga::valid::SubgroupOperationSet::empty(),
+        ),
+    };
+    naga::valid::Validator::new(naga::valid::ValidationFlags::all(), caps)
+        .subgroup_stages(naga::valid::ShaderStages::COMPUTE)
+        .subgroup_operations(ops)
+        .validate(&module)
+        .map_err(|e| format!("{name}: {}", e.emit_to_string(src)))?;
+    Ok(module)
+}
+
+/// Every module with each inner loop: the plain one must validate without subgroups.
+fn all_modules() -> Vec<(String, naga::Module)> {
+    let mut out = Vec::new();
+    for name in MODULES {
+        for tile in [TileLoop::Plain, TileLoop::Subgroup] {
+            let src = compose(name, tile).unwrap();
+            let label = format!("{name} ({})", tile.name());
+            let module = validate(&label, &src, tile == TileLoop::Subgroup)
+                .unwrap_or_else(|e| panic!("{e}"));
+            assert!(!module.entry_points.is_empty(), "{label}: no entry point");
+            out.push((label, module));
+        }
     }
+    out
 }
 
 #[test]
-fn validation_catches_a_typo() {
-    let broken = all_sources()[2]
-        .1
-        .replace("let w = gid.x;", "let w = gid.q;");
-    assert!(
-        naga::front::wgsl::parse_str(&broken).is_err() || {
-            let m = naga::front::wgsl::parse_str(&broken).unwrap();
-            naga::valid::Validator::new(
-                naga::valid::ValidationFlags::all(),
-                naga::valid::Capabilities::empty(),
-            )
-            .validate(&m)
-            .is_err()
+fn every_module_validates() {
+    assert_eq!(all_modules().len(), 2 * MODULES.len());
+}
+
+/// A part validates alone where it can (it defines what it uses), and every part is imported
+/// by some module: no dead files.
+#[test]
+fn every_part_is_imported_and_self_contained_parts_validate_alone() {
+    for (name, src) in SOURCES {
+        if MODULES.contains(&name) {
+            continue;
         }
+        let imported = MODULES.iter().any(|m| {
+            let text = SOURCES.iter().find(|(n, _)| n == m).unwrap().1;
+            text.contains(&format!("//#import {name}"))
+                || (name.starts_with("tile_")
+                    && name != "tile_common.wgsl"
+                    && text.contains("//#import tile_loop.wgsl"))
+        });
+        assert!(imported, "{name} is imported by no module");
+        if ["step.wgsl", "tile_common.wgsl"].contains(&name) {
+            validate(name, src, false).unwrap_or_else(|e| panic!("{e}"));
+        }
+    }
+}
+
+/// Every entry point is named by a launcher in src/gpu/ops (no entry point only a test runs).
+#[test]
+fn no_dead_entry_points() {
+    let ops: String = std::fs::read_dir("src/gpu/ops")
+        .unwrap()
+        .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap())
+        .collect();
+    for (label, module) in all_modules() {
+        for ep in &module.entry_points {
+            assert!(
+                ops.contains(&format!("\"{}\"", ep.name)),
+                "{label}: entry point {} has no launcher",
+                ep.name
+            );
+        }
+    }
+}
+
+fn const_u32(module: &naga::Module, name: &str) -> u32 {
+    let (_, c) = module
+        .constants
+        .iter()
+        .find(|(_, c)| c.name.as_deref() == Some(name))
+        .unwrap_or_else(|| panic!("no const {name}"));
+    match module.global_expressions[c.init] {
+        naga::Expression::Literal(naga::Literal::U32(v)) => v,
+        ref e => panic!("const {name} is {e:?}"),
+    }
+}
+
+fn module(name: &str, tile: TileLoop) -> naga::Module {
+    validate(
+        name,
+        &compose(name, tile).unwrap(),
+        tile == TileLoop::Subgroup,
+    )
+    .unwrap()
+}
+
+/// Constants that size arrays (so cannot be overrides) equal the host's.
+#[test]
+fn shader_constants_match_the_host() {
+    let forward = module("linear_forward.wgsl", TileLoop::Subgroup);
+    assert_eq!(const_u32(&forward, "ROWS"), linear::ROWS);
+    assert_eq!(const_u32(&forward, "LANES"), linear::LANES);
+    let head = module("nll_head.wgsl", TileLoop::Plain);
+    assert_eq!(
+        const_u32(&head, "MAX_CLASSES") as usize,
+        nll_head::MAX_CLASSES
+    );
+}
+
+/// The WGSL `Step` has the layout of the host's `#[repr(C)] Step` in every module that reads it.
+#[test]
+fn step_uniform_matches_the_host() {
+    let host = [
+        ("start", std::mem::offset_of!(Step, start)),
+        ("valid", std::mem::offset_of!(Step, valid)),
+        ("index", std::mem::offset_of!(Step, index)),
+        ("pad", std::mem::offset_of!(Step, pad)),
+    ];
+    for name in ["batch.wgsl", "nll_head.wgsl", "evaluate.wgsl"] {
+        let m = module(name, TileLoop::Plain);
+        let (_, ty) = m
+            .types
+            .iter()
+            .find(|(_, t)| t.name.as_deref() == Some("Step"))
+            .expect("a Step type");
+        let naga::TypeInner::Struct { members, span } = &ty.inner else {
+            panic!("Step is no struct")
+        };
+        assert_eq!(*span as usize, std::mem::size_of::<Step>(), "{name}");
+        let shader: Vec<_> = members
+            .iter()
+            .map(|m| (m.name.clone().unwrap(), m.offset as usize))
+            .collect();
+        let host: Vec<_> = host.iter().map(|(n, o)| (n.to_string(), *o)).collect();
+        assert_eq!(shader, host, "{name}");
+    }
+}
+
+/// Validation catches a broken shader: an undefined name in a module, and a missing import.
+#[test]
+fn validation_catches_a_broken_shader() {
+    let src = compose("linear_forward.wgsl", TileLoop::Plain).unwrap();
+    let broken = src.replace("let m0 = wg.y * ROWS;", "let m0 = wg.q * ROWS;");
+    assert_ne!(broken, src, "the edit must change the module");
+    assert!(validate("broken", &broken, false).is_err());
+    // Without its imports the module does not validate: the import step is what makes it whole.
+    let bare = SOURCES
+        .iter()
+        .find(|(n, _)| *n == "linear_forward.wgsl")
+        .unwrap()
+        .1;
+    assert!(validate("bare", bare, false).is_err());
+    // The subgroup loop needs the capability.
+    assert!(
+        validate(
+            "subgroup without caps",
+            &compose("linear_forward.wgsl", TileLoop::Subgroup).unwrap(),
+            false
+        )
+        .is_err()
     );
 }

@@ -42,7 +42,7 @@ fn gpu_gradients_match_cpu_reference() {
         let arch = Arch::new(91, &[33, 17], 10);
         let params = arch.init(9);
         let r = recipe(7);
-        let mut gb = GpuBackend::new(gpu, &arch, r.clone(), &params, Some(&train), &train).unwrap();
+        let mut gb = GpuBackend::new(gpu, &arch, &r, &params, &train, &train).unwrap();
         let order = epoch_order(r.seed, 0, train.len());
         gb.begin_epoch(&order).unwrap();
         gb.run_steps(0..1).unwrap();
@@ -83,12 +83,12 @@ fn gpu_gradients_match_cpu_reference() {
 /// weights and momentum agree with the CPU backend.
 #[test]
 fn gpu_epoch_matches_cpu_backend() {
-    let gpu = common::gpu(true);
+    let gpu = common::gpu();
     let train = synthetic(2, 70, 7, 13);
     let arch = Arch::new(91, &[33, 17], 10);
     let params = arch.init(5);
     let r = recipe(32);
-    let mut gb = GpuBackend::new(gpu, &arch, r.clone(), &params, Some(&train), &train).unwrap();
+    let mut gb = GpuBackend::new(gpu, &arch, &r, &params, &train, &train).unwrap();
     let mut cb = CpuBackend::new(
         arch.clone(),
         r.clone(),
@@ -140,15 +140,7 @@ fn mnist_backend(arch: &Arch, r: &Recipe) -> (GpuBackend, usize) {
     let params = arch.init(r.seed);
     let n = m.train.len();
     (
-        GpuBackend::new(
-            common::gpu(true),
-            arch,
-            r.clone(),
-            &params,
-            Some(&m.train),
-            &m.test,
-        )
-        .unwrap(),
+        GpuBackend::new(common::gpu(), arch, r, &params, &m.train, &m.test).unwrap(),
         n,
     )
 }

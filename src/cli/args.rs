@@ -174,40 +174,55 @@ pub fn hidden_string(arch: &Arch) -> String {
     h.join(",")
 }
 
-/// The backend for `gpu` (or the CPU backend when None), after checking the adapter's limits
-/// for this model and batch. `train: None` builds one that only evaluates `test`.
+/// The training backend for `gpu` (or the CPU backend when None), after checking the
+/// adapter's limits for this model and batch.
 pub fn make_backend(
     gpu: Option<Gpu>,
     arch: &Arch,
     recipe: &Recipe,
     params: Vec<f32>,
-    train: Option<Dataset>,
+    train: Dataset,
     test: Dataset,
 ) -> Result<Box<dyn Backend>> {
     Ok(match gpu {
         Some(gpu) => {
-            let n = train
-                .as_ref()
-                .map_or(test.len(), |t| t.len().max(test.len()));
+            let n = train.len().max(test.len());
             check_limits(&gpu, arch, recipe.batch_size, n).map_err(UsageError)?;
-            Box::new(GpuBackend::new(
-                gpu,
-                arch,
-                recipe.clone(),
-                &params,
-                train.as_ref(),
-                &test,
-            )?)
+            Box::new(GpuBackend::new(gpu, arch, recipe, &params, &train, &test)?)
+        }
+        None => Box::new(CpuBackend::new(
+            arch.clone(),
+            recipe.clone(),
+            params,
+            train,
+            test,
+        )),
+    })
+}
+
+/// A backend that only evaluates `test` in batches of `batch` (`eval`, `predict`).
+pub fn make_evaluator(
+    gpu: Option<Gpu>,
+    arch: &Arch,
+    params: Vec<f32>,
+    test: Dataset,
+    batch: usize,
+) -> Result<Box<dyn Backend>> {
+    Ok(match gpu {
+        Some(gpu) => {
+            check_limits(&gpu, arch, batch, test.len()).map_err(UsageError)?;
+            Box::new(GpuBackend::evaluator(gpu, arch, &params, &test, batch)?)
         }
         None => {
-            let train = train.unwrap_or_else(|| Dataset::empty(test.rows, test.cols));
-            Box::new(CpuBackend::new(
-                arch.clone(),
-                recipe.clone(),
-                params,
-                train,
-                test,
-            ))
+            let train = Dataset::empty(test.rows, test.cols);
+            let recipe = Recipe {
+                epochs: 0,
+                batch_size: batch,
+                lr: 0.0,
+                momentum: 0.0,
+                seed: 0,
+            };
+            Box::new(CpuBackend::new(arch.clone(), recipe, params, train, test))
         }
     })
 }

@@ -90,7 +90,7 @@ fn measure(
         arch,
         &r,
         arch.init(r.seed),
-        Some(mnist.train.clone()),
+        mnist.train.clone(),
         mnist.test.clone(),
     )?;
     let n = mnist.train.len();

@@ -8,13 +8,10 @@ use clap::Args;
 
 use mnist_wgpu::data;
 use mnist_wgpu::fetch::Need;
-use mnist_wgpu::gpu::trainer::check_limits;
 use mnist_wgpu::modelfile;
-use mnist_wgpu::train::{Eval, Recipe};
+use mnist_wgpu::train::Eval;
 
-use super::args::{
-    RunArgs, UsageError, arch_string, at_least_one, data_dir, make_backend, open_device,
-};
+use super::args::{RunArgs, arch_string, at_least_one, data_dir, make_evaluator, open_device};
 
 #[derive(Args, Debug)]
 pub struct EvalArgs {
@@ -39,17 +36,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
     let dir = data_dir(&args.run, Need::TestOnly)?;
     let test = data::load_test(&dir, kind)
         .with_context(|| format!("loading {} from {}", kind.name(), dir.display()))?;
-    if let Some(gpu) = &gpu {
-        check_limits(gpu, &arch, args.batch_size, test.len()).map_err(UsageError)?;
-    }
-    let recipe = Recipe {
-        epochs: 0,
-        batch_size: args.batch_size,
-        lr: 0.0,
-        momentum: 0.0,
-        seed: 0,
-    };
-    let mut backend = make_backend(gpu, &arch, &recipe, model.params.clone(), None, test)?;
+    let mut backend = make_evaluator(gpu, &arch, model.params.clone(), test, args.batch_size)?;
     println!("adapter: {}", backend.describe());
     let meta = &model.metadata;
     let writer = match (meta.get("program"), meta.get("torch")) {

@@ -8,9 +8,8 @@ use clap::Args;
 use mnist_wgpu::data::{CLASSES, Dataset};
 use mnist_wgpu::modelfile;
 use mnist_wgpu::predict::{SIDE, load_digit};
-use mnist_wgpu::train::Recipe;
 
-use super::args::{AdapterArgs, DeviceChoice, json_str, make_backend, open_device};
+use super::args::{AdapterArgs, DeviceChoice, json_str, make_evaluator, open_device};
 
 #[derive(Args, Debug)]
 pub struct PredictArgs {
@@ -44,15 +43,8 @@ pub fn run(args: PredictArgs) -> Result<()> {
         rows: SIDE,
         cols: SIDE,
     };
-    let recipe = Recipe {
-        epochs: 0,
-        batch_size: n.min(1000),
-        lr: 0.0,
-        momentum: 0.0,
-        seed: 0,
-    };
     let gpu = open_device(args.device, &args.adapter)?;
-    let mut backend = make_backend(gpu, &model.arch, &recipe, model.params, None, set)?;
+    let mut backend = make_evaluator(gpu, &model.arch, model.params, set, n.min(1000))?;
     let ev = backend.evaluate()?;
     let mut rows = Vec::new();
     for (path, logp) in args.images.iter().zip(ev.log_probs.chunks(CLASSES)) {

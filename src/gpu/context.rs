@@ -1,6 +1,9 @@
 //! Choosing an adapter and opening a device on it.
 
 use std::fmt;
+use std::sync::{Arc, Mutex};
+
+use crate::gpu::program::TileLoop;
 
 /// Which graphics API to look on (`--backend`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -45,6 +48,15 @@ pub enum GpuError {
         adapter: String,
         source: wgpu::RequestDeviceError,
     },
+    #[error(
+        "the GPU failed while {what} on {adapter}: {message}; run `mnist-wgpu selftest` to \
+         check this adapter, or use --device cpu"
+    )]
+    Failed {
+        adapter: String,
+        what: String,
+        message: String,
+    },
 }
 
 /// A device and what the kernels need to know about it.
@@ -56,6 +68,8 @@ pub struct Gpu {
     /// Whether the matmul uses the subgroup inner loop (needs subgroups of at least 8 lanes).
     pub subgroups: bool,
     pub timestamps: bool,
+    /// Errors no scope caught (wgpu's default would panic) and a lost device, in order.
+    errors: Arc<Mutex<Vec<String>>>,
 }
 
 impl fmt::Display for Gpu {
@@ -181,6 +195,16 @@ impl Gpu {
             adapter: info.name.clone(),
             source,
         })?;
+        let errors = Arc::new(Mutex::new(Vec::new()));
+        let sink = errors.clone();
+        device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
+            sink.lock().unwrap().push(one_line(&e.to_string()));
+        }));
+        let sink = errors.clone();
+        device.set_device_lost_callback(move |reason, message| {
+            let lost = format!("the device was lost ({reason:?}): {}", one_line(&message));
+            sink.lock().unwrap().push(lost);
+        });
         Ok(Gpu {
             device,
             queue,
@@ -188,11 +212,66 @@ impl Gpu {
             limits,
             subgroups,
             timestamps,
+            errors,
         })
+    }
+
+    /// Which matmul inner loop this device runs.
+    pub fn tile_loop(&self) -> TileLoop {
+        if self.subgroups {
+            TileLoop::Subgroup
+        } else {
+            TileLoop::Plain
+        }
+    }
+
+    /// The error of a GPU failure while doing `what`: one line naming the adapter.
+    pub fn failure(&self, what: &str, message: &str) -> GpuError {
+        GpuError::Failed {
+            adapter: self.info.name.clone(),
+            what: what.to_string(),
+            message: one_line(message),
+        }
+    }
+
+    /// Runs `f` (creating pipelines, submitting) inside validation and out-of-memory error
+    /// scopes, so that what the driver rejects comes back as an error.
+    pub fn scoped<T>(&self, what: &str, f: impl FnOnce() -> T) -> Result<T, GpuError> {
+        let memory = self.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+        let validation = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let out = f();
+        let invalid = pollster::block_on(validation.pop());
+        let oom = pollster::block_on(memory.pop());
+        if let Some(e) = invalid.or(oom) {
+            return Err(self.failure(what, &e.to_string()));
+        }
+        self.check(what)?;
+        Ok(out)
+    }
+
+    /// Fails with the first error no scope caught (or a lost device) since the last check.
+    pub fn check(&self, what: &str) -> Result<(), GpuError> {
+        let mut errors = self.errors.lock().unwrap();
+        if errors.is_empty() {
+            return Ok(());
+        }
+        let first = errors.remove(0);
+        errors.clear();
+        Err(self.failure(what, &first))
     }
 
     /// The default adapter of the query, with subgroups where it has them.
     pub fn new(query: &AdapterQuery) -> Result<Gpu, GpuError> {
         Gpu::open(&pick_adapter(query)?, true)
     }
+}
+
+/// wgpu's messages span lines ("Caused by: ..."); an error here is one line.
+fn one_line(message: &str) -> String {
+    message
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ")
 }

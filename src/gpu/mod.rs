@@ -1,9 +1,24 @@
 //! Everything that runs on a wgpu device.
+//!
+//! - [`context`]: adapter choice, the device, GPU errors as values
+//! - [`program`]: WGSL sources and their import step, the `Step` uniform, `Op`, submission
+//! - [`layout`]: the parameters' device layout (rows padded to vec4)
+//! - [`ops`]: one module per operation: WGSL, launcher, CPU twin, check
+//! - [`step`]: the training step and the evaluation batch as lists of dispatches
+//! - [`trainer`], [`evaluator`]: the GPU backend and its evaluation
+//! - [`selftest`]: every op's check, for `mnist-wgpu selftest` and the tests
 
+pub mod check;
 pub mod context;
-pub mod kernels;
+pub mod evaluator;
+pub mod layout;
+pub mod ops;
+pub mod profiler;
+pub mod program;
+pub mod selftest;
+pub mod step;
+pub mod tensors;
 pub mod trainer;
 
 pub use context::{AdapterQuery, Api, Gpu, GpuError};
 pub use trainer::GpuBackend;
-pub mod selftest;

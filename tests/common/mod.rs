@@ -4,29 +4,28 @@
 
 use mnist_wgpu::gpu::{AdapterQuery, Gpu, context::pick_adapter};
 
-/// The default adapter, with (`subgroups: true`) or without the subgroup matmul. A machine
-/// with no adapter fails the test with a message saying how to get one.
-pub fn gpu(subgroups: bool) -> Gpu {
+/// The default adapter (with subgroups where it has them). A machine with no adapter fails
+/// the test with a message saying how to get one.
+pub fn gpu() -> Gpu {
     let adapter = pick_adapter(&AdapterQuery::default()).unwrap_or_else(|e| {
         panic!("GPU tests need a wgpu adapter: {e}");
     });
-    let gpu = Gpu::open(&adapter, subgroups).expect("opening the device");
-    if subgroups && !gpu.subgroups {
-        eprintln!(
-            "note: {} has no usable subgroups; testing the plain matmul",
-            gpu.info.name
-        );
-    }
-    gpu
+    Gpu::open(&adapter, true).expect("opening the device")
 }
 
-/// Both matmul variants where the adapter has subgroups, else the plain one.
+/// The default adapter with every matmul inner loop it can run: with and without subgroups
+/// where it has them.
 pub fn gpus() -> Vec<Gpu> {
-    let first = gpu(true);
-    if first.subgroups {
-        vec![first, gpu(false)]
-    } else {
-        vec![first]
+    let first = gpu();
+    match first.subgroups {
+        true => {
+            let adapter = pick_adapter(&AdapterQuery::default()).unwrap();
+            vec![
+                first,
+                Gpu::open(&adapter, false).expect("opening the device"),
+            ]
+        }
+        false => vec![first],
     }
 }
 

@@ -1,0 +1,136 @@
+// Linear backward: the gradients of one layer from the gradient of its output, dZ^T.
+// CPU twin: `cpu::linear_backward` (and `cpu::relu_backward` for the mask).
+//
+//   product INPUT (p = 0)   dX^T [IN, BP] = W^T * dZ^T, zero where the layer's input H^T was
+//                           not positive (the ReLU of the layer below, fused)
+//   product WEIGHT (p = 1)  dW [OUT, LDW] = dZ^T * H, and db [OUT] = the row sums of dZ^T
+//
+//   params W [OUT, LDW] at W_OFF in the device layout (`gpu::layout`)
+//   dz     dZ^T [OUT, BP]  feature-major
+//   dx     dX^T [IN, BP]   (entry `backward` only)
+//   mask   H^T [IN, BP]    the layer's input (entry `backward` only)
+//   h_rows H [BP, LDW]     the layer's input batch-major, zero past IN, so dW's padding
+//                          columns come out zero
+//   grads  the flat gradients in the device layout: dW at W_OFF, db at B_OFF (a multiple of
+//          4, with pad4(OUT) floats of room: a tile stores its four bias rows as one vec4)
+//
+// Entry `backward` runs both products in one dispatch: they both read dZ^T and neither reads
+// what the other writes. Workgroups 0 .. X_GROUPS - 1 compute INPUT (X_GX across), the rest
+// WEIGHT (W_GX across); which one is workgroup-uniform, so the subgroup loop stays in uniform
+// control flow. Entry `backward_weight` runs WEIGHT alone, for the first layer, whose input
+// needs no gradient. A workgroup is LANES invocations over ROWS rows and LANES vec4 columns.
+//#import tile_common.wgsl
+//#import tile_loop.wgsl
+
+override IN: u32;
+override OUT: u32;
+override BP: u32;
+override W_OFF: u32;
+override B_OFF: u32;
+override LDW: u32;
+override X_GX: u32;
+override X_GROUPS: u32;
+override W_GX: u32;
+override BP4: u32 = BP / 4u;
+override LDW4: u32 = LDW / 4u;
+
+const INPUT: u32 = 0u;
+const WEIGHT: u32 = 1u;
+
+@group(0) @binding(0) var<storage, read> params: array<f32>;
+@group(0) @binding(1) var<storage, read> dz: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read_write> dx: array<vec4<f32>>;
+@group(0) @binding(3) var<storage, read> mask: array<vec4<f32>>;
+@group(0) @binding(4) var<storage, read> h_rows: array<vec4<f32>>;
+@group(0) @binding(5) var<storage, read_write> grads: array<vec4<f32>>;
+
+// The tile loop's contract (see tile_plain.wgsl): M, K, A and B of product p.
+fn rows_of(p: u32) -> u32 {
+    return select(OUT, IN, p == INPUT);
+}
+
+fn depth(p: u32) -> u32 {
+    return select(BP, OUT, p == INPUT);
+}
+
+// A[m, k] for m, k in range: W^T from the parameters, or dZ^T read one float at a time.
+fn a_at(p: u32, m: u32, k: u32) -> f32 {
+    if (p == INPUT) {
+        return params[W_OFF + k * LDW + m];
+    }
+    let i = m * BP + k;
+    return dz[i / 4u][i % 4u];
+}
+
+fn a_rows(p: u32, m0: u32, k: u32) -> vec4<f32> {
+    let kc = min(k, depth(p) - 1u);
+    var v: vec4<f32>;
+    for (var r = 0u; r < ROWS; r++) {
+        let m = m0 + r;
+        v[r] = select(0.0, a_at(p, min(m, rows_of(p) - 1u), kc), m < rows_of(p) && k < depth(p));
+    }
+    return v;
+}
+
+fn b_row(p: u32, k: u32, col4: u32) -> vec4<f32> {
+    if (p == INPUT) {
+        return dz[min(k, OUT - 1u) * BP4 + col4];
+    }
+    return h_rows[min(k, BP - 1u) * LDW4 + col4];
+}
+
+// Workgroup g of the INPUT product: dX^T, masked.
+fn input_gradient(g: u32, li: u32) {
+    let m0 = (g / X_GX) * ROWS;
+    let col4 = (g % X_GX) * LANES + li;
+    let t = tile(INPUT, m0, min(col4, BP4 - 1u), li);
+    if (col4 >= BP4) {
+        return;
+    }
+    for (var r = 0u; r < ROWS; r++) {
+        let m = m0 + r;
+        if (m < IN) {
+            let h = mask[m * BP4 + col4];
+            dx[m * BP4 + col4] = select(vec4<f32>(0.0), t.acc[r], h > vec4<f32>(0.0));
+        }
+    }
+}
+
+// Workgroup g of the WEIGHT product: dW and, from the first column of workgroups, db.
+fn weight_gradient(g: u32, li: u32) {
+    let m0 = (g / W_GX) * ROWS;
+    let gx = g % W_GX;
+    let col4 = gx * LANES + li;
+    let t = tile(WEIGHT, m0, min(col4, LDW4 - 1u), li);
+    if (col4 < LDW4) {
+        for (var r = 0u; r < ROWS; r++) {
+            if (m0 + r < OUT) {
+                grads[(W_OFF + (m0 + r) * LDW) / 4u + col4] = t.acc[r];
+            }
+        }
+    }
+    // Rows past OUT have rowsum 0 (a_rows is zero there) and land in the bias's padding.
+    if (gx == 0u && li == 0u) {
+        grads[(B_OFF + m0) / 4u] = t.rowsum;
+    }
+}
+
+@compute @workgroup_size(LANES)
+fn backward(
+    @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(local_invocation_index) li: u32,
+) {
+    if (wg.x < X_GROUPS) {
+        input_gradient(wg.x, li);
+    } else {
+        weight_gradient(wg.x - X_GROUPS, li);
+    }
+}
+
+@compute @workgroup_size(LANES)
+fn backward_weight(
+    @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(local_invocation_index) li: u32,
+) {
+    weight_gradient(wg.x, li);
+}

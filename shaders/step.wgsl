@@ -1,0 +1,12 @@
+// The per-step uniform: one entry per step of an epoch, read at a dynamic offset, so that 250
+// recorded steps need no host work between them. Host twin: `gpu::program::Step` (#[repr(C)]),
+// held to this layout by tests/shaders.rs.
+struct Step {
+    // position of the step's first sample in the split's order
+    start: u32,
+    // samples in this step's batch (the last batch of an epoch may be partial)
+    valid: u32,
+    // the step's number within the epoch
+    index: u32,
+    pad: u32,
+}

@@ -1,0 +1,390 @@
+//! `mnist-wgpu train`: the run from flags or from a checkpoint (`--resume`), progress on a
+//! terminal, one line per epoch with the test figures, a checkpoint after every epoch, Ctrl-C
+//! that checkpoints and exits 130, and the model file at the end.
+
+mod plan;
+mod ui;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use clap::Args;
+
+use mnist_wgpu::checkpoint::{self, Recorder};
+use mnist_wgpu::data::{self, Dataset};
+use mnist_wgpu::fetch::Need;
+use mnist_wgpu::gpu::trainer::{STEPS_PER_SUBMIT, check_limits};
+use mnist_wgpu::model::Arch;
+use mnist_wgpu::modelfile::{self, DEFAULT_MODEL_FILE};
+use mnist_wgpu::train::{Backend, Diverged, EpochReport, LoopOptions, Outcome, Position};
+
+use super::args::{
+    DeviceChoice, Hidden, Interrupted, RunArgs, UsageError, arch_string, at_least_one, data_dir,
+    hidden, hidden_string, make_backend, momentum, open_device, positive_finite,
+};
+use plan::Start;
+use ui::{Ui, install_interrupt_handler};
+
+/// Where runs go unless `--run-dir` says otherwise: `runs/run-001`, `runs/run-002`, ...
+const RUNS: &str = "runs";
+
+#[derive(Args, Debug)]
+pub struct TrainArgs {
+    /// Passes over the training set.
+    #[arg(long, default_value_t = 5, value_parser = at_least_one)]
+    pub epochs: usize,
+    /// Images per step; the last batch of an epoch may be smaller.
+    #[arg(long, default_value_t = 32, value_parser = at_least_one)]
+    pub batch_size: usize,
+    /// SGD learning rate.
+    #[arg(long, default_value_t = 0.003, value_parser = positive_finite, allow_negative_numbers = true)]
+    pub lr: f64,
+    /// SGD momentum (PyTorch's rule, no dampening).
+    #[arg(long, default_value_t = 0.9, value_parser = momentum, allow_negative_numbers = true)]
+    pub momentum: f64,
+    /// Hidden layer sizes, comma-separated; one or more [default: 128,128,64,64, or those of --init]
+    #[arg(long, value_parser = hidden)]
+    pub hidden: Option<Hidden>,
+    /// Seed of the initial weights and of every epoch's shuffle.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Start from the weights in this model file (safetensors) instead of a random initialisation.
+    #[arg(long, value_name = "PATH")]
+    pub init: Option<PathBuf>,
+    /// Where to save the trained model (safetensors, PyTorch's state_dict keys) [default:
+    /// mnist_mlp.safetensors, or where the resumed run saves]
+    #[arg(long, value_name = "PATH")]
+    pub save: Option<PathBuf>,
+    /// Do not save the trained model.
+    #[arg(long, conflicts_with = "save")]
+    pub no_save: bool,
+    /// Directory for this run's checkpoint (after every epoch) and metrics [default: a new
+    /// runs/run-NNN]
+    #[arg(long, value_name = "DIR")]
+    pub run_dir: Option<PathBuf>,
+    /// Continue the run in DIR from its checkpoint, with the recipe it was started with (the
+    /// outputs --save, --no-save, --metrics, --plot, --quiet and --profile may change).
+    #[arg(long, value_name = "DIR", conflicts_with_all = [
+        "epochs", "batch_size", "lr", "momentum", "hidden", "seed", "init", "run_dir", "dataset",
+        "data_dir",
+    ])]
+    pub resume: Option<PathBuf>,
+    /// Also write the per-epoch metrics as CSV here (the run directory always gets metrics.csv).
+    #[arg(long, value_name = "PATH")]
+    pub metrics: Option<PathBuf>,
+    /// Draw the training and test loss and the test accuracy per epoch into this PNG.
+    #[arg(long, value_name = "PATH.png")]
+    pub plot: Option<PathBuf>,
+    /// Print only the final accuracy.
+    #[arg(long)]
+    pub quiet: bool,
+    /// Time every kernel with GPU timestamp queries and print a table at the end (where the
+    /// adapter has them; the timestamps themselves add a little to every dispatch).
+    #[arg(long)]
+    pub profile: bool,
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+/// On a software adapter (a CPU emulating a GPU) a step of the default recipe took this many
+/// times as long as on the CPU backend, on the 2-core machine of docs/PERFORMANCE.md.
+const SOFTWARE_FACTOR: &str = "SOFTWARE_FACTOR_TBD";
+
+pub fn run(args: TrainArgs) -> Result<()> {
+    let t_start = Instant::now();
+    // MNIST's 28x28 inputs and 10 classes are the contract; a model file must fit them.
+    let (input, classes) = (28 * 28, data::CLASSES);
+    let start = plan::start(&args, (input, classes))?;
+    let Start { plan, arch, .. } = &start;
+    let mut run_args = args.run.clone();
+    if start.resumed.is_some() {
+        run_args.dataset = plan.dataset;
+        run_args.data_dir = plan.data_dir.clone();
+    }
+    // The device first: a batch too large for it is a usage error, before any data is read.
+    let gpu = open_device(run_args.device, &run_args.adapter)?;
+    if let Some(gpu) = &gpu {
+        check_limits(gpu, arch, plan.recipe.batch_size, 60_000).map_err(UsageError)?;
+        if run_args.device == DeviceChoice::Auto
+            && gpu.info.device_type == wgpu::DeviceType::Cpu
+            && !args.quiet
+        {
+            eprintln!(
+                "note: {} is a software adapter (the CPU emulating a GPU); here a step takes \
+                 about {SOFTWARE_FACTOR} times as long as with --device cpu",
+                gpu.info.name
+            );
+        }
+    }
+    let (train, test) = load_data(&run_args, arch)?;
+    let n_train = train.len();
+    let mut backend = make_backend(gpu, arch, &plan.recipe, start.params.clone(), train, test)?;
+    let (position, metrics) = match &start.resumed {
+        Some(c) => {
+            backend.load_state(&c.params, &c.momentum)?;
+            (c.position.clone(), c.metrics.clone())
+        }
+        None => (Position::default(), Vec::new()),
+    };
+    let run_dir = make_run_dir(start.run_dir.clone())?;
+    let header = Header {
+        args: &args,
+        start: &start,
+        run_dir: &run_dir,
+        position: &position,
+        t_start,
+    };
+    let mut ui = header.ui(backend.as_ref(), run_args.dataset.name(), metrics);
+    let profiling = args.profile && backend.start_profile();
+    if args.profile && !profiling {
+        let adapter = backend.describe();
+        eprintln!(
+            "note: --profile: {adapter} has no timestamp queries inside compute passes; no kernel times"
+        );
+    }
+    install_interrupt_handler();
+    let options = LoopOptions {
+        interval: STEPS_PER_SUBMIT,
+        evaluate: true,
+    };
+    let outcome = mnist_wgpu::train::run(
+        backend.as_mut(),
+        &plan.recipe,
+        n_train,
+        position.clone(),
+        options,
+        &mut ui,
+    );
+    if let Some(bar) = ui.bar.take() {
+        bar.finish_and_clear();
+    }
+    finish(outcome, &mut ui, backend.as_mut(), &header, n_train)?;
+    let (loss, accuracy) = summary(&ui, backend.as_mut(), &header)?;
+    if profiling && let Some(p) = backend.profile() {
+        println!(
+            "\nper-kernel GPU time over the {} training steps (timestamp queries):",
+            p.steps
+        );
+        print!("{}", p.table());
+    }
+    if let Some(save) = &plan.save {
+        save_model(
+            save,
+            backend.as_mut(),
+            &header,
+            (loss, accuracy),
+            run_args.dataset.name(),
+        )?;
+    }
+    Ok(())
+}
+
+fn load_data(run_args: &RunArgs, arch: &Arch) -> Result<(Dataset, Dataset)> {
+    let kind = run_args.dataset;
+    let dir = data_dir(run_args, Need::All)?;
+    let mnist = data::load(&dir, kind)
+        .with_context(|| format!("loading {} from {}", kind.name(), dir.display()))?;
+    if mnist.train.pixels() != arch.input() {
+        anyhow::bail!(
+            "{}: images are {}x{}, the model takes 28x28",
+            dir.display(),
+            mnist.train.rows,
+            mnist.train.cols
+        );
+    }
+    Ok((mnist.train, mnist.test))
+}
+
+fn make_run_dir(dir: Option<PathBuf>) -> Result<PathBuf> {
+    match dir {
+        Some(d) => {
+            std::fs::create_dir_all(&d)
+                .with_context(|| format!("{}: cannot create the run directory", d.display()))?;
+            Ok(d)
+        }
+        None => checkpoint::new_run_dir(Path::new(RUNS))
+            .with_context(|| format!("{RUNS}: cannot create a run directory")),
+    }
+}
+
+/// What the run prints before its first step, and what later output refers back to.
+struct Header<'a> {
+    args: &'a TrainArgs,
+    start: &'a Start,
+    run_dir: &'a Path,
+    position: &'a Position,
+    t_start: Instant,
+}
+
+impl Header<'_> {
+    /// `--init` as the user wrote it; a resumed run shows the absolute path it stored.
+    fn init_shown(&self) -> String {
+        let init = self.args.init.as_ref().or(self.start.plan.init.as_ref());
+        init.map_or("random".to_string(), |p| p.display().to_string())
+    }
+
+    /// Prints the header lines and returns the observer of the run.
+    fn ui(&self, backend: &dyn Backend, dataset: &str, metrics: Vec<checkpoint::MetricsRow>) -> Ui {
+        let (arch, r, dir) = (
+            &self.start.arch,
+            &self.start.plan.recipe,
+            self.run_dir.display(),
+        );
+        let adapter = backend.describe();
+        if !self.args.quiet {
+            println!("adapter: {adapter}");
+            println!(
+                "model: {} | {} parameters | batch {} | lr {} | momentum {} | seed {} | init {} | start-up {:.2} s",
+                arch_string(arch),
+                arch.param_count(),
+                r.batch_size,
+                r.lr,
+                r.momentum,
+                r.seed,
+                self.init_shown(),
+                self.t_start.elapsed().as_secs_f64()
+            );
+            match &self.start.resumed {
+                Some(_) => println!(
+                    "run: {dir} | resumed at epoch {}, step {}",
+                    self.position.epoch, self.position.step
+                ),
+                None => println!(
+                    "run: {dir} | checkpoint after every epoch; continue with --resume {dir}"
+                ),
+            }
+        }
+        let plan = &self.start.plan;
+        let title = format!(
+            "{} on {dataset} | batch {} | lr {} | momentum {} | {adapter}",
+            arch_string(arch),
+            r.batch_size,
+            r.lr,
+            r.momentum,
+        );
+        let recorder = Recorder {
+            run_dir: self.run_dir.to_path_buf(),
+            arch: arch.clone(),
+            settings: plan.settings(arch),
+            metrics,
+            metrics_copy: plan.metrics.clone(),
+            plot: plan.plot.clone().map(|p| (p, title)),
+        };
+        Ui {
+            quiet: self.args.quiet,
+            bar: None,
+            recorder,
+            last: None,
+        }
+    }
+}
+
+/// A diverged run names the checkpoint it kept; an interrupted one writes its checkpoint and
+/// says how to resume.
+fn finish(
+    outcome: Result<Outcome>,
+    ui: &mut Ui,
+    backend: &mut dyn Backend,
+    h: &Header,
+    n_train: usize,
+) -> Result<()> {
+    let dir = h.run_dir.display();
+    match outcome {
+        Ok(Outcome::Finished) => Ok(()),
+        Ok(Outcome::Interrupted(pos)) => {
+            ui.recorder.save(backend, pos.clone())?;
+            Err(Interrupted(format!(
+                "interrupted in epoch {} after step {} of {}; checkpoint written to {}\n\
+                 resume with: mnist-wgpu train --resume {dir}",
+                pos.epoch,
+                pos.step,
+                h.start.plan.recipe.steps_per_epoch(n_train),
+                h.run_dir.join(checkpoint::CHECKPOINT_FILE).display(),
+            ))
+            .into())
+        }
+        Err(e) => match e.downcast_ref::<Diverged>() {
+            Some(d) => {
+                let kept = match ui.recorder.metrics.last() {
+                    Some(m) => format!("the checkpoint of epoch {} in {dir} is unchanged", m.epoch),
+                    None => "no checkpoint was written".to_string(),
+                };
+                anyhow::bail!("{d}; {kept}")
+            }
+            None => Err(e),
+        },
+    }
+}
+
+/// Prints the closing lines in the tutorial's words; (test loss, accuracy).
+fn summary(ui: &Ui, backend: &mut dyn Backend, h: &Header) -> Result<(f64, f64)> {
+    let train_s: f64 = ui.recorder.metrics.iter().map(|m| m.seconds).sum();
+    let (loss, accuracy, correct, total) = match &ui.last {
+        Some(EpochReport { test: Some(t), .. }) => (t.loss, t.accuracy, t.correct, t.total),
+        _ => {
+            // A resumed run that had already finished: evaluate what it holds.
+            let ev = backend.evaluate()?;
+            (ev.mean_loss(), ev.accuracy(), ev.correct, ev.total)
+        }
+    };
+    if !h.args.quiet {
+        let total_s = h.t_start.elapsed().as_secs_f64();
+        println!("Training time {train_s:.1} s | test loss {loss:.4} | total {total_s:.1} s");
+    }
+    println!(
+        "Model Accuracy {:.2} %   ({correct}/{total})",
+        100.0 * accuracy
+    );
+    Ok((loss, accuracy))
+}
+
+fn save_model(
+    save: &Path,
+    backend: &mut dyn Backend,
+    h: &Header,
+    (loss, accuracy): (f64, f64),
+    dataset: &str,
+) -> Result<()> {
+    let (arch, r) = (&h.start.arch, &h.start.plan.recipe);
+    let metadata: BTreeMap<String, String> = [
+        (
+            "program",
+            format!("mnist-wgpu {}", env!("CARGO_PKG_VERSION")),
+        ),
+        ("dataset", dataset.to_string()),
+        ("sizes", arch_string(arch)),
+        ("hidden", hidden_string(arch)),
+        ("epochs", r.epochs.to_string()),
+        ("batch_size", r.batch_size.to_string()),
+        ("lr", r.lr.to_string()),
+        ("momentum", r.momentum.to_string()),
+        ("seed", r.seed.to_string()),
+        ("init", h.init_shown()),
+        ("accuracy", format!("{accuracy:.4}")),
+        ("test_loss", format!("{loss:.6}")),
+        ("adapter", backend.describe()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    // The one read-back of the weights in a run (besides the checkpoints).
+    let params = backend.params()?;
+    modelfile::save(save, arch, &params, &metadata)?;
+    if !h.args.quiet {
+        // As the user wrote it, where they did.
+        let shown = match (&h.args.save, &h.start.resumed) {
+            (Some(p), _) => p.as_path(),
+            (None, Some(_)) => save,
+            (None, None) => Path::new(DEFAULT_MODEL_FILE),
+        };
+        let kb = std::fs::metadata(save).map_or(0, |m| m.len()) as f64 / 1024.0;
+        println!(
+            "saved {} ({} tensors, {kb:.0} KB)",
+            shown.display(),
+            2 * arch.layers()
+        );
+    }
+    Ok(())
+}

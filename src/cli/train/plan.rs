@@ -1,0 +1,240 @@
+//! What a run is: its recipe and inputs (stored in every checkpoint, so `--resume` needs no
+//! flags) and its outputs (chosen anew on every invocation, resumed or not).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::Result;
+
+use mnist_wgpu::checkpoint::{self, Checkpoint};
+use mnist_wgpu::data::Kind;
+use mnist_wgpu::model::Arch;
+use mnist_wgpu::modelfile::{self, DEFAULT_MODEL_FILE};
+use mnist_wgpu::train::Recipe;
+
+use super::TrainArgs;
+use crate::cli::args::{UsageError, hidden, hidden_string};
+
+/// Everything that defines a run; a checkpoint stores it so `--resume` needs no flags.
+#[derive(Clone, Debug)]
+pub struct Plan {
+    pub recipe: Recipe,
+    pub hidden: Option<Vec<usize>>,
+    pub dataset: Kind,
+    pub data_dir: Option<PathBuf>,
+    pub init: Option<PathBuf>,
+    pub save: Option<PathBuf>,
+    pub metrics: Option<PathBuf>,
+    pub plot: Option<PathBuf>,
+}
+
+/// Paths are stored absolute, so a run resumes from any working directory.
+fn absolute(p: &Path) -> PathBuf {
+    std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf())
+}
+
+impl Plan {
+    fn from_args(a: &TrainArgs) -> Plan {
+        Plan {
+            recipe: Recipe {
+                epochs: a.epochs,
+                batch_size: a.batch_size,
+                lr: a.lr,
+                momentum: a.momentum,
+                seed: a.seed,
+            },
+            hidden: a.hidden.as_ref().map(|h| h.0.clone()),
+            dataset: a.run.dataset,
+            data_dir: a.run.data_dir.as_deref().map(absolute),
+            init: a.init.as_deref().map(absolute),
+            save: None,
+            metrics: None,
+            plot: None,
+        }
+        .with_outputs(a, None)
+    }
+
+    /// The output choices of `a` (`--save`, `--no-save`, `--metrics`, `--plot`) over those of
+    /// `stored` (a resumed run's), or the defaults.
+    fn with_outputs(mut self, a: &TrainArgs, stored: Option<&Plan>) -> Plan {
+        let default_save = || Some(absolute(Path::new(DEFAULT_MODEL_FILE)));
+        self.save = match (a.no_save, &a.save, stored) {
+            (true, _, _) => None,
+            (false, Some(p), _) => Some(absolute(p)),
+            (false, None, Some(s)) => s.save.clone(),
+            (false, None, None) => default_save(),
+        };
+        self.metrics = a
+            .metrics
+            .as_deref()
+            .map(absolute)
+            .or_else(|| stored.and_then(|s| s.metrics.clone()));
+        self.plot = a
+            .plot
+            .as_deref()
+            .map(absolute)
+            .or_else(|| stored.and_then(|s| s.plot.clone()));
+        self
+    }
+
+    pub fn settings(&self, arch: &Arch) -> BTreeMap<String, String> {
+        let r = &self.recipe;
+        let mut m: BTreeMap<String, String> = [
+            ("epochs", r.epochs.to_string()),
+            ("batch_size", r.batch_size.to_string()),
+            ("lr", r.lr.to_string()),
+            ("momentum", r.momentum.to_string()),
+            ("seed", r.seed.to_string()),
+            ("hidden", hidden_string(arch)),
+            ("dataset", self.dataset.name().to_string()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+        for (k, p) in [
+            ("data_dir", &self.data_dir),
+            ("init", &self.init),
+            ("save", &self.save),
+            ("metrics", &self.metrics),
+            ("plot", &self.plot),
+        ] {
+            if let Some(p) = p {
+                m.insert(k.to_string(), p.display().to_string());
+            }
+        }
+        m
+    }
+
+    fn from_settings(m: &BTreeMap<String, String>) -> Result<Plan, String> {
+        let get = |k: &str| m.get(k).ok_or_else(|| format!("no setting `{k}`"));
+        let num = |k: &str| -> Result<f64, String> {
+            get(k)?
+                .parse()
+                .map_err(|_| format!("setting `{k}` is not a number"))
+        };
+        let path = |k: &str| m.get(k).map(PathBuf::from);
+        let dataset = match get("dataset")?.as_str() {
+            "mnist" => Kind::Mnist,
+            "fashion-mnist" => Kind::FashionMnist,
+            "idx" => Kind::Idx,
+            other => return Err(format!("unknown dataset `{other}`")),
+        };
+        Ok(Plan {
+            recipe: Recipe {
+                epochs: num("epochs")? as usize,
+                batch_size: num("batch_size")? as usize,
+                lr: num("lr")?,
+                momentum: num("momentum")?,
+                seed: get("seed")?
+                    .parse()
+                    .map_err(|_| "setting `seed`".to_string())?,
+            },
+            hidden: Some(hidden(get("hidden")?)?.0),
+            dataset,
+            data_dir: path("data_dir"),
+            init: path("init"),
+            save: path("save"),
+            metrics: path("metrics"),
+            plot: path("plot"),
+        })
+    }
+}
+
+/// Where a run starts: a fresh plan from the flags, or a checkpoint's.
+pub struct Start {
+    pub plan: Plan,
+    pub arch: Arch,
+    pub params: Vec<f32>,
+    pub run_dir: Option<PathBuf>,
+    pub resumed: Option<Checkpoint>,
+}
+
+/// The run the flags ask for, checked before any device or data is touched.
+pub fn start(args: &TrainArgs, (input, classes): (usize, usize)) -> Result<Start> {
+    if let Some(dir) = &args.resume {
+        let c = checkpoint::load(dir, input, classes)?;
+        let file = dir.join(checkpoint::CHECKPOINT_FILE);
+        let stored = Plan::from_settings(&c.settings)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+        let plan = stored.clone().with_outputs(args, Some(&stored));
+        if plan.save != stored.save
+            && let Some(save) = &plan.save
+        {
+            check_save_path(save)?;
+        }
+        return Ok(Start {
+            plan,
+            arch: c.arch.clone(),
+            params: c.params.clone(),
+            run_dir: Some(dir.clone()),
+            resumed: Some(c),
+        });
+    }
+    let plan = Plan::from_args(args);
+    if let Some(save) = &plan.save {
+        check_save_path(save)?;
+    }
+    if let Some(dir) = &args.run_dir
+        && dir.join(checkpoint::CHECKPOINT_FILE).exists()
+    {
+        let msg = format!(
+            "--run-dir {}: holds a run already; continue it with --resume {0}, or pick another directory",
+            dir.display()
+        );
+        return Err(UsageError(msg).into());
+    }
+    let init = match &plan.init {
+        Some(path) => Some(modelfile::load(path, input, classes)?),
+        None => None,
+    };
+    let arch = match (&init, &plan.hidden) {
+        (Some(m), Some(h)) if m.arch.sizes[1..m.arch.sizes.len() - 1] != h[..] => {
+            let flag: Vec<String> = h.iter().map(|x| x.to_string()).collect();
+            let msg = format!(
+                "--hidden {}: the model in --init {} has hidden sizes {}",
+                flag.join(","),
+                args.init.as_ref().unwrap().display(),
+                hidden_string(&m.arch)
+            );
+            return Err(UsageError(msg).into());
+        }
+        (Some(m), _) => m.arch.clone(),
+        (None, h) => Arch::new(input, h.as_deref().unwrap_or(&[128, 128, 64, 64]), classes),
+    };
+    let params = match init {
+        Some(m) => m.params,
+        None => arch.init(plan.recipe.seed),
+    };
+    Ok(Start {
+        plan,
+        arch,
+        params,
+        run_dir: args.run_dir.clone(),
+        resumed: None,
+    })
+}
+
+/// A save path that cannot work is found before training, not after.
+fn check_save_path(path: &Path) -> Result<()> {
+    if path.is_dir() {
+        let msg = format!(
+            "--save {}: is a directory; give a file name such as {}",
+            path.display(),
+            path.join(DEFAULT_MODEL_FILE).display()
+        );
+        return Err(UsageError(msg).into());
+    }
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    if !parent.is_dir() {
+        let msg = format!(
+            "--save {}: the directory {} does not exist",
+            path.display(),
+            parent.display()
+        );
+        return Err(UsageError(msg).into());
+    }
+    Ok(())
+}

@@ -1,0 +1,201 @@
+//! The harness of the kernel checks: every op's check runs its kernel on random data and
+//! compares with its CPU twin in `cpu.rs`, evaluated in f64. `mnist-wgpu selftest` and
+//! tests/kernels.rs run the same checks (`gpu::selftest`).
+
+use anyhow::Result;
+use wgpu::util::DeviceExt;
+
+use crate::gpu::context::Gpu;
+use crate::gpu::program::{Op, read_back, staging, step_stride, step_table, submit};
+use crate::rng::Rng;
+
+/// Batch sizes and inner sizes of the matmul checks: 1, 7, 33 and 785 are no multiple of
+/// anything the kernels tile by.
+pub const BATCHES: [usize; 4] = [1, 7, 32, 33];
+pub const INNER: [usize; 5] = [1, 10, 64, 784, 785];
+/// Neither a multiple of the 4 rows of a matmul tile nor of its 32 columns.
+pub const OTHER: usize = 13;
+
+/// One line of the self-test table.
+#[derive(Clone, Debug)]
+pub struct Check {
+    pub kernel: String,
+    pub shape: String,
+    /// The error of the element nearest its tolerance, and that tolerance; both 0 for exact
+    /// checks that passed.
+    pub max_err: f64,
+    pub tol: f64,
+    /// What failed first, if anything did.
+    pub failure: Option<String>,
+}
+
+impl Check {
+    pub fn ok(&self) -> bool {
+        self.failure.is_none()
+    }
+}
+
+/// Accumulates element errors against per-element tolerances.
+pub struct Tally {
+    check: Check,
+    worst_ratio: f64,
+}
+
+impl Tally {
+    pub fn new(kernel: impl Into<String>, shape: impl Into<String>) -> Tally {
+        Tally {
+            check: Check {
+                kernel: kernel.into(),
+                shape: shape.into(),
+                max_err: 0.0,
+                tol: 0.0,
+                failure: None,
+            },
+            worst_ratio: -1.0,
+        }
+    }
+
+    /// Records `|got - want| <= tol`, naming the element `what` if it fails.
+    pub fn close(&mut self, what: impl FnOnce() -> String, got: f64, want: f64, tol: f64) {
+        let err = (got - want).abs();
+        let ratio = match (err.is_nan(), tol > 0.0) {
+            (true, _) => f64::INFINITY,
+            (false, true) => err / tol,
+            (false, false) if err == 0.0 => 0.0,
+            (false, false) => f64::INFINITY,
+        };
+        if ratio > self.worst_ratio {
+            self.worst_ratio = ratio;
+            self.check.max_err = if err.is_nan() { f64::INFINITY } else { err };
+            self.check.tol = tol;
+        }
+        if ratio > 1.0 && self.check.failure.is_none() {
+            self.check.failure = Some(format!(
+                "{}: got {got}, expected {want} (|diff| {err:e} > {tol:e})",
+                what()
+            ));
+        }
+    }
+
+    pub fn fail(&mut self, message: String) {
+        if self.check.failure.is_none() {
+            self.check.failure = Some(message);
+        }
+    }
+
+    /// A check whose kernel could not even be built or run.
+    pub fn broken(kernel: impl Into<String>, shape: impl Into<String>, e: anyhow::Error) -> Check {
+        let mut t = Tally::new(kernel, shape);
+        t.fail(format!("{e:#}"));
+        t.done()
+    }
+
+    pub fn done(self) -> Check {
+        self.check
+    }
+}
+
+/// Bound on the error of an f32 sum of `k` products, relative to Σ|a·b|: a sum of K f32 terms
+/// in any order is within K·2⁻²⁴·Σ|terms| of the exact value (Higham's γ_K), plus two
+/// roundings for the epilogue, so a correct kernel never exceeds it whatever its order.
+pub fn sum_tolerance(k: usize, scale: f64) -> f64 {
+    (k as f64 + 2.0) * 2f64.powi(-24) * scale + 1e-30
+}
+
+/// A storage buffer holding `data`, padded with zeros to whole vec4, readable back.
+pub fn buffer<T: bytemuck::Pod>(gpu: &Gpu, label: &str, data: &[T]) -> wgpu::Buffer {
+    let mut bytes = bytemuck::cast_slice::<T, u8>(data).to_vec();
+    bytes.resize(bytes.len().max(16).next_multiple_of(16), 0);
+    gpu.device
+        .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+            label: Some(label),
+            contents: &bytes,
+            usage: wgpu::BufferUsages::STORAGE
+                | wgpu::BufferUsages::COPY_SRC
+                | wgpu::BufferUsages::COPY_DST,
+        })
+}
+
+/// The step uniforms of `n` samples in batches of `batch`, at the adapter's stride.
+pub fn steps_buffer(gpu: &Gpu, n: usize, batch: usize) -> wgpu::Buffer {
+    let table = step_table(n, batch, step_stride(gpu));
+    gpu.device
+        .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+            label: Some("self-test steps"),
+            contents: &table,
+            usage: wgpu::BufferUsages::UNIFORM,
+        })
+}
+
+/// Runs `op` for step `step` and waits.
+pub fn run_op(gpu: &Gpu, op: &Op, step: usize) -> Result<()> {
+    submit(
+        gpu,
+        "self-test",
+        std::slice::from_ref(op),
+        step..step + 1,
+        step_stride(gpu),
+    )
+}
+
+pub fn read<T: bytemuck::Pod>(gpu: &Gpu, src: &wgpu::Buffer, count: usize) -> Result<Vec<T>> {
+    let staging = staging(gpu, "self-test staging", count * std::mem::size_of::<T>());
+    read_back(gpu, src, 0, count, &staging)
+}
+
+pub fn random(rng: &mut Rng, n: usize, lo: f32, hi: f32) -> Vec<f32> {
+    (0..n).map(|_| rng.uniform(lo, hi)).collect()
+}
+
+/// f32 values as f64, for the f64 references.
+pub fn wide(x: &[f32]) -> Vec<f64> {
+    x.iter().map(|&v| v as f64).collect()
+}
+
+/// |x| in f64: a reference computed on these gives Σ|a·b|, the scale of a product's rounding.
+pub fn wide_abs(x: &[f32]) -> Vec<f64> {
+    x.iter().map(|&v| (v as f64).abs()).collect()
+}
+
+/// A feature-major `[rows, ld]` matrix's first `cols` columns, batch-major `[cols, rows]`.
+pub fn transpose(x: &[f32], rows: usize, ld: usize, cols: usize) -> Vec<f32> {
+    let mut out = vec![0f32; rows * cols];
+    for r in 0..rows {
+        for c in 0..cols {
+            out[c * rows + r] = x[r * ld + c];
+        }
+    }
+    out
+}
+
+/// The first `cols` of each of `rows` rows of stride `ld`: `[rows, cols]`.
+pub fn unpad(x: &[f32], rows: usize, ld: usize, cols: usize) -> Vec<f32> {
+    (0..rows)
+        .flat_map(|r| x[r * ld..r * ld + cols].iter().copied())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A check can fail: an error over its tolerance, a NaN, or an inexact exact check.
+    #[test]
+    fn tally_fails_on_errors_beyond_tolerance() {
+        let mut t = Tally::new("k", "s");
+        t.close(|| "a".into(), 1.0, 1.0 + 1e-7, 1e-6);
+        assert!(t.check.failure.is_none());
+        t.close(|| "b".into(), 1.0, 1.1, 1e-6);
+        t.close(|| "c".into(), 1.0, 2.0, 1e-6);
+        let c = t.done();
+        assert!(c.failure.as_deref().unwrap().starts_with("b:"));
+        assert_eq!((c.max_err, c.tol), (1.0, 1e-6));
+        let mut t = Tally::new("k", "s");
+        t.close(|| "nan".into(), f64::NAN, 0.0, 1.0);
+        t.close(|| "exact".into(), 0.5, 0.5, 0.0);
+        assert!(t.done().failure.unwrap().starts_with("nan:"));
+        let mut t = Tally::new("k", "s");
+        t.close(|| "exact".into(), 0.5, 0.25, 0.0);
+        assert!(!t.done().ok());
+    }
+}

@@ -1,0 +1,108 @@
+//! Evaluation of a model on the test split, on the device: its own batch size, activations and
+//! dispatches, reading the parameters it is given.
+
+use anyhow::Result;
+
+use crate::data::{Dataset, normalize_table};
+use crate::gpu::context::Gpu;
+use crate::gpu::layout::{DeviceLayout, pad4};
+use crate::gpu::ops::Modules;
+use crate::gpu::program::{Op, read_back, staging, step_stride, submit};
+use crate::gpu::step::evaluation_batch;
+use crate::gpu::tensors::{Activations, Split, init, zeros};
+use crate::model::Arch;
+use crate::train::Eval;
+
+/// Test images per evaluation batch when training (results do not depend on it: every
+/// sample's column is computed alone, in the same order).
+pub const EVAL_BATCH: usize = 1000;
+
+pub struct Evaluator {
+    split: Split,
+    acts: Activations,
+    /// correct: [test len] u32, is_correct | predicted << 8; log_probs: [test len, classes]
+    correct: wgpu::Buffer,
+    log_probs: wgpu::Buffer,
+    staging: wgpu::Buffer,
+    ops: Vec<Op>,
+    labels: Vec<u8>,
+    classes: usize,
+    batch: usize,
+}
+
+impl Evaluator {
+    /// Evaluates `test` in batches of `batch` with the parameters in `params` (device layout).
+    pub fn new(
+        gpu: &Gpu,
+        m: &Modules,
+        (arch, layout, params): (&Arch, &DeviceLayout, &wgpu::Buffer),
+        test: &Dataset,
+        batch: usize,
+    ) -> Result<Evaluator> {
+        let batch = batch.clamp(1, test.len().max(1));
+        let classes = arch.output();
+        let split = Split::new(gpu, "test", test, batch);
+        let acts = Activations::new(gpu, arch, pad4(batch), false);
+        let table = init(
+            gpu,
+            "normalisation table",
+            bytemuck::cast_slice(&normalize_table()),
+            wgpu::BufferUsages::STORAGE,
+        );
+        let correct = zeros(gpu, "eval correct", test.len());
+        let log_probs = zeros(gpu, "eval log-probs", test.len() * classes);
+        let ops = evaluation_batch(
+            gpu,
+            m,
+            (layout, params),
+            (&split, &table, &acts),
+            (&correct, &log_probs),
+        )?;
+        Ok(Evaluator {
+            staging: staging(gpu, "eval read-back", test.len() * classes * 4),
+            split,
+            acts,
+            correct,
+            log_probs,
+            ops,
+            labels: test.labels.clone(),
+            classes,
+            batch,
+        })
+    }
+
+    /// Accuracy, loss, confusion matrix and every sample's log-probabilities.
+    pub fn run(&self, gpu: &Gpu) -> Result<Eval> {
+        let n = self.split.len;
+        let steps = n.div_ceil(self.batch);
+        let mut s = 0;
+        while s < steps {
+            let e = (s + 500).min(steps);
+            submit(gpu, "evaluate", &self.ops, s..e, step_stride(gpu))?;
+            s = e;
+        }
+        let correct: Vec<u32> = read_back(gpu, &self.correct, 0, n, &self.staging)?;
+        let log_probs: Vec<f32> =
+            read_back(gpu, &self.log_probs, 0, n * self.classes, &self.staging)?;
+        let mut ev = Eval::new(self.classes);
+        for (i, (&c, logp)) in correct
+            .iter()
+            .zip(log_probs.chunks(self.classes))
+            .enumerate()
+        {
+            let label = self.labels[i] as usize;
+            ev.add((c >> 8) as usize, label, -logp[label] as f64);
+        }
+        ev.log_probs = log_probs;
+        Ok(ev)
+    }
+
+    /// The buffers it holds, for the memory listing.
+    pub fn bytes(&self) -> u64 {
+        self.split.bytes()
+            + self.acts.bytes()
+            + self.correct.size()
+            + self.log_probs.size()
+            + self.staging.size()
+    }
+}

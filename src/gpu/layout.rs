@@ -1,0 +1,116 @@
+//! The parameters' layout on the device, and the conversion to and from PyTorch's.
+//!
+//! Files and the CPU keep PyTorch's flat table (`model::Arch::table`: `w: [out, in]` then
+//! `b: [out]` per layer, packed). On the device every row of a weight is padded with zeros to a
+//! multiple of 4 floats and every tensor starts at a multiple of 4, so that each product reads
+//! and writes whole vec4 everywhere, whatever the layer sizes: one kernel per product, no
+//! scalar twin. Gradients and momentum use the same layout; the padding is zero in all three
+//! and stays zero (its gradient is zero: the padding columns of the batch-major activations
+//! are zero).
+
+use crate::model::Arch;
+
+pub fn pad4(n: usize) -> usize {
+    n.div_ceil(4) * 4
+}
+
+/// Where layer l's tensors live in the device's flat buffers, in floats.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LayerAt {
+    /// `in`, `out` of the layer.
+    pub inp: usize,
+    pub out: usize,
+    /// w: [out, ldw] at `w_off`, ldw = pad4(in), columns past `in` zero
+    pub w_off: usize,
+    pub ldw: usize,
+    /// b: [out] at `b_off`, with pad4(out) floats of room
+    pub b_off: usize,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeviceLayout {
+    pub layers: Vec<LayerAt>,
+    /// Floats in each of params, grads and momentum: a multiple of 4.
+    pub len: usize,
+}
+
+impl DeviceLayout {
+    pub fn new(arch: &Arch) -> DeviceLayout {
+        let mut at = 0;
+        let layers = (0..arch.layers())
+            .map(|l| {
+                let (inp, out) = arch.dims(l);
+                let ldw = pad4(inp);
+                let layer = LayerAt {
+                    inp,
+                    out,
+                    w_off: at,
+                    ldw,
+                    b_off: at + out * ldw,
+                };
+                at = layer.b_off + pad4(out);
+                layer
+            })
+            .collect();
+        DeviceLayout { layers, len: at }
+    }
+
+    /// PyTorch's flat parameters (as `Arch::table`) in this layout, padding zero.
+    pub fn to_device(&self, flat: &[f32]) -> Vec<f32> {
+        let mut out = vec![0f32; self.len];
+        let mut src = 0;
+        for l in &self.layers {
+            for r in 0..l.out {
+                let row = l.w_off + r * l.ldw;
+                out[row..row + l.inp].copy_from_slice(&flat[src..src + l.inp]);
+                src += l.inp;
+            }
+            out[l.b_off..l.b_off + l.out].copy_from_slice(&flat[src..src + l.out]);
+            src += l.out;
+        }
+        assert_eq!(
+            src,
+            flat.len(),
+            "the flat parameters do not match the layout"
+        );
+        out
+    }
+
+    /// The device's buffer in PyTorch's flat order.
+    pub fn from_device(&self, device: &[f32]) -> Vec<f32> {
+        let mut out = Vec::with_capacity(device.len());
+        for l in &self.layers {
+            for r in 0..l.out {
+                let row = l.w_off + r * l.ldw;
+                out.extend_from_slice(&device[row..row + l.inp]);
+            }
+            out.extend_from_slice(&device[l.b_off..l.b_off + l.out]);
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_with_padding() {
+        let arch = Arch::new(5, &[3, 6], 2);
+        let layout = DeviceLayout::new(&arch);
+        assert_eq!(layout.layers[0].ldw, 8);
+        assert!(
+            layout
+                .layers
+                .iter()
+                .all(|l| l.w_off % 4 == 0 && l.b_off % 4 == 0)
+        );
+        assert_eq!(layout.len % 4, 0);
+        let flat: Vec<f32> = (0..arch.param_count()).map(|i| i as f32 + 1.0).collect();
+        let dev = layout.to_device(&flat);
+        assert_eq!(dev.iter().filter(|&&v| v != 0.0).count(), flat.len());
+        assert_eq!(layout.from_device(&dev), flat);
+        // w0 row 1 starts at 8 on the device and at 5 in the file
+        assert_eq!(dev[8], flat[5]);
+    }
+}

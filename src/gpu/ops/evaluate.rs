@@ -1,0 +1,144 @@
+//! Evaluation of one test batch: the first largest logit against the label, and every
+//! sample's log-probabilities (shaders/evaluate.wgsl). CPU twins: `cpu::argmax`,
+//! `cpu::log_softmax`.
+
+use anyhow::{Result, ensure};
+
+use crate::cpu;
+use crate::gpu::check::{Check, Tally, buffer, random, read, run_op, steps_buffer, wide};
+use crate::gpu::context::Gpu;
+use crate::gpu::layout::pad4;
+use crate::gpu::ops::{Modules, WG};
+use crate::gpu::program::{Bind, Dispatch, Op, need};
+use crate::rng::Rng;
+
+pub struct Evaluate<'a> {
+    pub classes: usize,
+    pub bp: usize,
+    /// samples in the split
+    pub len: usize,
+    /// logits: Z^T [classes, bp]
+    pub logits: &'a wgpu::Buffer,
+    /// labels, order: [len] u32; steps: the split's step uniforms
+    pub labels: &'a wgpu::Buffer,
+    pub order: &'a wgpu::Buffer,
+    pub steps: &'a wgpu::Buffer,
+    /// correct: [len] u32, is_correct | predicted << 8
+    pub correct: &'a wgpu::Buffer,
+    /// log_probs: [len, classes]
+    pub log_probs: &'a wgpu::Buffer,
+}
+
+impl Evaluate<'_> {
+    pub fn op(&self, gpu: &Gpu, m: &Modules, label: &str) -> Result<Op> {
+        ensure!(self.classes > 0 && self.bp > 0, "{label}: empty evaluation");
+        need(label, "logits", self.logits, self.classes * self.bp * 4)?;
+        need(label, "labels", self.labels, self.len * 4)?;
+        need(label, "order", self.order, self.len * 4)?;
+        need(label, "correct", self.correct, self.len * 4)?;
+        need(
+            label,
+            "log-probs",
+            self.log_probs,
+            self.len * self.classes * 4,
+        )?;
+        Op::new(
+            gpu,
+            Dispatch {
+                label: label.to_string(),
+                module: &m.evaluate,
+                entry: "evaluate",
+                constants: &[
+                    ("CLASSES", self.classes as f64),
+                    ("BP", self.bp as f64),
+                    ("WG", WG as f64),
+                ],
+                bindings: &[
+                    (0, Bind::Read(self.logits)),
+                    (1, Bind::Read(self.labels)),
+                    (2, Bind::Read(self.order)),
+                    (3, Bind::Step(self.steps)),
+                    (4, Bind::ReadWrite(self.correct)),
+                    (5, Bind::ReadWrite(self.log_probs)),
+                ],
+                groups: [(self.bp as u32).div_ceil(WG), 1, 1],
+            },
+        )
+    }
+}
+
+/// A first step of 33 samples out of 40: the first largest logit wins a tie, as in the
+/// tutorial's `list.index(max(...))`, and nothing past the step is written.
+pub fn checks(gpu: &Gpu, m: &Modules) -> Vec<Check> {
+    let shape = "10 classes, batch 33";
+    match check_one(gpu, m) {
+        Ok(c) => c,
+        Err(e) => vec![Tally::broken("evaluate", shape, e)],
+    }
+}
+
+fn check_one(gpu: &Gpu, m: &Modules) -> Result<Vec<Check>> {
+    let mut rng = Rng::new(13, 0);
+    let (batch, classes, n) = (33usize, 10usize, 40usize);
+    let bp = pad4(batch);
+    let labels: Vec<u32> = (0..n).map(|_| rng.below(classes as u64) as u32).collect();
+    let order: Vec<u32> = (0..n as u32).collect();
+    let mut logits = random(&mut rng, classes * bp, -4.0, 4.0);
+    logits[3 * bp] = 9.0;
+    logits[5 * bp] = 9.0;
+    let (zb, lb, ob) = (
+        buffer(gpu, "logits", &logits),
+        buffer(gpu, "labels", &labels),
+        buffer(gpu, "order", &order),
+    );
+    let steps = steps_buffer(gpu, n, batch);
+    let correct = buffer(gpu, "correct", &vec![u32::MAX; n]);
+    let logp_b = buffer(gpu, "log-probs", &vec![f32::NAN; n * classes]);
+    let e = Evaluate {
+        classes,
+        bp,
+        len: n,
+        logits: &zb,
+        labels: &lb,
+        order: &ob,
+        steps: &steps,
+        correct: &correct,
+        log_probs: &logp_b,
+    };
+    run_op(gpu, &e.op(gpu, m, "evaluate")?, 0)?;
+    let got_c: Vec<u32> = read(gpu, &correct, n)?;
+    let got_l: Vec<f32> = read(gpu, &logp_b, n * classes)?;
+    let shape = format!("{classes} classes, batch {batch}");
+    let mut tp = Tally::new("evaluate argmax", shape.clone());
+    let mut tl = Tally::new("evaluate log-softmax", shape);
+    for b in 0..batch {
+        let z = wide(&(0..classes).map(|c| logits[c * bp + b]).collect::<Vec<_>>());
+        let pred = cpu::argmax(&z);
+        let lp = cpu::log_softmax(&z, classes);
+        let want = (pred == labels[b] as usize) as u32 | (pred as u32) << 8;
+        if got_c[b] != want {
+            tp.fail(format!(
+                "sample {b}: got {:#x}, expected {want:#x}",
+                got_c[b]
+            ));
+        }
+        for c in 0..classes {
+            let tol = 1e-5 * (1.0 + lp[c].abs());
+            tl.close(
+                || format!("logp[{b},{c}]"),
+                got_l[b * classes + c] as f64,
+                lp[c],
+                tol,
+            );
+        }
+    }
+    if got_c[0] >> 8 != 3 {
+        tp.fail("a tie went to a later class, not the first".into());
+    }
+    if got_c[batch..].iter().any(|&c| c != u32::MAX)
+        || got_l[batch * classes..].iter().any(|v| !v.is_nan())
+    {
+        tp.fail("wrote past the step".into());
+    }
+    Ok(vec![tp.done(), tl.done()])
+}

@@ -1,0 +1,154 @@
+//! Batch assembly: the step's shuffled images, gathered from the resident u8 data set and
+//! normalised, written feature-major for the first forward product and batch-major for the
+//! first weight gradient (shaders/batch.wgsl). CPU twin: `cpu::gather`.
+
+use anyhow::{Result, ensure};
+
+use crate::cpu;
+use crate::data::{Dataset, normalize_table};
+use crate::gpu::check::{Check, Tally, buffer, read, run_op, steps_buffer};
+use crate::gpu::context::Gpu;
+use crate::gpu::layout::pad4;
+use crate::gpu::ops::{Modules, WG};
+use crate::gpu::program::{Bind, Dispatch, Op, need, need_vec4};
+use crate::rng::Rng;
+
+/// Packs u8 images four to a u32, each image padded to whole words.
+pub fn pack_images(data: &Dataset) -> Vec<u32> {
+    let words = data.pixels().div_ceil(4);
+    let mut out = vec![0u32; data.len() * words];
+    for i in 0..data.len() {
+        for (p, &v) in data.image(i).iter().enumerate() {
+            out[i * words + p / 4] |= (v as u32) << (8 * (p % 4));
+        }
+    }
+    out
+}
+
+pub struct Gather<'a> {
+    pub pixels: usize,
+    pub bp: usize,
+    /// images: [split size, ceil(pixels / 4)] u32, from [`pack_images`]
+    pub images: &'a wgpu::Buffer,
+    /// order: [split size], the epoch's order of the split
+    pub order: &'a wgpu::Buffer,
+    /// table: [256] f32, `data::normalize_table`
+    pub table: &'a wgpu::Buffer,
+    /// steps: the split's step uniforms
+    pub steps: &'a wgpu::Buffer,
+    /// x_t: X^T [pixels, bp]
+    pub x_t: &'a wgpu::Buffer,
+    /// x_rows: X [bp, pad4(pixels)]
+    pub x_rows: &'a wgpu::Buffer,
+}
+
+impl Gather<'_> {
+    pub fn op(&self, gpu: &Gpu, m: &Modules, label: &str) -> Result<Op> {
+        let (p, bp) = (self.pixels, self.bp);
+        ensure!(
+            bp > 0 && bp.is_multiple_of(4),
+            "{label}: batch {bp} is not a multiple of 4"
+        );
+        let words = p.div_ceil(4);
+        need(label, "table", self.table, 256 * 4)?;
+        need_vec4(label, "X^T", self.x_t, p * bp)?;
+        need_vec4(label, "X", self.x_rows, bp * pad4(p))?;
+        Op::new(
+            gpu,
+            Dispatch {
+                label: label.to_string(),
+                module: &m.gather,
+                entry: "gather",
+                constants: &[
+                    ("PIXELS", p as f64),
+                    ("WORDS", words as f64),
+                    ("BP", bp as f64),
+                    ("LDX", pad4(p) as f64),
+                    ("WG", WG as f64),
+                ],
+                bindings: &[
+                    (0, Bind::Read(self.images)),
+                    (1, Bind::Read(self.order)),
+                    (2, Bind::Read(self.table)),
+                    (3, Bind::Step(self.steps)),
+                    (4, Bind::ReadWrite(self.x_t)),
+                    (5, Bind::ReadWrite(self.x_rows)),
+                ],
+                groups: [(words as u32).div_ceil(WG), bp as u32 / 4, 1],
+            },
+        )
+    }
+}
+
+fn dataset(rng: &mut Rng, n: usize, rows: usize, cols: usize) -> Dataset {
+    Dataset {
+        images: (0..n * rows * cols).map(|_| rng.below(256) as u8).collect(),
+        labels: (0..n).map(|_| rng.below(10) as u8).collect(),
+        rows,
+        cols,
+    }
+}
+
+/// The gather of a partial last batch equals `cpu::gather` bit for bit, with zero columns past
+/// the valid count; 7x13 images are no whole number of u32 words.
+pub fn checks(gpu: &Gpu, m: &Modules) -> Vec<Check> {
+    let mut rng = Rng::new(11, 0);
+    let mut out = Vec::new();
+    for (rows, cols, batch) in [(28, 28, 32), (7, 13, 7), (7, 13, 33)] {
+        let data = dataset(&mut rng, 50, rows, cols);
+        let mut order: Vec<u32> = (0..50).collect();
+        rng.shuffle(&mut order);
+        let shape = format!("{rows}x{cols} batch {batch}");
+        match check_one(gpu, m, &data, &order, batch) {
+            Ok(c) => out.push(c),
+            Err(e) => out.push(Tally::broken("gather+normalise", shape, e)),
+        }
+    }
+    out
+}
+
+fn check_one(gpu: &Gpu, m: &Modules, data: &Dataset, order: &[u32], batch: usize) -> Result<Check> {
+    let (p, bp, n) = (data.pixels(), pad4(batch), data.len());
+    let images = buffer(gpu, "images", &pack_images(data));
+    let orderb = buffer(gpu, "order", order);
+    let table = buffer(gpu, "table", &normalize_table());
+    let x_t = buffer(gpu, "X^T", &vec![f32::NAN; p * bp]);
+    let x_rows = buffer(gpu, "X", &vec![f32::NAN; bp * pad4(p)]);
+    let steps = steps_buffer(gpu, n, batch);
+    let g = Gather {
+        pixels: p,
+        bp,
+        images: &images,
+        order: &orderb,
+        table: &table,
+        steps: &steps,
+        x_t: &x_t,
+        x_rows: &x_rows,
+    };
+    let last = n.div_ceil(batch) - 1;
+    run_op(gpu, &g.op(gpu, m, "gather")?, last)?;
+    let start = last * batch;
+    let valid = (n - start).min(batch);
+    let reference = cpu::gather(data, &order[start..start + valid]);
+    let got_t: Vec<f32> = read(gpu, &x_t, p * bp)?;
+    let got_b: Vec<f32> = read(gpu, &x_rows, bp * pad4(p))?;
+    let mut t = Tally::new(
+        "gather+normalise",
+        format!("{}x{} batch {batch}", data.rows, data.cols),
+    );
+    for col in 0..bp {
+        for px in 0..pad4(p) {
+            let want = if col < valid && px < p {
+                reference[col * p + px]
+            } else {
+                0.0
+            };
+            let what = || format!("pixel {px} of column {col}");
+            if px < p {
+                t.close(what, got_t[px * bp + col] as f64, want as f64, 0.0);
+            }
+            t.close(what, got_b[col * pad4(p) + px] as f64, want as f64, 0.0);
+        }
+    }
+    Ok(t.done())
+}

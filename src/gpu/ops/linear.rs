@@ -1,0 +1,413 @@
+//! Linear layers: the forward product (bias and ReLU fused) and the backward products (input
+//! gradient with the ReLU mask, weight and bias gradients), in shaders/linear_forward.wgsl and
+//! shaders/linear_backward.wgsl with an inner loop from tile_plain.wgsl or tile_subgroup.wgsl.
+//! CPU twins: `cpu::linear_forward`, `cpu::linear_backward`, `cpu::relu_backward`.
+//!
+//! Activations are feature-major, `H^T: [features, bp]` with `bp` a multiple of 4, so a batch
+//! runs along the columns each invocation holds as vec4; parameters are in the device layout
+//! (`gpu::layout`).
+
+use anyhow::{Result, ensure};
+
+use crate::cpu;
+use crate::gpu::check::{BATCHES, Check, INNER, OTHER, Tally, buffer, random, read, run_op};
+use crate::gpu::check::{sum_tolerance, transpose, unpad, wide, wide_abs};
+use crate::gpu::context::Gpu;
+use crate::gpu::layout::{DeviceLayout, LayerAt, pad4};
+use crate::gpu::ops::Modules;
+use crate::gpu::program::{Bind, Dispatch, Op, TileLoop, need_vec4};
+use crate::model::Arch;
+use crate::rng::Rng;
+
+/// Rows of a tile (`ROWS` of tile_common.wgsl) and invocations of a matmul workgroup, each
+/// owning one vec4 of columns (`LANES` of tile_subgroup.wgsl; an override in tile_plain.wgsl).
+pub const ROWS: u32 = 4;
+pub const LANES: u32 = 8;
+
+fn tile_constants(tile: TileLoop, c: &mut Vec<(&str, f64)>) {
+    if tile == TileLoop::Plain {
+        c.push(("LANES", LANES as f64));
+    }
+}
+
+fn div(a: usize, b: u32) -> u32 {
+    (a as u32).div_ceil(b)
+}
+
+/// Z^T = W * H^T + bias (ReLU when `relu`), also stored batch-major.
+pub struct Forward<'a> {
+    pub at: LayerAt,
+    pub bp: usize,
+    pub relu: bool,
+    /// params: the flat parameters, device layout
+    pub params: &'a wgpu::Buffer,
+    /// h: H^T [in, bp]
+    pub h: &'a wgpu::Buffer,
+    /// z: Z^T [out, bp]
+    pub z: &'a wgpu::Buffer,
+    /// z_rows: Z [bp, pad4(out)]
+    pub z_rows: &'a wgpu::Buffer,
+}
+
+impl Forward<'_> {
+    pub fn op(&self, gpu: &Gpu, m: &Modules, label: &str) -> Result<Op> {
+        let (a, bp) = (self.at, self.bp);
+        ensure!(
+            bp > 0 && bp.is_multiple_of(4),
+            "{label}: batch {bp} is not a multiple of 4"
+        );
+        need_vec4(label, "params", self.params, a.b_off + pad4(a.out))?;
+        need_vec4(label, "H^T", self.h, a.inp * bp)?;
+        need_vec4(label, "Z^T", self.z, a.out * bp)?;
+        need_vec4(label, "Z", self.z_rows, bp * pad4(a.out))?;
+        let mut constants = vec![
+            ("IN", a.inp as f64),
+            ("OUT", a.out as f64),
+            ("BP", bp as f64),
+            ("W_OFF", a.w_off as f64),
+            ("B_OFF", a.b_off as f64),
+            ("LDW", a.ldw as f64),
+            ("LDZ", pad4(a.out) as f64),
+            ("RELU", self.relu as u8 as f64),
+        ];
+        tile_constants(m.tile, &mut constants);
+        Op::new(
+            gpu,
+            Dispatch {
+                label: label.to_string(),
+                module: &m.forward,
+                entry: "forward",
+                constants: &constants,
+                bindings: &[
+                    (0, Bind::Read(self.params)),
+                    (1, Bind::Read(self.h)),
+                    (2, Bind::ReadWrite(self.z)),
+                    (3, Bind::ReadWrite(self.z_rows)),
+                ],
+                groups: [div(bp / 4, LANES), div(a.out, ROWS), 1],
+            },
+        )
+    }
+}
+
+/// The input gradient's buffers: dX^T [in, bp] and the mask source H^T [in, bp].
+pub struct InputGrad<'a> {
+    pub dx: &'a wgpu::Buffer,
+    pub mask: &'a wgpu::Buffer,
+}
+
+/// dW = dZ^T * H and db into `grads`, and with `input` also dX^T = W^T * dZ^T masked by
+/// H^T > 0, in one dispatch.
+pub struct Backward<'a> {
+    pub at: LayerAt,
+    pub bp: usize,
+    /// params: the flat parameters, device layout
+    pub params: &'a wgpu::Buffer,
+    /// dz: dZ^T [out, bp]
+    pub dz: &'a wgpu::Buffer,
+    /// h_rows: H [bp, ldw], zero past `in`
+    pub h_rows: &'a wgpu::Buffer,
+    /// grads: the flat gradients, device layout
+    pub grads: &'a wgpu::Buffer,
+    pub input: Option<InputGrad<'a>>,
+}
+
+impl Backward<'_> {
+    pub fn op(&self, gpu: &Gpu, m: &Modules, label: &str) -> Result<Op> {
+        let (a, bp) = (self.at, self.bp);
+        ensure!(
+            bp > 0 && bp.is_multiple_of(4),
+            "{label}: batch {bp} is not a multiple of 4"
+        );
+        ensure!(
+            a.w_off.is_multiple_of(4) && a.b_off.is_multiple_of(4) && a.ldw.is_multiple_of(4),
+            "{label}: {a:?} is not vec4-aligned"
+        );
+        need_vec4(label, "params", self.params, a.b_off + pad4(a.out))?;
+        need_vec4(label, "grads", self.grads, a.b_off + pad4(a.out))?;
+        need_vec4(label, "dZ^T", self.dz, a.out * bp)?;
+        need_vec4(label, "H", self.h_rows, bp * a.ldw)?;
+        let (x_gx, w_gx) = (div(bp / 4, LANES), div(a.ldw / 4, LANES));
+        let x_groups = if self.input.is_some() {
+            x_gx * div(a.inp, ROWS)
+        } else {
+            0
+        };
+        let mut constants = vec![
+            ("IN", a.inp as f64),
+            ("OUT", a.out as f64),
+            ("BP", bp as f64),
+            ("W_OFF", a.w_off as f64),
+            ("B_OFF", a.b_off as f64),
+            ("LDW", a.ldw as f64),
+            ("X_GX", x_gx as f64),
+            ("X_GROUPS", x_groups as f64),
+            ("W_GX", w_gx as f64),
+        ];
+        tile_constants(m.tile, &mut constants);
+        let mut bindings = vec![
+            (0, Bind::Read(self.params)),
+            (1, Bind::Read(self.dz)),
+            (4, Bind::Read(self.h_rows)),
+            (5, Bind::ReadWrite(self.grads)),
+        ];
+        if let Some(x) = &self.input {
+            need_vec4(label, "dX^T", x.dx, a.inp * bp)?;
+            need_vec4(label, "H^T", x.mask, a.inp * bp)?;
+            bindings.push((2, Bind::ReadWrite(x.dx)));
+            bindings.push((3, Bind::Read(x.mask)));
+        }
+        Op::new(
+            gpu,
+            Dispatch {
+                label: label.to_string(),
+                module: &m.backward,
+                entry: if self.input.is_some() {
+                    "backward"
+                } else {
+                    "backward_weight"
+                },
+                constants: &constants,
+                bindings: &bindings,
+                groups: [x_groups + w_gx * div(a.out, ROWS), 1, 1],
+            },
+        )
+    }
+}
+
+// ---- checks against cpu::linear_forward / cpu::linear_backward ----
+
+/// A layer `inp -> out` that is the second of a model, so its offsets are not zero, and
+/// parameters in the device layout with NaN in the padding (which no product may read).
+fn test_layer(rng: &mut Rng, inp: usize, out: usize) -> (LayerAt, Vec<f32>) {
+    let layout = DeviceLayout::new(&Arch::new(3, &[inp], out));
+    let at = layout.layers[1];
+    let mut params = vec![f32::NAN; layout.len];
+    for r in 0..out {
+        let row = at.w_off + r * at.ldw;
+        params[row..row + inp].copy_from_slice(&random(rng, inp, -1.0, 1.0));
+    }
+    params[at.b_off..at.b_off + out].copy_from_slice(&random(rng, out, -1.0, 1.0));
+    (at, params)
+}
+
+/// The weight [out, in] and bias of `at` from device-layout parameters, PyTorch's layout.
+fn weight_and_bias(at: LayerAt, params: &[f32]) -> (Vec<f32>, Vec<f32>) {
+    let w = unpad(&params[at.w_off..], at.out, at.ldw, at.inp);
+    (w, params[at.b_off..at.b_off + at.out].to_vec())
+}
+
+fn shape(at: LayerAt, bp: usize) -> String {
+    format!("[{},{}]x[{},{bp}]", at.out, at.inp, at.inp)
+}
+
+/// Z^T [out, bp] and its batch-major copy against cpu::linear_forward in f64.
+pub fn check_forward(
+    gpu: &Gpu,
+    m: &Modules,
+    batch: usize,
+    inp: usize,
+    out: usize,
+    relu: bool,
+) -> Check {
+    let name = format!(
+        "forward{} ({})",
+        if relu { "+relu" } else { "" },
+        m.tile.name()
+    );
+    let bp = pad4(batch);
+    let mut rng = Rng::new(batch as u64 * 1000 + inp as u64, out as u64);
+    let (at, params) = test_layer(&mut rng, inp, out);
+    let ht = random(&mut rng, inp * bp, -1.0, 1.0);
+    let run = || -> Result<(Vec<f32>, Vec<f32>)> {
+        let (pb, hb) = (buffer(gpu, "params", &params), buffer(gpu, "H^T", &ht));
+        let zb = buffer(gpu, "Z^T", &vec![f32::NAN; out * bp]);
+        let zr = buffer(gpu, "Z", &vec![f32::NAN; bp * pad4(out)]);
+        let f = Forward {
+            at,
+            bp,
+            relu,
+            params: &pb,
+            h: &hb,
+            z: &zb,
+            z_rows: &zr,
+        };
+        run_op(gpu, &f.op(gpu, m, "forward")?, 0)?;
+        Ok((read(gpu, &zb, out * bp)?, read(gpu, &zr, bp * pad4(out))?))
+    };
+    let (z, z_rows) = match run() {
+        Ok(r) => r,
+        Err(e) => return Tally::broken(name, shape(at, bp), e),
+    };
+    let (w, b) = weight_and_bias(at, &params);
+    let x = transpose(&ht, inp, bp, bp);
+    let mut want = vec![0f64; bp * out];
+    cpu::linear_forward(
+        &wide(&x),
+        &wide(&w),
+        &wide(&b),
+        &mut want,
+        bp,
+        (inp, out),
+        relu,
+    );
+    let mut scale = vec![0f64; bp * out];
+    cpu::linear_forward(
+        &wide_abs(&x),
+        &wide_abs(&w),
+        &wide_abs(&b),
+        &mut scale,
+        bp,
+        (inp, out),
+        false,
+    );
+    let mut t = Tally::new(name, shape(at, bp));
+    for r in 0..out {
+        for n in 0..bp {
+            let got = z[r * bp + n];
+            let tol = sum_tolerance(inp, scale[n * out + r]);
+            t.close(|| format!("Z[{r},{n}]"), got as f64, want[n * out + r], tol);
+            if z_rows[n * pad4(out) + r].to_bits() != got.to_bits() {
+                t.fail(format!(
+                    "the batch-major copy differs from Z^T at [{r},{n}]"
+                ));
+            }
+        }
+    }
+    if (0..bp).any(|n| (out..pad4(out)).any(|r| z_rows[n * pad4(out) + r] != 0.0)) {
+        t.fail("the batch-major copy's padding is not zero".into());
+    }
+    t.done()
+}
+
+/// The backward products (with the input gradient when `input`) against cpu::linear_backward
+/// and cpu::relu_backward in f64; the gradients of every other tensor must stay untouched.
+pub fn check_backward(
+    gpu: &Gpu,
+    m: &Modules,
+    batch: usize,
+    inp: usize,
+    out: usize,
+    input: bool,
+) -> Vec<Check> {
+    let what = if input {
+        "backward"
+    } else {
+        "backward weight only"
+    };
+    let name = |part: &str| match input {
+        true => format!("backward {part} ({})", m.tile.name()),
+        false => format!("backward weight only: {part} ({})", m.tile.name()),
+    };
+    let bp = pad4(batch);
+    let mut rng = Rng::new(
+        batch as u64 * 31 + inp as u64,
+        200 + out as u64 + input as u64,
+    );
+    let (at, params) = test_layer(&mut rng, inp, out);
+    let dz = random(&mut rng, out * bp, -1.0, 1.0);
+    let mask = random(&mut rng, inp * bp, -1.0, 1.0);
+    let mut h_rows = random(&mut rng, bp * at.ldw, -1.0, 1.0);
+    h_rows
+        .iter_mut()
+        .enumerate()
+        .filter(|(i, _)| i % at.ldw >= inp)
+        .for_each(|(_, v)| *v = 0.0);
+    let run = || -> Result<(Vec<f32>, Vec<f32>)> {
+        let (pb, dzb) = (buffer(gpu, "params", &params), buffer(gpu, "dZ^T", &dz));
+        let (mb, hb) = (buffer(gpu, "H^T", &mask), buffer(gpu, "H", &h_rows));
+        let gb = buffer(gpu, "grads", &vec![f32::NAN; params.len()]);
+        let dxb = buffer(gpu, "dX^T", &vec![f32::NAN; inp * bp]);
+        let b = Backward {
+            at,
+            bp,
+            params: &pb,
+            dz: &dzb,
+            h_rows: &hb,
+            grads: &gb,
+            input: input.then_some(InputGrad {
+                dx: &dxb,
+                mask: &mb,
+            }),
+        };
+        run_op(gpu, &b.op(gpu, m, what)?, 0)?;
+        Ok((read(gpu, &gb, params.len())?, read(gpu, &dxb, inp * bp)?))
+    };
+    let (grads, dx) = match run() {
+        Ok(r) => r,
+        Err(e) => return vec![Tally::broken(name("all"), shape(at, bp), e)],
+    };
+    let (w, _) = weight_and_bias(at, &params);
+    let dy = transpose(&dz, out, bp, bp);
+    let x = unpad(&h_rows, bp, at.ldw, inp);
+    let reference = |dy: &[f64], x: &[f64], w: &[f64]| {
+        let (mut dw, mut db, mut dx) =
+            (vec![0f64; out * inp], vec![0f64; out], vec![0f64; bp * inp]);
+        cpu::linear_backward(dy, x, w, &mut dw, &mut db, Some(&mut dx), bp, (inp, out));
+        (dw, db, dx)
+    };
+    let (dw, db, mut want_dx) = reference(&wide(&dy), &wide(&x), &wide(&w));
+    let (sw, sb, sx) = reference(&wide_abs(&dy), &wide_abs(&x), &wide_abs(&w));
+    cpu::relu_backward(&mut want_dx, &wide(&transpose(&mask, inp, bp, bp)));
+    let mut tw = Tally::new(name("weight+bias"), shape(at, bp));
+    for r in 0..out {
+        for c in 0..at.ldw {
+            let got = grads[at.w_off + r * at.ldw + c] as f64;
+            let (want, tol) = match c < inp {
+                true => (dw[r * inp + c], sum_tolerance(bp, sw[r * inp + c])),
+                false => (0.0, 0.0),
+            };
+            tw.close(|| format!("dW[{r},{c}]"), got, want, tol);
+        }
+    }
+    for r in 0..pad4(out) {
+        let (want, tol) = match r < out {
+            true => (db[r], sum_tolerance(bp, sb[r])),
+            false => (0.0, 0.0),
+        };
+        tw.close(|| format!("db[{r}]"), grads[at.b_off + r] as f64, want, tol);
+    }
+    let written = at.w_off..at.b_off + pad4(out);
+    if grads
+        .iter()
+        .enumerate()
+        .any(|(i, v)| !written.contains(&i) && !v.is_nan())
+    {
+        tw.fail("wrote outside the layer's dW and db".into());
+    }
+    let mut out_checks = vec![tw.done()];
+    if input {
+        let mut tx = Tally::new(name("input"), shape(at, bp));
+        for r in 0..inp {
+            for n in 0..bp {
+                let tol = sum_tolerance(out, sx[n * inp + r]);
+                tx.close(
+                    || format!("dX[{r},{n}]"),
+                    dx[r * bp + n] as f64,
+                    want_dx[n * inp + r],
+                    tol,
+                );
+            }
+        }
+        out_checks.push(tx.done());
+    }
+    out_checks
+}
+
+/// Every product on the batch and inner sizes of `check`, then the tutorial's own shapes.
+pub fn checks(gpu: &Gpu, m: &Modules) -> Vec<Check> {
+    let mut out = Vec::new();
+    for &b in &BATCHES {
+        for &i in &INNER {
+            out.push(check_forward(gpu, m, b, i, OTHER, true));
+            out.extend(check_backward(gpu, m, b, i, OTHER, true));
+            out.extend(check_backward(gpu, m, b, i, OTHER, false));
+        }
+    }
+    out.push(check_forward(gpu, m, 32, 784, 128, true));
+    out.push(check_forward(gpu, m, 32, 64, 10, false));
+    out.extend(check_backward(gpu, m, 32, 128, 128, true));
+    out.extend(check_backward(gpu, m, 32, 784, 128, false));
+    out.extend(check_backward(gpu, m, 33, 64, 10, true));
+    out
+}

@@ -1,0 +1,53 @@
+//! The operations of training, one module each: its WGSL (under `shaders/`), a typed launcher
+//! that checks its preconditions and returns an [`Op`](crate::gpu::program::Op), a pointer to
+//! its CPU twin in `cpu.rs`, and its self-test check against that twin.
+//!
+//! | op | WGSL | CPU twin |
+//! |---|---|---|
+//! | [`gather`] | batch.wgsl | `cpu::gather` |
+//! | [`linear`] forward | linear_forward.wgsl | `cpu::linear_forward` |
+//! | [`linear`] backward | linear_backward.wgsl | `cpu::linear_backward`, `cpu::relu_backward` |
+//! | [`nll_head`] | nll_head.wgsl | `cpu::log_softmax`, `cpu::nll_loss_grad` |
+//! | [`evaluate`] | evaluate.wgsl | `cpu::argmax`, `cpu::log_softmax` |
+//! | [`sgd`] | sgd.wgsl | `cpu::sgd` |
+
+pub mod evaluate;
+pub mod gather;
+pub mod linear;
+pub mod nll_head;
+pub mod sgd;
+
+use anyhow::Result;
+
+use crate::gpu::context::Gpu;
+use crate::gpu::program::{TileLoop, module};
+
+/// Workgroup size of the elementwise kernels (gather, loss, evaluation).
+pub const WG: u32 = 64;
+
+/// Every shader module, compiled once per device for one matmul inner loop.
+pub struct Modules {
+    pub tile: TileLoop,
+    pub forward: wgpu::ShaderModule,
+    pub backward: wgpu::ShaderModule,
+    pub gather: wgpu::ShaderModule,
+    pub nll_head: wgpu::ShaderModule,
+    pub evaluate: wgpu::ShaderModule,
+    pub sgd: wgpu::ShaderModule,
+}
+
+impl Modules {
+    /// The modules with `tile` as the matmul inner loop (the subgroup loop needs a device
+    /// opened with subgroups).
+    pub fn new(gpu: &Gpu, tile: TileLoop) -> Result<Modules> {
+        Ok(Modules {
+            tile,
+            forward: module(gpu, "linear_forward.wgsl", tile)?,
+            backward: module(gpu, "linear_backward.wgsl", tile)?,
+            gather: module(gpu, "batch.wgsl", tile)?,
+            nll_head: module(gpu, "nll_head.wgsl", tile)?,
+            evaluate: module(gpu, "evaluate.wgsl", tile)?,
+            sgd: module(gpu, "sgd.wgsl", tile)?,
+        })
+    }
+}

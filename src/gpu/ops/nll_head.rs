@@ -1,0 +1,199 @@
+//! The logits layer fused with LogSoftmax, NLLLoss and the logits' gradient (shaders/
+//! nll_head.wgsl): training needs the logits only here, so the last forward product rides in
+//! the loss kernel. CPU twins: `cpu::linear_forward`, `cpu::log_softmax`, `cpu::nll_loss_grad`.
+
+use anyhow::{Result, ensure};
+
+use crate::cpu;
+use crate::gpu::check::{Check, Tally, buffer, random, read, run_op, steps_buffer};
+use crate::gpu::check::{sum_tolerance, transpose, wide, wide_abs};
+use crate::gpu::context::Gpu;
+use crate::gpu::layout::{DeviceLayout, LayerAt, pad4};
+use crate::gpu::ops::{Modules, WG};
+use crate::gpu::program::{Bind, Dispatch, Op, need, need_vec4};
+use crate::model::Arch;
+use crate::rng::Rng;
+
+/// The most classes one invocation keeps logits for (`MAX_CLASSES` of nll_head.wgsl).
+pub const MAX_CLASSES: usize = 16;
+
+pub struct NllHead<'a> {
+    /// The logits layer: `in` -> classes.
+    pub at: LayerAt,
+    pub bp: usize,
+    /// params: the flat parameters, device layout
+    pub params: &'a wgpu::Buffer,
+    /// h: H^T [in, bp], the last hidden layer's output
+    pub h: &'a wgpu::Buffer,
+    /// labels, order: [split size] u32; steps: the split's step uniforms
+    pub labels: &'a wgpu::Buffer,
+    pub order: &'a wgpu::Buffer,
+    pub steps: &'a wgpu::Buffer,
+    /// grad: dZ^T [classes, bp]
+    pub grad: &'a wgpu::Buffer,
+    /// losses: [steps per epoch]
+    pub losses: &'a wgpu::Buffer,
+    pub steps_per_epoch: usize,
+}
+
+impl NllHead<'_> {
+    pub fn op(&self, gpu: &Gpu, m: &Modules, label: &str) -> Result<Op> {
+        let (a, bp) = (self.at, self.bp);
+        ensure!(
+            (1..=MAX_CLASSES).contains(&a.out),
+            "{label}: {} classes; the fused loss keeps at most {MAX_CLASSES}",
+            a.out
+        );
+        ensure!(
+            bp > 0 && bp.is_multiple_of(4),
+            "{label}: batch {bp} is not a multiple of 4"
+        );
+        need_vec4(label, "params", self.params, a.b_off + pad4(a.out))?;
+        need_vec4(label, "H^T", self.h, a.inp * bp)?;
+        need_vec4(label, "dZ^T", self.grad, a.out * bp)?;
+        need(label, "losses", self.losses, self.steps_per_epoch * 4)?;
+        Op::new(
+            gpu,
+            Dispatch {
+                label: label.to_string(),
+                module: &m.nll_head,
+                entry: "nll_head",
+                constants: &[
+                    ("CLASSES", a.out as f64),
+                    ("IN", a.inp as f64),
+                    ("BP", bp as f64),
+                    ("W_OFF", a.w_off as f64),
+                    ("B_OFF", a.b_off as f64),
+                    ("LDW", a.ldw as f64),
+                    ("WG", WG as f64),
+                ],
+                bindings: &[
+                    (0, Bind::Read(self.params)),
+                    (1, Bind::Read(self.h)),
+                    (2, Bind::Read(self.labels)),
+                    (3, Bind::Read(self.order)),
+                    (4, Bind::Step(self.steps)),
+                    (5, Bind::ReadWrite(self.grad)),
+                    (6, Bind::ReadWrite(self.losses)),
+                ],
+                groups: [1, 1, 1],
+            },
+        )
+    }
+}
+
+/// The third step of an epoch (so offsets into order and losses are exercised) on sizes that
+/// are not multiples of 4 or of the workgroup.
+pub fn checks(gpu: &Gpu, m: &Modules) -> Vec<Check> {
+    let mut rng = Rng::new(12, 0);
+    let mut out = Vec::new();
+    for (batch, classes, inp) in [
+        (1, 10, 13),
+        (7, 10, 64),
+        (32, 10, 64),
+        (33, 3, 5),
+        (200, 10, 7),
+    ] {
+        let shape = format!("{classes} classes, in {inp}, batch {batch}");
+        match check_one(gpu, m, &mut rng, batch, classes, inp) {
+            Ok(c) => out.extend(c),
+            Err(e) => out.push(Tally::broken("nll head", shape, e)),
+        }
+    }
+    out
+}
+
+fn check_one(
+    gpu: &Gpu,
+    m: &Modules,
+    rng: &mut Rng,
+    batch: usize,
+    classes: usize,
+    inp: usize,
+) -> Result<[Check; 2]> {
+    let bp = pad4(batch);
+    let n = 3 * batch;
+    let labels: Vec<u32> = (0..n).map(|_| rng.below(classes as u64) as u32).collect();
+    let mut order: Vec<u32> = (0..n as u32).collect();
+    rng.shuffle(&mut order);
+    let layout = DeviceLayout::new(&Arch::new(3, &[inp], classes));
+    let at = layout.layers[1];
+    let params = random(rng, layout.len, -1.0, 1.0);
+    let h = random(rng, inp * bp, -1.0, 1.0);
+    let (pb, hb) = (buffer(gpu, "params", &params), buffer(gpu, "H^T", &h));
+    let (lb, ob) = (buffer(gpu, "labels", &labels), buffer(gpu, "order", &order));
+    let steps = steps_buffer(gpu, n, batch);
+    let grad = buffer(gpu, "grad", &vec![f32::NAN; classes * bp]);
+    let losses = buffer(gpu, "losses", &[f32::NAN; 3]);
+    let head = NllHead {
+        at,
+        bp,
+        params: &pb,
+        h: &hb,
+        labels: &lb,
+        order: &ob,
+        steps: &steps,
+        grad: &grad,
+        losses: &losses,
+        steps_per_epoch: 3,
+    };
+    run_op(gpu, &head.op(gpu, m, "nll head")?, 2)?;
+    let got_loss: Vec<f32> = read(gpu, &losses, 3)?;
+    let got: Vec<f32> = read(gpu, &grad, classes * bp)?;
+
+    // f64 reference from the exact logits; the device's f32 logits are within the summation
+    // bound of them, which widens the tolerances by `extra`.
+    let w: Vec<f32> = (0..classes)
+        .flat_map(|c| params[at.w_off + c * at.ldw..][..inp].to_vec())
+        .collect();
+    let bias = params[at.b_off..at.b_off + classes].to_vec();
+    let x = transpose(&h, inp, bp, bp)[..batch * inp].to_vec();
+    let mut z = vec![0f64; batch * classes];
+    cpu::linear_forward(
+        &wide(&x),
+        &wide(&w),
+        &wide(&bias),
+        &mut z,
+        batch,
+        (inp, classes),
+        false,
+    );
+    let mut scale = vec![0f64; batch * classes];
+    cpu::linear_forward(
+        &wide_abs(&x),
+        &wide_abs(&w),
+        &wide_abs(&bias),
+        &mut scale,
+        batch,
+        (inp, classes),
+        false,
+    );
+    let extra = 2.0 * sum_tolerance(inp, scale.iter().cloned().fold(0.0, f64::max));
+    let lab: Vec<u8> = (0..batch)
+        .map(|b| labels[order[2 * batch + b] as usize] as u8)
+        .collect();
+    let (loss, dz) = cpu::nll_loss_grad(&cpu::log_softmax(&z, classes), &lab, classes);
+
+    let shape = format!("{classes} classes, in {inp}, batch {batch}");
+    let mut tl = Tally::new("nll head loss", shape.clone());
+    // exp and log are accurate to a few ulp; the batch mean adds `batch` roundings.
+    tl.close(
+        || "the step's loss".into(),
+        got_loss[2] as f64,
+        loss,
+        1e-5 * loss + extra,
+    );
+    if !(got_loss[0].is_nan() && got_loss[1].is_nan()) {
+        tl.fail("wrote another step's loss".into());
+    }
+    let mut tg = Tally::new("nll head gradient", shape);
+    for b in 0..bp {
+        for c in 0..classes {
+            let want = if b < batch { dz[b * classes + c] } else { 0.0 };
+            // a difference of values up to 1/batch, each within a few ulp
+            let tol = (1e-6 + extra) / batch as f64;
+            tg.close(|| format!("dz[{b},{c}]"), got[c * bp + b] as f64, want, tol);
+        }
+    }
+    Ok([tl.done(), tg.done()])
+}

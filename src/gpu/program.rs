@@ -1,0 +1,432 @@
+//! What every operation is built from: WGSL sources and their one import step, the `Step`
+//! uniform, a dispatch ready to record (`Op`, created once before step 0 with the WebGPU
+//! binding rules checked), submission and read-back.
+
+use anyhow::{Result, bail, ensure};
+
+use crate::gpu::context::Gpu;
+
+// ---- WGSL sources ----
+
+/// Every WGSL file, by the name an `//#import` line uses.
+pub const SOURCES: [(&str, &str); 10] = [
+    ("step.wgsl", include_str!("../../shaders/step.wgsl")),
+    (
+        "tile_common.wgsl",
+        include_str!("../../shaders/tile_common.wgsl"),
+    ),
+    (
+        "tile_plain.wgsl",
+        include_str!("../../shaders/tile_plain.wgsl"),
+    ),
+    (
+        "tile_subgroup.wgsl",
+        include_str!("../../shaders/tile_subgroup.wgsl"),
+    ),
+    (
+        "linear_forward.wgsl",
+        include_str!("../../shaders/linear_forward.wgsl"),
+    ),
+    (
+        "linear_backward.wgsl",
+        include_str!("../../shaders/linear_backward.wgsl"),
+    ),
+    ("batch.wgsl", include_str!("../../shaders/batch.wgsl")),
+    ("nll_head.wgsl", include_str!("../../shaders/nll_head.wgsl")),
+    ("evaluate.wgsl", include_str!("../../shaders/evaluate.wgsl")),
+    ("sgd.wgsl", include_str!("../../shaders/sgd.wgsl")),
+];
+
+/// Which matmul inner loop a module imports as `tile_loop.wgsl`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TileLoop {
+    /// Each invocation loads its own A values (any adapter).
+    Plain,
+    /// A shared by subgroupBroadcast (subgroups of at least 8 lanes).
+    Subgroup,
+}
+
+impl TileLoop {
+    pub fn file(self) -> &'static str {
+        match self {
+            TileLoop::Plain => "tile_plain.wgsl",
+            TileLoop::Subgroup => "tile_subgroup.wgsl",
+        }
+    }
+    pub fn name(self) -> &'static str {
+        match self {
+            TileLoop::Plain => "plain",
+            TileLoop::Subgroup => "subgroup",
+        }
+    }
+}
+
+/// The one import step: a line `//#import NAME` is replaced by the file NAME of [`SOURCES`]
+/// (`tile_loop.wgsl` by `tile`'s file), once per module; nothing else is rewritten. A file
+/// without such lines is its whole module and validates alone (tests/shaders.rs checks both).
+pub fn compose(name: &str, tile: TileLoop) -> Result<String> {
+    let Some(src) = source(name) else {
+        bail!("no WGSL file named {name}");
+    };
+    let mut out = String::with_capacity(src.len() * 2);
+    for line in src.lines() {
+        match line.strip_prefix("//#import ") {
+            Some(import) => {
+                let import = if import == "tile_loop.wgsl" {
+                    tile.file()
+                } else {
+                    import
+                };
+                let Some(part) = source(import) else {
+                    bail!("{name} imports {import}, which does not exist");
+                };
+                ensure!(
+                    !part.contains("//#import "),
+                    "{name} imports {import}, which imports again (one level only)"
+                );
+                out += &format!("// ---- {import} ----\n{part}// ---- end of {import} ----\n");
+            }
+            None => {
+                out += line;
+                out.push('\n');
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn source(name: &str) -> Option<&'static str> {
+    SOURCES.iter().find(|(n, _)| *n == name).map(|(_, s)| *s)
+}
+
+/// Compiles the module `name` (after its imports) on `gpu`; a driver that rejects it is an
+/// error naming the module, not a panic.
+pub fn module(gpu: &Gpu, name: &str, tile: TileLoop) -> Result<wgpu::ShaderModule> {
+    let src = compose(name, tile)?;
+    Ok(gpu.scoped(&format!("compiling {name}"), || {
+        gpu.device
+            .create_shader_module(wgpu::ShaderModuleDescriptor {
+                label: Some(name),
+                source: wgpu::ShaderSource::Wgsl(src.into()),
+            })
+    })?)
+}
+
+// ---- the Step uniform ----
+
+/// One step's uniform; WGSL twin `Step` in shaders/step.wgsl.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct Step {
+    /// Position of the step's first sample in the split's order.
+    pub start: u32,
+    /// Samples in the step's batch.
+    pub valid: u32,
+    /// The step's number within the epoch.
+    pub index: u32,
+    pub pad: u32,
+}
+
+pub const STEP_BYTES: u64 = std::mem::size_of::<Step>() as u64;
+
+/// Per-step uniforms at a stride the adapter accepts for dynamic offsets.
+pub fn step_stride(gpu: &Gpu) -> u64 {
+    (gpu.limits.min_uniform_buffer_offset_alignment as u64).max(STEP_BYTES)
+}
+
+/// The bytes of a step-uniform buffer: step s covers samples `s * batch ..` of `n`.
+pub fn step_table(n: usize, batch: usize, stride: u64) -> Vec<u8> {
+    let steps = n.div_ceil(batch);
+    let mut bytes = vec![0u8; steps * stride as usize];
+    for s in 0..steps {
+        let step = Step {
+            start: (s * batch) as u32,
+            valid: batch.min(n - s * batch) as u32,
+            index: s as u32,
+            pad: 0,
+        };
+        let at = s * stride as usize;
+        bytes[at..at + STEP_BYTES as usize].copy_from_slice(bytemuck::bytes_of(&step));
+    }
+    bytes
+}
+
+// ---- dispatches ----
+
+/// One binding of a dispatch, by its access in the shader.
+#[derive(Clone, Copy)]
+pub enum Bind<'a> {
+    Read(&'a wgpu::Buffer),
+    ReadWrite(&'a wgpu::Buffer),
+    /// The step uniforms, read at the dynamic offset of the step being recorded.
+    Step(&'a wgpu::Buffer),
+}
+
+impl<'a> Bind<'a> {
+    fn buffer(&self) -> &'a wgpu::Buffer {
+        match *self {
+            Bind::Read(b) | Bind::ReadWrite(b) | Bind::Step(b) => b,
+        }
+    }
+}
+
+/// What a launcher hands to [`Op::new`].
+pub struct Dispatch<'a> {
+    pub label: String,
+    pub module: &'a wgpu::ShaderModule,
+    pub entry: &'a str,
+    pub constants: &'a [(&'a str, f64)],
+    /// (binding number, binding) of every binding the entry point uses.
+    pub bindings: &'a [(u32, Bind<'a>)],
+    pub groups: [u32; 3],
+}
+
+/// A dispatch ready to record: pipeline, bind group, grid; `step` says whether its bind group
+/// takes the dynamic offset of the step being recorded.
+#[derive(Clone)]
+pub struct Op {
+    pub label: String,
+    pipeline: wgpu::ComputePipeline,
+    bind_group: wgpu::BindGroup,
+    groups: [u32; 3],
+    step: bool,
+}
+
+/// WebGPU's rule, which browsers enforce and native wgpu does not: within one dispatch a buffer
+/// that is bound writable is bound once (the bindings here are whole buffers, so any second
+/// binding of it overlaps).
+fn check_aliasing(label: &str, bindings: &[(u32, Bind<'_>)]) -> Result<()> {
+    for (i, (bi, a)) in bindings.iter().enumerate() {
+        for (bj, b) in &bindings[i + 1..] {
+            let writable = matches!(a, Bind::ReadWrite(_)) || matches!(b, Bind::ReadWrite(_));
+            ensure!(
+                !(writable && a.buffer() == b.buffer()),
+                "{label}: buffer {:?} is bound at {bi} and {bj} and written through one of them; \
+                 WebGPU forbids writable aliasing",
+                a.buffer()
+            );
+        }
+    }
+    Ok(())
+}
+
+fn layout_entry(binding: u32, bind: &Bind<'_>) -> wgpu::BindGroupLayoutEntry {
+    let ty = match bind {
+        Bind::Read(_) | Bind::ReadWrite(_) => wgpu::BindingType::Buffer {
+            ty: wgpu::BufferBindingType::Storage {
+                read_only: matches!(bind, Bind::Read(_)),
+            },
+            has_dynamic_offset: false,
+            min_binding_size: None,
+        },
+        Bind::Step(_) => wgpu::BindingType::Buffer {
+            ty: wgpu::BufferBindingType::Uniform,
+            has_dynamic_offset: true,
+            min_binding_size: wgpu::BufferSize::new(STEP_BYTES),
+        },
+    };
+    wgpu::BindGroupLayoutEntry {
+        binding,
+        visibility: wgpu::ShaderStages::COMPUTE,
+        ty,
+        count: None,
+    }
+}
+
+fn group_entry<'a>(binding: u32, bind: &Bind<'a>) -> wgpu::BindGroupEntry<'a> {
+    let resource = match *bind {
+        Bind::Read(b) | Bind::ReadWrite(b) => b.as_entire_binding(),
+        Bind::Step(b) => wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+            buffer: b,
+            offset: 0,
+            size: wgpu::BufferSize::new(STEP_BYTES),
+        }),
+    };
+    wgpu::BindGroupEntry { binding, resource }
+}
+
+impl Op {
+    /// Builds the pipeline and bind group of `d`, after checking its grid against the adapter
+    /// and its bindings against WebGPU's aliasing rule; a driver error is an error, not a panic.
+    pub fn new(gpu: &Gpu, d: Dispatch<'_>) -> Result<Op> {
+        let max = gpu.limits.max_compute_workgroups_per_dimension;
+        ensure!(
+            d.groups.iter().all(|&g| (1..=max).contains(&g)),
+            "{}: a grid of {:?} workgroups is outside the adapter's 1 to {max} per dimension",
+            d.label,
+            d.groups
+        );
+        check_aliasing(&d.label, d.bindings)?;
+        let label = Some(d.label.as_str());
+        let (pipeline, bind_group) = gpu.scoped(&format!("building {}", d.label), || {
+            let entries: Vec<_> = d
+                .bindings
+                .iter()
+                .map(|(i, b)| layout_entry(*i, b))
+                .collect();
+            let layout = gpu
+                .device
+                .create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+                    label,
+                    entries: &entries,
+                });
+            let pipeline_layout =
+                gpu.device
+                    .create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+                        label,
+                        bind_group_layouts: &[Some(&layout)],
+                        immediate_size: 0,
+                    });
+            let pipeline = gpu
+                .device
+                .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                    label,
+                    layout: Some(&pipeline_layout),
+                    module: d.module,
+                    entry_point: Some(d.entry),
+                    compilation_options: wgpu::PipelineCompilationOptions {
+                        constants: d.constants,
+                        zero_initialize_workgroup_memory: false,
+                    },
+                    cache: None,
+                });
+            let entries: Vec<_> = d.bindings.iter().map(|(i, b)| group_entry(*i, b)).collect();
+            let bind_group = gpu.device.create_bind_group(&wgpu::BindGroupDescriptor {
+                label,
+                layout: &layout,
+                entries: &entries,
+            });
+            (pipeline, bind_group)
+        })?;
+        Ok(Op {
+            step: d.bindings.iter().any(|(_, b)| matches!(b, Bind::Step(_))),
+            label: d.label,
+            pipeline,
+            bind_group,
+            groups: d.groups,
+        })
+    }
+
+    pub fn encode(&self, pass: &mut wgpu::ComputePass<'_>, step_offset: u32) {
+        pass.set_pipeline(&self.pipeline);
+        let offsets: &[u32] = if self.step { &[step_offset] } else { &[] };
+        pass.set_bind_group(0, &self.bind_group, offsets);
+        let [x, y, z] = self.groups;
+        pass.dispatch_workgroups(x, y, z);
+    }
+}
+
+/// A launcher's precondition on a buffer it reads or writes through `array<vec4<f32>>`:
+/// whole vec4s (where shaders clamp out-of-range indices, as browsers and SwiftShader do, a
+/// partial last vec4 is unreachable) and room for `floats`.
+pub fn need_vec4(label: &str, name: &str, buffer: &wgpu::Buffer, floats: usize) -> Result<()> {
+    ensure!(
+        buffer.size().is_multiple_of(16),
+        "{label}: {name} holds {} bytes, not a whole number of vec4",
+        buffer.size()
+    );
+    need(label, name, buffer, floats * 4)
+}
+
+/// A launcher's precondition: `buffer` holds at least `bytes`.
+pub fn need(label: &str, name: &str, buffer: &wgpu::Buffer, bytes: usize) -> Result<()> {
+    ensure!(
+        buffer.size() >= bytes as u64,
+        "{label}: {name} holds {} bytes, the dispatch reaches {bytes}",
+        buffer.size()
+    );
+    Ok(())
+}
+
+/// Records `steps` of `ops` into one compute pass and submits it; the ops that take a step
+/// uniform get step `s` at offset `s * stride`.
+pub fn submit(
+    gpu: &Gpu,
+    label: &str,
+    ops: &[Op],
+    steps: std::ops::Range<usize>,
+    stride: u64,
+) -> Result<()> {
+    let mut enc = gpu
+        .device
+        .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some(label) });
+    {
+        let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
+            label: Some(label),
+            timestamp_writes: None,
+        });
+        for s in steps {
+            let offset = u32::try_from(s as u64 * stride)?;
+            for op in ops {
+                op.encode(&mut pass, offset);
+            }
+        }
+    }
+    gpu.scoped(label, || gpu.queue.submit([enc.finish()]))?;
+    Ok(())
+}
+
+/// Copies `count` elements from `src` (from element `offset`) through `staging`, a MAP_READ
+/// buffer large enough for them, and waits for them.
+pub fn read_back<T: bytemuck::Pod>(
+    gpu: &Gpu,
+    src: &wgpu::Buffer,
+    offset: usize,
+    count: usize,
+    staging: &wgpu::Buffer,
+) -> Result<Vec<T>> {
+    let size = std::mem::size_of::<T>() as u64;
+    let bytes = count as u64 * size;
+    ensure!(
+        staging.size() >= bytes,
+        "read-back: staging holds {} bytes, needs {bytes}",
+        staging.size()
+    );
+    let mut enc = gpu
+        .device
+        .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+            label: Some("read-back"),
+        });
+    enc.copy_buffer_to_buffer(src, offset as u64 * size, staging, 0, bytes);
+    gpu.scoped("reading back", || gpu.queue.submit([enc.finish()]))?;
+    let slice = staging.slice(..bytes);
+    let (tx, rx) = std::sync::mpsc::channel();
+    slice.map_async(wgpu::MapMode::Read, move |r| {
+        let _ = tx.send(r);
+    });
+    let waited = gpu.device.poll(wgpu::PollType::wait_indefinitely());
+    gpu.check("waiting for the device")?;
+    if let Err(e) = waited {
+        return Err(gpu.failure("waiting for the device", &e.to_string()).into());
+    }
+    match rx.recv() {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => {
+            return Err(gpu
+                .failure("mapping a read-back buffer", &e.to_string())
+                .into());
+        }
+        Err(_) => {
+            return Err(gpu
+                .failure("mapping a read-back buffer", "callback dropped")
+                .into());
+        }
+    }
+    let view = slice
+        .get_mapped_range()
+        .map_err(|e| gpu.failure("reading a read-back buffer", &e.to_string()))?;
+    let out = bytemuck::pod_collect_to_vec(&view);
+    drop(view);
+    staging.unmap();
+    Ok(out)
+}
+
+/// A MAP_READ buffer of `bytes` for [`read_back`].
+pub fn staging(gpu: &Gpu, label: &str, bytes: usize) -> wgpu::Buffer {
+    gpu.device.create_buffer(&wgpu::BufferDescriptor {
+        label: Some(label),
+        size: bytes.max(4) as u64,
+        usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+        mapped_at_creation: false,
+    })
+}
