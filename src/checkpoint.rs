@@ -13,82 +13,13 @@ use std::path::{Path, PathBuf};
 
 use safetensors::{Dtype, SafeTensors};
 
+pub use crate::metrics::{METRICS_HEADER, MetricsRow, metrics_csv, parse_metrics_csv};
 use crate::model::Arch;
 use crate::modelfile::{self, ModelFileError, OPTIMIZER_PREFIX};
 use crate::train::{Backend, EpochReport, Position};
 
 pub const CHECKPOINT_FILE: &str = "checkpoint.safetensors";
 pub const METRICS_FILE: &str = "metrics.csv";
-
-/// One epoch's figures, as the metrics CSV and the plot hold them.
-#[derive(Clone, Debug, PartialEq)]
-pub struct MetricsRow {
-    pub epoch: usize,
-    pub train_loss: f64,
-    pub test_loss: f64,
-    /// In [0, 1].
-    pub test_accuracy: f64,
-    pub seconds: f64,
-    pub images_per_s: f64,
-}
-
-impl MetricsRow {
-    pub fn from_report(r: &EpochReport) -> MetricsRow {
-        let (test_loss, test_accuracy) = r
-            .test
-            .map_or((f64::NAN, f64::NAN), |t| (t.loss, t.accuracy));
-        MetricsRow {
-            epoch: r.epoch,
-            train_loss: r.loss,
-            test_loss,
-            test_accuracy,
-            seconds: r.seconds,
-            images_per_s: r.images_per_s,
-        }
-    }
-}
-
-pub const METRICS_HEADER: &str = "epoch,train_loss,test_loss,test_accuracy,seconds,images_per_s";
-
-pub fn metrics_csv(rows: &[MetricsRow]) -> String {
-    let mut out = format!("{METRICS_HEADER}\n");
-    for r in rows {
-        out += &format!(
-            "{},{:.6},{:.6},{:.6},{:.3},{:.1}\n",
-            r.epoch, r.train_loss, r.test_loss, r.test_accuracy, r.seconds, r.images_per_s
-        );
-    }
-    out
-}
-
-pub fn parse_metrics_csv(text: &str) -> Result<Vec<MetricsRow>, String> {
-    let mut lines = text.lines();
-    if lines.next() != Some(METRICS_HEADER) {
-        return Err(format!("metrics: the first line is not `{METRICS_HEADER}`"));
-    }
-    lines
-        .enumerate()
-        .map(|(i, l)| {
-            let f: Vec<&str> = l.split(',').collect();
-            let num = |j: usize| -> Result<f64, String> {
-                f.get(j)
-                    .and_then(|v| v.parse().ok())
-                    .ok_or_else(|| format!("metrics line {}: `{l}`", i + 2))
-            };
-            if f.len() != 6 {
-                return Err(format!("metrics line {}: expected 6 fields: `{l}`", i + 2));
-            }
-            Ok(MetricsRow {
-                epoch: num(0)? as usize,
-                train_loss: num(1)?,
-                test_loss: num(2)?,
-                test_accuracy: num(3)?,
-                seconds: num(4)?,
-                images_per_s: num(5)?,
-            })
-        })
-        .collect()
-}
 
 /// Everything a run needs to continue.
 #[derive(Clone, Debug)]
@@ -263,6 +194,11 @@ impl Recorder {
             ..Default::default()
         };
         self.save(backend, next)?;
+        self.write_metrics()
+    }
+
+    /// Writes the metrics so far: `metrics.csv` in the run directory, `--metrics`, `--plot`.
+    pub fn write_metrics(&self) -> anyhow::Result<()> {
         let csv = metrics_csv(&self.metrics);
         let write = |path: &Path| {
             modelfile::write_atomic(path, csv.as_bytes())

@@ -12,6 +12,7 @@ pub mod cpu;
 pub mod data;
 pub mod fetch;
 pub mod gpu;
+pub mod metrics;
 pub mod model;
 pub mod modelfile;
 pub mod plot;

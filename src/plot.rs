@@ -6,7 +6,7 @@ use std::sync::Once;
 
 use plotters::prelude::*;
 
-use crate::checkpoint::MetricsRow;
+use crate::metrics::MetricsRow;
 use crate::modelfile::write_atomic;
 
 /// DejaVu Sans (Bitstream Vera license, assets/fonts/DejaVuSans.LICENSE), so that the chart's

@@ -4,7 +4,6 @@
 mod common;
 
 use std::path::Path;
-use std::process::Command;
 
 fn mnist_wgpu(args: &[&str]) -> (i32, String, String) {
     mnist_wgpu_in(&std::env::temp_dir(), args)
@@ -12,16 +11,7 @@ fn mnist_wgpu(args: &[&str]) -> (i32, String, String) {
 
 /// Runs the binary with `dir` as the working directory (where `train` saves its model).
 fn mnist_wgpu_in(dir: &Path, args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_mnist-wgpu"))
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("running mnist-wgpu");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    common::run_in(dir, args)
 }
 
 /// `train --device cpu --offline --data-dir DIR`: exit code and stderr.

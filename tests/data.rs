@@ -4,7 +4,7 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+mod common;
 
 use mnist_wgpu::data::{CLASSES, parse_split};
 use mnist_wgpu::rng::Rng;
@@ -60,25 +60,22 @@ fn valid_set(name: &str) -> PathBuf {
 }
 
 fn train_on(dir: &Path) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_mnist-wgpu"))
-        .args([
-            "train",
-            "--dataset",
-            "idx",
-            "--device",
-            "cpu",
-            "--epochs",
-            "1",
-            "--no-save",
-        ])
-        .arg("--data-dir")
-        .arg(dir)
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
+    common::outcome(
+        common::bin()
+            .args([
+                "train",
+                "--dataset",
+                "idx",
+                "--device",
+                "cpu",
+                "--epochs",
+                "1",
+                "--no-save",
+            ])
+            .arg("--data-dir")
+            .arg(dir)
+            .output()
+            .unwrap(),
     )
 }
 

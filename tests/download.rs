@@ -282,7 +282,7 @@ fn a_server_that_never_answers_times_out() {
 fn the_command_line_downloads_from_mirror_and_trains() {
     let server = Server::start(real_files());
     let dir = common::scratch("cli");
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_mnist-wgpu"))
+    let out = common::bin()
         .args([
             "train",
             "--device",
@@ -318,7 +318,7 @@ fn the_command_line_downloads_from_mirror_and_trains() {
     assert!(stdout.contains("Model Accuracy"), "{stdout}");
     // A second run finds the files and asks for nothing.
     let before = server.requests();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_mnist-wgpu"))
+    let out = common::bin()
         .args(["eval", "--device", "cpu", "--model"])
         .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/parity/torch_tutorial.safetensors"))
         .args([

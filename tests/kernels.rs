@@ -60,3 +60,70 @@ fn sgd_matches_reference() {
     let gpu = common::gpu();
     assert_ok(&gpu, sgd::checks(&gpu, &modules(&gpu)));
 }
+
+/// What the driver rejects, and what WebGPU forbids but native wgpu would allow, are errors of
+/// one line naming the adapter, never panics.
+#[test]
+fn gpu_failures_are_one_line_errors() {
+    use mnist_wgpu::gpu::check::buffer;
+    use mnist_wgpu::gpu::layout::DeviceLayout;
+    use mnist_wgpu::gpu::ops::linear::Forward;
+    use mnist_wgpu::gpu::ops::sgd::Sgd;
+    use mnist_wgpu::model::Arch;
+
+    let gpu = common::gpu();
+    let rejected = gpu.scoped("compiling a broken shader", || {
+        gpu.device
+            .create_shader_module(wgpu::ShaderModuleDescriptor {
+                label: Some("broken"),
+                source: wgpu::ShaderSource::Wgsl("@compute @workgroup_size(1) fn main( {".into()),
+            })
+    });
+    let e = rejected
+        .err()
+        .expect("a broken shader is an error")
+        .to_string();
+    assert!(
+        e.contains(&gpu.info.name) && e.contains("selftest") && !e.contains('\n'),
+        "{e}"
+    );
+
+    let m = modules(&gpu);
+    let at = DeviceLayout::new(&Arch::new(8, &[], 4)).layers[0];
+    let (a, b) = (
+        buffer(&gpu, "a", &[0f32; 256]),
+        buffer(&gpu, "b", &[0f32; 256]),
+    );
+    // Z^T and its batch-major copy in one buffer: two writable bindings that overlap.
+    let aliased = Forward {
+        at,
+        bp: 4,
+        relu: true,
+        params: &a,
+        h: &a,
+        z: &b,
+        z_rows: &b,
+    };
+    let e = aliased
+        .op(&gpu, &m, "aliased")
+        .err()
+        .expect("aliasing is refused")
+        .to_string();
+    assert!(e.contains("aliasing"), "{e}");
+    // A buffer too small for what the dispatch reaches.
+    let small = buffer(&gpu, "small", &[0f32; 4]);
+    let sgd = Sgd {
+        len: 8,
+        lr: 0.1,
+        momentum: 0.9,
+        params: &small,
+        grads: &a,
+        velocity: &b,
+    };
+    let e = sgd
+        .op(&gpu, &m, "sgd")
+        .err()
+        .expect("an undersized buffer is refused")
+        .to_string();
+    assert!(e.contains("params holds 16 bytes"), "{e}");
+}

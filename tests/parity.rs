@@ -272,7 +272,7 @@ fn eval_of_pytorch_files_prints_pytorchs_accuracy() {
         let torch_acc = 100.0 * meta["accuracy"].parse::<f64>().unwrap();
         let torch_loss: f64 = meta["test_loss"].parse().unwrap();
         for device in ["gpu", "cpu"] {
-            let out = std::process::Command::new(env!("CARGO_BIN_EXE_mnist-wgpu"))
+            let out = common::bin()
                 .args([
                     "eval",
                     "--device",

@@ -5,7 +5,6 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use mnist_wgpu::cpu;
 use mnist_wgpu::data::{default_data_dir, load_mnist};
@@ -18,19 +17,15 @@ fn model_path() -> PathBuf {
 }
 
 fn predict(args: &[&str], images: &[PathBuf]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_mnist-wgpu"))
-        .env("NODEVICE_SELECT", "1")
-        .arg("predict")
-        .args(args)
-        .arg("--model")
-        .arg(model_path())
-        .args(images)
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
+    common::outcome(
+        common::bin()
+            .arg("predict")
+            .args(args)
+            .arg("--model")
+            .arg(model_path())
+            .args(images)
+            .output()
+            .unwrap(),
     )
 }
 

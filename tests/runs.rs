@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::ops::Range;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
 use mnist_wgpu::checkpoint::{self, METRICS_HEADER, Recorder};
@@ -150,17 +150,19 @@ fn mnist() -> Mnist {
     load_mnist(&default_data_dir()).expect("the committed MNIST files")
 }
 
-/// The case: stopped after epoch 2 (epochs 0 and 1 done), resumed, on the GPU.
+/// The case: stopped after epoch 2 (epochs 0 and 1 done), resumed, on the GPU; on a
+/// tenth of MNIST, which exercises the same code in a tenth of the time.
 #[test]
 fn gpu_run_interrupted_after_epoch_2_resumes_bit_identical() {
     let m = mnist();
+    let (train, test) = (m.train.head(6000), m.test.head(1000));
     let arch = Arch::new(784, &[32], 10);
     let r = recipe(3);
     let make = |p: &[f32]| -> Box<dyn Backend> {
-        Box::new(GpuBackend::new(common::gpu(), &arch, &r, p, &m.train, &m.test).unwrap())
+        Box::new(GpuBackend::new(common::gpu(), &arch, &r, p, &train, &test).unwrap())
     };
     let (straight, resumed, pos) =
-        interrupted_vs_straight(&make, &arch, &r, m.train.len(), |p| p.epoch == 2, "gpu");
+        interrupted_vs_straight(&make, &arch, &r, train.len(), |p| p.epoch == 2, "gpu");
     assert_eq!((pos.epoch, pos.step), (2, 0));
     assert!(straight.0 == resumed.0, "weights differ after resuming");
     assert!(straight.1 == resumed.1, "momentum differs after resuming");
@@ -273,11 +275,7 @@ fn divergence_stops_the_run_and_keeps_the_last_checkpoint() {
 
 // ---- the command line ----
 
-fn bin() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_mnist-wgpu"));
-    c.env("NODEVICE_SELECT", "1");
-    c
-}
+use common::bin;
 
 /// The training flags of the command-line runs below: CPU backend, eight quick epochs (about
 /// 0.2 s each here), so that a signal sent in the first second lands inside the run.
@@ -481,5 +479,63 @@ fn metrics_and_plot_hold_a_row_per_epoch_and_quiet_prints_one_line() {
         .unwrap();
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).contains("run: runs/run-002"));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// Outputs are not part of a run's recipe: a resumed run takes a new --save, --metrics,
+/// --plot and --quiet (here on a run that had finished, which is evaluated and saved again).
+#[test]
+fn resume_takes_new_outputs() {
+    let dir = common::scratch("resume-outputs");
+    let flags = ["--device", "cpu", "--epochs", "1", "--hidden", "16"];
+    let mut first = vec!["train", "--no-save", "--run-dir", "run"];
+    first.extend(flags);
+    let (code, stdout, stderr) = common::run_in(&dir, &first);
+    assert_eq!(code, 0, "{stderr}");
+    let accuracy = stdout
+        .lines()
+        .find(|l| l.starts_with("Model Accuracy"))
+        .unwrap()
+        .to_string();
+    assert!(!dir.join("mnist_mlp.safetensors").exists());
+    let again = [
+        "train",
+        "--resume",
+        "run",
+        "--device",
+        "cpu",
+        "--save",
+        "later.safetensors",
+        "--metrics",
+        "m.csv",
+        "--plot",
+        "p.png",
+        "--quiet",
+    ];
+    let (code, stdout, stderr) = common::run_in(&dir, &again);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(
+        stdout.trim(),
+        accuracy,
+        "--quiet prints only the accuracy, the same as before"
+    );
+    let model = modelfile::load(&dir.join("later.safetensors"), 784, 10).unwrap();
+    assert_eq!(model.arch.sizes, vec![784, 16, 10]);
+    let csv = std::fs::read_to_string(dir.join("m.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 2, "{csv}");
+    assert!(dir.join("p.png").exists());
+    // --save into a directory that does not exist is still refused before any work.
+    let bad = [
+        "train",
+        "--resume",
+        "run",
+        "--device",
+        "cpu",
+        "--save",
+        "nowhere/x.safetensors",
+    ];
+    let (code, _, stderr) = common::run_in(&dir, &bad);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("--save nowhere/x.safetensors"), "{stderr}");
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -2,6 +2,8 @@
 //! directories.
 #![allow(dead_code)]
 
+use std::process::{Command, Output};
+
 use mnist_wgpu::gpu::{AdapterQuery, Gpu, context::pick_adapter};
 
 /// The default adapter (with subgroups where it has them). A machine with no adapter fails
@@ -36,4 +38,31 @@ pub fn scratch(name: &str) -> std::path::PathBuf {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     dir
+}
+
+/// The binary as a user runs it (with Mesa's device-select layer off, as `main` also does).
+pub fn bin() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_mnist-wgpu"));
+    c.env("NODEVICE_SELECT", "1");
+    c
+}
+
+/// Exit code (-1 for a signal), stdout and stderr of a finished command.
+pub fn outcome(out: Output) -> (i32, String, String) {
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Runs the binary with `args` in `dir`: exit code, stdout, stderr.
+pub fn run_in(dir: &std::path::Path, args: &[&str]) -> (i32, String, String) {
+    outcome(
+        bin()
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("running mnist-wgpu"),
+    )
 }

@@ -324,7 +324,9 @@ fn summary(ui: &Ui, backend: &mut dyn Backend, h: &Header) -> Result<(f64, f64)>
     let (loss, accuracy, correct, total) = match &ui.last {
         Some(EpochReport { test: Some(t), .. }) => (t.loss, t.accuracy, t.correct, t.total),
         _ => {
-            // A resumed run that had already finished: evaluate what it holds.
+            // A resumed run that had already finished: evaluate what it holds, and write the
+            // metrics where this invocation asks for them.
+            ui.recorder.write_metrics()?;
             let ev = backend.evaluate()?;
             (ev.mean_loss(), ev.accuracy(), ev.correct, ev.total)
         }

@@ -157,9 +157,7 @@ pub fn start(args: &TrainArgs, (input, classes): (usize, usize)) -> Result<Start
         let stored = Plan::from_settings(&c.settings)
             .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
         let plan = stored.clone().with_outputs(args, Some(&stored));
-        if plan.save != stored.save
-            && let Some(save) = &plan.save
-        {
+        if let (Some(save), false) = (&args.save, args.no_save) {
             check_save_path(save)?;
         }
         return Ok(Start {
@@ -171,8 +169,12 @@ pub fn start(args: &TrainArgs, (input, classes): (usize, usize)) -> Result<Start
         });
     }
     let plan = Plan::from_args(args);
-    if let Some(save) = &plan.save {
-        check_save_path(save)?;
+    if !args.no_save {
+        check_save_path(
+            args.save
+                .as_deref()
+                .unwrap_or(Path::new(DEFAULT_MODEL_FILE)),
+        )?;
     }
     if let Some(dir) = &args.run_dir
         && dir.join(checkpoint::CHECKPOINT_FILE).exists()
