@@ -80,9 +80,9 @@ fn gpu_failures_are_one_line_errors() {
             })
     });
     let e = rejected
-        .err()
-        .expect("a broken shader is an error")
-        .to_string();
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+        .expect_err("a broken shader is an error");
     assert!(
         e.contains(&gpu.info.name) && e.contains("selftest") && !e.contains('\n'),
         "{e}"
@@ -106,9 +106,9 @@ fn gpu_failures_are_one_line_errors() {
     };
     let e = aliased
         .op(&gpu, &m, "aliased")
-        .err()
-        .expect("aliasing is refused")
-        .to_string();
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+        .expect_err("aliasing is refused");
     assert!(e.contains("aliasing"), "{e}");
     // A buffer too small for what the dispatch reaches.
     let small = buffer(&gpu, "small", &[0f32; 4]);
@@ -122,8 +122,8 @@ fn gpu_failures_are_one_line_errors() {
     };
     let e = sgd
         .op(&gpu, &m, "sgd")
-        .err()
-        .expect("an undersized buffer is refused")
-        .to_string();
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+        .expect_err("an undersized buffer is refused");
     assert!(e.contains("params holds 16 bytes"), "{e}");
 }
