@@ -131,24 +131,7 @@ pub fn load(dir: &Path, input: usize, classes: usize) -> Result<Checkpoint, Mode
         meta.get(k)
             .ok_or_else(|| bad(format!("not a checkpoint: no `{k}` in the metadata")))
     };
-    let number = |k: &str| -> Result<f64, ModelFileError> {
-        field(k)?
-            .parse::<f64>()
-            .map_err(|_| bad(format!("metadata `{k}` is not a number")))
-    };
-    let position = Position {
-        epoch: number("epoch")? as usize,
-        step: number("step")? as usize,
-        losses,
-        seconds: number("seconds")?,
-    };
-    if position.losses.len() != position.step {
-        return Err(bad(format!(
-            "holds {} step losses for step {}",
-            position.losses.len(),
-            position.step
-        )));
-    }
+    let position = position(meta, losses).map_err(bad)?;
     let metrics = parse_metrics_csv(field("metrics")?).map_err(bad)?;
     let settings = meta
         .iter()
@@ -165,6 +148,28 @@ pub fn load(dir: &Path, input: usize, classes: usize) -> Result<Checkpoint, Mode
         settings,
         metrics,
     })
+}
+
+/// The position stored in a checkpoint's metadata, with its epoch's step losses.
+fn position(meta: &BTreeMap<String, String>, losses: Vec<f32>) -> Result<Position, String> {
+    let number = |k: &str| -> Result<f64, String> {
+        let v = meta
+            .get(k)
+            .ok_or_else(|| format!("not a checkpoint: no `{k}` in the metadata"))?;
+        v.parse::<f64>()
+            .map_err(|_| format!("metadata `{k}` is not a number"))
+    };
+    let position = Position {
+        epoch: number("epoch")? as usize,
+        step: number("step")? as usize,
+        losses,
+        seconds: number("seconds")?,
+    };
+    if position.losses.len() != position.step {
+        let n = position.losses.len();
+        return Err(format!("holds {n} step losses for step {}", position.step));
+    }
+    Ok(position)
 }
 
 /// Writes what a run keeps after every epoch: the checkpoint, `metrics.csv` in the run

@@ -168,7 +168,6 @@ pub enum Problem {
 
 /// Parses and checks a model from safetensors bytes; see [`load`].
 pub fn from_bytes(bytes: &[u8], input: usize, classes: usize) -> Result<ModelFile, Problem> {
-    let content = |s: String| Problem::Content(s);
     if bytes.is_empty() {
         return Err(Problem::Format("the file is empty".into()));
     }
@@ -181,14 +180,40 @@ pub fn from_bytes(bytes: &[u8], input: usize, classes: usize) -> Result<ModelFil
         .unwrap_or_default()
         .into_iter()
         .collect();
-
-    // Layers 0, 2, 4, ... until a weight is missing; every other key is unexpected, except
-    // a checkpoint's optimizer state, which a model reader skips.
-    let mut tensors: HashMap<String, TensorView<'_>> = st
+    // A checkpoint's optimizer state is not part of the model; a model reader skips it.
+    let tensors: HashMap<String, TensorView<'_>> = st
         .tensors()
         .into_iter()
         .filter(|(k, _)| !k.starts_with(OPTIMIZER_PREFIX))
         .collect();
+    let layers = linear_layers(tensors)?;
+    let arch = Arch {
+        sizes: chained_sizes(&layers, input, classes)?,
+    };
+    let params = flat_params(&arch, &layers)?;
+    Ok(ModelFile {
+        arch,
+        params,
+        metadata,
+    })
+}
+
+/// (weight name, weight, bias name, bias) of one Linear layer.
+type Layer<'a> = (String, TensorView<'a>, String, TensorView<'a>);
+
+fn content(s: String) -> Problem {
+    Problem::Content(s)
+}
+
+/// Layers 0, 2, 4, ... until a weight is missing, each an F32 `[out, in]` weight and an
+/// `[out]` bias; any other key is unexpected.
+fn linear_layers(mut tensors: HashMap<String, TensorView<'_>>) -> Result<Vec<Layer<'_>>, Problem> {
+    let f32_only = |name: &str, t: &TensorView<'_>| match t.dtype() {
+        Dtype::F32 => Ok(()),
+        other => Err(content(format!(
+            "tensor `{name}` is {other:?}, expected F32"
+        ))),
+    };
     let mut layers = Vec::new();
     loop {
         let l = layers.len();
@@ -202,12 +227,6 @@ pub fn from_bytes(bytes: &[u8], input: usize, classes: usize) -> Result<ModelFil
                 ));
             }
             break;
-        };
-        let f32_only = |name: &str, t: &TensorView<'_>| match t.dtype() {
-            Dtype::F32 => Ok(()),
-            other => Err(content(format!(
-                "tensor `{name}` is {other:?}, expected F32"
-            ))),
         };
         f32_only(&wname, &w)?;
         let b = tensors
@@ -235,9 +254,18 @@ pub fn from_bytes(bytes: &[u8], input: usize, classes: usize) -> Result<ModelFil
             layers.len()
         )));
     }
+    Ok(layers)
+}
 
+/// The layer sizes, input first, once each weight's input is the previous one's output and
+/// the ends fit the data.
+fn chained_sizes(
+    layers: &[Layer<'_>],
+    input: usize,
+    classes: usize,
+) -> Result<Vec<usize>, Problem> {
     let mut sizes = vec![layers[0].1.shape()[1]];
-    for (name, w, _, _) in &layers {
+    for (name, w, _, _) in layers {
         let (o, i) = (w.shape()[0], w.shape()[1]);
         let prev = *sizes.last().unwrap();
         if i != prev {
@@ -260,8 +288,11 @@ pub fn from_bytes(bytes: &[u8], input: usize, classes: usize) -> Result<ModelFil
             layers.last().unwrap().0
         )));
     }
+    Ok(sizes)
+}
 
-    let arch = Arch { sizes };
+/// The tensors in the flat table of `arch`, all finite.
+fn flat_params(arch: &Arch, layers: &[Layer<'_>]) -> Result<Vec<f32>, Problem> {
     let mut params = vec![0f32; arch.param_count()];
     let by_name: HashMap<&str, &TensorView<'_>> = layers
         .iter()
@@ -283,11 +314,7 @@ pub fn from_bytes(bytes: &[u8], input: usize, classes: usize) -> Result<ModelFil
             )));
         }
     }
-    Ok(ModelFile {
-        arch,
-        params,
-        metadata,
-    })
+    Ok(params)
 }
 
 #[cfg(test)]

@@ -4,6 +4,7 @@
 use std::path::Path;
 use std::sync::Once;
 
+use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
 
 use crate::metrics::MetricsRow;
@@ -41,27 +42,59 @@ pub fn render(rows: &[MetricsRow], title: &str) -> Result<Vec<u8>, String> {
     Ok(png.into_inner())
 }
 
-fn draw(
-    rgb: &mut [u8],
-    rows: &[MetricsRow],
-    title: &str,
-) -> Result<(), Box<dyn std::error::Error>> {
+type Area<'a> = DrawingArea<BitMapBackend<'a>, plotters::coord::Shift>;
+type Failure = Box<dyn std::error::Error>;
+/// A line of the loss chart: its name, colour and value per epoch.
+type Series = (&'static str, RGBColor, fn(&MetricsRow) -> f64);
+
+fn draw(rgb: &mut [u8], rows: &[MetricsRow], title: &str) -> Result<(), Failure> {
     let root = BitMapBackend::with_buffer(rgb, (WIDTH, HEIGHT)).into_drawing_area();
     root.fill(&WHITE)?;
     let root = root.titled(title, ("sans-serif", 20))?;
     let (left, right) = root.split_horizontally(WIDTH / 2);
-    let epochs = rows.len().max(1);
-    let x_range = -0.5f64..(epochs as f64 - 0.5);
-    let epoch_label = |x: &f64| {
-        if (x - x.round()).abs() < 1e-6 {
-            format!("{}", x.round() as i64)
-        } else {
-            String::new()
-        }
-    };
-    let finite = |v: f64| v.is_finite().then_some(v);
+    draw_losses(&left, rows)?;
+    draw_accuracy(&right, rows)?;
+    root.present()?;
+    Ok(())
+}
 
-    // Losses.
+fn finite(v: f64) -> Option<f64> {
+    v.is_finite().then_some(v)
+}
+
+/// A chart over the epochs of `rows` with whole-epoch labels, from `low` to `high`.
+fn epoch_chart<'a, 'b>(
+    area: &'a Area<'b>,
+    rows: &[MetricsRow],
+    (caption, y_desc): (&str, &str),
+    (low, high): (f64, f64),
+) -> Result<ChartContext<'a, BitMapBackend<'b>, Cartesian2d<RangedCoordf64, RangedCoordf64>>, Failure>
+{
+    let epochs = rows.len().max(1);
+    let epoch_label = |x: &f64| match (x - x.round()).abs() < 1e-6 {
+        true => format!("{}", x.round() as i64),
+        false => String::new(),
+    };
+    let mut chart = ChartBuilder::on(area)
+        .caption(caption, ("sans-serif", 17))
+        .margin(14)
+        .x_label_area_size(42)
+        .y_label_area_size(58)
+        .build_cartesian_2d(-0.5f64..(epochs as f64 - 0.5), low..high)?;
+    chart
+        .configure_mesh()
+        .x_desc("epoch")
+        .y_desc(y_desc)
+        .x_labels(epochs.min(12) * 2 + 1)
+        .x_label_formatter(&epoch_label)
+        .label_style(("sans-serif", 13))
+        .max_light_lines(1)
+        .draw()?;
+    Ok(chart)
+}
+
+/// Training and test loss per epoch.
+fn draw_losses(area: &Area<'_>, rows: &[MetricsRow]) -> Result<(), Failure> {
     let top = rows
         .iter()
         .flat_map(|r| [finite(r.train_loss), finite(r.test_loss)])
@@ -69,29 +102,12 @@ fn draw(
         .fold(0.0f64, f64::max)
         .max(1e-3)
         * 1.15;
-    let mut chart = ChartBuilder::on(&left)
-        .caption("NLL loss", ("sans-serif", 17))
-        .margin(14)
-        .x_label_area_size(42)
-        .y_label_area_size(58)
-        .build_cartesian_2d(x_range.clone(), 0f64..top)?;
-    chart
-        .configure_mesh()
-        .x_desc("epoch")
-        .y_desc("mean loss")
-        .x_labels(epochs.min(12) * 2 + 1)
-        .x_label_formatter(&epoch_label)
-        .label_style(("sans-serif", 13))
-        .max_light_lines(1)
-        .draw()?;
-    for (name, color, value) in [
-        (
-            "training",
-            TRAIN,
-            (|r: &MetricsRow| r.train_loss) as fn(&MetricsRow) -> f64,
-        ),
-        ("test", TEST, |r: &MetricsRow| r.test_loss),
-    ] {
+    let mut chart = epoch_chart(area, rows, ("NLL loss", "mean loss"), (0.0, top))?;
+    let series: [Series; 2] = [
+        ("training", TRAIN, |r| r.train_loss),
+        ("test", TEST, |r| r.test_loss),
+    ];
+    for (name, color, value) in series {
         let pts: Vec<(f64, f64)> = rows
             .iter()
             .filter_map(|r| finite(value(r)).map(|v| (r.epoch as f64, v)))
@@ -111,8 +127,11 @@ fn draw(
         .border_style(BLACK.mix(0.4))
         .background_style(WHITE.mix(0.9))
         .draw()?;
+    Ok(())
+}
 
-    // Test accuracy, in percent.
+/// Test accuracy per epoch, in percent, each point labelled.
+fn draw_accuracy(area: &Area<'_>, rows: &[MetricsRow]) -> Result<(), Failure> {
     let accs: Vec<(f64, f64)> = rows
         .iter()
         .filter_map(|r| finite(r.test_accuracy).map(|a| (r.epoch as f64, 100.0 * a)))
@@ -121,32 +140,13 @@ fn draw(
     let low = (low - (100.0 - low).max(1.0) * 0.25)
         .clamp(0.0, 99.0)
         .floor();
-    let mut chart = ChartBuilder::on(&right)
-        .caption("test accuracy", ("sans-serif", 17))
-        .margin(14)
-        .x_label_area_size(42)
-        .y_label_area_size(58)
-        .build_cartesian_2d(x_range, low..100f64)?;
-    chart
-        .configure_mesh()
-        .x_desc("epoch")
-        .y_desc("accuracy (%)")
-        .x_labels(epochs.min(12) * 2 + 1)
-        .x_label_formatter(&epoch_label)
-        .label_style(("sans-serif", 13))
-        .max_light_lines(1)
-        .draw()?;
+    let mut chart = epoch_chart(area, rows, ("test accuracy", "accuracy (%)"), (low, 100.0))?;
     chart.draw_series(LineSeries::new(accs.clone(), ACCURACY.stroke_width(2)))?;
     chart.draw_series(accs.iter().map(|&p| Circle::new(p, 4, ACCURACY.filled())))?;
     chart.draw_series(accs.iter().map(|&(x, y)| {
-        EmptyElement::at((x, y))
-            + Text::new(
-                format!("{y:.2} %"),
-                (-22, -24),
-                ("sans-serif", 13).into_font().color(&BLACK.mix(0.8)),
-            )
+        let font = ("sans-serif", 13).into_font().color(&BLACK.mix(0.8));
+        EmptyElement::at((x, y)) + Text::new(format!("{y:.2} %"), (-22, -24), font)
     }))?;
-    root.present()?;
     Ok(())
 }
 

@@ -153,34 +153,45 @@ pub fn run(args: BenchArgs) -> Result<()> {
     let m = measure(&args, &mnist, &arch, args.batch_size, effort)?;
     let startup = t_start.elapsed().as_secs_f64() - m.timing.seconds - 3.0 * m.eval_s;
     let rss = peak_rss_bytes().map_or(f64::NAN, |b| b as f64 / 1e6);
-    let t = &m.timing;
-    if args.json {
-        let buffers: Vec<String> = m
-            .buffers
-            .iter()
-            .map(|(name, size)| format!("{{\"name\": {}, \"bytes\": {size}}}", json_str(name)))
-            .collect();
-        println!(
-            "{{\"device\": {}, \"model\": {}, \"batch_size\": {}, \"steps\": {}, \"seconds\": {:.4}, \
-             \"images_per_s\": {:.1}, \"ms_per_step\": {:.4}, \"gflops\": {:.3}, \
-             \"dispatches_per_step\": {}, \"submissions_per_epoch\": {}, \"eval_seconds\": {:.4}, \
-             \"peak_rss_mb\": {:.1}, \"buffers\": [{}]}}",
-            json_str(&m.device),
-            json_str(&arch_string(&m.arch)),
-            t.batch_size,
-            t.steps,
-            t.seconds,
-            t.images_per_s(),
-            t.ms_per_step(),
-            t.gflops(),
-            m.dispatches,
-            m.submissions,
-            m.eval_s,
-            rss,
-            buffers.join(", ")
-        );
-        return Ok(());
+    match args.json {
+        true => print_json(&m, rss),
+        false => print_report(&m, (startup, args.warmup, rss), mnist.test.len()),
     }
+    Ok(())
+}
+
+/// One JSON object with every figure.
+fn print_json(m: &Measured, rss: f64) {
+    let t = &m.timing;
+    let buffers: Vec<String> = m
+        .buffers
+        .iter()
+        .map(|(name, size)| format!("{{\"name\": {}, \"bytes\": {size}}}", json_str(name)))
+        .collect();
+    println!(
+        "{{\"device\": {}, \"model\": {}, \"batch_size\": {}, \"steps\": {}, \"seconds\": {:.4}, \
+         \"images_per_s\": {:.1}, \"ms_per_step\": {:.4}, \"gflops\": {:.3}, \
+         \"dispatches_per_step\": {}, \"submissions_per_epoch\": {}, \"eval_seconds\": {:.4}, \
+         \"peak_rss_mb\": {:.1}, \"buffers\": [{}]}}",
+        json_str(&m.device),
+        json_str(&arch_string(&m.arch)),
+        t.batch_size,
+        t.steps,
+        t.seconds,
+        t.images_per_s(),
+        t.ms_per_step(),
+        t.gflops(),
+        m.dispatches,
+        m.submissions,
+        m.eval_s,
+        rss,
+        buffers.join(", ")
+    );
+}
+
+/// The figures for a person, one per line.
+fn print_report(m: &Measured, (startup, warmup, rss): (f64, usize, f64), n_test: usize) {
+    let t = &m.timing;
     println!("adapter: {}", m.device);
     println!(
         "model: {} | {} parameters | batch {} | {:.2} MFLOP per image per step",
@@ -190,8 +201,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
         t.flops_per_image / 1e6
     );
     println!(
-        "start-up       {startup:.2} s (data, device, buffers, pipelines, warm-up {} steps)",
-        args.warmup
+        "start-up       {startup:.2} s (data, device, buffers, pipelines, warm-up {warmup} steps)"
     );
     println!(
         "training       {} steps in {:.2} s: {:.1}k img/s, {:.3} ms/step, {:.2} GFLOP/s",
@@ -209,11 +219,10 @@ pub fn run(args: BenchArgs) -> Result<()> {
             m.submissions / 2
         );
     }
+    let per_s = n_test as f64 / m.eval_s / 1e3;
     println!(
-        "evaluation     {} images in {:.3} s ({:.1}k img/s, fastest of 3)",
-        mnist.test.len(),
-        m.eval_s,
-        mnist.test.len() as f64 / m.eval_s / 1e3
+        "evaluation     {n_test} images in {:.3} s ({per_s:.1}k img/s, fastest of 3)",
+        m.eval_s
     );
     println!("peak memory    {rss:.0} MB resident");
     if !m.buffers.is_empty() {
@@ -230,7 +239,6 @@ pub fn run(args: BenchArgs) -> Result<()> {
         );
         print!("{p}");
     }
-    Ok(())
 }
 
 fn scaling(args: &BenchArgs, mnist: &Mnist) -> Result<()> {

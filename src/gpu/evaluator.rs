@@ -8,18 +8,28 @@ use crate::gpu::context::Gpu;
 use crate::gpu::layout::{DeviceLayout, pad4};
 use crate::gpu::ops::Modules;
 use crate::gpu::program::{Op, read_back, staging, step_stride, submit};
-use crate::gpu::step::evaluation_batch;
+use crate::gpu::step::{evaluation_batch, forward_products};
 use crate::gpu::tensors::{Activations, Split, init, zeros};
 use crate::model::Arch;
 use crate::train::Eval;
 
-/// Test images per evaluation batch when training (results do not depend on it: every
-/// sample's column is computed alone, in the same order).
-pub const EVAL_BATCH: usize = 1000;
+/// Where an evaluation's activations come from.
+pub enum Batching<'a> {
+    /// Its own, for batches of this many images.
+    Own(usize),
+    /// Those of training and its forward products (no second set of pipelines, which a
+    /// software adapter compiles at several MB each). Results do not depend on the batch:
+    /// every sample's column is computed alone, in the same order.
+    Shared {
+        acts: &'a Activations,
+        forward: &'a [Op],
+    },
+}
 
 pub struct Evaluator {
     split: Split,
-    acts: Activations,
+    /// Its own activations (None when it shares training's).
+    acts: Option<Activations>,
     /// correct: [test len] u32, is_correct | predicted << 8; log_probs: [test len, classes]
     correct: wgpu::Buffer,
     log_probs: wgpu::Buffer,
@@ -31,18 +41,28 @@ pub struct Evaluator {
 }
 
 impl Evaluator {
-    /// Evaluates `test` in batches of `batch` with the parameters in `params` (device layout).
+    /// Evaluates `test` with the parameters in `params` (device layout).
     pub fn new(
         gpu: &Gpu,
         m: &Modules,
         (arch, layout, params): (&Arch, &DeviceLayout, &wgpu::Buffer),
         test: &Dataset,
-        batch: usize,
+        batching: Batching<'_>,
     ) -> Result<Evaluator> {
-        let batch = batch.clamp(1, test.len().max(1));
         let classes = arch.output();
+        let (acts, forward, shared) = match batching {
+            Batching::Own(batch) => {
+                let acts =
+                    Activations::new(gpu, arch, pad4(batch.clamp(1, test.len().max(1))), false);
+                let forward = forward_products(gpu, m, (layout, params), &acts)?;
+                (Some(acts), forward, None)
+            }
+            Batching::Shared { acts, forward } => (None, forward.to_vec(), Some(acts)),
+        };
+        let a = acts.as_ref().or(shared).expect("activations");
+        // bp columns per step, of which the last step may use fewer
+        let batch = a.bp.min(test.len().max(1));
         let split = Split::new(gpu, "test", test, batch);
-        let acts = Activations::new(gpu, arch, pad4(batch), false);
         let table = init(
             gpu,
             "normalisation table",
@@ -54,9 +74,9 @@ impl Evaluator {
         let ops = evaluation_batch(
             gpu,
             m,
-            (layout, params),
-            (&split, &table, &acts),
-            (&correct, &log_probs),
+            (&split, &table, a),
+            &forward,
+            (classes, &correct, &log_probs),
         )?;
         Ok(Evaluator {
             staging: staging(gpu, "eval read-back", test.len() * classes * 4),
@@ -100,7 +120,7 @@ impl Evaluator {
     /// The buffers it holds, for the memory listing.
     pub fn bytes(&self) -> u64 {
         self.split.bytes()
-            + self.acts.bytes()
+            + self.acts.as_ref().map_or(0, |a| a.bytes())
             + self.correct.size()
             + self.log_probs.size()
             + self.staging.size()

@@ -46,27 +46,20 @@ pub struct StepInputs<'a> {
 ///                                   backward 0 (weight)             dW, db
 /// optimizer.step()                  sgd                             params, momentum
 /// ```
+///
+/// `forward` holds the forward products of `s.acts` ([`forward_products`]); the step runs all
+/// but the last, whose product the loss kernel computes itself.
 pub fn training_step(
     gpu: &Gpu,
     m: &Modules,
     w: &Weights<'_>,
     s: &StepInputs<'_>,
+    forward: &[Op],
 ) -> Result<Vec<Op>> {
     let (a, bp, layers) = (s.acts, s.acts.bp, &w.layout.layers);
     let last = layers.len() - 1;
     let mut ops = vec![gather(gpu, m, s.split, s.table, a, "gather train")?];
-    for (l, &at) in layers[..last].iter().enumerate() {
-        let f = Forward {
-            at,
-            bp,
-            relu: true,
-            params: w.params,
-            h: &a.h_t[l],
-            z: &a.h_t[l + 1],
-            z_rows: &a.h_rows[l + 1],
-        };
-        ops.push(f.op(gpu, m, &format!("forward {l}"))?);
-    }
+    ops.extend_from_slice(&forward[..last]);
     let head = NllHead {
         at: layers[last],
         bp,
@@ -113,18 +106,16 @@ pub fn training_step(
     Ok(ops)
 }
 
-/// One evaluation batch: gather, every forward product (the logits layer without ReLU), then
-/// each sample's prediction and log-probabilities into `correct` and `log_probs`.
-pub fn evaluation_batch(
+/// The forward product of every layer on the activations `a`: bias and ReLU fused, the
+/// logits layer without ReLU.
+pub fn forward_products(
     gpu: &Gpu,
     m: &Modules,
     (layout, params): (&DeviceLayout, &wgpu::Buffer),
-    (split, table, a): (&Split, &wgpu::Buffer, &Activations),
-    (correct, log_probs): (&wgpu::Buffer, &wgpu::Buffer),
+    a: &Activations,
 ) -> Result<Vec<Op>> {
     let last = layout.layers.len() - 1;
-    let mut ops = vec![gather(gpu, m, split, table, a, "gather test")?];
-    for (l, &at) in layout.layers.iter().enumerate() {
+    let op = |(l, &at): (usize, &crate::gpu::layout::LayerAt)| {
         let f = Forward {
             at,
             bp: a.bp,
@@ -134,13 +125,27 @@ pub fn evaluation_batch(
             z: &a.h_t[l + 1],
             z_rows: &a.h_rows[l + 1],
         };
-        ops.push(f.op(gpu, m, &format!("forward {l}"))?);
-    }
+        f.op(gpu, m, &format!("forward {l}"))
+    };
+    layout.layers.iter().enumerate().map(op).collect()
+}
+
+/// One evaluation batch: gather, the forward products of `forward` (on the activations `a`),
+/// then each sample's prediction and log-probabilities into `correct` and `log_probs`.
+pub fn evaluation_batch(
+    gpu: &Gpu,
+    m: &Modules,
+    (split, table, a): (&Split, &wgpu::Buffer, &Activations),
+    forward: &[Op],
+    (classes, correct, log_probs): (usize, &wgpu::Buffer, &wgpu::Buffer),
+) -> Result<Vec<Op>> {
+    let mut ops = vec![gather(gpu, m, split, table, a, "gather test")?];
+    ops.extend_from_slice(forward);
     let e = Evaluate {
-        classes: layout.layers[last].out,
+        classes,
         bp: a.bp,
         len: split.len,
-        logits: &a.h_t[last + 1],
+        logits: &a.h_t[forward.len()],
         labels: &split.labels,
         order: &split.order,
         steps: &split.steps,

@@ -12,12 +12,12 @@ use anyhow::{Context, Result, bail};
 
 use crate::data::{Dataset, normalize_table};
 use crate::gpu::context::Gpu;
-use crate::gpu::evaluator::{EVAL_BATCH, Evaluator};
+use crate::gpu::evaluator::{Batching, Evaluator};
 use crate::gpu::layout::{DeviceLayout, pad4};
 use crate::gpu::ops::Modules;
 use crate::gpu::profiler::submit_profiled;
 use crate::gpu::program::{Op, read_back, staging, step_stride, submit};
-use crate::gpu::step::{StepInputs, Weights, training_step};
+use crate::gpu::step::{StepInputs, Weights, forward_products, training_step};
 use crate::gpu::tensors::{Activations, Split, init, zeros};
 use crate::model::Arch;
 use crate::profile::Profile;
@@ -28,7 +28,7 @@ pub const STEPS_PER_SUBMIT: usize = 250;
 
 /// Bytes and grid sizes a run needs, checked against the adapter before anything is built.
 pub fn check_limits(gpu: &Gpu, arch: &Arch, batch: usize, n_train: usize) -> Result<(), String> {
-    let bp = pad4(batch.max(EVAL_BATCH.min(n_train))) as u64;
+    let bp = pad4(batch) as u64;
     let widest = *arch.sizes.iter().max().unwrap() as u64;
     let act_bytes = widest.next_multiple_of(4) * bp * 4;
     let max_bind = gpu.limits.max_storage_buffer_binding_size;
@@ -53,6 +53,34 @@ pub fn check_limits(gpu: &Gpu, arch: &Arch, batch: usize, n_train: usize) -> Res
     Ok(())
 }
 
+/// The parameters in the device layout, uploaded.
+fn upload(
+    gpu: &Gpu,
+    arch: &Arch,
+    params: &[f32],
+    test: &Dataset,
+) -> Result<(DeviceLayout, wgpu::Buffer)> {
+    anyhow::ensure!(
+        params.len() == arch.param_count(),
+        "parameters do not match the model"
+    );
+    let (pixels, input) = (test.pixels(), arch.input());
+    anyhow::ensure!(
+        pixels == input,
+        "images of {pixels} pixels for a model of {input}"
+    );
+    let layout = DeviceLayout::new(arch);
+    let usage =
+        wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST;
+    let buffer = init(
+        gpu,
+        "params",
+        bytemuck::cast_slice(&layout.to_device(params)),
+        usage,
+    );
+    Ok((layout, buffer))
+}
+
 /// What only training needs.
 struct Training {
     split: Split,
@@ -63,6 +91,62 @@ struct Training {
     /// The dispatches of one step, in order.
     step: Vec<Op>,
     bytes: Vec<(String, u64)>,
+}
+
+impl Training {
+    fn new(
+        gpu: &Gpu,
+        m: &Modules,
+        (layout, params): (&DeviceLayout, &wgpu::Buffer),
+        (recipe, train): (&Recipe, &Dataset),
+        (acts, forward): (&Activations, &[Op]),
+    ) -> Result<Training> {
+        let steps_per_epoch = recipe.steps_per_epoch(train.len());
+        let split = Split::new(gpu, "train", train, recipe.batch_size);
+        let storage = wgpu::BufferUsages::STORAGE;
+        let table = init(
+            gpu,
+            "normalisation table",
+            bytemuck::cast_slice(&normalize_table()),
+            storage,
+        );
+        let grads = zeros(gpu, "grads", layout.len);
+        let momentum = zeros(gpu, "momentum", layout.len);
+        let losses = zeros(gpu, "losses", steps_per_epoch);
+        let weights = Weights {
+            layout,
+            params,
+            grads: &grads,
+            momentum: &momentum,
+        };
+        let inputs = StepInputs {
+            split: &split,
+            table: &table,
+            acts,
+            losses: &losses,
+            steps_per_epoch,
+            lr: recipe.lr,
+            momentum: recipe.momentum,
+        };
+        let step = training_step(gpu, m, &weights, &inputs, forward)?;
+        let bytes = vec![
+            ("train split".to_string(), split.bytes()),
+            (
+                "grads + momentum".to_string(),
+                grads.size() + momentum.size(),
+            ),
+            ("losses".to_string(), losses.size()),
+            ("activations + gradients".to_string(), acts.bytes()),
+        ];
+        Ok(Training {
+            split,
+            grads,
+            momentum,
+            losses,
+            step,
+            bytes,
+        })
+    }
 }
 
 pub struct GpuBackend {
@@ -79,8 +163,8 @@ pub struct GpuBackend {
 }
 
 impl GpuBackend {
-    /// A backend that trains `recipe` on `train` and evaluates on `test` (in batches of
-    /// [`EVAL_BATCH`]) from the PyTorch-layout `params`.
+    /// A backend that trains `recipe` on `train` and evaluates on `test` from the
+    /// PyTorch-layout `params`; evaluation shares the training's activations and products.
     pub fn new(
         gpu: Gpu,
         arch: &Arch,
@@ -89,61 +173,28 @@ impl GpuBackend {
         train: &Dataset,
         test: &Dataset,
     ) -> Result<GpuBackend> {
-        let mut b = GpuBackend::evaluator(gpu, arch, params, test, EVAL_BATCH)?;
-        let m = Modules::new(&b.gpu, b.gpu.tile_loop())?;
-        let gpu = &b.gpu;
-        let bp = pad4(recipe.batch_size);
-        let steps_per_epoch = recipe.steps_per_epoch(train.len());
-        let split = Split::new(gpu, "train", train, recipe.batch_size);
-        let acts = Activations::new(gpu, arch, bp, true);
-        let table = init(
-            gpu,
-            "normalisation table",
-            bytemuck::cast_slice(&normalize_table()),
-            wgpu::BufferUsages::STORAGE,
-        );
-        let grads = zeros(gpu, "grads", b.layout.len);
-        let momentum = zeros(gpu, "momentum", b.layout.len);
-        let losses = zeros(gpu, "losses", steps_per_epoch);
-        let weights = Weights {
-            layout: &b.layout,
-            params: &b.params,
-            grads: &grads,
-            momentum: &momentum,
-        };
-        let inputs = StepInputs {
-            split: &split,
-            table: &table,
+        let m = Modules::new(&gpu, gpu.tile_loop())?;
+        let (layout, params_buf) = upload(&gpu, arch, params, test)?;
+        let acts = Activations::new(&gpu, arch, pad4(recipe.batch_size), true);
+        let forward = forward_products(&gpu, &m, (&layout, &params_buf), &acts)?;
+        let weights = (&layout, &params_buf);
+        let training = Training::new(&gpu, &m, weights, (recipe, train), (&acts, &forward))?;
+        let shared = Batching::Shared {
             acts: &acts,
-            losses: &losses,
-            steps_per_epoch,
-            lr: recipe.lr,
-            momentum: recipe.momentum,
+            forward: &forward,
         };
-        let step = training_step(gpu, &m, &weights, &inputs)?;
-        let bytes = vec![
-            ("train split".to_string(), split.bytes()),
-            (
-                "grads + momentum".to_string(),
-                grads.size() + momentum.size(),
-            ),
-            ("losses".to_string(), losses.size()),
-            ("training activations + gradients".to_string(), acts.bytes()),
-        ];
-        b.staging = staging(
+        let evaluator = Evaluator::new(&gpu, &m, (arch, &layout, &params_buf), test, shared)?;
+        let floats = layout.len.max(recipe.steps_per_epoch(train.len()));
+        Ok(GpuBackend {
+            staging: staging(&gpu, "staging (read-back)", 4 * floats),
             gpu,
-            "staging (read-back)",
-            4 * b.layout.len.max(steps_per_epoch),
-        );
-        b.training = Some(Training {
-            split,
-            grads,
-            momentum,
-            losses,
-            step,
-            bytes,
-        });
-        Ok(b)
+            param_count: params.len(),
+            layout,
+            params: params_buf,
+            evaluator,
+            training: Some(training),
+            profile: None,
+        })
     }
 
     /// A backend that only evaluates `test` in batches of `batch`.
@@ -154,28 +205,10 @@ impl GpuBackend {
         test: &Dataset,
         batch: usize,
     ) -> Result<GpuBackend> {
-        anyhow::ensure!(
-            params.len() == arch.param_count(),
-            "parameters do not match the model"
-        );
-        anyhow::ensure!(
-            test.pixels() == arch.input(),
-            "images of {} pixels for a model of {}",
-            test.pixels(),
-            arch.input()
-        );
         let m = Modules::new(&gpu, gpu.tile_loop())?;
-        let layout = DeviceLayout::new(arch);
-        let usage = wgpu::BufferUsages::STORAGE
-            | wgpu::BufferUsages::COPY_SRC
-            | wgpu::BufferUsages::COPY_DST;
-        let params_buf = init(
-            &gpu,
-            "params",
-            bytemuck::cast_slice(&layout.to_device(params)),
-            usage,
-        );
-        let evaluator = Evaluator::new(&gpu, &m, (arch, &layout, &params_buf), test, batch)?;
+        let (layout, params_buf) = upload(&gpu, arch, params, test)?;
+        let own = Batching::Own(batch);
+        let evaluator = Evaluator::new(&gpu, &m, (arch, &layout, &params_buf), test, own)?;
         Ok(GpuBackend {
             staging: staging(&gpu, "staging (read-back)", 4 * layout.len),
             gpu,

@@ -15,6 +15,7 @@ use clap::Args;
 use mnist_wgpu::checkpoint::{self, Recorder};
 use mnist_wgpu::data::{self, Dataset};
 use mnist_wgpu::fetch::Need;
+use mnist_wgpu::gpu::Gpu;
 use mnist_wgpu::gpu::trainer::{STEPS_PER_SUBMIT, check_limits};
 use mnist_wgpu::model::Arch;
 use mnist_wgpu::modelfile::{self, DEFAULT_MODEL_FILE};
@@ -103,21 +104,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
         run_args.dataset = plan.dataset;
         run_args.data_dir = plan.data_dir.clone();
     }
-    // The device first: a batch too large for it is a usage error, before any data is read.
-    let gpu = open_device(run_args.device, &run_args.adapter)?;
-    if let Some(gpu) = &gpu {
-        check_limits(gpu, arch, plan.recipe.batch_size, 60_000).map_err(UsageError)?;
-        if run_args.device == DeviceChoice::Auto
-            && gpu.info.device_type == wgpu::DeviceType::Cpu
-            && !args.quiet
-        {
-            eprintln!(
-                "note: {} is a software adapter (the CPU emulating a GPU); here a step takes \
-                 about {SOFTWARE_FACTOR} times as long as with --device cpu",
-                gpu.info.name
-            );
-        }
-    }
+    let gpu = open_checked_device(&run_args, arch, plan.recipe.batch_size, args.quiet)?;
     let (train, test) = load_data(&run_args, arch)?;
     let n_train = train.len();
     let mut backend = make_backend(gpu, arch, &plan.recipe, start.params.clone(), train, test)?;
@@ -179,6 +166,29 @@ pub fn run(args: TrainArgs) -> Result<()> {
         )?;
     }
     Ok(())
+}
+
+/// The device first: a batch too large for it is a usage error, before any data is read. A
+/// software adapter picked by `--device auto` gets a one-line note on what it costs.
+fn open_checked_device(
+    run_args: &RunArgs,
+    arch: &Arch,
+    batch: usize,
+    quiet: bool,
+) -> Result<Option<Gpu>> {
+    let gpu = open_device(run_args.device, &run_args.adapter)?;
+    if let Some(gpu) = &gpu {
+        check_limits(gpu, arch, batch, 60_000).map_err(UsageError)?;
+        let software = gpu.info.device_type == wgpu::DeviceType::Cpu;
+        if run_args.device == DeviceChoice::Auto && software && !quiet {
+            eprintln!(
+                "note: {} is a software adapter (the CPU emulating a GPU); a training step takes \
+                 about {SOFTWARE_FACTOR} times as long on it as with --device cpu",
+                gpu.info.name
+            );
+        }
+    }
+    Ok(gpu)
 }
 
 fn load_data(run_args: &RunArgs, arch: &Arch) -> Result<(Dataset, Dataset)> {

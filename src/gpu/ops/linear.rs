@@ -280,8 +280,109 @@ pub fn check_forward(
     t.done()
 }
 
+/// Random inputs of the backward products of one layer.
+struct BackwardCase {
+    at: LayerAt,
+    bp: usize,
+    params: Vec<f32>,
+    /// dz: dZ^T [out, bp]; mask: H^T [in, bp]; h_rows: H [bp, ldw], zero past `in`
+    dz: Vec<f32>,
+    mask: Vec<f32>,
+    h_rows: Vec<f32>,
+}
+
+/// f64 references of the backward products: (dW [out, in], db [out], dX [bp, in]).
+type Gradients = (Vec<f64>, Vec<f64>, Vec<f64>);
+
+impl BackwardCase {
+    fn new(rng: &mut Rng, batch: usize, inp: usize, out: usize) -> BackwardCase {
+        let bp = pad4(batch);
+        let (at, params) = test_layer(rng, inp, out);
+        let dz = random(rng, out * bp, -1.0, 1.0);
+        let mask = random(rng, inp * bp, -1.0, 1.0);
+        let mut h_rows = random(rng, bp * at.ldw, -1.0, 1.0);
+        for (i, v) in h_rows.iter_mut().enumerate() {
+            if i % at.ldw >= inp {
+                *v = 0.0;
+            }
+        }
+        BackwardCase {
+            at,
+            bp,
+            params,
+            dz,
+            mask,
+            h_rows,
+        }
+    }
+
+    /// The flat gradients and dX^T after the dispatch (dX^T untouched without `input`).
+    fn run(&self, gpu: &Gpu, m: &Modules, input: bool) -> Result<(Vec<f32>, Vec<f32>)> {
+        let (at, bp) = (self.at, self.bp);
+        let (pb, dzb) = (
+            buffer(gpu, "params", &self.params),
+            buffer(gpu, "dZ^T", &self.dz),
+        );
+        let (mb, hb) = (
+            buffer(gpu, "H^T", &self.mask),
+            buffer(gpu, "H", &self.h_rows),
+        );
+        let gb = buffer(gpu, "grads", &vec![f32::NAN; self.params.len()]);
+        let dxb = buffer(gpu, "dX^T", &vec![f32::NAN; at.inp * bp]);
+        let input = input.then_some(InputGrad {
+            dx: &dxb,
+            mask: &mb,
+        });
+        let b = Backward {
+            at,
+            bp,
+            params: &pb,
+            dz: &dzb,
+            h_rows: &hb,
+            grads: &gb,
+            input,
+        };
+        run_op(gpu, &b.op(gpu, m, "backward")?, 0)?;
+        Ok((
+            read(gpu, &gb, self.params.len())?,
+            read(gpu, &dxb, at.inp * bp)?,
+        ))
+    }
+
+    /// cpu::linear_backward then cpu::relu_backward in f64, and the same on |values| (the
+    /// scales of the rounding errors).
+    fn reference(&self) -> (Gradients, Gradients) {
+        let (at, bp) = (self.at, self.bp);
+        let (w, _) = weight_and_bias(at, &self.params);
+        let dy = transpose(&self.dz, at.out, bp, bp);
+        let x = unpad(&self.h_rows, bp, at.ldw, at.inp);
+        let grads = |dy: &[f64], x: &[f64], w: &[f64]| {
+            let mut g = (
+                vec![0f64; at.out * at.inp],
+                vec![0f64; at.out],
+                vec![0f64; bp * at.inp],
+            );
+            cpu::linear_backward(
+                dy,
+                x,
+                w,
+                &mut g.0,
+                &mut g.1,
+                Some(&mut g.2),
+                bp,
+                (at.inp, at.out),
+            );
+            g
+        };
+        let mut want = grads(&wide(&dy), &wide(&x), &wide(&w));
+        cpu::relu_backward(&mut want.2, &wide(&transpose(&self.mask, at.inp, bp, bp)));
+        (want, grads(&wide_abs(&dy), &wide_abs(&x), &wide_abs(&w)))
+    }
+}
+
 /// The backward products (with the input gradient when `input`) against cpu::linear_backward
-/// and cpu::relu_backward in f64; the gradients of every other tensor must stay untouched.
+/// and cpu::relu_backward in f64; dW's padding must come out zero and the gradients of every
+/// other tensor must stay untouched.
 pub fn check_backward(
     gpu: &Gpu,
     m: &Modules,
@@ -290,65 +391,21 @@ pub fn check_backward(
     out: usize,
     input: bool,
 ) -> Vec<Check> {
-    let what = if input {
-        "backward"
-    } else {
-        "backward weight only"
-    };
     let name = |part: &str| match input {
         true => format!("backward {part} ({})", m.tile.name()),
         false => format!("backward weight only: {part} ({})", m.tile.name()),
     };
-    let bp = pad4(batch);
-    let mut rng = Rng::new(
+    let seed = (
         batch as u64 * 31 + inp as u64,
         200 + out as u64 + input as u64,
     );
-    let (at, params) = test_layer(&mut rng, inp, out);
-    let dz = random(&mut rng, out * bp, -1.0, 1.0);
-    let mask = random(&mut rng, inp * bp, -1.0, 1.0);
-    let mut h_rows = random(&mut rng, bp * at.ldw, -1.0, 1.0);
-    h_rows
-        .iter_mut()
-        .enumerate()
-        .filter(|(i, _)| i % at.ldw >= inp)
-        .for_each(|(_, v)| *v = 0.0);
-    let run = || -> Result<(Vec<f32>, Vec<f32>)> {
-        let (pb, dzb) = (buffer(gpu, "params", &params), buffer(gpu, "dZ^T", &dz));
-        let (mb, hb) = (buffer(gpu, "H^T", &mask), buffer(gpu, "H", &h_rows));
-        let gb = buffer(gpu, "grads", &vec![f32::NAN; params.len()]);
-        let dxb = buffer(gpu, "dX^T", &vec![f32::NAN; inp * bp]);
-        let b = Backward {
-            at,
-            bp,
-            params: &pb,
-            dz: &dzb,
-            h_rows: &hb,
-            grads: &gb,
-            input: input.then_some(InputGrad {
-                dx: &dxb,
-                mask: &mb,
-            }),
-        };
-        run_op(gpu, &b.op(gpu, m, what)?, 0)?;
-        Ok((read(gpu, &gb, params.len())?, read(gpu, &dxb, inp * bp)?))
-    };
-    let (grads, dx) = match run() {
+    let case = BackwardCase::new(&mut Rng::new(seed.0, seed.1), batch, inp, out);
+    let (at, bp) = (case.at, case.bp);
+    let (grads, dx) = match case.run(gpu, m, input) {
         Ok(r) => r,
         Err(e) => return vec![Tally::broken(name("all"), shape(at, bp), e)],
     };
-    let (w, _) = weight_and_bias(at, &params);
-    let dy = transpose(&dz, out, bp, bp);
-    let x = unpad(&h_rows, bp, at.ldw, inp);
-    let reference = |dy: &[f64], x: &[f64], w: &[f64]| {
-        let (mut dw, mut db, mut dx) =
-            (vec![0f64; out * inp], vec![0f64; out], vec![0f64; bp * inp]);
-        cpu::linear_backward(dy, x, w, &mut dw, &mut db, Some(&mut dx), bp, (inp, out));
-        (dw, db, dx)
-    };
-    let (dw, db, mut want_dx) = reference(&wide(&dy), &wide(&x), &wide(&w));
-    let (sw, sb, sx) = reference(&wide_abs(&dy), &wide_abs(&x), &wide_abs(&w));
-    cpu::relu_backward(&mut want_dx, &wide(&transpose(&mask, inp, bp, bp)));
+    let ((dw, db, want_dx), (sw, sb, sx)) = case.reference();
     let mut tw = Tally::new(name("weight+bias"), shape(at, bp));
     for r in 0..out {
         for c in 0..at.ldw {
@@ -375,23 +432,19 @@ pub fn check_backward(
     {
         tw.fail("wrote outside the layer's dW and db".into());
     }
-    let mut out_checks = vec![tw.done()];
+    let mut checks = vec![tw.done()];
     if input {
         let mut tx = Tally::new(name("input"), shape(at, bp));
         for r in 0..inp {
             for n in 0..bp {
                 let tol = sum_tolerance(out, sx[n * inp + r]);
-                tx.close(
-                    || format!("dX[{r},{n}]"),
-                    dx[r * bp + n] as f64,
-                    want_dx[n * inp + r],
-                    tol,
-                );
+                let (got, want) = (dx[r * bp + n] as f64, want_dx[n * inp + r]);
+                tx.close(|| format!("dX[{r},{n}]"), got, want, tol);
             }
         }
-        out_checks.push(tx.done());
+        checks.push(tx.done());
     }
-    out_checks
+    checks
 }
 
 /// Every product on the batch and inner sizes of `check`, then the tutorial's own shapes.

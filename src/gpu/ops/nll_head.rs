@@ -103,6 +103,34 @@ pub fn checks(gpu: &Gpu, m: &Modules) -> Vec<Check> {
     out
 }
 
+/// The loss and logits' gradient [batch, classes] of the first `labels.len()` columns of
+/// H^T [in, bp] in f64 (cpu::linear_forward, log_softmax, nll_loss_grad), and how far the
+/// device's f32 logits may be from the exact ones (the summation bound), which widens the
+/// tolerances.
+fn reference(
+    at: LayerAt,
+    params: &[f32],
+    (h, bp): (&[f32], usize),
+    labels: &[u8],
+) -> (f64, Vec<f64>, f64) {
+    let (batch, classes, inp) = (labels.len(), at.out, at.inp);
+    let w: Vec<f32> = (0..classes)
+        .flat_map(|c| params[at.w_off + c * at.ldw..][..inp].to_vec())
+        .collect();
+    let bias = params[at.b_off..at.b_off + classes].to_vec();
+    let x = transpose(h, inp, bp, bp)[..batch * inp].to_vec();
+    let logits = |x: &[f64], w: &[f64], b: &[f64]| {
+        let mut z = vec![0f64; batch * classes];
+        cpu::linear_forward(x, w, b, &mut z, batch, (inp, classes), false);
+        z
+    };
+    let z = logits(&wide(&x), &wide(&w), &wide(&bias));
+    let scale = logits(&wide_abs(&x), &wide_abs(&w), &wide_abs(&bias));
+    let extra = 2.0 * sum_tolerance(inp, scale.iter().cloned().fold(0.0, f64::max));
+    let (loss, dz) = cpu::nll_loss_grad(&cpu::log_softmax(&z, classes), labels, classes);
+    (loss, dz, extra)
+}
+
 fn check_one(
     gpu: &Gpu,
     m: &Modules,
@@ -141,38 +169,10 @@ fn check_one(
     let got_loss: Vec<f32> = read(gpu, &losses, 3)?;
     let got: Vec<f32> = read(gpu, &grad, classes * bp)?;
 
-    // f64 reference from the exact logits; the device's f32 logits are within the summation
-    // bound of them, which widens the tolerances by `extra`.
-    let w: Vec<f32> = (0..classes)
-        .flat_map(|c| params[at.w_off + c * at.ldw..][..inp].to_vec())
-        .collect();
-    let bias = params[at.b_off..at.b_off + classes].to_vec();
-    let x = transpose(&h, inp, bp, bp)[..batch * inp].to_vec();
-    let mut z = vec![0f64; batch * classes];
-    cpu::linear_forward(
-        &wide(&x),
-        &wide(&w),
-        &wide(&bias),
-        &mut z,
-        batch,
-        (inp, classes),
-        false,
-    );
-    let mut scale = vec![0f64; batch * classes];
-    cpu::linear_forward(
-        &wide_abs(&x),
-        &wide_abs(&w),
-        &wide_abs(&bias),
-        &mut scale,
-        batch,
-        (inp, classes),
-        false,
-    );
-    let extra = 2.0 * sum_tolerance(inp, scale.iter().cloned().fold(0.0, f64::max));
     let lab: Vec<u8> = (0..batch)
         .map(|b| labels[order[2 * batch + b] as usize] as u8)
         .collect();
-    let (loss, dz) = cpu::nll_loss_grad(&cpu::log_softmax(&z, classes), &lab, classes);
+    let (loss, dz, extra) = reference(at, &params, (&h, bp), &lab);
 
     let shape = format!("{classes} classes, in {inp}, batch {batch}");
     let mut tl = Tally::new("nll head loss", shape.clone());
