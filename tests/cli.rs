@@ -491,3 +491,38 @@ fn train_profile_prints_the_kernel_table() {
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// `--device auto` on a software adapter says, in one line, what it costs against the CPU
+/// backend; on a hardware adapter, and with `--device gpu`, it says nothing.
+#[test]
+fn a_software_adapter_is_named_as_such() {
+    let dir = common::scratch("software-note");
+    let flags = [
+        "train",
+        "--epochs",
+        "1",
+        "--hidden",
+        "8",
+        "--no-save",
+        "--run-dir",
+    ];
+    let (code, stdout, stderr) = mnist_wgpu_in(&dir, &[&flags[..], &["auto"]].concat());
+    assert_eq!(code, 0, "{stderr}");
+    let adapter = stdout.lines().next().unwrap();
+    let notes: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.contains("is a software adapter"))
+        .collect();
+    match adapter.ends_with("| Cpu") {
+        true => assert!(
+            notes.len() == 1 && notes[0].contains("--device cpu"),
+            "{stderr}"
+        ),
+        false => assert!(notes.is_empty(), "{stderr}"),
+    }
+    let (code, _, stderr) =
+        mnist_wgpu_in(&dir, &[&flags[..], &["gpu", "--device", "gpu"]].concat());
+    assert_eq!(code, 0, "{stderr}");
+    assert!(!stderr.contains("software adapter"), "{stderr}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
