@@ -18,7 +18,8 @@
 // what the other writes. Workgroups 0 .. X_GROUPS - 1 compute INPUT (X_GX across), the rest
 // WEIGHT (W_GX across); which one is workgroup-uniform, so the subgroup loop stays in uniform
 // control flow. Entry `backward_weight` runs WEIGHT alone, for the first layer, whose input
-// needs no gradient. A workgroup is LANES invocations over ROWS rows and LANES vec4 columns.
+// needs no gradient. A workgroup of LANES x ROW_GROUPS invocations covers ROW_GROUPS x ROWS
+// rows and LANES vec4 columns.
 //#import tile_common.wgsl
 //#import tile_loop.wgsl
 
@@ -37,7 +38,8 @@ override LDW4: u32 = LDW / 4u;
 const INPUT: u32 = 0u;
 const WEIGHT: u32 = 1u;
 
-@group(0) @binding(0) var<storage, read> params: array<f32>;
+// The flat parameters as vec4 (every tensor starts at a multiple of 4 floats, rows of W too).
+@group(0) @binding(0) var<storage, read> params: array<vec4<f32>>;
 @group(0) @binding(1) var<storage, read> dz: array<vec4<f32>>;
 @group(0) @binding(2) var<storage, read_write> dx: array<vec4<f32>>;
 @group(0) @binding(3) var<storage, read> mask: array<vec4<f32>>;
@@ -53,23 +55,34 @@ fn depth(p: u32) -> u32 {
     return select(BP, OUT, p == INPUT);
 }
 
-// A[m, k] for m, k in range: W^T from the parameters, or dZ^T read one float at a time.
-fn a_at(p: u32, m: u32, k: u32) -> f32 {
-    if (p == INPUT) {
-        return params[W_OFF + k * LDW + m];
-    }
-    let i = m * BP + k;
-    return dz[i / 4u][i % 4u];
-}
-
+// A[m0 .. m0 + ROWS, k], zero outside. INPUT: W^T, whose four rows at one k are one vec4 of
+// W's row k (m0 + 3 < LDW); WEIGHT: dZ^T, one float of a vec4 per row.
 fn a_rows(p: u32, m0: u32, k: u32) -> vec4<f32> {
     let kc = min(k, depth(p) - 1u);
+    let inside = vec4<bool>(k < depth(p)) & (vec4<u32>(m0) + vec4<u32>(0u, 1u, 2u, 3u) < vec4<u32>(rows_of(p)));
+    if (p == INPUT) {
+        return select(vec4<f32>(0.0), params[(W_OFF + kc * LDW + m0) / 4u], inside);
+    }
     var v: vec4<f32>;
     for (var r = 0u; r < ROWS; r++) {
-        let m = m0 + r;
-        v[r] = select(0.0, a_at(p, min(m, rows_of(p) - 1u), kc), m < rows_of(p) && k < depth(p));
+        let i = min(m0 + r, OUT - 1u) * BP + kc;
+        v[r] = dz[i / 4u][i % 4u];
     }
-    return v;
+    return select(vec4<f32>(0.0), v, inside);
+}
+
+// dZ^T[m, k0 .. k0 + 4] (row clamped, zero past OUT): one vec4 (BP is a multiple of 4).
+fn dz_row(m: u32, k0: u32) -> vec4<f32> {
+    return select(vec4<f32>(0.0), dz[(min(m, OUT - 1u) * BP + k0) / 4u], m < OUT);
+}
+
+// Column j = A[m0 .. m0 + ROWS, k0 + j] (k0 a multiple of 4), zero outside. INPUT: four of
+// a_rows; WEIGHT: four vec4 along the rows of dZ^T, transposed.
+fn a_block(p: u32, m0: u32, k0: u32) -> mat4x4<f32> {
+    if (p == INPUT) {
+        return mat4x4<f32>(a_rows(p, m0, k0), a_rows(p, m0, k0 + 1u), a_rows(p, m0, k0 + 2u), a_rows(p, m0, k0 + 3u));
+    }
+    return transpose(mat4x4<f32>(dz_row(m0, k0), dz_row(m0 + 1u, k0), dz_row(m0 + 2u, k0), dz_row(m0 + 3u, k0)));
 }
 
 fn b_row(p: u32, k: u32, col4: u32) -> vec4<f32> {
@@ -80,10 +93,10 @@ fn b_row(p: u32, k: u32, col4: u32) -> vec4<f32> {
 }
 
 // Workgroup g of the INPUT product: dX^T, masked.
-fn input_gradient(g: u32, li: u32) {
-    let m0 = (g / X_GX) * ROWS;
-    let col4 = (g % X_GX) * LANES + li;
-    let t = tile(INPUT, m0, min(col4, BP4 - 1u), li);
+fn input_gradient(g: u32, lid: vec3<u32>) {
+    let m0 = ((g / X_GX) * ROW_GROUPS + lid.y) * ROWS;
+    let col4 = (g % X_GX) * LANES + lid.x;
+    let t = tile(INPUT, m0, min(col4, BP4 - 1u), lid.x);
     if (col4 >= BP4) {
         return;
     }
@@ -97,11 +110,11 @@ fn input_gradient(g: u32, li: u32) {
 }
 
 // Workgroup g of the WEIGHT product: dW and, from the first column of workgroups, db.
-fn weight_gradient(g: u32, li: u32) {
-    let m0 = (g / W_GX) * ROWS;
+fn weight_gradient(g: u32, lid: vec3<u32>) {
+    let m0 = ((g / W_GX) * ROW_GROUPS + lid.y) * ROWS;
     let gx = g % W_GX;
-    let col4 = gx * LANES + li;
-    let t = tile(WEIGHT, m0, min(col4, LDW4 - 1u), li);
+    let col4 = gx * LANES + lid.x;
+    let t = tile(WEIGHT, m0, min(col4, LDW4 - 1u), lid.x);
     if (col4 < LDW4) {
         for (var r = 0u; r < ROWS; r++) {
             if (m0 + r < OUT) {
@@ -109,28 +122,29 @@ fn weight_gradient(g: u32, li: u32) {
             }
         }
     }
-    // Rows past OUT have rowsum 0 (a_rows is zero there) and land in the bias's padding.
-    if (gx == 0u && li == 0u) {
+    // Rows past OUT have rowsum 0 (a_rows is zero there) and land in the bias's padding; a
+    // row group wholly past OUT stores nothing.
+    if (gx == 0u && lid.x == 0u && m0 < OUT) {
         grads[(B_OFF + m0) / 4u] = t.rowsum;
     }
 }
 
-@compute @workgroup_size(LANES)
+@compute @workgroup_size(LANES, ROW_GROUPS)
 fn backward(
     @builtin(workgroup_id) wg: vec3<u32>,
-    @builtin(local_invocation_index) li: u32,
+    @builtin(local_invocation_id) lid: vec3<u32>,
 ) {
     if (wg.x < X_GROUPS) {
-        input_gradient(wg.x, li);
+        input_gradient(wg.x, lid);
     } else {
-        weight_gradient(wg.x - X_GROUPS, li);
+        weight_gradient(wg.x - X_GROUPS, lid);
     }
 }
 
-@compute @workgroup_size(LANES)
+@compute @workgroup_size(LANES, ROW_GROUPS)
 fn backward_weight(
     @builtin(workgroup_id) wg: vec3<u32>,
-    @builtin(local_invocation_index) li: u32,
+    @builtin(local_invocation_id) lid: vec3<u32>,
 ) {
-    weight_gradient(wg.x, li);
+    weight_gradient(wg.x, lid);
 }

@@ -8,8 +8,8 @@
 //   z_rows Z [BP, LDZ]         the same output batch-major (LDZ a multiple of 4), which the weight
 //                              gradient reads as its B operand; rows past OUT are written 0
 //
-// A workgroup computes ROWS rows by LANES vec4 of columns; grid (ceil(BP / 4 / LANES),
-// ceil(OUT / ROWS)). BP is a multiple of 4. Out-of-range rows and columns are computed on
+// A workgroup of LANES x ROW_GROUPS invocations computes ROW_GROUPS x ROWS rows by LANES vec4
+// of columns; grid (ceil(BP / 4 / LANES), ceil(OUT / (ROWS ROW_GROUPS))). BP is a multiple of 4. Out-of-range rows and columns are computed on
 // clamped addresses and never stored, so every access stays in bounds.
 //#import tile_common.wgsl
 //#import tile_loop.wgsl
@@ -25,7 +25,8 @@ override LDW: u32;
 override LDZ: u32;
 override BP4: u32 = BP / 4u;
 
-@group(0) @binding(0) var<storage, read> params: array<f32>;
+// The flat parameters as vec4 (every tensor starts at a multiple of 4 floats, rows of W too).
+@group(0) @binding(0) var<storage, read> params: array<vec4<f32>>;
 @group(0) @binding(1) var<storage, read> h: array<vec4<f32>>;
 @group(0) @binding(2) var<storage, read_write> z: array<vec4<f32>>;
 @group(0) @binding(3) var<storage, read_write> z_rows: array<vec4<f32>>;
@@ -39,25 +40,37 @@ fn a_rows(p: u32, m0: u32, k: u32) -> vec4<f32> {
     let kc = min(k, IN - 1u);
     var v: vec4<f32>;
     for (var r = 0u; r < ROWS; r++) {
-        let m = min(m0 + r, OUT - 1u);
-        v[r] = select(0.0, params[W_OFF + m * LDW + kc], m0 + r < OUT && k < IN);
+        let i = W_OFF + min(m0 + r, OUT - 1u) * LDW + kc;
+        v[r] = select(0.0, params[i / 4u][i % 4u], m0 + r < OUT && k < IN);
     }
     return v;
+}
+
+// W[m, k0 .. k0 + 4] (row clamped, zero past OUT): one vec4, inside the row's padding.
+fn w_row(m: u32, k0: u32) -> vec4<f32> {
+    let row = params[(W_OFF + min(m, OUT - 1u) * LDW + k0) / 4u];
+    return select(vec4<f32>(0.0), row, m < OUT);
+}
+
+// Column j = A[m0 .. m0 + ROWS, k0 + j] (k0 a multiple of 4), zero outside: four vec4 loads
+// along the rows of W, transposed.
+fn a_block(p: u32, m0: u32, k0: u32) -> mat4x4<f32> {
+    return transpose(mat4x4<f32>(w_row(m0, k0), w_row(m0 + 1u, k0), w_row(m0 + 2u, k0), w_row(m0 + 3u, k0)));
 }
 
 fn b_row(p: u32, k: u32, col4: u32) -> vec4<f32> {
     return h[min(k, IN - 1u) * BP4 + col4];
 }
 
-@compute @workgroup_size(LANES)
+@compute @workgroup_size(LANES, ROW_GROUPS)
 fn forward(
     @builtin(workgroup_id) wg: vec3<u32>,
-    @builtin(local_invocation_index) li: u32,
+    @builtin(local_invocation_id) lid: vec3<u32>,
 ) {
-    let m0 = wg.y * ROWS;
-    let col4 = wg.x * LANES + li;
+    let m0 = (wg.y * ROW_GROUPS + lid.y) * ROWS;
+    let col4 = wg.x * LANES + lid.x;
     // Lanes past the last column compute on it (all lanes take part in a subgroup loop).
-    let t = tile(0u, m0, min(col4, BP4 - 1u), li);
+    let t = tile(0u, m0, min(col4, BP4 - 1u), lid.x);
     if (col4 >= BP4 || m0 >= OUT) {
         return;
     }
@@ -65,7 +78,7 @@ fn forward(
     for (var r = 0u; r < ROWS; r++) {
         let m = m0 + r;
         if (m < OUT) {
-            var v = t.acc[r] + vec4<f32>(params[B_OFF + m]);
+            var v = t.acc[r] + vec4<f32>(params[(B_OFF + m0) / 4u][r]);
             if (RELU) {
                 v = select(vec4<f32>(0.0), v, v > vec4<f32>(0.0));
             }

@@ -10,6 +10,8 @@
 // local invocations map to subgroup lanes.
 
 const LANES: u32 = 8u;
+// One subgroup per workgroup: the broadcast shares A within it.
+const ROW_GROUPS: u32 = 1u;
 
 fn tile(p: u32, m0: u32, col4: u32, li: u32) -> Tile {
     let k_of = array<u32, 8>(

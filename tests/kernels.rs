@@ -28,7 +28,7 @@ fn assert_ok(gpu: &Gpu, checks: Vec<Check>) {
 }
 
 fn modules(gpu: &Gpu) -> Modules {
-    Modules::new(gpu, gpu.tile_loop()).expect("compiling the shader modules")
+    Modules::new(gpu, gpu.kernels).expect("compiling the shader modules")
 }
 
 #[test]

@@ -165,7 +165,10 @@ fn step_uniform_matches_the_host() {
 #[test]
 fn validation_catches_a_broken_shader() {
     let src = compose("linear_forward.wgsl", TileLoop::Plain).unwrap();
-    let broken = src.replace("let m0 = wg.y * ROWS;", "let m0 = wg.q * ROWS;");
+    let broken = src.replace(
+        "let col4 = wg.x * LANES + lid.x;",
+        "let col4 = wg.q * LANES + lid.x;",
+    );
     assert_ne!(broken, src, "the edit must change the module");
     assert!(validate("broken", &broken, false).is_err());
     // Without its imports the module does not validate: the import step is what makes it whole.

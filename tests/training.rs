@@ -36,7 +36,7 @@ fn recipe(batch: usize) -> Recipe {
 #[test]
 fn gpu_gradients_match_cpu_reference() {
     for gpu in common::gpus() {
-        let subgroups = gpu.subgroups;
+        let kernels = gpu.kernels.name();
         // 7x13 = 91 inputs, hidden sizes not multiples of 4, batch 7 (padded to 8).
         let train = synthetic(1, 70, 7, 13);
         let arch = Arch::new(91, &[33, 17], 10);
@@ -67,7 +67,7 @@ fn gpu_gradients_match_cpu_reference() {
                 .map(|i| (grads[i] as f64 - ref_grads[i]).abs())
                 .fold(0f64, f64::max);
             eprintln!(
-                "subgroups {subgroups}: {} max |grad error| {worst:.2e} (largest grad {top:.2e})",
+                "kernels {kernels}: {} max |grad error| {worst:.2e} (largest grad {top:.2e})",
                 e.name
             );
             assert!(

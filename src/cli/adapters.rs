@@ -4,7 +4,7 @@
 use anyhow::Result;
 use clap::Args;
 
-use mnist_wgpu::gpu::context::{adapter_has_subgroups, all_adapters, pick_adapter};
+use mnist_wgpu::gpu::context::{adapter_has_subgroups, all_adapters, auto_kernels, pick_adapter};
 
 use super::args::AdapterArgs;
 
@@ -34,7 +34,14 @@ pub fn run(args: AdaptersArgs) -> Result<()> {
         } else {
             " "
         };
-        println!("{mark} {} | {:?} | {:?}", i.name, i.backend, i.device_type);
+        let kernels = args.adapter.kernels.unwrap_or_else(|| auto_kernels(a));
+        println!(
+            "{mark} {} | {:?} | {:?} | kernels: {}",
+            i.name,
+            i.backend,
+            i.device_type,
+            kernels.name()
+        );
         println!(
             "    driver: {} {}",
             if i.driver.is_empty() { "?" } else { &i.driver },
@@ -47,19 +54,23 @@ pub fn run(args: AdaptersArgs) -> Result<()> {
             l.max_compute_invocations_per_workgroup,
             l.max_compute_workgroup_storage_size / 1024
         );
-        let sub = if f.contains(wgpu::Features::SUBGROUP) {
-            format!(
-                "subgroups {}..{} lanes{}",
-                i.subgroup_min_size,
-                i.subgroup_max_size,
-                if adapter_has_subgroups(a) {
-                    " (subgroup matmul)"
-                } else {
-                    " (too narrow: plain matmul)"
-                }
-            )
-        } else {
-            "no subgroups (plain matmul)".to_string()
+        let sub = match (
+            f.contains(wgpu::Features::SUBGROUP),
+            adapter_has_subgroups(a),
+        ) {
+            (true, true) => format!(
+                "subgroups {}..{} lanes",
+                i.subgroup_min_size, i.subgroup_max_size
+            ),
+            (true, false) => format!(
+                "subgroups {}..{} lanes (too narrow for the subgroup kernels)",
+                i.subgroup_min_size, i.subgroup_max_size
+            ),
+            (false, _) => "no subgroups".to_string(),
+        };
+        let runnable = match adapter_has_subgroups(a) {
+            true => "subgroup, plain, wide",
+            false => "plain, wide",
         };
         let ts = if f.contains(wgpu::Features::TIMESTAMP_QUERY) {
             "timestamp queries"
@@ -67,6 +78,7 @@ pub fn run(args: AdaptersArgs) -> Result<()> {
             "no timestamp queries"
         };
         println!("    {sub} | {ts}");
+        println!("    kernels it can run: {runnable}");
     }
     if picked.is_some() {
         println!("(* marks the adapter --device auto picks with these flags)");

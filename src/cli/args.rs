@@ -10,6 +10,7 @@ use mnist_wgpu::cpu::CpuBackend;
 use mnist_wgpu::data::Dataset;
 use mnist_wgpu::data::{Kind, default_data_dir, has_all_files};
 use mnist_wgpu::fetch::{self, FetchConfig, Need};
+use mnist_wgpu::gpu::program::Kernels;
 use mnist_wgpu::gpu::{AdapterQuery, Api, Gpu, GpuBackend, GpuError, trainer::check_limits};
 use mnist_wgpu::model::Arch;
 use mnist_wgpu::train::{Backend, Recipe};
@@ -34,6 +35,10 @@ pub struct AdapterArgs {
     /// Use the adapter whose name contains this (case-insensitive) [default: WGPU_ADAPTER_NAME]
     #[arg(long)]
     pub adapter: Option<String>,
+    /// Matmul kernels: subgroup (8-lane subgroup broadcast), plain or wide (128-invocation
+    /// workgroups) [default: chosen for the adapter; `adapters` shows the choice]
+    #[arg(long, value_enum)]
+    pub kernels: Option<Kernels>,
 }
 
 impl AdapterArgs {
@@ -41,6 +46,7 @@ impl AdapterArgs {
         AdapterQuery {
             api: self.backend,
             name: self.adapter.clone(),
+            kernels: self.kernels,
         }
     }
 }

@@ -19,7 +19,7 @@ pub struct SelftestArgs {
 pub fn run(args: SelftestArgs) -> Result<()> {
     let t0 = Instant::now();
     let adapter = pick_adapter(&args.adapter.query())?;
-    let first = Gpu::open(&adapter, true)?;
+    let first = Gpu::open(&adapter, args.adapter.query().kernels)?;
     println!("adapter: {first}");
     // Every matmul inner loop the adapter can run, not only the one training picks.
     let checks = selftest::all_checks(&first)?;

@@ -3,7 +3,7 @@
 use std::fmt;
 use std::sync::{Arc, Mutex};
 
-use crate::gpu::program::TileLoop;
+use crate::gpu::program::Kernels;
 
 /// Which graphics API to look on (`--backend`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -31,6 +31,8 @@ impl Api {
 pub struct AdapterQuery {
     pub api: Option<Api>,
     pub name: Option<String>,
+    /// The matmul kernels (`--kernels`); None: chosen for the adapter.
+    pub kernels: Option<Kernels>,
 }
 
 const NO_ADAPTER_HINT: &str = "install a Vulkan driver (on Debian/Ubuntu without a GPU: \
@@ -49,6 +51,13 @@ pub enum GpuError {
         source: wgpu::RequestDeviceError,
     },
     #[error(
+        "--kernels {kernels}: {adapter} has no subgroups of 8 or more lanes; use plain or wide"
+    )]
+    Kernels {
+        adapter: String,
+        kernels: &'static str,
+    },
+    #[error(
         "the GPU failed while {what} on {adapter}: {message}; run `mnist-wgpu selftest` to \
          check this adapter, or use --device cpu"
     )]
@@ -65,8 +74,11 @@ pub struct Gpu {
     pub queue: wgpu::Queue,
     pub info: wgpu::AdapterInfo,
     pub limits: wgpu::Limits,
-    /// Whether the matmul uses the subgroup inner loop (needs subgroups of at least 8 lanes).
+    /// Whether the device was opened with subgroups (the adapter has them, at least 8 lanes wide),
+    /// so that it can run the subgroup kernels.
     pub subgroups: bool,
+    /// The matmul kernels training and evaluation use.
+    pub kernels: Kernels,
     pub timestamps: bool,
     /// Errors no scope caught (wgpu's default would panic) and a lost device, in order.
     errors: Arc<Mutex<Vec<String>>>,
@@ -76,8 +88,11 @@ impl fmt::Display for Gpu {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "{} | {:?} | {:?}",
-            self.info.name, self.info.backend, self.info.device_type
+            "{} | {:?} | {:?} | kernels: {}",
+            self.info.name,
+            self.info.backend,
+            self.info.device_type,
+            self.kernels.name()
         )
     }
 }
@@ -160,18 +175,42 @@ pub fn pick_adapter(query: &AdapterQuery) -> Result<wgpu::Adapter, GpuError> {
     }
 }
 
-/// Subgroups are used when the adapter has them and no subgroup can be narrower than the
-/// 8-lane workgroup of the matmul.
+/// The subgroup kernels run where the adapter has subgroups and none can be narrower than
+/// their 8-invocation workgroup.
 pub fn adapter_has_subgroups(adapter: &wgpu::Adapter) -> bool {
     adapter.features().contains(wgpu::Features::SUBGROUP)
         && adapter.get_info().subgroup_min_size >= 8
 }
 
+/// The kernels `--kernels` leaves to the adapter: the wide ones wherever its limits allow a
+/// workgroup of 8 x 16 invocations (measured the fastest on lavapipe, llvmpipe GL and
+/// SwiftShader, and the only ones whose workgroups fill a 32- or 64-wide SIMD unit); else the
+/// subgroup ones where subgroups are 8 wide or more; else the plain ones.
+pub fn auto_kernels(adapter: &wgpu::Adapter) -> Kernels {
+    let l = adapter.limits();
+    let (lanes, rows) = (crate::gpu::ops::linear::LANES, Kernels::Wide.row_groups());
+    let wide = l.max_compute_invocations_per_workgroup >= lanes * rows
+        && l.max_compute_workgroup_size_x >= lanes
+        && l.max_compute_workgroup_size_y >= rows;
+    match (wide, adapter_has_subgroups(adapter)) {
+        (true, _) => Kernels::Wide,
+        (false, true) => Kernels::Subgroup,
+        (false, false) => Kernels::Plain,
+    }
+}
+
 impl Gpu {
-    /// Opens a device; `subgroups: false` forces the plain matmul even where subgroups exist.
-    pub fn open(adapter: &wgpu::Adapter, subgroups: bool) -> Result<Gpu, GpuError> {
+    /// Opens a device that runs the matmul kernels `kernels` (None: [`auto_kernels`]).
+    pub fn open(adapter: &wgpu::Adapter, kernels: Option<Kernels>) -> Result<Gpu, GpuError> {
         let info = adapter.get_info();
-        let subgroups = subgroups && adapter_has_subgroups(adapter);
+        let subgroups = adapter_has_subgroups(adapter);
+        let kernels = kernels.unwrap_or_else(|| auto_kernels(adapter));
+        if kernels == Kernels::Subgroup && !subgroups {
+            return Err(GpuError::Kernels {
+                adapter: info.name.clone(),
+                kernels: kernels.name(),
+            });
+        }
         let timestamps = adapter.features().contains(
             wgpu::Features::TIMESTAMP_QUERY | wgpu::Features::TIMESTAMP_QUERY_INSIDE_PASSES,
         );
@@ -211,18 +250,18 @@ impl Gpu {
             info,
             limits,
             subgroups,
+            kernels,
             timestamps,
             errors,
         })
     }
 
-    /// Which matmul inner loop this device runs.
-    pub fn tile_loop(&self) -> TileLoop {
-        if self.subgroups {
-            TileLoop::Subgroup
-        } else {
-            TileLoop::Plain
-        }
+    /// Every family of matmul kernels this device can run.
+    pub fn runnable_kernels(&self) -> Vec<Kernels> {
+        Kernels::ALL
+            .into_iter()
+            .filter(|k| *k != Kernels::Subgroup || self.subgroups)
+            .collect()
     }
 
     /// The error of a GPU failure while doing `what`: one line naming the adapter.
@@ -260,9 +299,9 @@ impl Gpu {
         Err(self.failure(what, &first))
     }
 
-    /// The default adapter of the query, with subgroups where it has them.
+    /// The adapter of the query, with the query's kernels or those chosen for it.
     pub fn new(query: &AdapterQuery) -> Result<Gpu, GpuError> {
-        Gpu::open(&pick_adapter(query)?, true)
+        Gpu::open(&pick_adapter(query)?, query.kernels)
     }
 }
 

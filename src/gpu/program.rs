@@ -61,6 +61,45 @@ impl TileLoop {
     }
 }
 
+/// A family of matmul kernels (`--kernels`): which inner loop, and the workgroup's shape.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Kernels {
+    /// Workgroups of 8 invocations sharing A by subgroupBroadcast (subgroups of 8 or more).
+    Subgroup,
+    /// Workgroups of 8 invocations, each loading its own A.
+    Plain,
+    /// Workgroups of 128 invocations (8 vec4 columns by 16 tiles of 4 rows), each loading its
+    /// own A, four k at a time.
+    Wide,
+}
+
+impl Kernels {
+    pub const ALL: [Kernels; 3] = [Kernels::Subgroup, Kernels::Plain, Kernels::Wide];
+
+    pub fn tile_loop(self) -> TileLoop {
+        match self {
+            Kernels::Subgroup => TileLoop::Subgroup,
+            Kernels::Plain | Kernels::Wide => TileLoop::Plain,
+        }
+    }
+
+    /// Tiles of 4 rows stacked in one workgroup.
+    pub fn row_groups(self) -> u32 {
+        match self {
+            Kernels::Subgroup | Kernels::Plain => 1,
+            Kernels::Wide => 16,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Kernels::Subgroup => "subgroup",
+            Kernels::Plain => "plain",
+            Kernels::Wide => "wide",
+        }
+    }
+}
+
 /// The one import step: a line `//#import NAME` is replaced by the file NAME of [`SOURCES`]
 /// (`tile_loop.wgsl` by `tile`'s file), once per module; nothing else is rewritten. A file
 /// without such lines is its whole module and validates alone (tests/shaders.rs checks both).

@@ -8,30 +8,20 @@ use anyhow::Result;
 use crate::gpu::check::Check;
 use crate::gpu::context::Gpu;
 use crate::gpu::ops::{Modules, evaluate, gather, linear, nll_head, sgd};
-use crate::gpu::program::TileLoop;
-
-/// The matmul inner loops `gpu` can run: the plain one always, the subgroup one where the
-/// device was opened with subgroups.
-pub fn tile_loops(gpu: &Gpu) -> Vec<TileLoop> {
-    match gpu.subgroups {
-        true => vec![TileLoop::Subgroup, TileLoop::Plain],
-        false => vec![TileLoop::Plain],
-    }
-}
-
-/// The linear products' checks for every inner loop the device can run.
+/// The linear products' checks for every family of kernels the device can run, not only the
+/// one it trains with.
 pub fn linear_checks(gpu: &Gpu) -> Result<Vec<Check>> {
     let mut out = Vec::new();
-    for tile in tile_loops(gpu) {
-        out.extend(linear::checks(gpu, &Modules::new(gpu, tile)?));
+    for kernels in gpu.runnable_kernels() {
+        out.extend(linear::checks(gpu, &Modules::new(gpu, kernels)?));
     }
     Ok(out)
 }
 
-/// Every check: the linear products for every inner loop, then the other kernels.
+/// Every check: the linear products for every family of kernels, then the other kernels.
 pub fn all_checks(gpu: &Gpu) -> Result<Vec<Check>> {
     let mut out = linear_checks(gpu)?;
-    let m = Modules::new(gpu, gpu.tile_loop())?;
+    let m = Modules::new(gpu, gpu.kernels)?;
     out.extend(gather::checks(gpu, &m));
     out.extend(nll_head::checks(gpu, &m));
     out.extend(evaluate::checks(gpu, &m));

@@ -173,7 +173,7 @@ impl GpuBackend {
         train: &Dataset,
         test: &Dataset,
     ) -> Result<GpuBackend> {
-        let m = Modules::new(&gpu, gpu.tile_loop())?;
+        let m = Modules::new(&gpu, gpu.kernels)?;
         let (layout, params_buf) = upload(&gpu, arch, params, test)?;
         let acts = Activations::new(&gpu, arch, pad4(recipe.batch_size), true);
         let forward = forward_products(&gpu, &m, (&layout, &params_buf), &acts)?;
@@ -205,7 +205,7 @@ impl GpuBackend {
         test: &Dataset,
         batch: usize,
     ) -> Result<GpuBackend> {
-        let m = Modules::new(&gpu, gpu.tile_loop())?;
+        let m = Modules::new(&gpu, gpu.kernels)?;
         let (layout, params_buf) = upload(&gpu, arch, params, test)?;
         let own = Batching::Own(batch);
         let evaluator = Evaluator::new(&gpu, &m, (arch, &layout, &params_buf), test, own)?;

@@ -12,23 +12,17 @@ pub fn gpu() -> Gpu {
     let adapter = pick_adapter(&AdapterQuery::default()).unwrap_or_else(|e| {
         panic!("GPU tests need a wgpu adapter: {e}");
     });
-    Gpu::open(&adapter, true).expect("opening the device")
+    Gpu::open(&adapter, None).expect("opening the device")
 }
 
-/// The default adapter with every matmul inner loop it can run: with and without subgroups
-/// where it has them.
+/// The default adapter once for every family of matmul kernels it can run.
 pub fn gpus() -> Vec<Gpu> {
-    let first = gpu();
-    match first.subgroups {
-        true => {
-            let adapter = pick_adapter(&AdapterQuery::default()).unwrap();
-            vec![
-                first,
-                Gpu::open(&adapter, false).expect("opening the device"),
-            ]
-        }
-        false => vec![first],
-    }
+    let adapter = pick_adapter(&AdapterQuery::default()).unwrap();
+    gpu()
+        .runnable_kernels()
+        .into_iter()
+        .map(|k| Gpu::open(&adapter, Some(k)).expect("opening the device"))
+        .collect()
 }
 
 /// An empty scratch directory for one test (this process's own, so test binaries running

@@ -24,10 +24,16 @@ use crate::rng::Rng;
 pub const ROWS: u32 = 4;
 pub const LANES: u32 = 8;
 
-fn tile_constants(tile: TileLoop, c: &mut Vec<(&str, f64)>) {
-    if tile == TileLoop::Plain {
+fn tile_constants(m: &Modules, c: &mut Vec<(&str, f64)>) {
+    if m.tile == TileLoop::Plain {
         c.push(("LANES", LANES as f64));
+        c.push(("ROW_GROUPS", m.row_groups as f64));
     }
+}
+
+/// Rows one workgroup covers.
+fn rows_per_group(m: &Modules) -> u32 {
+    ROWS * m.row_groups
 }
 
 fn div(a: usize, b: u32) -> u32 {
@@ -70,7 +76,7 @@ impl Forward<'_> {
             ("LDZ", pad4(a.out) as f64),
             ("RELU", self.relu as u8 as f64),
         ];
-        tile_constants(m.tile, &mut constants);
+        tile_constants(m, &mut constants);
         Op::new(
             gpu,
             Dispatch {
@@ -84,7 +90,7 @@ impl Forward<'_> {
                     (2, Bind::ReadWrite(self.z)),
                     (3, Bind::ReadWrite(self.z_rows)),
                 ],
-                groups: [div(bp / 4, LANES), div(a.out, ROWS), 1],
+                groups: [div(bp / 4, LANES), div(a.out, rows_per_group(m)), 1],
             },
         )
     }
@@ -129,7 +135,7 @@ impl Backward<'_> {
         need_vec4(label, "H", self.h_rows, bp * a.ldw)?;
         let (x_gx, w_gx) = (div(bp / 4, LANES), div(a.ldw / 4, LANES));
         let x_groups = if self.input.is_some() {
-            x_gx * div(a.inp, ROWS)
+            x_gx * div(a.inp, rows_per_group(m))
         } else {
             0
         };
@@ -144,7 +150,7 @@ impl Backward<'_> {
             ("X_GROUPS", x_groups as f64),
             ("W_GX", w_gx as f64),
         ];
-        tile_constants(m.tile, &mut constants);
+        tile_constants(m, &mut constants);
         let mut bindings = vec![
             (0, Bind::Read(self.params)),
             (1, Bind::Read(self.dz)),
@@ -169,7 +175,7 @@ impl Backward<'_> {
                 },
                 constants: &constants,
                 bindings: &bindings,
-                groups: [x_groups + w_gx * div(a.out, ROWS), 1, 1],
+                groups: [x_groups + w_gx * div(a.out, rows_per_group(m)), 1, 1],
             },
         )
     }
@@ -213,7 +219,7 @@ pub fn check_forward(
     let name = format!(
         "forward{} ({})",
         if relu { "+relu" } else { "" },
-        m.tile.name()
+        m.kernels.name()
     );
     let bp = pad4(batch);
     let mut rng = Rng::new(batch as u64 * 1000 + inp as u64, out as u64);
@@ -392,8 +398,8 @@ pub fn check_backward(
     input: bool,
 ) -> Vec<Check> {
     let name = |part: &str| match input {
-        true => format!("backward {part} ({})", m.tile.name()),
-        false => format!("backward weight only: {part} ({})", m.tile.name()),
+        true => format!("backward {part} ({})", m.kernels.name()),
+        false => format!("backward weight only: {part} ({})", m.kernels.name()),
     };
     let seed = (
         batch as u64 * 31 + inp as u64,

@@ -20,14 +20,17 @@ pub mod sgd;
 use anyhow::Result;
 
 use crate::gpu::context::Gpu;
-use crate::gpu::program::{TileLoop, module};
+use crate::gpu::program::{Kernels, TileLoop, module};
 
 /// Workgroup size of the elementwise kernels (gather, loss, evaluation).
 pub const WG: u32 = 64;
 
 /// Every shader module, compiled once per device for one matmul inner loop.
 pub struct Modules {
+    pub kernels: Kernels,
     pub tile: TileLoop,
+    /// Tiles of 4 rows stacked in one matmul workgroup.
+    pub row_groups: u32,
     pub forward: wgpu::ShaderModule,
     pub backward: wgpu::ShaderModule,
     pub gather: wgpu::ShaderModule,
@@ -37,11 +40,14 @@ pub struct Modules {
 }
 
 impl Modules {
-    /// The modules with `tile` as the matmul inner loop (the subgroup loop needs a device
-    /// opened with subgroups).
-    pub fn new(gpu: &Gpu, tile: TileLoop) -> Result<Modules> {
+    /// The modules of the matmul kernels `kernels` (the subgroup loop needs a device opened
+    /// with subgroups).
+    pub fn new(gpu: &Gpu, kernels: Kernels) -> Result<Modules> {
+        let tile = kernels.tile_loop();
         Ok(Modules {
+            kernels,
             tile,
+            row_groups: kernels.row_groups(),
             forward: module(gpu, "linear_forward.wgsl", tile)?,
             backward: module(gpu, "linear_backward.wgsl", tile)?,
             gather: module(gpu, "batch.wgsl", tile)?,
