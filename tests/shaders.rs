@@ -41,7 +41,7 @@ fn validate(name: &str, src: &str, subgroups: bool) -> Result<naga::Module, Stri
 fn all_modules() -> Vec<(String, naga::Module)> {
     let mut out = Vec::new();
     for name in MODULES {
-        for tile in [TileLoop::Plain, TileLoop::Subgroup] {
+        for tile in [TileLoop::Plain, TileLoop::Subgroup, TileLoop::Shared] {
             let src = compose(name, tile).unwrap();
             let label = format!("{name} ({})", tile.name());
             let module = validate(&label, &src, tile == TileLoop::Subgroup)
@@ -55,7 +55,7 @@ fn all_modules() -> Vec<(String, naga::Module)> {
 
 #[test]
 fn every_module_validates() {
-    assert_eq!(all_modules().len(), 2 * MODULES.len());
+    assert_eq!(all_modules().len(), 3 * MODULES.len());
 }
 
 /// A part validates alone where it can (it defines what it uses), and every part is imported

@@ -4,7 +4,10 @@
 use anyhow::Result;
 use clap::Args;
 
-use mnist_wgpu::gpu::context::{adapter_has_subgroups, all_adapters, auto_kernels, pick_adapter};
+use mnist_wgpu::gpu::context::{
+    adapter_has_subgroups, all_adapters, auto_kernels, pick_adapter, wide_fits,
+};
+use mnist_wgpu::gpu::program::Kernels;
 
 use super::args::AdapterArgs;
 
@@ -68,10 +71,16 @@ pub fn run(args: AdaptersArgs) -> Result<()> {
             ),
             (false, _) => "no subgroups".to_string(),
         };
-        let runnable = match adapter_has_subgroups(a) {
-            true => "subgroup, plain, wide",
-            false => "plain, wide",
-        };
+        let runnable: Vec<&str> = Kernels::ALL
+            .into_iter()
+            .filter(|k| match k {
+                Kernels::Subgroup => adapter_has_subgroups(a),
+                Kernels::Wide => wide_fits(&l),
+                Kernels::Plain => true,
+            })
+            .map(|k| k.name())
+            .collect();
+        let runnable = runnable.join(", ");
         let ts = if f.contains(wgpu::Features::TIMESTAMP_QUERY) {
             "timestamp queries"
         } else {

@@ -51,11 +51,13 @@ pub enum GpuError {
         source: wgpu::RequestDeviceError,
     },
     #[error(
-        "--kernels {kernels}: {adapter} has no subgroups of 8 or more lanes; use plain or wide"
+        "--kernels {kernels}: {adapter} has {why} for them; `mnist-wgpu adapters` lists the \
+         kernels it can run"
     )]
     Kernels {
         adapter: String,
         kernels: &'static str,
+        why: &'static str,
     },
     #[error(
         "the GPU failed while {what} on {adapter}: {message}; run `mnist-wgpu selftest` to \
@@ -182,20 +184,31 @@ pub fn adapter_has_subgroups(adapter: &wgpu::Adapter) -> bool {
         && adapter.get_info().subgroup_min_size >= 8
 }
 
-/// The kernels `--kernels` leaves to the adapter: the wide ones wherever its limits allow a
-/// workgroup of 8 x 16 invocations (measured the fastest on lavapipe, llvmpipe GL and
-/// SwiftShader, and the only ones whose workgroups fill a 32- or 64-wide SIMD unit); else the
-/// subgroup ones where subgroups are 8 wide or more; else the plain ones.
-pub fn auto_kernels(adapter: &wgpu::Adapter) -> Kernels {
-    let l = adapter.limits();
+/// Whether the limits allow the wide kernels' workgroups (8 x 16 invocations, 8 KiB).
+pub fn wide_fits(l: &wgpu::Limits) -> bool {
     let (lanes, rows) = (crate::gpu::ops::linear::LANES, Kernels::Wide.row_groups());
-    let wide = l.max_compute_invocations_per_workgroup >= lanes * rows
+    l.max_compute_invocations_per_workgroup >= lanes * rows
         && l.max_compute_workgroup_size_x >= lanes
-        && l.max_compute_workgroup_size_y >= rows;
-    match (wide, adapter_has_subgroups(adapter)) {
-        (true, _) => Kernels::Wide,
-        (false, true) => Kernels::Subgroup,
-        (false, false) => Kernels::Plain,
+        && l.max_compute_workgroup_size_y >= rows
+        && l.max_compute_workgroup_storage_size >= 8192
+}
+
+/// The kernels `--kernels` leaves to the adapter, from what it reports:
+/// - subgroups exactly 8 wide (llvmpipe, where a subgroup is one 8-lane SIMD register):
+///   the subgroup kernels, the fastest there;
+/// - another CPU-type adapter (SwiftShader, llvmpipe through GL): the plain kernels, which
+///   measured faster there than staging A in workgroup memory;
+/// - a hardware GPU whose limits allow 8 x 16 invocations: the wide kernels, whose
+///   workgroups fill a 32- or 64-wide SIMD unit (not measured on one yet);
+/// - otherwise the plain kernels.
+pub fn auto_kernels(adapter: &wgpu::Adapter) -> Kernels {
+    let info = adapter.get_info();
+    if adapter_has_subgroups(adapter) && info.subgroup_max_size == 8 {
+        Kernels::Subgroup
+    } else if info.device_type != wgpu::DeviceType::Cpu && wide_fits(&adapter.limits()) {
+        Kernels::Wide
+    } else {
+        Kernels::Plain
     }
 }
 
@@ -205,10 +218,16 @@ impl Gpu {
         let info = adapter.get_info();
         let subgroups = adapter_has_subgroups(adapter);
         let kernels = kernels.unwrap_or_else(|| auto_kernels(adapter));
-        if kernels == Kernels::Subgroup && !subgroups {
+        let refused = match kernels {
+            Kernels::Subgroup if !subgroups => Some("no subgroups of 8 or more lanes"),
+            Kernels::Wide if !wide_fits(&adapter.limits()) => Some("workgroups too small"),
+            _ => None,
+        };
+        if let Some(why) = refused {
             return Err(GpuError::Kernels {
                 adapter: info.name.clone(),
                 kernels: kernels.name(),
+                why,
             });
         }
         let timestamps = adapter.features().contains(
@@ -258,10 +277,12 @@ impl Gpu {
 
     /// Every family of matmul kernels this device can run.
     pub fn runnable_kernels(&self) -> Vec<Kernels> {
-        Kernels::ALL
-            .into_iter()
-            .filter(|k| *k != Kernels::Subgroup || self.subgroups)
-            .collect()
+        let fits = |k: &Kernels| match k {
+            Kernels::Subgroup => self.subgroups,
+            Kernels::Wide => wide_fits(&self.limits),
+            Kernels::Plain => true,
+        };
+        Kernels::ALL.into_iter().filter(fits).collect()
     }
 
     /// The error of a GPU failure while doing `what`: one line naming the adapter.

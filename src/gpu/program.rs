@@ -9,7 +9,7 @@ use crate::gpu::context::Gpu;
 // ---- WGSL sources ----
 
 /// Every WGSL file, by the name an `//#import` line uses.
-pub const SOURCES: [(&str, &str); 10] = [
+pub const SOURCES: [(&str, &str); 11] = [
     ("step.wgsl", include_str!("../../shaders/step.wgsl")),
     (
         "tile_common.wgsl",
@@ -22,6 +22,10 @@ pub const SOURCES: [(&str, &str); 10] = [
     (
         "tile_subgroup.wgsl",
         include_str!("../../shaders/tile_subgroup.wgsl"),
+    ),
+    (
+        "tile_shared.wgsl",
+        include_str!("../../shaders/tile_shared.wgsl"),
     ),
     (
         "linear_forward.wgsl",
@@ -44,6 +48,8 @@ pub enum TileLoop {
     Plain,
     /// A shared by subgroupBroadcast (subgroups of at least 8 lanes).
     Subgroup,
+    /// A staged in workgroup memory, one block per invocation.
+    Shared,
 }
 
 impl TileLoop {
@@ -51,12 +57,14 @@ impl TileLoop {
         match self {
             TileLoop::Plain => "tile_plain.wgsl",
             TileLoop::Subgroup => "tile_subgroup.wgsl",
+            TileLoop::Shared => "tile_shared.wgsl",
         }
     }
     pub fn name(self) -> &'static str {
         match self {
             TileLoop::Plain => "plain",
             TileLoop::Subgroup => "subgroup",
+            TileLoop::Shared => "shared",
         }
     }
 }
@@ -68,8 +76,8 @@ pub enum Kernels {
     Subgroup,
     /// Workgroups of 8 invocations, each loading its own A.
     Plain,
-    /// Workgroups of 128 invocations (8 vec4 columns by 16 tiles of 4 rows), each loading its
-    /// own A, four k at a time.
+    /// Workgroups of 128 invocations (8 vec4 columns by 16 tiles of 4 rows) sharing A through
+    /// workgroup memory: the classic GPU matmul.
     Wide,
 }
 
@@ -79,7 +87,8 @@ impl Kernels {
     pub fn tile_loop(self) -> TileLoop {
         match self {
             Kernels::Subgroup => TileLoop::Subgroup,
-            Kernels::Plain | Kernels::Wide => TileLoop::Plain,
+            Kernels::Plain => TileLoop::Plain,
+            Kernels::Wide => TileLoop::Shared,
         }
     }
 

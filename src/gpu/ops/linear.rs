@@ -25,7 +25,7 @@ pub const ROWS: u32 = 4;
 pub const LANES: u32 = 8;
 
 fn tile_constants(m: &Modules, c: &mut Vec<(&str, f64)>) {
-    if m.tile == TileLoop::Plain {
+    if m.tile != TileLoop::Subgroup {
         c.push(("LANES", LANES as f64));
         c.push(("ROW_GROUPS", m.row_groups as f64));
     }
