@@ -91,8 +91,8 @@ pub struct TrainArgs {
 
 /// What a software adapter costs against the CPU backend: ms per step of the default recipe
 /// from `bench`, same session, on the 2-core machine of docs/PERFORMANCE.md.
-const SOFTWARE_COST: &str = "on a 2-core machine a training step took 8 to 10 times as long on \
-lavapipe, 11 times on llvmpipe GL and 70 times on SwiftShader as with --device cpu";
+const SOFTWARE_COST: &str = "on a 2-core machine a training step took about 8 times as long on \
+lavapipe, 10 times on llvmpipe GL and 34 times on SwiftShader as with --device cpu";
 
 pub fn run(args: TrainArgs) -> Result<()> {
     let t_start = Instant::now();
