@@ -202,21 +202,22 @@ fn fixtures_are_pytorchs_and_self_consistent() {
     assert!(f.losses.iter().all(|l| l.is_finite() && *l > 0.0));
 }
 
+/// Every family of matmul kernels the adapter can run.
 #[test]
 fn gpu_matches_pytorch_over_50_steps() {
     let f = fixture();
     let m = load_mnist(&default_data_dir()).unwrap();
-    let mut b = GpuBackend::new(
-        common::gpu(),
-        &f.init.arch,
-        &recipe(),
-        &f.init.params,
-        &m.train,
-        &m.test,
-    )
-    .unwrap();
-    let got = run(&mut b, &f, m.train.len());
-    eprintln!("{}", check(&format!("GPU ({})", b.gpu.info.name), &f, &got));
+    for gpu in common::gpus() {
+        let (arch, r, p) = (&f.init.arch, &recipe(), &f.init.params);
+        let mut b = GpuBackend::new(gpu, arch, r, p, &m.train, &m.test).unwrap();
+        let got = run(&mut b, &f, m.train.len());
+        let name = format!(
+            "GPU ({}, kernels {})",
+            b.gpu.info.name,
+            b.gpu.kernels.name()
+        );
+        eprintln!("{}", check(&name, &f, &got));
+    }
 }
 
 #[test]
