@@ -18,22 +18,8 @@ override ROW_GROUPS: u32;
 
 fn tile(p: u32, m0: u32, col4: u32, li: u32) -> Tile {
     var t: Tile;
-    let kk = depth(p);
-    for (var k0 = 0u; k0 < kk; k0 += 4u) {
-        // Columns past K are zero (B's row index is clamped there, so A must be).
-        let a = a_block(p, m0, k0);
-        let a0 = a[0];
-        let a1 = select(vec4<f32>(0.0), a[1], vec4<bool>(k0 + 1u < kk));
-        let a2 = select(vec4<f32>(0.0), a[2], vec4<bool>(k0 + 2u < kk));
-        let a3 = select(vec4<f32>(0.0), a[3], vec4<bool>(k0 + 3u < kk));
-        t.rowsum += a0;
-        t.rowsum += a1;
-        t.rowsum += a2;
-        t.rowsum += a3;
-        fma_rows(&t, a0, b_row(p, k0, col4));
-        fma_rows(&t, a1, b_row(p, k0 + 1u, col4));
-        fma_rows(&t, a2, b_row(p, k0 + 2u, col4));
-        fma_rows(&t, a3, b_row(p, k0 + 3u, col4));
+    for (var k0 = 0u; k0 < depth(p); k0 += 4u) {
+        fma_block(&t, p, a_block(p, m0, k0), k0, col4);
     }
     return t;
 }

@@ -35,20 +35,7 @@ fn tile(p: u32, m0: u32, col4: u32, li: u32) -> Tile {
             if (kb >= kk) {
                 break;
             }
-            // Columns past K are zero (B's row index is clamped there, so A must be).
-            let b = blocks[g * LANES + j];
-            let a0 = b[0];
-            let a1 = select(vec4<f32>(0.0), b[1], vec4<bool>(kb + 1u < kk));
-            let a2 = select(vec4<f32>(0.0), b[2], vec4<bool>(kb + 2u < kk));
-            let a3 = select(vec4<f32>(0.0), b[3], vec4<bool>(kb + 3u < kk));
-            t.rowsum += a0;
-            t.rowsum += a1;
-            t.rowsum += a2;
-            t.rowsum += a3;
-            fma_rows(&t, a0, b_row(p, kb, col4));
-            fma_rows(&t, a1, b_row(p, kb + 1u, col4));
-            fma_rows(&t, a2, b_row(p, kb + 2u, col4));
-            fma_rows(&t, a3, b_row(p, kb + 3u, col4));
+            fma_block(&t, p, blocks[g * LANES + j], kb, col4);
         }
         workgroupBarrier();
     }
