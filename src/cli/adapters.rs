@@ -5,9 +5,8 @@ use anyhow::Result;
 use clap::Args;
 
 use mnist_wgpu::gpu::context::{
-    adapter_has_subgroups, all_adapters, auto_kernels, pick_adapter, wide_fits,
+    adapter_has_subgroups, all_adapters, auto_kernels, kernels_that_fit, pick_adapter,
 };
-use mnist_wgpu::gpu::program::Kernels;
 
 use super::args::AdapterArgs;
 
@@ -71,13 +70,8 @@ pub fn run(args: AdaptersArgs) -> Result<()> {
             ),
             (false, _) => "no subgroups".to_string(),
         };
-        let runnable: Vec<&str> = Kernels::ALL
+        let runnable: Vec<&str> = kernels_that_fit(adapter_has_subgroups(a), &l)
             .into_iter()
-            .filter(|k| match k {
-                Kernels::Subgroup => adapter_has_subgroups(a),
-                Kernels::Wide => wide_fits(&l),
-                Kernels::Plain => true,
-            })
             .map(|k| k.name())
             .collect();
         let runnable = runnable.join(", ");

@@ -3,10 +3,10 @@
 //! tests/kernels.rs run the same checks (`gpu::selftest`).
 
 use anyhow::Result;
-use wgpu::util::DeviceExt;
 
 use crate::gpu::context::Gpu;
 use crate::gpu::program::{Op, read_back, staging, step_stride, step_table, submit};
+use crate::gpu::tensors::init;
 use crate::rng::Rng;
 
 /// Batch sizes and inner sizes of the matmul checks: 1, 7, 33 and 785 are no multiple of
@@ -104,27 +104,15 @@ pub fn sum_tolerance(k: usize, scale: f64) -> f64 {
 
 /// A storage buffer holding `data`, padded with zeros to whole vec4, readable back.
 pub fn buffer<T: bytemuck::Pod>(gpu: &Gpu, label: &str, data: &[T]) -> wgpu::Buffer {
-    let mut bytes = bytemuck::cast_slice::<T, u8>(data).to_vec();
-    bytes.resize(bytes.len().max(16).next_multiple_of(16), 0);
-    gpu.device
-        .create_buffer_init(&wgpu::util::BufferInitDescriptor {
-            label: Some(label),
-            contents: &bytes,
-            usage: wgpu::BufferUsages::STORAGE
-                | wgpu::BufferUsages::COPY_SRC
-                | wgpu::BufferUsages::COPY_DST,
-        })
+    let usage =
+        wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST;
+    init(gpu, label, bytemuck::cast_slice(data), usage)
 }
 
 /// The step uniforms of `n` samples in batches of `batch`, at the adapter's stride.
 pub fn steps_buffer(gpu: &Gpu, n: usize, batch: usize) -> wgpu::Buffer {
     let table = step_table(n, batch, step_stride(gpu));
-    gpu.device
-        .create_buffer_init(&wgpu::util::BufferInitDescriptor {
-            label: Some("self-test steps"),
-            contents: &table,
-            usage: wgpu::BufferUsages::UNIFORM,
-        })
+    init(gpu, "self-test steps", &table, wgpu::BufferUsages::UNIFORM)
 }
 
 /// Runs `op` for step `step` and waits.

@@ -193,6 +193,28 @@ pub fn wide_fits(l: &wgpu::Limits) -> bool {
         && l.max_compute_workgroup_storage_size >= 8192
 }
 
+/// Why an adapter with (or without) usable subgroups and these limits cannot run `kernels`;
+/// None when it can.
+pub fn kernels_refused(
+    kernels: Kernels,
+    subgroups: bool,
+    limits: &wgpu::Limits,
+) -> Option<&'static str> {
+    match kernels {
+        Kernels::Subgroup if !subgroups => Some("no subgroups of 8 or more lanes"),
+        Kernels::Wide if !wide_fits(limits) => Some("workgroups too small"),
+        _ => None,
+    }
+}
+
+/// Every family of kernels an adapter with (or without) usable subgroups and these limits runs.
+pub fn kernels_that_fit(subgroups: bool, limits: &wgpu::Limits) -> Vec<Kernels> {
+    Kernels::ALL
+        .into_iter()
+        .filter(|k| kernels_refused(*k, subgroups, limits).is_none())
+        .collect()
+}
+
 /// The kernels `--kernels` leaves to the adapter, from what it reports:
 /// - subgroups exactly 8 wide (llvmpipe, where a subgroup is one 8-lane SIMD register):
 ///   the subgroup kernels, the fastest there;
@@ -218,12 +240,7 @@ impl Gpu {
         let info = adapter.get_info();
         let subgroups = adapter_has_subgroups(adapter);
         let kernels = kernels.unwrap_or_else(|| auto_kernels(adapter));
-        let refused = match kernels {
-            Kernels::Subgroup if !subgroups => Some("no subgroups of 8 or more lanes"),
-            Kernels::Wide if !wide_fits(&adapter.limits()) => Some("workgroups too small"),
-            _ => None,
-        };
-        if let Some(why) = refused {
+        if let Some(why) = kernels_refused(kernels, subgroups, &adapter.limits()) {
             return Err(GpuError::Kernels {
                 adapter: info.name.clone(),
                 kernels: kernels.name(),
@@ -277,12 +294,7 @@ impl Gpu {
 
     /// Every family of matmul kernels this device can run.
     pub fn runnable_kernels(&self) -> Vec<Kernels> {
-        let fits = |k: &Kernels| match k {
-            Kernels::Subgroup => self.subgroups,
-            Kernels::Wide => wide_fits(&self.limits),
-            Kernels::Plain => true,
-        };
-        Kernels::ALL.into_iter().filter(fits).collect()
+        kernels_that_fit(self.subgroups, &self.limits)
     }
 
     /// The error of a GPU failure while doing `what`: one line naming the adapter.

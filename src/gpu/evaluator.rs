@@ -3,13 +3,13 @@
 
 use anyhow::Result;
 
-use crate::data::{Dataset, normalize_table};
+use crate::data::Dataset;
 use crate::gpu::context::Gpu;
 use crate::gpu::layout::{DeviceLayout, pad4};
 use crate::gpu::ops::Modules;
 use crate::gpu::program::{Op, read_back, staging, step_stride, submit};
 use crate::gpu::step::{evaluation_batch, forward_products};
-use crate::gpu::tensors::{Activations, Split, init, zeros};
+use crate::gpu::tensors::{Activations, Split, normalisation_table, zeros};
 use crate::model::Arch;
 use crate::train::Eval;
 
@@ -63,12 +63,7 @@ impl Evaluator {
         // bp columns per step, of which the last step may use fewer
         let batch = a.bp.min(test.len().max(1));
         let split = Split::new(gpu, "test", test, batch);
-        let table = init(
-            gpu,
-            "normalisation table",
-            bytemuck::cast_slice(&normalize_table()),
-            wgpu::BufferUsages::STORAGE,
-        );
+        let table = normalisation_table(gpu);
         let correct = zeros(gpu, "eval correct", test.len());
         let log_probs = zeros(gpu, "eval log-probs", test.len() * classes);
         let ops = evaluation_batch(

@@ -110,8 +110,9 @@ impl Kernels {
 }
 
 /// The one import step: a line `//#import NAME` is replaced by the file NAME of [`SOURCES`]
-/// (`tile_loop.wgsl` by `tile`'s file), once per module; nothing else is rewritten. A file
-/// without such lines is its whole module and validates alone (tests/shaders.rs checks both).
+/// (`tile_loop.wgsl` by `tile`'s file), one level deep; nothing else is rewritten. A part may
+/// use names of the module that imports it; every composed module validates, and every part
+/// is imported by one (tests/shaders.rs checks both).
 pub fn compose(name: &str, tile: TileLoop) -> Result<String> {
     let Some(src) = source(name) else {
         bail!("no WGSL file named {name}");
@@ -374,6 +375,15 @@ pub fn need_vec4(label: &str, name: &str, buffer: &wgpu::Buffer, floats: usize) 
         buffer.size()
     );
     need(label, name, buffer, floats * 4)
+}
+
+/// A launcher's precondition on the padded batch: columns are owned four at a time (vec4).
+pub fn need_batch(label: &str, bp: usize) -> Result<()> {
+    ensure!(
+        bp > 0 && bp.is_multiple_of(4),
+        "{label}: batch {bp} is not a multiple of 4"
+    );
+    Ok(())
 }
 
 /// A launcher's precondition: `buffer` holds at least `bytes`.

@@ -31,6 +31,17 @@ pub fn init(gpu: &Gpu, label: &str, bytes: &[u8], usage: wgpu::BufferUsages) -> 
         })
 }
 
+/// The 256-entry table that normalises a pixel value as ToTensor and Normalize((0.5,), (0.5,)).
+pub fn normalisation_table(gpu: &Gpu) -> wgpu::Buffer {
+    let table = crate::data::normalize_table();
+    init(
+        gpu,
+        "normalisation table",
+        bytemuck::cast_slice(&table),
+        wgpu::BufferUsages::STORAGE,
+    )
+}
+
 /// A zeroed storage buffer of `floats` (rounded up to whole vec4), also a copy source and
 /// destination.
 pub fn zeros(gpu: &Gpu, label: &str, floats: usize) -> wgpu::Buffer {

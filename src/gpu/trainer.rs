@@ -10,7 +10,7 @@ use std::ops::Range;
 
 use anyhow::{Context, Result, bail};
 
-use crate::data::{Dataset, normalize_table};
+use crate::data::Dataset;
 use crate::gpu::context::Gpu;
 use crate::gpu::evaluator::{Batching, Evaluator};
 use crate::gpu::layout::{DeviceLayout, pad4};
@@ -18,7 +18,7 @@ use crate::gpu::ops::Modules;
 use crate::gpu::profiler::submit_profiled;
 use crate::gpu::program::{Op, read_back, staging, step_stride, submit};
 use crate::gpu::step::{StepInputs, Weights, forward_products, training_step};
-use crate::gpu::tensors::{Activations, Split, init, zeros};
+use crate::gpu::tensors::{Activations, Split, init, normalisation_table, zeros};
 use crate::model::Arch;
 use crate::profile::Profile;
 use crate::train::{Backend, Eval, Recipe};
@@ -103,13 +103,7 @@ impl Training {
     ) -> Result<Training> {
         let steps_per_epoch = recipe.steps_per_epoch(train.len());
         let split = Split::new(gpu, "train", train, recipe.batch_size);
-        let storage = wgpu::BufferUsages::STORAGE;
-        let table = init(
-            gpu,
-            "normalisation table",
-            bytemuck::cast_slice(&normalize_table()),
-            storage,
-        );
+        let table = normalisation_table(gpu);
         let grads = zeros(gpu, "grads", layout.len);
         let momentum = zeros(gpu, "momentum", layout.len);
         let losses = zeros(gpu, "losses", steps_per_epoch);

@@ -2,7 +2,7 @@
 //! normalised, written feature-major for the first forward product and batch-major for the
 //! first weight gradient (shaders/batch.wgsl). CPU twin: `cpu::gather`.
 
-use anyhow::{Result, ensure};
+use anyhow::Result;
 
 use crate::cpu;
 use crate::data::{Dataset, normalize_table};
@@ -10,7 +10,7 @@ use crate::gpu::check::{Check, Tally, buffer, read, run_op, steps_buffer};
 use crate::gpu::context::Gpu;
 use crate::gpu::layout::pad4;
 use crate::gpu::ops::{Modules, WG};
-use crate::gpu::program::{Bind, Dispatch, Op, need, need_vec4};
+use crate::gpu::program::{Bind, Dispatch, Op, need, need_batch, need_vec4};
 use crate::rng::Rng;
 
 /// Packs u8 images four to a u32, each image padded to whole words.
@@ -45,10 +45,7 @@ pub struct Gather<'a> {
 impl Gather<'_> {
     pub fn op(&self, gpu: &Gpu, m: &Modules, label: &str) -> Result<Op> {
         let (p, bp) = (self.pixels, self.bp);
-        ensure!(
-            bp > 0 && bp.is_multiple_of(4),
-            "{label}: batch {bp} is not a multiple of 4"
-        );
+        need_batch(label, bp)?;
         let words = p.div_ceil(4);
         need(label, "table", self.table, 256 * 4)?;
         need_vec4(label, "X^T", self.x_t, p * bp)?;

@@ -15,7 +15,7 @@ use crate::gpu::check::{sum_tolerance, transpose, unpad, wide, wide_abs};
 use crate::gpu::context::Gpu;
 use crate::gpu::layout::{DeviceLayout, LayerAt, pad4};
 use crate::gpu::ops::Modules;
-use crate::gpu::program::{Bind, Dispatch, Op, TileLoop, need_vec4};
+use crate::gpu::program::{Bind, Dispatch, Op, TileLoop, need_batch, need_vec4};
 use crate::model::Arch;
 use crate::rng::Rng;
 
@@ -25,15 +25,15 @@ pub const ROWS: u32 = 4;
 pub const LANES: u32 = 8;
 
 fn tile_constants(m: &Modules, c: &mut Vec<(&str, f64)>) {
-    if m.tile != TileLoop::Subgroup {
+    if m.kernels.tile_loop() != TileLoop::Subgroup {
         c.push(("LANES", LANES as f64));
-        c.push(("ROW_GROUPS", m.row_groups as f64));
+        c.push(("ROW_GROUPS", m.kernels.row_groups() as f64));
     }
 }
 
 /// Rows one workgroup covers.
 fn rows_per_group(m: &Modules) -> u32 {
-    ROWS * m.row_groups
+    ROWS * m.kernels.row_groups()
 }
 
 fn div(a: usize, b: u32) -> u32 {
@@ -58,10 +58,7 @@ pub struct Forward<'a> {
 impl Forward<'_> {
     pub fn op(&self, gpu: &Gpu, m: &Modules, label: &str) -> Result<Op> {
         let (a, bp) = (self.at, self.bp);
-        ensure!(
-            bp > 0 && bp.is_multiple_of(4),
-            "{label}: batch {bp} is not a multiple of 4"
-        );
+        need_batch(label, bp)?;
         need_vec4(label, "params", self.params, a.b_off + pad4(a.out))?;
         need_vec4(label, "H^T", self.h, a.inp * bp)?;
         need_vec4(label, "Z^T", self.z, a.out * bp)?;
@@ -121,10 +118,7 @@ pub struct Backward<'a> {
 impl Backward<'_> {
     pub fn op(&self, gpu: &Gpu, m: &Modules, label: &str) -> Result<Op> {
         let (a, bp) = (self.at, self.bp);
-        ensure!(
-            bp > 0 && bp.is_multiple_of(4),
-            "{label}: batch {bp} is not a multiple of 4"
-        );
+        need_batch(label, bp)?;
         ensure!(
             a.w_off.is_multiple_of(4) && a.b_off.is_multiple_of(4) && a.ldw.is_multiple_of(4),
             "{label}: {a:?} is not vec4-aligned"

@@ -20,7 +20,7 @@ pub mod sgd;
 use anyhow::Result;
 
 use crate::gpu::context::Gpu;
-use crate::gpu::program::{Kernels, TileLoop, module};
+use crate::gpu::program::{Kernels, module};
 
 /// Workgroup size of the elementwise kernels (gather, loss, evaluation).
 pub const WG: u32 = 64;
@@ -28,9 +28,6 @@ pub const WG: u32 = 64;
 /// Every shader module, compiled once per device for one matmul inner loop.
 pub struct Modules {
     pub kernels: Kernels,
-    pub tile: TileLoop,
-    /// Tiles of 4 rows stacked in one matmul workgroup.
-    pub row_groups: u32,
     pub forward: wgpu::ShaderModule,
     pub backward: wgpu::ShaderModule,
     pub gather: wgpu::ShaderModule,
@@ -46,8 +43,6 @@ impl Modules {
         let tile = kernels.tile_loop();
         Ok(Modules {
             kernels,
-            tile,
-            row_groups: kernels.row_groups(),
             forward: module(gpu, "linear_forward.wgsl", tile)?,
             backward: module(gpu, "linear_backward.wgsl", tile)?,
             gather: module(gpu, "batch.wgsl", tile)?,

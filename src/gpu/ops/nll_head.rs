@@ -10,7 +10,7 @@ use crate::gpu::check::{sum_tolerance, transpose, wide, wide_abs};
 use crate::gpu::context::Gpu;
 use crate::gpu::layout::{DeviceLayout, LayerAt, pad4};
 use crate::gpu::ops::{Modules, WG};
-use crate::gpu::program::{Bind, Dispatch, Op, need, need_vec4};
+use crate::gpu::program::{Bind, Dispatch, Op, need, need_batch, need_vec4};
 use crate::model::Arch;
 use crate::rng::Rng;
 
@@ -44,10 +44,7 @@ impl NllHead<'_> {
             "{label}: {} classes; the fused loss keeps at most {MAX_CLASSES}",
             a.out
         );
-        ensure!(
-            bp > 0 && bp.is_multiple_of(4),
-            "{label}: batch {bp} is not a multiple of 4"
-        );
+        need_batch(label, bp)?;
         need_vec4(label, "params", self.params, a.b_off + pad4(a.out))?;
         need_vec4(label, "H^T", self.h, a.inp * bp)?;
         need_vec4(label, "dZ^T", self.grad, a.out * bp)?;
