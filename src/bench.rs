@@ -2,9 +2,8 @@
 //! `train` runs them (submissions of 250 steps, a loss read-back after each), then timed
 //! evaluations. Figures only; nothing here asserts a speed.
 
-use std::time::Instant;
-
 use anyhow::Result;
+use web_time::Instant;
 
 use crate::gpu::trainer::STEPS_PER_SUBMIT;
 use crate::model::Arch;
@@ -42,10 +41,42 @@ impl Timing {
     }
 }
 
+/// Where a benchmark stands in the epochs it crosses.
+struct Cursor<'a> {
+    recipe: &'a Recipe,
+    n_train: usize,
+    epoch: usize,
+    step: usize,
+}
+
+impl Cursor<'_> {
+    /// Trains up to [`STEPS_PER_SUBMIT`] (and `limit`) steps, then reads their losses back;
+    /// the number of steps done.
+    async fn interval(&mut self, backend: &mut dyn Backend, limit: usize) -> Result<usize> {
+        if self.step == self.recipe.steps_per_epoch(self.n_train) {
+            self.epoch += 1;
+            self.step = 0;
+            let order = epoch_order(self.recipe.seed, self.epoch, self.n_train);
+            backend.begin_epoch(&order)?;
+        }
+        let per_epoch = self.recipe.steps_per_epoch(self.n_train);
+        let end = (self.step + STEPS_PER_SUBMIT.min(limit)).min(per_epoch);
+        backend.run_steps(self.step..end).await?;
+        let losses = backend.losses(self.step..end).await?;
+        anyhow::ensure!(
+            losses.iter().all(|l| l.is_finite()),
+            "the loss became non-finite while benchmarking"
+        );
+        let done = end - self.step;
+        self.step = end;
+        Ok(done)
+    }
+}
+
 /// Trains `warmup` steps, then at least `min_steps` and at least `seconds` of steps, in
 /// intervals of [`STEPS_PER_SUBMIT`] with a loss read-back after each, crossing epochs as
 /// needed. Returns the timing of the part after the warm-up.
-pub fn time_training(
+pub async fn time_training(
     backend: &mut dyn Backend,
     arch: &Arch,
     recipe: &Recipe,
@@ -54,34 +85,21 @@ pub fn time_training(
     min_steps: usize,
     seconds: f64,
 ) -> Result<Timing> {
-    let per_epoch = recipe.steps_per_epoch(n_train);
-    let (mut epoch, mut step) = (0, 0);
-    backend.begin_epoch(&epoch_order(recipe.seed, epoch, n_train))?;
-    let mut interval = |backend: &mut dyn Backend, limit: usize| -> Result<usize> {
-        if step == per_epoch {
-            epoch += 1;
-            step = 0;
-            backend.begin_epoch(&epoch_order(recipe.seed, epoch, n_train))?;
-        }
-        let end = (step + STEPS_PER_SUBMIT.min(limit)).min(per_epoch);
-        backend.run_steps(step..end)?;
-        let losses = backend.losses(step..end)?;
-        anyhow::ensure!(
-            losses.iter().all(|l| l.is_finite()),
-            "the loss became non-finite while benchmarking"
-        );
-        let done = end - step;
-        step = end;
-        Ok(done)
+    backend.begin_epoch(&epoch_order(recipe.seed, 0, n_train))?;
+    let mut at = Cursor {
+        recipe,
+        n_train,
+        epoch: 0,
+        step: 0,
     };
     let mut warmed = 0;
     while warmed < warmup {
-        warmed += interval(backend, warmup - warmed)?;
+        warmed += at.interval(backend, warmup - warmed).await?;
     }
     let t0 = Instant::now();
     let mut steps = 0;
     while steps < min_steps || t0.elapsed().as_secs_f64() < seconds {
-        steps += interval(backend, usize::MAX)?;
+        steps += at.interval(backend, usize::MAX).await?;
     }
     Ok(Timing {
         steps,
@@ -92,11 +110,11 @@ pub fn time_training(
 }
 
 /// The fastest of `repeats` evaluations of the test set, in seconds.
-pub fn time_evaluation(backend: &mut dyn Backend, repeats: usize) -> Result<f64> {
+pub async fn time_evaluation(backend: &mut dyn Backend, repeats: usize) -> Result<f64> {
     let mut best = f64::INFINITY;
     for _ in 0..repeats.max(1) {
         let t0 = Instant::now();
-        backend.evaluate()?;
+        backend.evaluate().await?;
         best = best.min(t0.elapsed().as_secs_f64());
     }
     Ok(best)

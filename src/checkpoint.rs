@@ -188,7 +188,7 @@ pub struct Recorder {
 
 impl Recorder {
     /// Records a finished epoch: its metrics, then a checkpoint at the start of the next.
-    pub fn epoch_done(
+    pub async fn epoch_done(
         &mut self,
         backend: &mut dyn Backend,
         report: &EpochReport,
@@ -198,7 +198,7 @@ impl Recorder {
             epoch: report.epoch + 1,
             ..Default::default()
         };
-        self.save(backend, next)?;
+        self.save(backend, next).await?;
         self.write_metrics()
     }
 
@@ -220,11 +220,11 @@ impl Recorder {
     }
 
     /// Writes the checkpoint of `position` with the backend's weights and momentum.
-    pub fn save(&self, backend: &mut dyn Backend, position: Position) -> anyhow::Result<()> {
+    pub async fn save(&self, backend: &mut dyn Backend, position: Position) -> anyhow::Result<()> {
         let c = Checkpoint {
             arch: self.arch.clone(),
-            params: backend.params()?,
-            momentum: backend.momentum()?,
+            params: backend.params().await?,
+            momentum: backend.momentum().await?,
             position,
             settings: self.settings.clone(),
             metrics: self.metrics.clone(),

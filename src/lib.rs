@@ -5,16 +5,24 @@
 //! - [`cpu`]: the CPU reference, oracle of the tests and the `--device cpu` backend
 //! - [`gpu`]: adapter choice, kernels and the GPU backend
 //! - [`train`]: the recipe and the epoch loop both backends share
+//!
+//! The library also builds for `wasm32-unknown-unknown` (the page in `web/`): there the GPU is
+//! the browser's WebGPU, and the modules that need a filesystem, the network or a terminal
+//! (checkpoints, downloads, the PNG chart) are left out.
 
 pub mod bench;
+#[cfg(not(target_arch = "wasm32"))]
 pub mod checkpoint;
 pub mod cpu;
 pub mod data;
+#[cfg(not(target_arch = "wasm32"))]
 pub mod fetch;
+pub mod flags;
 pub mod gpu;
 pub mod metrics;
 pub mod model;
 pub mod modelfile;
+#[cfg(not(target_arch = "wasm32"))]
 pub mod plot;
 pub mod predict;
 pub mod profile;

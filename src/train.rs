@@ -1,9 +1,9 @@
 //! The recipe and the epoch loop, shared by the GPU and CPU backends.
 
 use std::ops::Range;
-use std::time::Instant;
 
 use anyhow::Result;
+use web_time::Instant;
 
 use crate::rng::epoch_order;
 
@@ -66,20 +66,23 @@ impl Eval {
     }
 }
 
-/// What both backends do; steps index the batches of the current epoch's order.
+/// What both backends do; steps index the batches of the current epoch's order. The methods
+/// that wait for the device are async: awaited in the browser, blocked on natively
+/// (`pollster::block_on`); nothing here needs `Send`.
+#[async_trait::async_trait(?Send)]
 pub trait Backend {
     /// One line naming the device.
     fn describe(&self) -> String;
     /// Hands over the epoch's shuffled order of the training set.
     fn begin_epoch(&mut self, order: &[u32]) -> Result<()>;
     /// Trains on the batches `steps` of the epoch; their losses stay with the backend.
-    fn run_steps(&mut self, steps: Range<usize>) -> Result<()>;
+    async fn run_steps(&mut self, steps: Range<usize>) -> Result<()>;
     /// The mean loss of each of the batches `steps` (a read-back on the GPU).
-    fn losses(&mut self, steps: Range<usize>) -> Result<Vec<f32>>;
+    async fn losses(&mut self, steps: Range<usize>) -> Result<Vec<f32>>;
     /// Accuracy and loss over the whole test set.
-    fn evaluate(&mut self) -> Result<Eval>;
-    fn params(&mut self) -> Result<Vec<f32>>;
-    fn momentum(&mut self) -> Result<Vec<f32>>;
+    async fn evaluate(&mut self) -> Result<Eval>;
+    async fn params(&mut self) -> Result<Vec<f32>>;
+    async fn momentum(&mut self) -> Result<Vec<f32>>;
     /// Replaces the weights and the momentum buffers (resuming a run).
     fn load_state(&mut self, params: &[f32], momentum: &[f32]) -> Result<()>;
     /// Times every kernel of the training steps from now on, where the device can; false
@@ -99,6 +102,12 @@ pub trait Backend {
     fn buffer_sizes(&self) -> Vec<(String, u64)> {
         Vec::new()
     }
+}
+
+/// The tutorial's closing line, as `train`, `eval` and the page print it.
+pub fn accuracy_line(correct: usize, total: usize) -> String {
+    let percent = 100.0 * correct as f64 / total.max(1) as f64;
+    format!("Model Accuracy {percent:.2} %   ({correct}/{total})")
 }
 
 /// Test-set figures of one epoch.
@@ -197,11 +206,18 @@ pub enum Outcome {
 
 /// Hooks into the epoch loop: progress display, per-epoch output and checkpoints, and
 /// interruption.
+#[async_trait::async_trait(?Send)]
 pub trait Observer {
-    fn progress(&mut self, _p: &Progress<'_>) {}
+    /// After every interval; a page yields to its event loop here, so that it stays
+    /// responsive and a Stop is seen.
+    async fn progress(&mut self, _p: &Progress<'_>) {}
     /// After each epoch (and its evaluation), with the backend, so that a checkpoint can be
     /// written before the next epoch starts.
-    fn epoch_done(&mut self, _backend: &mut dyn Backend, _report: &EpochReport) -> Result<()> {
+    async fn epoch_done(
+        &mut self,
+        _backend: &mut dyn Backend,
+        _report: &EpochReport,
+    ) -> Result<()> {
         Ok(())
     }
     /// Asked after every interval; true stops the run there.
@@ -222,7 +238,7 @@ pub struct LoopOptions {
 /// Runs the recipe from `start` to the end of `recipe.epochs`, or until the observer asks to
 /// stop. The order of epoch `e` depends only on (seed, e), so a run resumed from a position
 /// repeats exactly what the uninterrupted run would have done.
-pub fn run(
+pub async fn run(
     backend: &mut dyn Backend,
     recipe: &Recipe,
     n_train: usize,
@@ -238,8 +254,8 @@ pub fn run(
         while pos.step < steps {
             let t0 = Instant::now();
             let end = (pos.step + interval).min(steps);
-            backend.run_steps(pos.step..end)?;
-            let losses = backend.losses(pos.step..end)?;
+            backend.run_steps(pos.step..end).await?;
+            let losses = backend.losses(pos.step..end).await?;
             pos.seconds += t0.elapsed().as_secs_f64();
             if let Some(i) = losses.iter().position(|l| !l.is_finite()) {
                 return Err(Diverged {
@@ -254,22 +270,24 @@ pub fn run(
             }
             pos.losses.extend_from_slice(&losses);
             pos.step = end;
-            observer.progress(&Progress {
-                epoch: pos.epoch,
-                epochs: recipe.epochs,
-                step: pos.step,
-                steps,
-                losses: &pos.losses,
-                seconds: pos.seconds,
-                batch_size: recipe.batch_size,
-            });
+            observer
+                .progress(&Progress {
+                    epoch: pos.epoch,
+                    epochs: recipe.epochs,
+                    step: pos.step,
+                    steps,
+                    losses: &pos.losses,
+                    seconds: pos.seconds,
+                    batch_size: recipe.batch_size,
+                })
+                .await;
             if pos.step < steps && observer.interrupted() {
                 return Ok(Outcome::Interrupted(pos));
             }
         }
         let loss = pos.losses.iter().map(|&l| l as f64).sum::<f64>() / steps as f64;
         let test = if options.evaluate {
-            let ev = backend.evaluate()?;
+            let ev = backend.evaluate().await?;
             Some(TestFigures {
                 loss: ev.mean_loss(),
                 accuracy: ev.accuracy(),
@@ -291,7 +309,7 @@ pub fn run(
             epoch: pos.epoch + 1,
             ..Default::default()
         };
-        observer.epoch_done(backend, &report)?;
+        observer.epoch_done(backend, &report).await?;
         if pos.epoch < recipe.epochs && observer.interrupted() {
             return Ok(Outcome::Interrupted(pos));
         }
@@ -301,7 +319,7 @@ pub fn run(
 
 /// Runs every epoch of `recipe` from the start, calling `on_epoch` after each; no evaluation
 /// between epochs. Returns every epoch's report.
-pub fn train(
+pub async fn train(
     backend: &mut dyn Backend,
     recipe: &Recipe,
     n_train: usize,
@@ -311,8 +329,9 @@ pub fn train(
         on_epoch: F,
         reports: Vec<EpochReport>,
     }
+    #[async_trait::async_trait(?Send)]
     impl<F: FnMut(&EpochReport)> Observer for Collect<F> {
-        fn epoch_done(&mut self, _: &mut dyn Backend, r: &EpochReport) -> Result<()> {
+        async fn epoch_done(&mut self, _: &mut dyn Backend, r: &EpochReport) -> Result<()> {
             (self.on_epoch)(r);
             self.reports.push(r.clone());
             Ok(())
@@ -333,6 +352,7 @@ pub fn train(
         Position::default(),
         options,
         &mut c,
-    )?;
+    )
+    .await?;
     Ok(c.reports)
 }

@@ -10,6 +10,7 @@ use mnist_wgpu::gpu::Gpu;
 use mnist_wgpu::gpu::check::Check;
 use mnist_wgpu::gpu::ops::{Modules, evaluate, gather, nll_head, sgd};
 use mnist_wgpu::gpu::selftest;
+use pollster::block_on;
 
 fn assert_ok(gpu: &Gpu, checks: Vec<Check>) {
     assert!(!checks.is_empty());
@@ -34,31 +35,31 @@ fn modules(gpu: &Gpu) -> Modules {
 #[test]
 fn linear_products_match_reference() {
     let gpu = common::gpu();
-    assert_ok(&gpu, selftest::linear_checks(&gpu).unwrap());
+    assert_ok(&gpu, block_on(selftest::linear_checks(&gpu)).unwrap());
 }
 
 #[test]
 fn gather_matches_reference_exactly() {
     let gpu = common::gpu();
-    assert_ok(&gpu, gather::checks(&gpu, &modules(&gpu)));
+    assert_ok(&gpu, block_on(gather::checks(&gpu, &modules(&gpu))));
 }
 
 #[test]
 fn nll_head_matches_reference() {
     let gpu = common::gpu();
-    assert_ok(&gpu, nll_head::checks(&gpu, &modules(&gpu)));
+    assert_ok(&gpu, block_on(nll_head::checks(&gpu, &modules(&gpu))));
 }
 
 #[test]
 fn evaluate_matches_reference() {
     let gpu = common::gpu();
-    assert_ok(&gpu, evaluate::checks(&gpu, &modules(&gpu)));
+    assert_ok(&gpu, block_on(evaluate::checks(&gpu, &modules(&gpu))));
 }
 
 #[test]
 fn sgd_matches_reference() {
     let gpu = common::gpu();
-    assert_ok(&gpu, sgd::checks(&gpu, &modules(&gpu)));
+    assert_ok(&gpu, block_on(sgd::checks(&gpu, &modules(&gpu))));
 }
 
 /// What the driver rejects, and what WebGPU forbids but native wgpu would allow, are errors of

@@ -22,6 +22,7 @@
 
 mod common;
 
+use pollster::block_on;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
@@ -114,11 +115,11 @@ fn run(backend: &mut dyn Backend, f: &Fixture, n_train: usize) -> Outcome {
     let mut order = f.batches.clone();
     order.extend((0..(n_train - order.len()) as u32).map(|i| i % n_train as u32));
     backend.begin_epoch(&order).unwrap();
-    backend.run_steps(0..50).unwrap();
-    let losses = backend.losses(0..50).unwrap();
-    let params = backend.params().unwrap();
-    let momentum = backend.momentum().unwrap();
-    let ev = backend.evaluate().unwrap();
+    block_on(backend.run_steps(0..50)).unwrap();
+    let losses = block_on(backend.losses(0..50)).unwrap();
+    let params = block_on(backend.params()).unwrap();
+    let momentum = block_on(backend.momentum()).unwrap();
+    let ev = block_on(backend.evaluate()).unwrap();
     Outcome {
         losses,
         params,

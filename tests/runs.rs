@@ -5,6 +5,7 @@
 
 mod common;
 
+use pollster::block_on;
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::ops::Range;
@@ -39,20 +40,21 @@ struct Stopper<F: Fn(&Position) -> bool> {
     at: Position,
 }
 
+#[async_trait::async_trait(?Send)]
 impl<F: Fn(&Position) -> bool> Observer for Stopper<F> {
-    fn progress(&mut self, p: &train::Progress<'_>) {
+    async fn progress(&mut self, p: &train::Progress<'_>) {
         self.at = Position {
             epoch: p.epoch,
             step: p.step,
             ..Default::default()
         };
     }
-    fn epoch_done(&mut self, b: &mut dyn Backend, r: &EpochReport) -> anyhow::Result<()> {
+    async fn epoch_done(&mut self, b: &mut dyn Backend, r: &EpochReport) -> anyhow::Result<()> {
         self.at = Position {
             epoch: r.epoch + 1,
             ..Default::default()
         };
-        self.recorder.epoch_done(b, r)
+        self.recorder.epoch_done(b, r).await
     }
     fn interrupted(&self) -> bool {
         (self.stop)(&self.at)
@@ -96,9 +98,20 @@ fn interrupted_vs_straight(
         stop: |_: &Position| false,
         at: Position::default(),
     };
-    let out = train::run(a.as_mut(), r, n, Position::default(), OPTIONS, &mut obs).unwrap();
+    let out = block_on(train::run(
+        a.as_mut(),
+        r,
+        n,
+        Position::default(),
+        OPTIONS,
+        &mut obs,
+    ))
+    .unwrap();
     assert!(matches!(out, Outcome::Finished));
-    let straight = (a.params().unwrap(), a.momentum().unwrap());
+    let straight = (
+        block_on(a.params()).unwrap(),
+        block_on(a.momentum()).unwrap(),
+    );
 
     let dir_b = common::scratch(&format!("{name}-b"));
     let mut b = make(&init);
@@ -107,11 +120,19 @@ fn interrupted_vs_straight(
         stop,
         at: Position::default(),
     };
-    let out = train::run(b.as_mut(), r, n, Position::default(), OPTIONS, &mut obs).unwrap();
+    let out = block_on(train::run(
+        b.as_mut(),
+        r,
+        n,
+        Position::default(),
+        OPTIONS,
+        &mut obs,
+    ))
+    .unwrap();
     let Outcome::Interrupted(pos) = out else {
         panic!("the run was not interrupted")
     };
-    obs.recorder.save(b.as_mut(), pos.clone()).unwrap();
+    block_on(obs.recorder.save(b.as_mut(), pos.clone())).unwrap();
     drop(b);
     let c = checkpoint::load(&dir_b, 784, 10).unwrap();
     assert_eq!(c.position, pos);
@@ -125,9 +146,12 @@ fn interrupted_vs_straight(
         stop: |_: &Position| false,
         at: Position::default(),
     };
-    let out = train::run(b.as_mut(), r, n, c.position, OPTIONS, &mut obs).unwrap();
+    let out = block_on(train::run(b.as_mut(), r, n, c.position, OPTIONS, &mut obs)).unwrap();
     assert!(matches!(out, Outcome::Finished));
-    let resumed = (b.params().unwrap(), b.momentum().unwrap());
+    let resumed = (
+        block_on(b.params()).unwrap(),
+        block_on(b.momentum()).unwrap(),
+    );
     // The metrics of both runs cover every epoch once, with the same losses.
     let ma = checkpoint::load(&dir_a, 784, 10).unwrap().metrics;
     let mb = checkpoint::load(&dir_b, 784, 10).unwrap().metrics;
@@ -204,6 +228,7 @@ struct Poisoned {
     from: (usize, usize),
 }
 
+#[async_trait::async_trait(?Send)]
 impl Backend for Poisoned {
     fn describe(&self) -> String {
         "poisoned".into()
@@ -212,11 +237,11 @@ impl Backend for Poisoned {
         self.begun += 1;
         self.inner.begin_epoch(order)
     }
-    fn run_steps(&mut self, steps: Range<usize>) -> anyhow::Result<()> {
-        self.inner.run_steps(steps)
+    async fn run_steps(&mut self, steps: Range<usize>) -> anyhow::Result<()> {
+        self.inner.run_steps(steps).await
     }
-    fn losses(&mut self, steps: Range<usize>) -> anyhow::Result<Vec<f32>> {
-        let mut l = self.inner.losses(steps.clone())?;
+    async fn losses(&mut self, steps: Range<usize>) -> anyhow::Result<Vec<f32>> {
+        let mut l = self.inner.losses(steps.clone()).await?;
         for (i, s) in steps.enumerate() {
             if (self.begun - 1, s) >= self.from {
                 l[i] = f32::NAN;
@@ -224,14 +249,14 @@ impl Backend for Poisoned {
         }
         Ok(l)
     }
-    fn evaluate(&mut self) -> anyhow::Result<Eval> {
-        self.inner.evaluate()
+    async fn evaluate(&mut self) -> anyhow::Result<Eval> {
+        self.inner.evaluate().await
     }
-    fn params(&mut self) -> anyhow::Result<Vec<f32>> {
-        self.inner.params()
+    async fn params(&mut self) -> anyhow::Result<Vec<f32>> {
+        self.inner.params().await
     }
-    fn momentum(&mut self) -> anyhow::Result<Vec<f32>> {
-        self.inner.momentum()
+    async fn momentum(&mut self) -> anyhow::Result<Vec<f32>> {
+        self.inner.momentum().await
     }
     fn load_state(&mut self, p: &[f32], m: &[f32]) -> anyhow::Result<()> {
         self.inner.load_state(p, m)
@@ -254,7 +279,15 @@ fn divergence_stops_the_run_and_keeps_the_last_checkpoint() {
         stop: |_: &Position| false,
         at: Position::default(),
     };
-    let err = train::run(&mut b, &r, 60_000, Position::default(), OPTIONS, &mut obs).unwrap_err();
+    let err = block_on(train::run(
+        &mut b,
+        &r,
+        60_000,
+        Position::default(),
+        OPTIONS,
+        &mut obs,
+    ))
+    .unwrap_err();
     let d = err.downcast_ref::<Diverged>().expect("a Diverged error");
     assert_eq!((d.epoch, d.at, d.first, d.last), (1, 1000, 1000, 1249));
     assert!(d.to_string().contains("try a smaller --lr"), "{d}");
@@ -265,9 +298,9 @@ fn divergence_stops_the_run_and_keeps_the_last_checkpoint() {
     assert_eq!(c.metrics.len(), 1);
     let m = mnist();
     let mut one = CpuBackend::new(arch.clone(), recipe(1), arch.init(1), m.train, m.test);
-    train::train(&mut one, &recipe(1), 60_000, |_| {}).unwrap();
+    block_on(train::train(&mut one, &recipe(1), 60_000, |_| {})).unwrap();
     assert!(
-        c.params == one.params().unwrap(),
+        c.params == block_on(one.params()).unwrap(),
         "the checkpoint is not epoch 0's"
     );
     std::fs::remove_dir_all(&dir).unwrap();

@@ -9,6 +9,7 @@ use mnist_wgpu::gpu::GpuBackend;
 use mnist_wgpu::model::Arch;
 use mnist_wgpu::rng::{Rng, epoch_order};
 use mnist_wgpu::train::{Backend, Recipe};
+use pollster::block_on;
 
 fn synthetic(seed: u64, n: usize, rows: usize, cols: usize) -> Dataset {
     let mut rng = Rng::new(seed, 0);
@@ -45,9 +46,9 @@ fn gpu_gradients_match_cpu_reference() {
         let mut gb = GpuBackend::new(gpu, &arch, &r, &params, &train, &train).unwrap();
         let order = epoch_order(r.seed, 0, train.len());
         gb.begin_epoch(&order).unwrap();
-        gb.run_steps(0..1).unwrap();
-        let grads = gb.grads().unwrap();
-        let loss = gb.losses(0..1).unwrap()[0];
+        block_on(gb.run_steps(0..1)).unwrap();
+        let grads = block_on(gb.grads()).unwrap();
+        let loss = block_on(gb.losses(0..1)).unwrap()[0];
 
         let idx = &order[..7];
         let x: Vec<f64> = cpu::gather(&train, idx).iter().map(|&v| v as f64).collect();
@@ -99,9 +100,12 @@ fn gpu_epoch_matches_cpu_backend() {
     let order = epoch_order(r.seed, 0, train.len());
     for b in [&mut gb as &mut dyn Backend, &mut cb] {
         b.begin_epoch(&order).unwrap();
-        b.run_steps(0..3).unwrap();
+        block_on(b.run_steps(0..3)).unwrap();
     }
-    let (lg, lc) = (gb.losses(0..3).unwrap(), cb.losses(0..3).unwrap());
+    let (lg, lc) = (
+        block_on(gb.losses(0..3)).unwrap(),
+        block_on(cb.losses(0..3)).unwrap(),
+    );
     for s in 0..3 {
         assert!(
             (lg[s] - lc[s]).abs() <= 1e-5 * lc[s],
@@ -111,8 +115,16 @@ fn gpu_epoch_matches_cpu_backend() {
         );
     }
     for (what, g, c) in [
-        ("params", gb.params().unwrap(), cb.params().unwrap()),
-        ("momentum", gb.momentum().unwrap(), cb.momentum().unwrap()),
+        (
+            "params",
+            block_on(gb.params()).unwrap(),
+            block_on(cb.params()).unwrap(),
+        ),
+        (
+            "momentum",
+            block_on(gb.momentum()).unwrap(),
+            block_on(cb.momentum()).unwrap(),
+        ),
     ] {
         let top = c.iter().fold(0f32, |m, v| m.max(v.abs()));
         let worst = g
@@ -125,7 +137,10 @@ fn gpu_epoch_matches_cpu_backend() {
             "{what}: error {worst:e} vs largest {top:e}"
         );
     }
-    let (eg, ec) = (gb.evaluate().unwrap(), cb.evaluate().unwrap());
+    let (eg, ec) = (
+        block_on(gb.evaluate()).unwrap(),
+        block_on(cb.evaluate()).unwrap(),
+    );
     assert_eq!(eg.total, 70);
     assert!(
         (eg.mean_loss() - ec.mean_loss()).abs() < 1e-5,
@@ -154,14 +169,17 @@ fn two_runs_are_bit_identical() {
     for _ in 0..2 {
         let (mut b, n) = mnist_backend(&arch, &r);
         b.begin_epoch(&epoch_order(r.seed, 0, n)).unwrap();
-        b.run_steps(0..200).unwrap();
-        let losses: Vec<u32> = b
-            .losses(0..200)
+        block_on(b.run_steps(0..200)).unwrap();
+        let losses: Vec<u32> = block_on(b.losses(0..200))
             .unwrap()
             .iter()
             .map(|l| l.to_bits())
             .collect();
-        let params: Vec<u32> = b.params().unwrap().iter().map(|l| l.to_bits()).collect();
+        let params: Vec<u32> = block_on(b.params())
+            .unwrap()
+            .iter()
+            .map(|l| l.to_bits())
+            .collect();
         runs.push((losses, params));
     }
     assert_eq!(runs[0].0, runs[1].0, "losses differ between two runs");
@@ -184,8 +202,8 @@ fn three_hundred_steps_learn_mnist() {
     let mut lasts = Vec::new();
     for (name, b) in [("gpu", &mut g as &mut dyn Backend), ("cpu", &mut c)] {
         b.begin_epoch(&order).unwrap();
-        b.run_steps(0..300).unwrap();
-        let l = b.losses(0..300).unwrap();
+        block_on(b.run_steps(0..300)).unwrap();
+        let l = block_on(b.losses(0..300)).unwrap();
         let first: f32 = l[..10].iter().sum::<f32>() / 10.0;
         let last: f32 = l[250..].iter().sum::<f32>() / 50.0;
         eprintln!("{name}: mean loss of steps 0-9 {first:.4}, of steps 250-299 {last:.4}");

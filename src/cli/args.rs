@@ -84,34 +84,11 @@ pub struct RunArgs {
 #[derive(Clone, Debug)]
 pub struct Hidden(pub Vec<usize>);
 
-pub fn at_least_one(s: &str) -> Result<usize, String> {
-    match s.parse::<usize>() {
-        Ok(0) => Err("must be at least 1".into()),
-        Ok(v) => Ok(v),
-        Err(_) => Err("expected a whole number of at least 1".into()),
-    }
-}
+pub use mnist_wgpu::flags::{arch_string, at_least_one, hidden_string, momentum, positive_finite};
 
-pub fn positive_finite(s: &str) -> Result<f64, String> {
-    match s.parse::<f64>() {
-        Ok(v) if v.is_finite() && v > 0.0 => Ok(v),
-        _ => Err("expected a finite number greater than 0".into()),
-    }
-}
-
-pub fn momentum(s: &str) -> Result<f64, String> {
-    match s.parse::<f64>() {
-        Ok(v) if (0.0..1.0).contains(&v) => Ok(v),
-        _ => Err("expected a number in [0, 1)".into()),
-    }
-}
-
+/// `--hidden` (a newtype, so that clap takes the list as one value).
 pub fn hidden(s: &str) -> Result<Hidden, String> {
-    let sizes: Result<Vec<usize>, _> = s.split(',').map(|p| at_least_one(p.trim())).collect();
-    match sizes {
-        Ok(v) if !v.is_empty() && v.iter().all(|&x| x <= 65536) => Ok(Hidden(v)),
-        _ => Err("expected comma-separated layer sizes from 1 to 65536, e.g. 128,128,64,64".into()),
-    }
+    mnist_wgpu::flags::hidden(s).map(Hidden)
 }
 
 /// A bad flag value found after parsing (it needs the adapter): exit code 2 like clap's.
@@ -160,25 +137,11 @@ pub fn data_dir(run: &RunArgs, need: Need) -> Result<PathBuf> {
     Ok(dir)
 }
 
-pub fn arch_string(arch: &Arch) -> String {
-    let sizes: Vec<String> = arch.sizes.iter().map(|s| s.to_string()).collect();
-    sizes.join("-")
-}
-
 /// A run stopped by Ctrl-C after writing its checkpoint: exit code 130, as a shell reports
 /// for SIGINT.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 pub struct Interrupted(pub String);
-
-/// Hidden sizes as the command line writes them: `128,128,64,64`.
-pub fn hidden_string(arch: &Arch) -> String {
-    let h: Vec<String> = arch.sizes[1..arch.sizes.len() - 1]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-    h.join(",")
-}
 
 /// The training backend for `gpu` (or the CPU backend when None), after checking the
 /// adapter's limits for this model and batch.

@@ -94,7 +94,7 @@ fn measure(
         mnist.test.clone(),
     )?;
     let n = mnist.train.len();
-    let timing = time_training(
+    let timing = pollster::block_on(time_training(
         backend.as_mut(),
         arch,
         &r,
@@ -102,11 +102,11 @@ fn measure(
         effort.warmup,
         effort.min_steps,
         effort.seconds,
-    )?;
-    let eval_s = time_evaluation(backend.as_mut(), 3)?;
+    ))?;
+    let eval_s = pollster::block_on(time_evaluation(backend.as_mut(), 3))?;
     let profile = if args.profile {
         Some(if backend.start_profile() {
-            time_training(backend.as_mut(), arch, &r, n, 0, 250, 0.0)?;
+            pollster::block_on(time_training(backend.as_mut(), arch, &r, n, 0, 250, 0.0))?;
             backend.profile().map(|p| p.table()).unwrap_or_default()
         } else {
             "no per-kernel profile: this device has no timestamp queries inside compute passes \
@@ -143,7 +143,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
     let hidden = args
         .hidden
         .as_ref()
-        .map_or(vec![128, 128, 64, 64], |h| h.0.clone());
+        .map_or(mnist_wgpu::flags::HIDDEN.to_vec(), |h| h.0.clone());
     let arch = Arch::new(28 * 28, &hidden, data::CLASSES);
     let effort = Effort {
         warmup: args.warmup,

@@ -56,13 +56,11 @@ pub fn run(args: EvalArgs) -> Result<()> {
         arch.param_count()
     );
     let t_eval = Instant::now();
-    let ev = backend.evaluate()?;
+    let ev = pollster::block_on(backend.evaluate())?;
     let eval_s = t_eval.elapsed().as_secs_f64();
     println!(
-        "Model Accuracy {:.2} %   ({}/{}) | test loss {:.4} | evaluation {:.2} s | total {:.2} s",
-        100.0 * ev.accuracy(),
-        ev.correct,
-        ev.total,
+        "{} | test loss {:.4} | evaluation {:.2} s | total {:.2} s",
+        mnist_wgpu::train::accuracy_line(ev.correct, ev.total),
         ev.mean_loss(),
         eval_s,
         t_start.elapsed().as_secs_f64()

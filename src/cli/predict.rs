@@ -45,7 +45,7 @@ pub fn run(args: PredictArgs) -> Result<()> {
     };
     let gpu = open_device(args.device, &args.adapter)?;
     let mut backend = make_evaluator(gpu, &model.arch, model.params, set, n.min(1000))?;
-    let ev = backend.evaluate()?;
+    let ev = pollster::block_on(backend.evaluate())?;
     let mut rows = Vec::new();
     for (path, logp) in args.images.iter().zip(ev.log_probs.chunks(CLASSES)) {
         let mut top: Vec<(usize, f64)> = logp

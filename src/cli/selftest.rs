@@ -22,7 +22,7 @@ pub fn run(args: SelftestArgs) -> Result<()> {
     let first = Gpu::open(&adapter, args.adapter.query().kernels)?;
     println!("adapter: {first}");
     // Every matmul inner loop the adapter can run, not only the one training picks.
-    let checks = selftest::all_checks(&first)?;
+    let checks = pollster::block_on(selftest::all_checks(&first))?;
     println!(
         "{:<40} {:<30} {:>10} {:>10}  ok",
         "kernel", "shape", "max error", "tolerance"

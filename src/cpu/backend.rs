@@ -42,6 +42,7 @@ impl CpuBackend {
     }
 }
 
+#[async_trait::async_trait(?Send)]
 impl Backend for CpuBackend {
     fn describe(&self) -> String {
         "CPU reference (matrixmultiply sgemm) | no GPU".to_string()
@@ -52,7 +53,7 @@ impl Backend for CpuBackend {
         Ok(())
     }
 
-    fn run_steps(&mut self, steps: Range<usize>) -> anyhow::Result<()> {
+    async fn run_steps(&mut self, steps: Range<usize>) -> anyhow::Result<()> {
         let bs = self.recipe.batch_size;
         for s in steps {
             let idx = &self.order[s * bs..((s + 1) * bs).min(self.order.len())];
@@ -71,11 +72,11 @@ impl Backend for CpuBackend {
         Ok(())
     }
 
-    fn losses(&mut self, steps: Range<usize>) -> anyhow::Result<Vec<f32>> {
+    async fn losses(&mut self, steps: Range<usize>) -> anyhow::Result<Vec<f32>> {
         Ok(self.losses[steps].to_vec())
     }
 
-    fn evaluate(&mut self) -> anyhow::Result<Eval> {
+    async fn evaluate(&mut self) -> anyhow::Result<Eval> {
         let bs = 1000;
         let classes = self.arch.output();
         let mut ev = Eval::new(classes);
@@ -93,11 +94,11 @@ impl Backend for CpuBackend {
         Ok(ev)
     }
 
-    fn params(&mut self) -> anyhow::Result<Vec<f32>> {
+    async fn params(&mut self) -> anyhow::Result<Vec<f32>> {
         Ok(self.params.clone())
     }
 
-    fn momentum(&mut self) -> anyhow::Result<Vec<f32>> {
+    async fn momentum(&mut self) -> anyhow::Result<Vec<f32>> {
         Ok(self.momentum.clone())
     }
 

@@ -237,8 +237,29 @@ pub fn load(dir: &Path, kind: Kind) -> Result<Mnist, DataError> {
     let [tri, trl, tei, tel] = kind
         .files()
         .map(|(name, sha)| load_verified(dir, name, sha));
-    let train = pair(tri?, trl?)?;
-    let test = pair(tei?, tel?)?;
+    assemble(dir, [tri?, trl?, tei?, tel?])
+}
+
+/// The four files of `kind` as fetched (each plain or `.gz`, named by where they came from),
+/// verified and parsed as [`load`] does: how the web page loads MNIST.
+pub fn from_fetched(kind: Kind, files: [(String, Vec<u8>); 4]) -> Result<Mnist, DataError> {
+    let mut loaded = Vec::with_capacity(4);
+    for ((url, raw), (_, sha)) in files.into_iter().zip(kind.files()) {
+        let path = PathBuf::from(url);
+        let bytes = decompress(&path, raw)?;
+        if let Some(sha) = sha {
+            verify(&path, &bytes, sha)?;
+        }
+        loaded.push(Loaded { path, bytes });
+    }
+    let [tri, trl, tei, tel]: [Loaded; 4] = loaded.try_into().ok().expect("four files");
+    assemble(Path::new("the fetched files"), [tri, trl, tei, tel])
+}
+
+/// The training and test splits from their four files, with matching image sizes.
+fn assemble(dir: &Path, [tri, trl, tei, tel]: [Loaded; 4]) -> Result<Mnist, DataError> {
+    let train = pair(tri, trl)?;
+    let test = pair(tei, tel)?;
     if train.pixels() != test.pixels() {
         return Err(DataError::Format {
             path: dir.to_path_buf(),

@@ -126,9 +126,9 @@ pub fn run_op(gpu: &Gpu, op: &Op, step: usize) -> Result<()> {
     )
 }
 
-pub fn read<T: bytemuck::Pod>(gpu: &Gpu, src: &wgpu::Buffer, count: usize) -> Result<Vec<T>> {
+pub async fn read<T: bytemuck::Pod>(gpu: &Gpu, src: &wgpu::Buffer, count: usize) -> Result<Vec<T>> {
     let staging = staging(gpu, "self-test staging", count * std::mem::size_of::<T>());
-    read_back(gpu, src, 0, count, &staging)
+    read_back(gpu, src, 0, count, &staging).await
 }
 
 pub fn random(rng: &mut Rng, n: usize, lo: f32, hi: f32) -> Vec<f32> {

@@ -15,6 +15,7 @@ pub enum Api {
 }
 
 impl Api {
+    #[cfg(not(target_arch = "wasm32"))]
     fn backends(self) -> wgpu::Backends {
         match self {
             Api::Vulkan => wgpu::Backends::VULKAN,
@@ -43,6 +44,8 @@ WGPU_BACKEND / WGPU_ADAPTER_NAME, or use --device cpu";
 pub enum GpuError {
     #[error("no GPU adapter found ({searched}); {NO_ADAPTER_HINT}")]
     NoAdapter { searched: String },
+    #[error("no WebGPU adapter in this browser ({0})")]
+    NoWebGpu(String),
     #[error("no adapter's name contains {name:?}; found: {found}")]
     NoMatch { name: String, found: String },
     #[error("opening a device on {adapter} failed: {source}")]
@@ -99,6 +102,7 @@ impl fmt::Display for Gpu {
     }
 }
 
+#[cfg(not(target_arch = "wasm32"))]
 fn rank(t: wgpu::DeviceType) -> u8 {
     match t {
         wgpu::DeviceType::DiscreteGpu => 0,
@@ -109,6 +113,7 @@ fn rank(t: wgpu::DeviceType) -> u8 {
     }
 }
 
+#[cfg(not(target_arch = "wasm32"))]
 fn enumerate(backends: wgpu::Backends) -> Vec<wgpu::Adapter> {
     let mut desc = wgpu::InstanceDescriptor::new_without_display_handle();
     desc.backends = backends;
@@ -118,11 +123,13 @@ fn enumerate(backends: wgpu::Backends) -> Vec<wgpu::Adapter> {
 }
 
 /// Every adapter on every API wgpu was built with (GL included), in its order.
+#[cfg(not(target_arch = "wasm32"))]
 pub fn all_adapters() -> Vec<wgpu::Adapter> {
     enumerate(wgpu::Backends::all())
 }
 
 /// Every adapter the query can see, best first: discrete, integrated, virtual, other, CPU.
+#[cfg(not(target_arch = "wasm32"))]
 pub fn adapters(query: &AdapterQuery) -> Vec<wgpu::Adapter> {
     let mut found = match (query.api, wgpu::Backends::from_env()) {
         (Some(api), _) => enumerate(api.backends()),
@@ -143,6 +150,7 @@ pub fn adapters(query: &AdapterQuery) -> Vec<wgpu::Adapter> {
 }
 
 /// The adapter `--device auto|gpu` runs on.
+#[cfg(not(target_arch = "wasm32"))]
 pub fn pick_adapter(query: &AdapterQuery) -> Result<wgpu::Adapter, GpuError> {
     let all = adapters(query);
     let name = query
@@ -236,7 +244,16 @@ pub fn auto_kernels(adapter: &wgpu::Adapter) -> Kernels {
 
 impl Gpu {
     /// Opens a device that runs the matmul kernels `kernels` (None: [`auto_kernels`]).
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn open(adapter: &wgpu::Adapter, kernels: Option<Kernels>) -> Result<Gpu, GpuError> {
+        pollster::block_on(Gpu::open_async(adapter, kernels))
+    }
+
+    /// [`Gpu::open`], awaited (the browser's way).
+    pub async fn open_async(
+        adapter: &wgpu::Adapter,
+        kernels: Option<Kernels>,
+    ) -> Result<Gpu, GpuError> {
         let info = adapter.get_info();
         let subgroups = adapter_has_subgroups(adapter);
         let kernels = kernels.unwrap_or_else(|| auto_kernels(adapter));
@@ -260,16 +277,18 @@ impl Gpu {
                 wgpu::Features::TIMESTAMP_QUERY | wgpu::Features::TIMESTAMP_QUERY_INSIDE_PASSES;
         }
         let limits = adapter.limits();
-        let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
-            label: Some("mnist-wgpu device"),
-            required_features: features,
-            required_limits: limits.clone(),
-            ..Default::default()
-        }))
-        .map_err(|source| GpuError::Device {
-            adapter: info.name.clone(),
-            source,
-        })?;
+        let (device, queue) = adapter
+            .request_device(&wgpu::DeviceDescriptor {
+                label: Some("mnist-wgpu device"),
+                required_features: features,
+                required_limits: limits.clone(),
+                ..Default::default()
+            })
+            .await
+            .map_err(|source| GpuError::Device {
+                adapter: info.name.clone(),
+                source,
+            })?;
         let errors = Arc::new(Mutex::new(Vec::new()));
         let sink = errors.clone();
         device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
@@ -307,18 +326,40 @@ impl Gpu {
     }
 
     /// Runs `f` (creating pipelines, submitting) inside validation and out-of-memory error
-    /// scopes, so that what the driver rejects comes back as an error.
+    /// scopes, so that what the driver rejects comes back as an error: at once natively; in the
+    /// browser, where the scopes answer later, at the next [`Gpu::check`] (every read-back).
     pub fn scoped<T>(&self, what: &str, f: impl FnOnce() -> T) -> Result<T, GpuError> {
         let memory = self.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
         let validation = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
         let out = f();
-        let invalid = pollster::block_on(validation.pop());
-        let oom = pollster::block_on(memory.pop());
-        if let Some(e) = invalid.or(oom) {
+        let (invalid, oom) = (validation.pop(), memory.pop());
+        #[cfg(not(target_arch = "wasm32"))]
+        if let Some(e) = pollster::block_on(invalid).or(pollster::block_on(oom)) {
             return Err(self.failure(what, &e.to_string()));
+        }
+        #[cfg(target_arch = "wasm32")]
+        {
+            let (sink, what) = (self.errors.clone(), what.to_string());
+            wasm_bindgen_futures::spawn_local(async move {
+                if let Some(e) = invalid.await.or(oom.await) {
+                    let line = format!("{what}: {}", one_line(&e.to_string()));
+                    sink.lock().unwrap().push(line);
+                }
+            });
         }
         self.check(what)?;
         Ok(out)
+    }
+
+    /// Natively, blocks until the device has finished the work submitted so far (and run the
+    /// mapping callbacks); in the browser the event loop does that while a read-back awaits.
+    pub fn wait(&self) -> Result<(), GpuError> {
+        #[cfg(not(target_arch = "wasm32"))]
+        if let Err(e) = self.device.poll(wgpu::PollType::wait_indefinitely()) {
+            self.check("waiting for the device")?;
+            return Err(self.failure("waiting for the device", &e.to_string()));
+        }
+        Ok(())
     }
 
     /// Fails with the first error no scope caught (or a lost device) since the last check.
@@ -333,9 +374,28 @@ impl Gpu {
     }
 
     /// The adapter of the query, with the query's kernels or those chosen for it.
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn new(query: &AdapterQuery) -> Result<Gpu, GpuError> {
         Gpu::open(&pick_adapter(query)?, query.kernels)
     }
+}
+
+/// The browser's WebGPU adapter (the one `navigator.gpu.requestAdapter()` gives), with
+/// `kernels` or those chosen for it; a browser without WebGPU, or one that finds no adapter, is
+/// [`GpuError::NoWebGpu`].
+pub async fn browser_gpu(kernels: Option<Kernels>) -> Result<Gpu, GpuError> {
+    let mut desc = wgpu::InstanceDescriptor::new_without_display_handle();
+    desc.backends = wgpu::Backends::BROWSER_WEBGPU;
+    let instance = wgpu::Instance::new(desc);
+    let options = wgpu::RequestAdapterOptions {
+        power_preference: wgpu::PowerPreference::HighPerformance,
+        ..Default::default()
+    };
+    let adapter = instance
+        .request_adapter(&options)
+        .await
+        .map_err(|e| GpuError::NoWebGpu(one_line(&e.to_string())))?;
+    Gpu::open_async(&adapter, kernels).await
 }
 
 /// wgpu's messages span lines ("Caused by: ..."); an error here is one line.

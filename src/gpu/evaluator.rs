@@ -87,7 +87,7 @@ impl Evaluator {
     }
 
     /// Accuracy, loss, confusion matrix and every sample's log-probabilities.
-    pub fn run(&self, gpu: &Gpu) -> Result<Eval> {
+    pub async fn run(&self, gpu: &Gpu) -> Result<Eval> {
         let n = self.split.len;
         let steps = n.div_ceil(self.batch);
         let mut s = 0;
@@ -96,9 +96,9 @@ impl Evaluator {
             submit(gpu, "evaluate", &self.ops, s..e, step_stride(gpu))?;
             s = e;
         }
-        let correct: Vec<u32> = read_back(gpu, &self.correct, 0, n, &self.staging)?;
+        let correct: Vec<u32> = read_back(gpu, &self.correct, 0, n, &self.staging).await?;
         let log_probs: Vec<f32> =
-            read_back(gpu, &self.log_probs, 0, n * self.classes, &self.staging)?;
+            read_back(gpu, &self.log_probs, 0, n * self.classes, &self.staging).await?;
         let mut ev = Eval::new(self.classes);
         for (i, (&c, logp)) in correct
             .iter()

@@ -8,7 +8,7 @@ use crate::profile::Profile;
 
 /// As `program::submit`, with a timestamp before the first dispatch and after every one; then
 /// waits and adds each dispatch's time to `profile`. Needs TIMESTAMP_QUERY_INSIDE_PASSES.
-pub fn submit_profiled(
+pub async fn submit_profiled(
     gpu: &Gpu,
     ops: &[Op],
     steps: std::ops::Range<usize>,
@@ -19,7 +19,7 @@ pub fn submit_profiled(
     let mut s = steps.start;
     while s < steps.end {
         let e = (s + per_chunk).min(steps.end);
-        let ticks = timed(gpu, ops, s..e, stride)?;
+        let ticks = timed(gpu, ops, s..e, stride).await?;
         let period = gpu.queue.get_timestamp_period() as f64;
         for (i, w) in ticks.windows(2).enumerate() {
             let ns = w[1].saturating_sub(w[0]) as f64 * period;
@@ -32,7 +32,12 @@ pub fn submit_profiled(
 }
 
 /// Records and runs `steps` of `ops` with a timestamp around every dispatch; the raw ticks.
-fn timed(gpu: &Gpu, ops: &[Op], steps: std::ops::Range<usize>, stride: u64) -> Result<Vec<u64>> {
+async fn timed(
+    gpu: &Gpu,
+    ops: &[Op],
+    steps: std::ops::Range<usize>,
+    stride: u64,
+) -> Result<Vec<u64>> {
     let count = 1 + steps.len() * ops.len();
     let queries = gpu.device.create_query_set(&wgpu::QuerySetDescriptor {
         label: Some("profile timestamps"),
@@ -75,4 +80,5 @@ fn timed(gpu: &Gpu, ops: &[Op], steps: std::ops::Range<usize>, stride: u64) -> R
         count,
         &staging(gpu, "profile read-back", count * 8),
     )
+    .await
 }

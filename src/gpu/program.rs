@@ -425,8 +425,9 @@ pub fn submit(
 }
 
 /// Copies `count` elements from `src` (from element `offset`) through `staging`, a MAP_READ
-/// buffer large enough for them, and waits for them.
-pub fn read_back<T: bytemuck::Pod>(
+/// buffer large enough for them, and waits for them: natively by blocking on the device, in
+/// the browser by awaiting the mapping (the page's event loop runs meanwhile).
+pub async fn read_back<T: bytemuck::Pod>(
     gpu: &Gpu,
     src: &wgpu::Buffer,
     offset: usize,
@@ -448,16 +449,14 @@ pub fn read_back<T: bytemuck::Pod>(
     enc.copy_buffer_to_buffer(src, offset as u64 * size, staging, 0, bytes);
     gpu.scoped("reading back", || gpu.queue.submit([enc.finish()]))?;
     let slice = staging.slice(..bytes);
-    let (tx, rx) = std::sync::mpsc::channel();
+    let (tx, rx) = futures_channel::oneshot::channel();
     slice.map_async(wgpu::MapMode::Read, move |r| {
         let _ = tx.send(r);
     });
-    let waited = gpu.device.poll(wgpu::PollType::wait_indefinitely());
+    gpu.wait()?;
+    let mapped = rx.await;
     gpu.check("waiting for the device")?;
-    if let Err(e) = waited {
-        return Err(gpu.failure("waiting for the device", &e.to_string()).into());
-    }
-    match rx.recv() {
+    match mapped {
         Ok(Ok(())) => {}
         Ok(Err(e)) => {
             return Err(gpu

@@ -10,22 +10,22 @@ use crate::gpu::context::Gpu;
 use crate::gpu::ops::{Modules, evaluate, gather, linear, nll_head, sgd};
 /// The linear products' checks for every family of kernels the device can run, not only the
 /// one it trains with.
-pub fn linear_checks(gpu: &Gpu) -> Result<Vec<Check>> {
+pub async fn linear_checks(gpu: &Gpu) -> Result<Vec<Check>> {
     let mut out = Vec::new();
     for kernels in gpu.runnable_kernels() {
-        out.extend(linear::checks(gpu, &Modules::new(gpu, kernels)?));
+        out.extend(linear::checks(gpu, &Modules::new(gpu, kernels)?).await);
     }
     Ok(out)
 }
 
 /// Every check: the linear products for every family of kernels, then the other kernels.
-pub fn all_checks(gpu: &Gpu) -> Result<Vec<Check>> {
-    let mut out = linear_checks(gpu)?;
+pub async fn all_checks(gpu: &Gpu) -> Result<Vec<Check>> {
+    let mut out = linear_checks(gpu).await?;
     let m = Modules::new(gpu, gpu.kernels)?;
-    out.extend(gather::checks(gpu, &m));
-    out.extend(nll_head::checks(gpu, &m));
-    out.extend(evaluate::checks(gpu, &m));
-    out.extend(sgd::checks(gpu, &m));
+    out.extend(gather::checks(gpu, &m).await);
+    out.extend(nll_head::checks(gpu, &m).await);
+    out.extend(evaluate::checks(gpu, &m).await);
+    out.extend(sgd::checks(gpu, &m).await);
     Ok(out)
 }
 

@@ -227,14 +227,14 @@ impl GpuBackend {
     }
 
     /// A device-layout buffer, read back in PyTorch's flat order.
-    fn read_flat(&self, src: &wgpu::Buffer) -> Result<Vec<f32>> {
-        let device: Vec<f32> = read_back(&self.gpu, src, 0, self.layout.len, &self.staging)?;
+    async fn read_flat(&self, src: &wgpu::Buffer) -> Result<Vec<f32>> {
+        let device: Vec<f32> = read_back(&self.gpu, src, 0, self.layout.len, &self.staging).await?;
         Ok(self.layout.from_device(&device))
     }
 
     /// Gradients of the last step, PyTorch's flat order (for tests).
-    pub fn grads(&mut self) -> Result<Vec<f32>> {
-        self.read_flat(&self.training()?.grads)
+    pub async fn grads(&mut self) -> Result<Vec<f32>> {
+        self.read_flat(&self.training()?.grads).await
     }
 
     /// Writes new parameter values (PyTorch's flat order).
@@ -247,6 +247,7 @@ impl GpuBackend {
     }
 }
 
+#[async_trait::async_trait(?Send)]
 impl Backend for GpuBackend {
     fn describe(&self) -> String {
         self.gpu.to_string()
@@ -266,7 +267,7 @@ impl Backend for GpuBackend {
         Ok(())
     }
 
-    fn run_steps(&mut self, steps: Range<usize>) -> Result<()> {
+    async fn run_steps(&mut self, steps: Range<usize>) -> Result<()> {
         let stride = step_stride(&self.gpu);
         let Some(t) = &self.training else {
             bail!("this GPU backend was built to evaluate only");
@@ -275,7 +276,7 @@ impl Backend for GpuBackend {
         while s < steps.end {
             let e = (s + STEPS_PER_SUBMIT).min(steps.end);
             match &mut self.profile {
-                Some(p) => submit_profiled(&self.gpu, &t.step, s..e, stride, p)?,
+                Some(p) => submit_profiled(&self.gpu, &t.step, s..e, stride, p).await?,
                 None => submit(&self.gpu, "train steps", &t.step, s..e, stride)?,
             }
             s = e;
@@ -283,7 +284,7 @@ impl Backend for GpuBackend {
         Ok(())
     }
 
-    fn losses(&mut self, steps: Range<usize>) -> Result<Vec<f32>> {
+    async fn losses(&mut self, steps: Range<usize>) -> Result<Vec<f32>> {
         read_back(
             &self.gpu,
             &self.training()?.losses,
@@ -291,18 +292,19 @@ impl Backend for GpuBackend {
             steps.len(),
             &self.staging,
         )
+        .await
     }
 
-    fn evaluate(&mut self) -> Result<Eval> {
-        self.evaluator.run(&self.gpu)
+    async fn evaluate(&mut self) -> Result<Eval> {
+        self.evaluator.run(&self.gpu).await
     }
 
-    fn params(&mut self) -> Result<Vec<f32>> {
-        self.read_flat(&self.params)
+    async fn params(&mut self) -> Result<Vec<f32>> {
+        self.read_flat(&self.params).await
     }
 
-    fn momentum(&mut self) -> Result<Vec<f32>> {
-        self.read_flat(&self.training()?.momentum)
+    async fn momentum(&mut self) -> Result<Vec<f32>> {
+        self.read_flat(&self.training()?.momentum).await
     }
 
     fn start_profile(&mut self) -> bool {

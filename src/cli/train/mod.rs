@@ -15,6 +15,7 @@ use clap::Args;
 use mnist_wgpu::checkpoint::{self, Recorder};
 use mnist_wgpu::data::{self, Dataset};
 use mnist_wgpu::fetch::Need;
+use mnist_wgpu::flags;
 use mnist_wgpu::gpu::Gpu;
 use mnist_wgpu::gpu::trainer::{STEPS_PER_SUBMIT, check_limits};
 use mnist_wgpu::model::Arch;
@@ -34,22 +35,22 @@ const RUNS: &str = "runs";
 #[derive(Args, Debug)]
 pub struct TrainArgs {
     /// Passes over the training set.
-    #[arg(long, default_value_t = 5, value_parser = at_least_one)]
+    #[arg(long, default_value_t = flags::EPOCHS, value_parser = at_least_one)]
     pub epochs: usize,
     /// Images per step; the last batch of an epoch may be smaller.
-    #[arg(long, default_value_t = 32, value_parser = at_least_one)]
+    #[arg(long, default_value_t = flags::BATCH_SIZE, value_parser = at_least_one)]
     pub batch_size: usize,
     /// SGD learning rate.
-    #[arg(long, default_value_t = 0.003, value_parser = positive_finite, allow_negative_numbers = true)]
+    #[arg(long, default_value_t = flags::LR, value_parser = positive_finite, allow_negative_numbers = true)]
     pub lr: f64,
     /// SGD momentum (PyTorch's rule, no dampening).
-    #[arg(long, default_value_t = 0.9, value_parser = momentum, allow_negative_numbers = true)]
+    #[arg(long, default_value_t = flags::MOMENTUM, value_parser = momentum, allow_negative_numbers = true)]
     pub momentum: f64,
     /// Hidden layer sizes, comma-separated; one or more [default: 128,128,64,64, or those of --init]
     #[arg(long, value_parser = hidden)]
     pub hidden: Option<Hidden>,
     /// Seed of the initial weights and of every epoch's shuffle.
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = flags::SEED)]
     pub seed: u64,
     /// Start from the weights in this model file (safetensors) instead of a random initialisation.
     #[arg(long, value_name = "PATH")]
@@ -137,14 +138,14 @@ pub fn run(args: TrainArgs) -> Result<()> {
         interval: STEPS_PER_SUBMIT,
         evaluate: true,
     };
-    let outcome = mnist_wgpu::train::run(
+    let outcome = pollster::block_on(mnist_wgpu::train::run(
         backend.as_mut(),
         &plan.recipe,
         n_train,
         position.clone(),
         options,
         &mut ui,
-    );
+    ));
     if let Some(bar) = ui.bar.take() {
         bar.finish_and_clear();
     }
@@ -304,7 +305,7 @@ fn finish(
     match outcome {
         Ok(Outcome::Finished) => Ok(()),
         Ok(Outcome::Interrupted(pos)) => {
-            ui.recorder.save(backend, pos.clone())?;
+            pollster::block_on(ui.recorder.save(backend, pos.clone()))?;
             Err(Interrupted(format!(
                 "interrupted in epoch {} after step {} of {}; checkpoint written to {}\n\
                  resume with: mnist-wgpu train --resume {dir}",
@@ -337,7 +338,7 @@ fn summary(ui: &Ui, backend: &mut dyn Backend, h: &Header) -> Result<(f64, f64)>
             // A resumed run that had already finished: evaluate what it holds, and write the
             // metrics where this invocation asks for them.
             ui.recorder.write_metrics()?;
-            let ev = backend.evaluate()?;
+            let ev = pollster::block_on(backend.evaluate())?;
             (ev.mean_loss(), ev.accuracy(), ev.correct, ev.total)
         }
     };
@@ -345,10 +346,7 @@ fn summary(ui: &Ui, backend: &mut dyn Backend, h: &Header) -> Result<(f64, f64)>
         let total_s = h.t_start.elapsed().as_secs_f64();
         println!("Training time {train_s:.1} s | test loss {loss:.4} | total {total_s:.1} s");
     }
-    println!(
-        "Model Accuracy {:.2} %   ({correct}/{total})",
-        100.0 * accuracy
-    );
+    println!("{}", mnist_wgpu::train::accuracy_line(correct, total));
     Ok((loss, accuracy))
 }
 
@@ -382,7 +380,7 @@ fn save_model(
     .map(|(k, v)| (k.to_string(), v))
     .collect();
     // The one read-back of the weights in a run (besides the checkpoints).
-    let params = backend.params()?;
+    let params = pollster::block_on(backend.params())?;
     modelfile::save(save, arch, &params, &metadata)?;
     if !h.args.quiet {
         // As the user wrote it, where they did.

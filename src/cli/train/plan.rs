@@ -201,7 +201,11 @@ pub fn start(args: &TrainArgs, (input, classes): (usize, usize)) -> Result<Start
             return Err(UsageError(msg).into());
         }
         (Some(m), _) => m.arch.clone(),
-        (None, h) => Arch::new(input, h.as_deref().unwrap_or(&[128, 128, 64, 64]), classes),
+        (None, h) => Arch::new(
+            input,
+            h.as_deref().unwrap_or(&mnist_wgpu::flags::HIDDEN),
+            classes,
+        ),
     };
     let params = match init {
         Some(m) => m.params,

@@ -50,8 +50,9 @@ impl Ui {
     }
 }
 
+#[async_trait::async_trait(?Send)]
 impl Observer for Ui {
-    fn progress(&mut self, p: &Progress<'_>) {
+    async fn progress(&mut self, p: &Progress<'_>) {
         if self.quiet || !std::io::stderr().is_terminal() {
             return;
         }
@@ -62,14 +63,14 @@ impl Observer for Ui {
         bar.set_message(format!("loss {running:.4} | {:5.1}k img/s", rate / 1000.0));
     }
 
-    fn epoch_done(&mut self, backend: &mut dyn Backend, r: &EpochReport) -> Result<()> {
+    async fn epoch_done(&mut self, backend: &mut dyn Backend, r: &EpochReport) -> Result<()> {
         if let Some(bar) = self.bar.take() {
             bar.finish_and_clear();
         }
         if !self.quiet {
             println!("{}", r.line());
         }
-        self.recorder.epoch_done(backend, r)?;
+        self.recorder.epoch_done(backend, r).await?;
         self.last = Some(r.clone());
         Ok(())
     }

@@ -69,15 +69,15 @@ impl Evaluate<'_> {
 
 /// A first step of 33 samples out of 40: the first largest logit wins a tie, as in the
 /// tutorial's `list.index(max(...))`, and nothing past the step is written.
-pub fn checks(gpu: &Gpu, m: &Modules) -> Vec<Check> {
+pub async fn checks(gpu: &Gpu, m: &Modules) -> Vec<Check> {
     let shape = "10 classes, batch 33";
-    match check_one(gpu, m) {
+    match check_one(gpu, m).await {
         Ok(c) => c,
         Err(e) => vec![Tally::broken("evaluate", shape, e)],
     }
 }
 
-fn check_one(gpu: &Gpu, m: &Modules) -> Result<Vec<Check>> {
+async fn check_one(gpu: &Gpu, m: &Modules) -> Result<Vec<Check>> {
     let mut rng = Rng::new(13, 0);
     let (batch, classes, n) = (33usize, 10usize, 40usize);
     let bp = pad4(batch);
@@ -106,8 +106,8 @@ fn check_one(gpu: &Gpu, m: &Modules) -> Result<Vec<Check>> {
         log_probs: &logp_b,
     };
     run_op(gpu, &e.op(gpu, m, "evaluate")?, 0)?;
-    let got_c: Vec<u32> = read(gpu, &correct, n)?;
-    let got_l: Vec<f32> = read(gpu, &logp_b, n * classes)?;
+    let got_c: Vec<u32> = read(gpu, &correct, n).await?;
+    let got_l: Vec<f32> = read(gpu, &logp_b, n * classes).await?;
     let shape = format!("{classes} classes, batch {batch}");
     let mut tp = Tally::new("evaluate argmax", shape.clone());
     let mut tl = Tally::new("evaluate log-softmax", shape);

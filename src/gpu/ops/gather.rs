@@ -88,7 +88,7 @@ fn dataset(rng: &mut Rng, n: usize, rows: usize, cols: usize) -> Dataset {
 
 /// The gather of a partial last batch equals `cpu::gather` bit for bit, with zero columns past
 /// the valid count; 7x13 images are no whole number of u32 words.
-pub fn checks(gpu: &Gpu, m: &Modules) -> Vec<Check> {
+pub async fn checks(gpu: &Gpu, m: &Modules) -> Vec<Check> {
     let mut rng = Rng::new(11, 0);
     let mut out = Vec::new();
     for (rows, cols, batch) in [(28, 28, 32), (7, 13, 7), (7, 13, 33)] {
@@ -96,7 +96,7 @@ pub fn checks(gpu: &Gpu, m: &Modules) -> Vec<Check> {
         let mut order: Vec<u32> = (0..50).collect();
         rng.shuffle(&mut order);
         let shape = format!("{rows}x{cols} batch {batch}");
-        match check_one(gpu, m, &data, &order, batch) {
+        match check_one(gpu, m, &data, &order, batch).await {
             Ok(c) => out.push(c),
             Err(e) => out.push(Tally::broken("gather+normalise", shape, e)),
         }
@@ -104,7 +104,13 @@ pub fn checks(gpu: &Gpu, m: &Modules) -> Vec<Check> {
     out
 }
 
-fn check_one(gpu: &Gpu, m: &Modules, data: &Dataset, order: &[u32], batch: usize) -> Result<Check> {
+async fn check_one(
+    gpu: &Gpu,
+    m: &Modules,
+    data: &Dataset,
+    order: &[u32],
+    batch: usize,
+) -> Result<Check> {
     let (p, bp, n) = (data.pixels(), pad4(batch), data.len());
     let images = buffer(gpu, "images", &pack_images(data));
     let orderb = buffer(gpu, "order", order);
@@ -127,8 +133,8 @@ fn check_one(gpu: &Gpu, m: &Modules, data: &Dataset, order: &[u32], batch: usize
     let start = last * batch;
     let valid = (n - start).min(batch);
     let reference = cpu::gather(data, &order[start..start + valid]);
-    let got_t: Vec<f32> = read(gpu, &x_t, p * bp)?;
-    let got_b: Vec<f32> = read(gpu, &x_rows, bp * pad4(p))?;
+    let got_t: Vec<f32> = read(gpu, &x_t, p * bp).await?;
+    let got_b: Vec<f32> = read(gpu, &x_rows, bp * pad4(p)).await?;
     let mut t = Tally::new(
         "gather+normalise",
         format!("{}x{} batch {batch}", data.rows, data.cols),

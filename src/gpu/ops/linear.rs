@@ -202,7 +202,7 @@ fn shape(at: LayerAt, bp: usize) -> String {
 }
 
 /// Z^T [out, bp] and its batch-major copy against cpu::linear_forward in f64.
-pub fn check_forward(
+pub async fn check_forward(
     gpu: &Gpu,
     m: &Modules,
     batch: usize,
@@ -219,7 +219,7 @@ pub fn check_forward(
     let mut rng = Rng::new(batch as u64 * 1000 + inp as u64, out as u64);
     let (at, params) = test_layer(&mut rng, inp, out);
     let ht = random(&mut rng, inp * bp, -1.0, 1.0);
-    let run = || -> Result<(Vec<f32>, Vec<f32>)> {
+    let run = async || -> Result<(Vec<f32>, Vec<f32>)> {
         let (pb, hb) = (buffer(gpu, "params", &params), buffer(gpu, "H^T", &ht));
         let zb = buffer(gpu, "Z^T", &vec![f32::NAN; out * bp]);
         let zr = buffer(gpu, "Z", &vec![f32::NAN; bp * pad4(out)]);
@@ -233,9 +233,10 @@ pub fn check_forward(
             z_rows: &zr,
         };
         run_op(gpu, &f.op(gpu, m, "forward")?, 0)?;
-        Ok((read(gpu, &zb, out * bp)?, read(gpu, &zr, bp * pad4(out))?))
+        let z = read(gpu, &zb, out * bp).await?;
+        Ok((z, read(gpu, &zr, bp * pad4(out)).await?))
     };
-    let (z, z_rows) = match run() {
+    let (z, z_rows) = match run().await {
         Ok(r) => r,
         Err(e) => return Tally::broken(name, shape(at, bp), e),
     };
@@ -317,7 +318,7 @@ impl BackwardCase {
     }
 
     /// The flat gradients and dX^T after the dispatch (dX^T untouched without `input`).
-    fn run(&self, gpu: &Gpu, m: &Modules, input: bool) -> Result<(Vec<f32>, Vec<f32>)> {
+    async fn run(&self, gpu: &Gpu, m: &Modules, input: bool) -> Result<(Vec<f32>, Vec<f32>)> {
         let (at, bp) = (self.at, self.bp);
         let (pb, dzb) = (
             buffer(gpu, "params", &self.params),
@@ -343,10 +344,8 @@ impl BackwardCase {
             input,
         };
         run_op(gpu, &b.op(gpu, m, "backward")?, 0)?;
-        Ok((
-            read(gpu, &gb, self.params.len())?,
-            read(gpu, &dxb, at.inp * bp)?,
-        ))
+        let grads = read(gpu, &gb, self.params.len()).await?;
+        Ok((grads, read(gpu, &dxb, at.inp * bp).await?))
     }
 
     /// cpu::linear_backward then cpu::relu_backward in f64, and the same on |values| (the
@@ -383,7 +382,7 @@ impl BackwardCase {
 /// The backward products (with the input gradient when `input`) against cpu::linear_backward
 /// and cpu::relu_backward in f64; dW's padding must come out zero and the gradients of every
 /// other tensor must stay untouched.
-pub fn check_backward(
+pub async fn check_backward(
     gpu: &Gpu,
     m: &Modules,
     batch: usize,
@@ -401,7 +400,7 @@ pub fn check_backward(
     );
     let case = BackwardCase::new(&mut Rng::new(seed.0, seed.1), batch, inp, out);
     let (at, bp) = (case.at, case.bp);
-    let (grads, dx) = match case.run(gpu, m, input) {
+    let (grads, dx) = match case.run(gpu, m, input).await {
         Ok(r) => r,
         Err(e) => return vec![Tally::broken(name("all"), shape(at, bp), e)],
     };
@@ -448,19 +447,19 @@ pub fn check_backward(
 }
 
 /// Every product on the batch and inner sizes of `check`, then the tutorial's own shapes.
-pub fn checks(gpu: &Gpu, m: &Modules) -> Vec<Check> {
+pub async fn checks(gpu: &Gpu, m: &Modules) -> Vec<Check> {
     let mut out = Vec::new();
     for &b in &BATCHES {
         for &i in &INNER {
-            out.push(check_forward(gpu, m, b, i, OTHER, true));
-            out.extend(check_backward(gpu, m, b, i, OTHER, true));
-            out.extend(check_backward(gpu, m, b, i, OTHER, false));
+            out.push(check_forward(gpu, m, b, i, OTHER, true).await);
+            out.extend(check_backward(gpu, m, b, i, OTHER, true).await);
+            out.extend(check_backward(gpu, m, b, i, OTHER, false).await);
         }
     }
-    out.push(check_forward(gpu, m, 32, 784, 128, true));
-    out.push(check_forward(gpu, m, 32, 64, 10, false));
-    out.extend(check_backward(gpu, m, 32, 128, 128, true));
-    out.extend(check_backward(gpu, m, 32, 784, 128, false));
-    out.extend(check_backward(gpu, m, 33, 64, 10, true));
+    out.push(check_forward(gpu, m, 32, 784, 128, true).await);
+    out.push(check_forward(gpu, m, 32, 64, 10, false).await);
+    out.extend(check_backward(gpu, m, 32, 128, 128, true).await);
+    out.extend(check_backward(gpu, m, 32, 784, 128, false).await);
+    out.extend(check_backward(gpu, m, 33, 64, 10, true).await);
     out
 }

@@ -81,7 +81,7 @@ impl NllHead<'_> {
 
 /// The third step of an epoch (so offsets into order and losses are exercised) on sizes that
 /// are not multiples of 4 or of the workgroup.
-pub fn checks(gpu: &Gpu, m: &Modules) -> Vec<Check> {
+pub async fn checks(gpu: &Gpu, m: &Modules) -> Vec<Check> {
     let mut rng = Rng::new(12, 0);
     let mut out = Vec::new();
     for (batch, classes, inp) in [
@@ -92,7 +92,7 @@ pub fn checks(gpu: &Gpu, m: &Modules) -> Vec<Check> {
         (200, 10, 7),
     ] {
         let shape = format!("{classes} classes, in {inp}, batch {batch}");
-        match check_one(gpu, m, &mut rng, batch, classes, inp) {
+        match check_one(gpu, m, &mut rng, batch, classes, inp).await {
             Ok(c) => out.extend(c),
             Err(e) => out.push(Tally::broken("nll head", shape, e)),
         }
@@ -128,7 +128,7 @@ fn reference(
     (loss, dz, extra)
 }
 
-fn check_one(
+async fn check_one(
     gpu: &Gpu,
     m: &Modules,
     rng: &mut Rng,
@@ -163,8 +163,8 @@ fn check_one(
         steps_per_epoch: 3,
     };
     run_op(gpu, &head.op(gpu, m, "nll head")?, 2)?;
-    let got_loss: Vec<f32> = read(gpu, &losses, 3)?;
-    let got: Vec<f32> = read(gpu, &grad, classes * bp)?;
+    let got_loss: Vec<f32> = read(gpu, &losses, 3).await?;
+    let got: Vec<f32> = read(gpu, &grad, classes * bp).await?;
 
     let lab: Vec<u8> = (0..batch)
         .map(|b| labels[order[2 * batch + b] as usize] as u8)

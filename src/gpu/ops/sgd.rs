@@ -57,19 +57,21 @@ impl Sgd<'_> {
 
 /// Sizes that are no multiple of the workgroup, and the tutorial's 130,058 parameters; the
 /// zero padding past the last parameter stays zero.
-pub fn checks(gpu: &Gpu, m: &Modules) -> Vec<Check> {
+pub async fn checks(gpu: &Gpu, m: &Modules) -> Vec<Check> {
     let mut rng = Rng::new(14, 0);
-    [1usize, 255, 257, 130_058]
-        .into_iter()
-        .map(|count| {
-            let shape = format!("{count} parameters");
+    let mut out = Vec::new();
+    for count in [1usize, 255, 257, 130_058] {
+        let shape = format!("{count} parameters");
+        out.push(
             check_one(gpu, m, &mut rng, count)
-                .unwrap_or_else(|e| Tally::broken("sgd momentum", shape, e))
-        })
-        .collect()
+                .await
+                .unwrap_or_else(|e| Tally::broken("sgd momentum", shape, e)),
+        );
+    }
+    out
 }
 
-fn check_one(gpu: &Gpu, m: &Modules, rng: &mut Rng, count: usize) -> Result<Check> {
+async fn check_one(gpu: &Gpu, m: &Modules, rng: &mut Rng, count: usize) -> Result<Check> {
     let p = random(rng, count, -1.0, 1.0);
     let v = random(rng, count, -1.0, 1.0);
     let g = random(rng, count, -1.0, 1.0);
@@ -90,8 +92,8 @@ fn check_one(gpu: &Gpu, m: &Modules, rng: &mut Rng, count: usize) -> Result<Chec
     run_op(gpu, &sgd.op(gpu, m, "sgd")?, 0)?;
     let (mut rp, mut rv) = (p.clone(), v.clone());
     cpu::sgd(&mut rp, &mut rv, &g, 0.003f32, 0.9f32);
-    let gp: Vec<f32> = read(gpu, &pb, len)?;
-    let gv: Vec<f32> = read(gpu, &vb, len)?;
+    let gp: Vec<f32> = read(gpu, &pb, len).await?;
+    let gv: Vec<f32> = read(gpu, &vb, len).await?;
     let mut t = Tally::new("sgd momentum", format!("{count} parameters"));
     if gp[count..].iter().chain(&gv[count..]).any(|&x| x != 0.0) {
         t.fail("the padding past the last parameter is no longer zero".into());
