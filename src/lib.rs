@@ -10,6 +10,7 @@
 //! the browser's WebGPU, and the modules that need a filesystem, the network or a terminal
 //! (checkpoints, downloads, the PNG chart) are left out.
 
+pub mod backends;
 pub mod bench;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod checkpoint;

@@ -1,4 +1,5 @@
-//! The command line: `mnist-wgpu train`, `eval`, `selftest`, `predict`, `adapters`, `bench`;
+//! The command line: `mnist-wgpu train`, `eval`, `selftest`, `predict`, `adapters`, `bench`,
+//! `serve`;
 //! see `src/cli/`.
 
 mod cli;
@@ -33,6 +34,8 @@ enum Command {
     Adapters(cli::adapters::AdaptersArgs),
     /// Measure training and evaluation speed (and the per-kernel profile).
     Bench(cli::bench::BenchArgs),
+    /// Serve the web page built by web/build.sh on 127.0.0.1 and print its URL.
+    Serve(cli::serve::ServeArgs),
 }
 
 fn main() -> ExitCode {
@@ -69,6 +72,7 @@ fn main() -> ExitCode {
         Command::Predict(args) => cli::predict::run(args),
         Command::Adapters(args) => cli::adapters::run(args),
         Command::Bench(args) => cli::bench::run(args),
+        Command::Serve(args) => cli::serve::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -147,16 +147,7 @@ pub fn load(path: &Path, input: usize, classes: usize) -> Result<ModelFile, Mode
         path: path.to_path_buf(),
         source,
     })?;
-    from_bytes(&bytes, input, classes).map_err(|e| match e {
-        Problem::Format(reason) => ModelFileError::Format {
-            path: path.to_path_buf(),
-            reason,
-        },
-        Problem::Content(problem) => ModelFileError::Content {
-            path: path.to_path_buf(),
-            problem,
-        },
-    })
+    from_bytes(&bytes, input, classes).map_err(|e| e.at(path))
 }
 
 /// Why bytes are not a model, before the file's name is attached.
@@ -164,6 +155,17 @@ pub fn load(path: &Path, input: usize, classes: usize) -> Result<ModelFile, Mode
 pub enum Problem {
     Format(String),
     Content(String),
+}
+
+impl Problem {
+    /// The error of the file at `path` (or the page's file name) having this problem.
+    pub fn at(self, path: &Path) -> ModelFileError {
+        let path = path.to_path_buf();
+        match self {
+            Problem::Format(reason) => ModelFileError::Format { path, reason },
+            Problem::Content(problem) => ModelFileError::Content { path, problem },
+        }
+    }
 }
 
 /// Parses and checks a model from safetensors bytes; see [`load`].

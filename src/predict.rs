@@ -118,6 +118,51 @@ pub fn to_mnist(gray: &GrayImage) -> Result<[u8; SIDE * SIDE], &'static str> {
     Ok(out)
 }
 
+/// The three most likely digits of one image's log-probabilities, highest first (equal
+/// probabilities keep the lower digit first).
+pub fn top3(log_probs: &[f32]) -> Vec<(usize, f64)> {
+    let mut top: Vec<(usize, f64)> = log_probs
+        .iter()
+        .enumerate()
+        .map(|(c, &l)| (c, (l as f64).exp()))
+        .collect();
+    top.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+    top.truncate(3);
+    top
+}
+
+/// A drawn digit as the model sees it, and its answer.
+pub struct Prediction {
+    pub top: Vec<(usize, f64)>,
+    /// image: [28 * 28], the MNIST image the drawing became
+    pub image: [u8; SIDE * SIDE],
+}
+
+/// A digit given as RGBA pixels (a canvas), read as [`load_digit`] reads a file (to gray as
+/// the `image` crate converts, then [`to_mnist`]), and the model's three most likely digits
+/// from the CPU reference's forward pass (`predict --device cpu`).
+pub fn predict_rgba(
+    arch: &crate::model::Arch,
+    params: &[f32],
+    rgba: Vec<u8>,
+    width: u32,
+    height: u32,
+) -> Result<Prediction, String> {
+    let n = rgba.len();
+    let img = image::RgbaImage::from_raw(width, height, rgba)
+        .ok_or_else(|| format!("{n} bytes are not {width}x{height} RGBA pixels"))?;
+    let gray = image::DynamicImage::ImageRgba8(img).to_luma8();
+    let image = to_mnist(&gray).map_err(|what| format!("no digit found: the drawing is {what}"))?;
+    let table = crate::data::normalize_table();
+    let x: Vec<f32> = image.iter().map(|&v| table[v as usize]).collect();
+    let acts = crate::cpu::forward(arch, params, &x, 1);
+    let log_probs = crate::cpu::log_softmax(&acts[arch.layers()], arch.output());
+    Ok(Prediction {
+        top: top3(&log_probs),
+        image,
+    })
+}
+
 /// An MNIST image drawn at `size` x `size` pixels with `margin` background pixels around it,
 /// light ink on dark or (`dark_on_light`) dark ink on light: how the tests and
 /// `assets/digits/` make "photos" of known digits.

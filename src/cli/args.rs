@@ -6,12 +6,12 @@ use std::path::PathBuf;
 use anyhow::Result;
 use clap::{Args, ValueEnum};
 
-use mnist_wgpu::cpu::CpuBackend;
 use mnist_wgpu::data::Dataset;
 use mnist_wgpu::data::{Kind, default_data_dir, has_all_files};
 use mnist_wgpu::fetch::{self, FetchConfig, Need};
 use mnist_wgpu::gpu::program::Kernels;
-use mnist_wgpu::gpu::{AdapterQuery, Api, Gpu, GpuBackend, GpuError, trainer::check_limits};
+use mnist_wgpu::backends::{self, Unfit};
+use mnist_wgpu::gpu::{AdapterQuery, Api, Gpu, GpuError};
 use mnist_wgpu::model::Arch;
 use mnist_wgpu::train::{Backend, Recipe};
 
@@ -143,8 +143,15 @@ pub fn data_dir(run: &RunArgs, need: Need) -> Result<PathBuf> {
 #[error("{0}")]
 pub struct Interrupted(pub String);
 
-/// The training backend for `gpu` (or the CPU backend when None), after checking the
-/// adapter's limits for this model and batch.
+/// A backend's limits error is a usage error (exit code 2), as a bad flag is.
+fn usage(e: anyhow::Error) -> anyhow::Error {
+    match e.downcast::<Unfit>() {
+        Ok(Unfit(why)) => UsageError(why).into(),
+        Err(e) => e,
+    }
+}
+
+/// The training backend for `gpu` (or the CPU backend when None): `backends::for_training`.
 pub fn make_backend(
     gpu: Option<Gpu>,
     arch: &Arch,
@@ -153,23 +160,10 @@ pub fn make_backend(
     train: Dataset,
     test: Dataset,
 ) -> Result<Box<dyn Backend>> {
-    Ok(match gpu {
-        Some(gpu) => {
-            let n = train.len().max(test.len());
-            check_limits(&gpu, arch, recipe.batch_size, n).map_err(UsageError)?;
-            Box::new(GpuBackend::new(gpu, arch, recipe, &params, &train, &test)?)
-        }
-        None => Box::new(CpuBackend::new(
-            arch.clone(),
-            recipe.clone(),
-            params,
-            train,
-            test,
-        )),
-    })
+    backends::for_training(gpu, arch, recipe, params, train, test).map_err(usage)
 }
 
-/// A backend that only evaluates `test` in batches of `batch` (`eval`, `predict`).
+/// A backend that only evaluates (`eval`, `predict`): `backends::for_evaluation`.
 pub fn make_evaluator(
     gpu: Option<Gpu>,
     arch: &Arch,
@@ -177,23 +171,7 @@ pub fn make_evaluator(
     test: Dataset,
     batch: usize,
 ) -> Result<Box<dyn Backend>> {
-    Ok(match gpu {
-        Some(gpu) => {
-            check_limits(&gpu, arch, batch, test.len()).map_err(UsageError)?;
-            Box::new(GpuBackend::evaluator(gpu, arch, &params, &test, batch)?)
-        }
-        None => {
-            let train = Dataset::empty(test.rows, test.cols);
-            let recipe = Recipe {
-                epochs: 0,
-                batch_size: batch,
-                lr: 0.0,
-                momentum: 0.0,
-                seed: 0,
-            };
-            Box::new(CpuBackend::new(arch.clone(), recipe, params, train, test))
-        }
-    })
+    backends::for_evaluation(gpu, arch, params, test, batch).map_err(usage)
 }
 
 /// A JSON string literal.

@@ -6,4 +6,5 @@ pub mod bench;
 pub mod eval;
 pub mod predict;
 pub mod selftest;
+pub mod serve;
 pub mod train;

@@ -7,7 +7,7 @@ use clap::Args;
 
 use mnist_wgpu::data::{CLASSES, Dataset};
 use mnist_wgpu::modelfile;
-use mnist_wgpu::predict::{SIDE, load_digit};
+use mnist_wgpu::predict::{SIDE, load_digit, top3};
 
 use super::args::{AdapterArgs, DeviceChoice, json_str, make_evaluator, open_device};
 
@@ -48,15 +48,7 @@ pub fn run(args: PredictArgs) -> Result<()> {
     let ev = pollster::block_on(backend.evaluate())?;
     let mut rows = Vec::new();
     for (path, logp) in args.images.iter().zip(ev.log_probs.chunks(CLASSES)) {
-        let mut top: Vec<(usize, f64)> = logp
-            .iter()
-            .enumerate()
-            .map(|(c, &l)| (c, (l as f64).exp()))
-            .collect();
-        // Highest first; equal probabilities keep the lower digit first.
-        top.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
-        top.truncate(3);
-        rows.push((path.display().to_string(), top));
+        rows.push((path.display().to_string(), top3(logp)));
     }
     if args.json {
         let items: Vec<String> = rows

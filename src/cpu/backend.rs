@@ -20,6 +20,9 @@ pub struct CpuBackend {
 }
 
 impl CpuBackend {
+    /// What `describe` says.
+    pub const DESCRIPTION: &str = "CPU reference (matrixmultiply sgemm) | no GPU";
+
     pub fn new(
         arch: Arch,
         recipe: Recipe,
@@ -45,7 +48,7 @@ impl CpuBackend {
 #[async_trait::async_trait(?Send)]
 impl Backend for CpuBackend {
     fn describe(&self) -> String {
-        "CPU reference (matrixmultiply sgemm) | no GPU".to_string()
+        Self::DESCRIPTION.to_string()
     }
 
     fn begin_epoch(&mut self, order: &[u32]) -> anyhow::Result<()> {

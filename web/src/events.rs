@@ -1,0 +1,114 @@
+//! What the page hears from a run: log lines, progress and epochs, as plain JS objects sent to
+//! one callback whose returned promise is awaited, so the page can paint and take a Stop.
+
+use js_sys::{Function, Object, Promise, Reflect};
+use wasm_bindgen::prelude::*;
+use wasm_bindgen_futures::JsFuture;
+
+use mnist_wgpu::train::{self, Backend, EpochReport, Progress, TestFigures};
+
+/// A JS object of `pairs`.
+pub fn obj(pairs: &[(&str, JsValue)]) -> JsValue {
+    let o = Object::new();
+    for (k, v) in pairs {
+        // Setting a property on a fresh plain object cannot fail.
+        let _ = Reflect::set(&o, &(*k).into(), v);
+    }
+    o.into()
+}
+
+/// An error for the page: one line (an anyhow chain joined by ": ").
+pub fn error(e: impl std::fmt::Display) -> JsError {
+    JsError::new(&format!("{e:#}"))
+}
+
+/// Calls `on_event(value)` and awaits it when it returns a promise.
+pub async fn emit(on_event: &Function, value: JsValue) {
+    if let Ok(r) = on_event.call1(&JsValue::NULL, &value)
+        && let Ok(p) = r.dyn_into::<Promise>()
+    {
+        let _ = JsFuture::from(p).await;
+    }
+}
+
+/// The page's callback.
+pub struct Page {
+    pub on_event: Function,
+}
+
+impl Page {
+    pub fn new(on_event: Function) -> Page {
+        Page { on_event }
+    }
+
+    /// One line of the log, as the native program would print it.
+    pub async fn log(&self, line: String) {
+        emit(&self.on_event, obj(&[("kind", "log".into()), ("line", line.into())])).await;
+    }
+}
+
+/// The epoch loop's observer in the page.
+pub struct Observer<F: Fn() -> bool> {
+    pub page: Page,
+    stop: F,
+    /// The test figures of the last epoch done.
+    pub last: Option<TestFigures>,
+    /// Training seconds of the epochs done.
+    pub seconds: f64,
+}
+
+impl<F: Fn() -> bool> Observer<F> {
+    pub fn new(page: Page, stop: F) -> Self {
+        Observer {
+            page,
+            stop,
+            last: None,
+            seconds: 0.0,
+        }
+    }
+}
+
+fn floats(values: &[f32]) -> JsValue {
+    js_sys::Float32Array::from(values).into()
+}
+
+#[async_trait::async_trait(?Send)]
+impl<F: Fn() -> bool> train::Observer for Observer<F> {
+    async fn progress(&mut self, p: &Progress<'_>) {
+        let running = p.losses.iter().map(|&l| l as f64).sum::<f64>() / p.losses.len() as f64;
+        let rate = (p.step * p.batch_size) as f64 / p.seconds.max(1e-9);
+        let event = obj(&[
+            ("kind", "progress".into()),
+            ("epoch", (p.epoch as u32).into()),
+            ("epochs", (p.epochs as u32).into()),
+            ("step", (p.step as u32).into()),
+            ("steps", (p.steps as u32).into()),
+            ("loss", running.into()),
+            ("images_per_s", rate.into()),
+            ("seconds", p.seconds.into()),
+        ]);
+        emit(&self.page.on_event, event).await;
+    }
+
+    async fn epoch_done(&mut self, _: &mut dyn Backend, r: &EpochReport) -> anyhow::Result<()> {
+        self.last = r.test;
+        self.seconds += r.seconds;
+        let (test_loss, accuracy) = r.test.map_or((f64::NAN, f64::NAN), |t| (t.loss, t.accuracy));
+        let event = obj(&[
+            ("kind", "epoch".into()),
+            ("line", r.line().into()),
+            ("epoch", (r.epoch as u32).into()),
+            ("train_loss", r.loss.into()),
+            ("test_loss", test_loss.into()),
+            ("accuracy", accuracy.into()),
+            ("seconds", r.seconds.into()),
+            ("step_losses", floats(&r.step_losses)),
+        ]);
+        emit(&self.page.on_event, event).await;
+        Ok(())
+    }
+
+    fn interrupted(&self) -> bool {
+        (self.stop)()
+    }
+}

@@ -1,0 +1,414 @@
+//! The page's side of mnist-wgpu: what `web/www/app.js` calls. Training runs the library's own
+//! epoch loop (`train::run`) on the library's backends, so the browser records the same
+//! dispatches of the same WGSL kernels as the native program, on the browser's WebGPU; where
+//! there is none, on the CPU reference compiled to wasm.
+//!
+//! Everything here runs on the page's one thread: the state lives in a thread-local, and no
+//! borrow of it is held across an `await` (a Stop or a drawn digit may come in meanwhile).
+
+mod events;
+
+use std::cell::{Cell, RefCell};
+use std::collections::BTreeMap;
+use std::rc::Rc;
+
+use js_sys::Function;
+use wasm_bindgen::prelude::*;
+
+use mnist_wgpu::data::{self, CLASSES, Kind, Mnist};
+use mnist_wgpu::gpu::Gpu;
+use mnist_wgpu::gpu::context::browser_gpu;
+use mnist_wgpu::gpu::program::Kernels;
+use mnist_wgpu::model::Arch;
+use mnist_wgpu::predict::SIDE;
+use mnist_wgpu::train::{self, LoopOptions, Outcome, Position, Recipe};
+use mnist_wgpu::{backends, flags, gpu, modelfile};
+
+use events::{Page, emit, error, obj};
+
+/// A model the page holds: trained here, or loaded from a file.
+struct Model {
+    arch: Arch,
+    /// params: [param_count], PyTorch's flat layout
+    params: Vec<f32>,
+    metadata: BTreeMap<String, String>,
+}
+
+#[derive(Default)]
+struct State {
+    /// The kernels asked for (`kernels=` in the URL); None: chosen for the adapter.
+    kernels: Option<Kernels>,
+    /// Whether the browser gave a WebGPU device (else the CPU backend runs).
+    webgpu: bool,
+    /// A device opened and not yet used: each run consumes one, the next opens another.
+    gpu: Option<Gpu>,
+    /// The four data files as fetched, until `load_data` parses them.
+    fetched: Vec<(String, Vec<u8>)>,
+    mnist: Option<Rc<Mnist>>,
+    model: Option<Rc<Model>>,
+    busy: bool,
+}
+
+thread_local! {
+    static STATE: RefCell<State> = RefCell::new(State::default());
+    static STOP: Cell<bool> = const { Cell::new(false) };
+}
+
+fn with<T>(f: impl FnOnce(&mut State) -> T) -> T {
+    STATE.with(|s| f(&mut s.borrow_mut()))
+}
+
+/// The `train` flags' defaults, by their command-line names.
+#[wasm_bindgen]
+pub fn defaults() -> JsValue {
+    let hidden = flags::HIDDEN.map(|h| h.to_string()).join(",");
+    obj(&[
+        ("epochs", flags::EPOCHS.to_string().into()),
+        ("batch-size", flags::BATCH_SIZE.to_string().into()),
+        ("lr", flags::LR.to_string().into()),
+        ("momentum", flags::MOMENTUM.to_string().into()),
+        ("hidden", hidden.into()),
+        ("seed", flags::SEED.to_string().into()),
+    ])
+}
+
+/// Opens the browser's WebGPU device with `kernels` ("" or "auto": chosen for the adapter);
+/// `{webgpu, device, note}`, where `note` says why the CPU backend runs instead.
+#[wasm_bindgen]
+pub async fn open_device(kernels: String) -> Result<JsValue, JsError> {
+    let kernels = match kernels.as_str() {
+        "" | "auto" => None,
+        "plain" => Some(Kernels::Plain),
+        "wide" => Some(Kernels::Wide),
+        "subgroup" => Some(Kernels::Subgroup),
+        other => return Err(error(format!("kernels={other}: expected auto, plain or wide"))),
+    };
+    with(|s| s.kernels = kernels);
+    let (webgpu, device, note) = match browser_gpu(kernels).await {
+        Ok(gpu) => {
+            let line = gpu.to_string();
+            with(|s| (s.webgpu, s.gpu) = (true, Some(gpu)));
+            (true, line, String::new())
+        }
+        // Asked-for kernels the adapter cannot run are the user's to change, not a fallback.
+        Err(e @ gpu::GpuError::Kernels { .. }) => return Err(error(e)),
+        Err(e) => {
+            let cpu = mnist_wgpu::cpu::CpuBackend::DESCRIPTION.to_string();
+            (false, cpu, format!("{e}; training on the CPU backend (wasm) instead"))
+        }
+    };
+    Ok(obj(&[
+        ("webgpu", webgpu.into()),
+        ("device", device.into()),
+        ("note", note.into()),
+    ]))
+}
+
+/// Keeps one fetched data file (`url`, plain or .gz) for [`load_data`].
+#[wasm_bindgen]
+pub fn add_data_file(url: String, bytes: Vec<u8>) {
+    with(|s| s.fetched.push((url, bytes)));
+}
+
+/// Verifies (SHA-256, as natively) and parses the four files added, in the order of
+/// `MNIST_FILES`; one line describing them.
+#[wasm_bindgen]
+pub fn load_data() -> Result<String, JsError> {
+    let fetched = with(|s| std::mem::take(&mut s.fetched));
+    let files: [(String, Vec<u8>); 4] = fetched
+        .try_into()
+        .map_err(|f: Vec<_>| error(format!("expected 4 MNIST files, got {}", f.len())))?;
+    let mnist = data::from_fetched(Kind::Mnist, files).map_err(error)?;
+    let line = format!(
+        "MNIST: {} training and {} test images, SHA-256 verified",
+        mnist.train.len(),
+        mnist.test.len()
+    );
+    with(|s| s.mnist = Some(Rc::new(mnist)));
+    Ok(line)
+}
+
+/// A device for the next run: the one opened and unused, or a new one.
+async fn take_gpu() -> Result<Option<Gpu>, JsError> {
+    let (webgpu, gpu, kernels) = with(|s| (s.webgpu, s.gpu.take(), s.kernels));
+    match (webgpu, gpu) {
+        (false, _) => Ok(None),
+        (true, Some(g)) => Ok(Some(g)),
+        (true, None) => Ok(Some(browser_gpu(kernels).await.map_err(error)?)),
+    }
+}
+
+fn mnist() -> Result<Rc<Mnist>, JsError> {
+    with(|s| s.mnist.clone()).ok_or_else(|| error("MNIST is not loaded yet"))
+}
+
+/// Marks the page busy for one run; a second Start or Evaluate meanwhile is refused.
+struct Busy;
+
+impl Busy {
+    fn claim() -> Result<Busy, JsError> {
+        with(|s| match s.busy {
+            true => Err(error("a run is in progress")),
+            false => {
+                s.busy = true;
+                Ok(Busy)
+            }
+        })
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        with(|s| s.busy = false);
+    }
+}
+
+/// One flag's value from the form or the URL (by its command-line name), checked by the same
+/// rule as the flag; the default where it is missing or empty.
+fn flag<T>(
+    values: &JsValue,
+    name: &str,
+    parse: fn(&str) -> Result<T, String>,
+    default: T,
+) -> Result<T, JsError> {
+    let v = js_sys::Reflect::get(values, &name.into()).unwrap_or(JsValue::UNDEFINED);
+    match v.as_string().filter(|s| !s.trim().is_empty()) {
+        None => Ok(default),
+        Some(s) => parse(s.trim()).map_err(|e| error(format!("--{name} {s}: {e}"))),
+    }
+}
+
+fn recipe(values: &JsValue) -> Result<(Recipe, Vec<usize>), JsError> {
+    let recipe = Recipe {
+        epochs: flag(values, "epochs", flags::at_least_one, flags::EPOCHS)?,
+        batch_size: flag(values, "batch-size", flags::at_least_one, flags::BATCH_SIZE)?,
+        lr: flag(values, "lr", flags::positive_finite, flags::LR)?,
+        momentum: flag(values, "momentum", flags::momentum, flags::MOMENTUM)?,
+        seed: flag(values, "seed", flags::seed, flags::SEED)?,
+    };
+    let hidden = flag(values, "hidden", flags::hidden, flags::HIDDEN.to_vec())?;
+    Ok((recipe, hidden))
+}
+
+/// Trains the recipe in `values` (the `train` flags by name) from its seed's initial weights,
+/// sending `{kind: "log" | "ready" | "progress" | "epoch", ...}` to `on_event` and awaiting
+/// what it returns; keeps the weights (also when stopped) for drawing and download.
+#[wasm_bindgen]
+pub async fn train(values: JsValue, on_event: Function) -> Result<JsValue, JsError> {
+    let _busy = Busy::claim()?;
+    let (recipe, hidden) = recipe(&values)?;
+    let mnist = mnist()?;
+    let arch = Arch::new(mnist.train.pixels(), &hidden, CLASSES);
+    let gpu = take_gpu().await?;
+    let t0 = web_time_now();
+    let (train_set, test_set) = (mnist.train.clone(), mnist.test.clone());
+    let params = arch.init(recipe.seed);
+    let mut backend = backends::for_training(gpu, &arch, &recipe, params, train_set, test_set)
+        .map_err(error)?;
+    let page = Page::new(on_event);
+    let setup = web_time_now() - t0;
+    page.log(format!("adapter: {}", backend.describe())).await;
+    page.log(format!(
+        "model: {} | {} parameters | batch {} | lr {} | momentum {} | seed {} | init random | \
+         start-up {setup:.2} s",
+        flags::arch_string(&arch),
+        arch.param_count(),
+        recipe.batch_size,
+        recipe.lr,
+        recipe.momentum,
+        recipe.seed
+    ))
+    .await;
+    emit(
+        &page.on_event,
+        obj(&[("kind", "ready".into()), ("seconds", setup.into())]),
+    )
+    .await;
+    STOP.with(|s| s.set(false));
+    let interval = match backend.dispatches_per_step() {
+        0 => 25, // the CPU backend runs on the page's thread: yield often
+        _ => gpu::trainer::STEPS_PER_SUBMIT,
+    };
+    let options = LoopOptions {
+        interval,
+        evaluate: true,
+    };
+    let mut observer = events::Observer::new(page, || STOP.with(|s| s.get()));
+    let n = mnist.train.len();
+    let outcome = train::run(
+        backend.as_mut(),
+        &recipe,
+        n,
+        Position::default(),
+        options,
+        &mut observer,
+    )
+    .await
+    .map_err(error)?;
+    let params = backend.params().await.map_err(error)?;
+    let page = &observer.page;
+    let (stopped, line) = match (&outcome, &observer.last) {
+        (Outcome::Interrupted(p), _) => (
+            true,
+            format!(
+                "stopped in epoch {} after step {} of {}; the weights so far are kept",
+                p.epoch,
+                p.step,
+                recipe.steps_per_epoch(n)
+            ),
+        ),
+        (Outcome::Finished, Some(t)) => {
+            page.log(format!(
+                "Training time {:.1} s | test loss {:.4}",
+                observer.seconds, t.loss
+            ))
+            .await;
+            (false, train::accuracy_line(t.correct, t.total))
+        }
+        (Outcome::Finished, None) => (false, String::new()),
+    };
+    page.log(line.clone()).await;
+    let metadata = metadata(&arch, &recipe, observer.last, &backend.describe());
+    with(|s| {
+        s.model = Some(Rc::new(Model {
+            arch,
+            params,
+            metadata,
+        }))
+    });
+    Ok(obj(&[("stopped", stopped.into()), ("line", line.into())]))
+}
+
+/// What `train` writes into a model file, with the page named as the program.
+fn metadata(
+    arch: &Arch,
+    r: &Recipe,
+    last: Option<train::TestFigures>,
+    adapter: &str,
+) -> BTreeMap<String, String> {
+    let mut m: BTreeMap<String, String> = [
+        ("program", "mnist-wgpu web page".to_string()),
+        ("dataset", "mnist".to_string()),
+        ("sizes", flags::arch_string(arch)),
+        ("hidden", flags::hidden_string(arch)),
+        ("epochs", r.epochs.to_string()),
+        ("batch_size", r.batch_size.to_string()),
+        ("lr", r.lr.to_string()),
+        ("momentum", r.momentum.to_string()),
+        ("seed", r.seed.to_string()),
+        ("adapter", adapter.to_string()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    if let Some(t) = last {
+        m.insert("accuracy".into(), format!("{:.4}", t.accuracy));
+        m.insert("test_loss".into(), format!("{:.6}", t.loss));
+    }
+    m
+}
+
+fn web_time_now() -> f64 {
+    js_sys::Date::now() / 1000.0
+}
+
+/// Stops a training run after its current submission.
+#[wasm_bindgen]
+pub fn stop() {
+    STOP.with(|s| s.set(true));
+}
+
+/// Loads a model file (ours, or PyTorch's state_dict as safetensors) to evaluate and draw on;
+/// one line describing it.
+#[wasm_bindgen]
+pub fn load_model(name: String, bytes: Vec<u8>) -> Result<String, JsError> {
+    let m = modelfile::from_bytes(&bytes, SIDE * SIDE, CLASSES)
+        .map_err(|p| error(p.at(std::path::Path::new(&name))))?;
+    let line = format!(
+        "model: {} from {name} ({} parameters)",
+        flags::arch_string(&m.arch),
+        m.params.len()
+    );
+    let model = Model {
+        arch: m.arch,
+        params: m.params,
+        metadata: m.metadata,
+    };
+    with(|s| s.model = Some(Rc::new(model)));
+    Ok(line)
+}
+
+/// Evaluates the model the page holds on the test set, on the device (or the CPU backend);
+/// `{line, correct, total, loss}` with `line` in the tutorial's words.
+#[wasm_bindgen]
+pub async fn evaluate(on_event: Function) -> Result<JsValue, JsError> {
+    let _busy = Busy::claim()?;
+    let model = with(|s| s.model.clone()).ok_or_else(|| error("no model: train or load one"))?;
+    let test = mnist()?.test.clone();
+    let gpu = take_gpu().await?;
+    let (arch, params) = (&model.arch, model.params.clone());
+    let mut backend = backends::for_evaluation(gpu, arch, params, test, 1000).map_err(error)?;
+    let page = Page::new(on_event);
+    page.log(format!("evaluating on {}", backend.describe()))
+        .await;
+    let ev = backend.evaluate().await.map_err(error)?;
+    let line = train::accuracy_line(ev.correct, ev.total);
+    page.log(format!("{line} | test loss {:.4}", ev.mean_loss()))
+        .await;
+    Ok(obj(&[
+        ("line", line.into()),
+        ("correct", (ev.correct as u32).into()),
+        ("total", (ev.total as u32).into()),
+        ("loss", ev.mean_loss().into()),
+    ]))
+}
+
+/// The model the page holds as safetensors with PyTorch's keys (what `train --save` writes).
+#[wasm_bindgen]
+pub fn model_bytes() -> Result<Vec<u8>, JsError> {
+    let model = with(|s| s.model.clone()).ok_or_else(|| error("no model: train or load one"))?;
+    modelfile::to_bytes(&model.arch, &model.params, &model.metadata).map_err(error)
+}
+
+/// The digit drawn on a canvas (`rgba`: `width` x `height` pixels, as `getImageData` gives
+/// them), made an MNIST image exactly as `mnist-wgpu predict` makes one from a PNG, and the
+/// model's three most likely digits: `{top: [[digit, probability], ...], image: [784 bytes]}`.
+#[wasm_bindgen]
+pub fn predict(rgba: Vec<u8>, width: u32, height: u32) -> Result<JsValue, JsError> {
+    let model = with(|s| s.model.clone()).ok_or_else(|| error("no model: train or load one"))?;
+    let top = mnist_wgpu::predict::predict_rgba(&model.arch, &model.params, rgba, width, height)
+        .map_err(error)?;
+    let list = js_sys::Array::new();
+    for (digit, p) in &top.top {
+        list.push(&js_sys::Array::of2(&(*digit as u32).into(), &(*p).into()));
+    }
+    let image = js_sys::Uint8Array::from(&top.image[..]);
+    Ok(obj(&[("top", list.into()), ("image", image.into())]))
+}
+
+/// Every kernel check of `mnist-wgpu selftest`, on the browser's device, against the CPU
+/// reference: `{device, checks, failed, failures: [lines], seconds}`.
+#[wasm_bindgen]
+pub async fn selftest() -> Result<JsValue, JsError> {
+    let _busy = Busy::claim()?;
+    let gpu = take_gpu()
+        .await?
+        .ok_or_else(|| error("no WebGPU device: the kernel checks need one"))?;
+    let t0 = web_time_now();
+    let checks = gpu::selftest::all_checks(&gpu).await.map_err(error)?;
+    let failures = js_sys::Array::new();
+    if let Err(lines) = gpu::selftest::failures(&checks) {
+        for l in lines.lines() {
+            failures.push(&l.into());
+        }
+    }
+    let result = obj(&[
+        ("device", gpu.to_string().into()),
+        ("checks", (checks.len() as u32).into()),
+        ("failed", failures.length().into()),
+        ("failures", failures.into()),
+        ("seconds", (web_time_now() - t0).into()),
+    ]);
+    with(|s| s.gpu = Some(gpu));
+    Ok(result)
+}

@@ -1,0 +1,294 @@
+// The page: wires the form, the buttons, the chart and the drawing pad to the wasm module,
+// which does all the work (web/src/lib.rs). `window.mnist` holds the page's state for people
+// and for the browser test (tests/browser.rs), which reads it through WebDriver.
+
+import init, * as wasm from './pkg/mnist_wgpu_web.js';
+import { Chart } from './chart.js';
+
+const FILES = ['train-images-idx3-ubyte', 'train-labels-idx1-ubyte', 't10k-images-idx3-ubyte', 't10k-labels-idx1-ubyte'];
+const FLAGS = ['epochs', 'batch-size', 'lr', 'momentum', 'hidden', 'seed'];
+const $ = (id) => document.getElementById(id);
+const params = new URLSearchParams(location.search);
+
+const state = (window.mnist = {
+  phase: 'loading', // loading | ready | training | evaluating | checking | done | stopped | error
+  webgpu: false,
+  device: '',
+  note: '',
+  log: [],
+  epochs: [],
+  errors: [],
+  result: null, // the last training run's or evaluation's result
+  selftest: null,
+  prediction: null,
+  timeToFirstStep: null, // seconds from navigation start to the first training step done
+});
+
+const chart = new Chart($('chart'));
+
+function log(line, cls) {
+  state.log.push(line);
+  const el = $('log');
+  const span = document.createElement('span');
+  if (cls) span.className = cls;
+  span.textContent = line + '\n';
+  el.appendChild(span);
+  el.scrollTop = el.scrollHeight;
+}
+
+function fail(what, e) {
+  const line = `error: ${what}: ${e.message ?? e}`;
+  state.errors.push(line);
+  console.error(line);
+  log(line, 'error');
+  state.phase = 'error';
+  buttons();
+}
+
+// Yields to the event loop without the timer throttling of background tabs.
+const channel = new MessageChannel();
+const queue = [];
+channel.port1.onmessage = () => queue.shift()?.();
+const yieldNow = () => new Promise((resolve) => { queue.push(resolve); channel.port2.postMessage(0); });
+
+function buttons() {
+  const busy = ['loading', 'training', 'evaluating', 'checking'].includes(state.phase);
+  const haveData = state.dataLoaded;
+  $('start').disabled = busy || !haveData;
+  $('stop').disabled = state.phase !== 'training';
+  $('evaluate').disabled = busy || !haveData || !state.haveModel;
+  $('download').disabled = busy || !state.haveModel;
+  $('selftest').disabled = busy || !state.webgpu;
+  $('model-file').disabled = busy;
+}
+
+function formValues() {
+  const values = {};
+  for (const name of FLAGS) values[name] = $('flags').elements[name].value;
+  return values;
+}
+
+let readyAt = null;
+function onEvent(e) {
+  switch (e.kind) {
+    case 'log':
+      log(e.line);
+      break;
+    case 'ready':
+      readyAt = performance.now();
+      break;
+    case 'progress': {
+      if (state.timeToFirstStep === null && readyAt !== null) {
+        state.timeToFirstStep = (readyAt + (1000 * e.seconds) / e.step) / 1000;
+        log(`first step done ${state.timeToFirstStep.toFixed(2)} s after the page started loading`);
+      }
+      const epochStr = `epoch ${e.epoch + 1}/${e.epochs}`;
+      $('progress').textContent = `${epochStr} | step ${e.step}/${e.steps} | running loss ${e.loss.toFixed(4)} | ${(e.images_per_s / 1000).toFixed(1)}k img/s | ${(1000 * e.seconds / e.step).toFixed(2)} ms/step`;
+      $('bar').value = (e.epoch + e.step / e.steps) / e.epochs;
+      chart.progress(e);
+      break;
+    }
+    case 'epoch':
+      state.epochs.push({ ...e, step_losses: Array.from(e.step_losses) });
+      log(e.line);
+      chart.epoch(e);
+      break;
+  }
+  return yieldNow();
+}
+
+async function train() {
+  const values = formValues();
+  state.phase = 'training';
+  state.epochs = [];
+  state.result = null;
+  buttons();
+  chart.reset(Number(values.epochs) || 5);
+  try {
+    state.result = await wasm.train(values, onEvent);
+    state.haveModel = true;
+    state.phase = state.result.stopped ? 'stopped' : 'done';
+    predictNow();
+  } catch (e) {
+    fail('training', e);
+    return;
+  }
+  buttons();
+}
+
+async function evaluate() {
+  state.phase = 'evaluating';
+  buttons();
+  try {
+    state.result = await wasm.evaluate(onEvent);
+    state.phase = 'done';
+  } catch (e) {
+    fail('evaluating', e);
+    return;
+  }
+  buttons();
+}
+
+async function selftest() {
+  state.phase = 'checking';
+  buttons();
+  try {
+    const r = await wasm.selftest();
+    state.selftest = r;
+    for (const f of r.failures) log(`FAILED ${f}`, 'error');
+    log(`kernel checks on ${r.device}: ${r.checks} checks, ${r.failed} failed, ${r.seconds.toFixed(1)} s`);
+    state.phase = 'done';
+  } catch (e) {
+    fail('checking the kernels', e);
+    return;
+  }
+  buttons();
+}
+
+function loadModel(name, bytes) {
+  log(wasm.load_model(name, bytes));
+  state.haveModel = true;
+  predictNow();
+}
+
+function download() {
+  const bytes = wasm.model_bytes();
+  const url = URL.createObjectURL(new Blob([bytes], { type: 'application/octet-stream' }));
+  const a = document.createElement('a');
+  a.href = url;
+  a.download = 'mnist_mlp.safetensors';
+  document.body.appendChild(a);
+  a.click();
+  a.remove();
+  setTimeout(() => URL.revokeObjectURL(url), 10000);
+}
+
+// ---- the drawing pad ----
+
+const pad = $('pad');
+const pen = pad.getContext('2d');
+function clearPad() {
+  pen.fillStyle = '#000';
+  pen.fillRect(0, 0, pad.width, pad.height);
+  $('top').innerHTML = '<li>draw a digit</li>';
+  state.prediction = null;
+}
+let drawing = false;
+let last = null;
+function at(e) {
+  const r = pad.getBoundingClientRect();
+  return [((e.clientX - r.left) * pad.width) / r.width, ((e.clientY - r.top) * pad.height) / r.height];
+}
+pad.addEventListener('pointerdown', (e) => {
+  drawing = true;
+  last = at(e);
+  pad.setPointerCapture?.(e.pointerId);
+  stroke(last);
+});
+pad.addEventListener('pointermove', (e) => {
+  if (drawing) stroke(at(e));
+});
+for (const ev of ['pointerup', 'pointercancel', 'pointerleave']) {
+  pad.addEventListener(ev, () => {
+    if (drawing) predictNow();
+    drawing = false;
+  });
+}
+function stroke(p) {
+  pen.strokeStyle = '#fff';
+  pen.lineWidth = 18;
+  pen.lineCap = 'round';
+  pen.lineJoin = 'round';
+  pen.beginPath();
+  pen.moveTo(...last);
+  pen.lineTo(...p);
+  pen.stroke();
+  last = p;
+  schedulePredict();
+}
+let pending = false;
+function schedulePredict() {
+  if (pending) return;
+  pending = true;
+  requestAnimationFrame(() => {
+    pending = false;
+    predictNow();
+  });
+}
+function predictNow() {
+  if (!state.haveModel) return;
+  const img = pen.getImageData(0, 0, pad.width, pad.height);
+  let r;
+  try {
+    r = wasm.predict(new Uint8Array(img.data.buffer), pad.width, pad.height);
+  } catch (e) {
+    $('top').innerHTML = `<li>${e.message.replace(/^.*no digit found: /, '')}</li>`;
+    state.prediction = null;
+    return;
+  }
+  state.prediction = r.top.map(([digit, p]) => ({ digit, probability: p }));
+  $('top').innerHTML = r.top.map(([d, p]) => `<li>${d} <small>${(100 * p).toFixed(1)} %</small></li>`).join('');
+  const seen = $('seen').getContext('2d');
+  const small = new ImageData(28, 28);
+  r.image.forEach((v, i) => small.data.set([v, v, v, 255], 4 * i));
+  const tmp = new OffscreenCanvas(28, 28);
+  tmp.getContext('2d').putImageData(small, 0, 0);
+  seen.imageSmoothingEnabled = false;
+  seen.drawImage(tmp, 0, 0, 56, 56);
+}
+
+// ---- start-up ----
+
+async function fetchBytes(url) {
+  const r = await fetch(url);
+  if (!r.ok) throw new Error(`${url}: HTTP ${r.status}`);
+  return new Uint8Array(await r.arrayBuffer());
+}
+
+async function main() {
+  await init();
+  const defaults = wasm.defaults();
+  for (const name of FLAGS) $('flags').elements[name].value = params.get(name) ?? defaults[name];
+  const dev = await wasm.open_device(params.get('kernels') ?? 'auto');
+  Object.assign(state, { webgpu: dev.webgpu, device: dev.device, note: dev.note });
+  $('device').textContent = `${dev.webgpu ? 'WebGPU' : 'no WebGPU'}: ${dev.device}`;
+  if (dev.note) {
+    $('note').hidden = false;
+    $('note').textContent = dev.note;
+    console.warn(dev.note);
+  }
+  const files = await Promise.all(FILES.map((f) => fetchBytes(`data/${f}.gz`).then((b) => [`data/${f}.gz`, b])));
+  for (const [url, bytes] of files) wasm.add_data_file(url, bytes);
+  log(wasm.load_data());
+  state.dataLoaded = true;
+  state.phase = 'ready';
+  $('progress').textContent = 'ready';
+  buttons();
+  const model = params.get('model');
+  if (model) loadModel(model, await fetchBytes(model));
+  if (params.get('selftest') === '1') await selftest();
+  if (params.get('autostart') === '1') await (model ? evaluate() : train());
+}
+
+$('start').onclick = train;
+$('stop').onclick = () => wasm.stop();
+$('evaluate').onclick = evaluate;
+$('download').onclick = download;
+$('selftest').onclick = selftest;
+$('clear').onclick = clearPad;
+$('model-file').onchange = async (e) => {
+  const file = e.target.files[0];
+  if (!file) return;
+  try {
+    loadModel(file.name, new Uint8Array(await file.arrayBuffer()));
+    buttons();
+  } catch (err) {
+    fail(`loading ${file.name}`, err);
+    state.phase = 'ready';
+    buttons();
+  }
+  e.target.value = '';
+};
+clearPad();
+chart.draw();
+main().catch((e) => fail('starting', e));
