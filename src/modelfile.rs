@@ -9,7 +9,6 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use safetensors::{Dtype, SafeTensors, tensor::TensorView};
@@ -87,6 +86,8 @@ pub fn to_bytes_with(
 }
 
 /// Writes a model file atomically: a partial write never replaces or leaves a model behind.
+/// (Files are the native program's; the page downloads [`to_bytes`] instead.)
+#[cfg(not(target_arch = "wasm32"))]
 pub fn save(
     path: &Path,
     arch: &Arch,
@@ -105,7 +106,9 @@ pub fn save(
 
 /// Writes `bytes` to a temporary file in `path`'s directory, syncs it, and renames it over
 /// `path`; on any failure the temporary file is removed and `path` is untouched.
+#[cfg(not(target_arch = "wasm32"))]
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),

@@ -6,11 +6,11 @@ use std::path::PathBuf;
 use anyhow::Result;
 use clap::{Args, ValueEnum};
 
+use mnist_wgpu::backends::{self, Unfit};
 use mnist_wgpu::data::Dataset;
 use mnist_wgpu::data::{Kind, default_data_dir, has_all_files};
 use mnist_wgpu::fetch::{self, FetchConfig, Need};
 use mnist_wgpu::gpu::program::Kernels;
-use mnist_wgpu::backends::{self, Unfit};
 use mnist_wgpu::gpu::{AdapterQuery, Api, Gpu, GpuError};
 use mnist_wgpu::model::Arch;
 use mnist_wgpu::train::{Backend, Recipe};

@@ -119,9 +119,15 @@ mod tests {
     #[test]
     fn requests_cannot_leave_the_folder() {
         let dir = Path::new("/srv/page");
-        assert_eq!(file_for(dir, "/pkg/a.wasm?x=1"), Some(dir.join("pkg/a.wasm")));
+        assert_eq!(
+            file_for(dir, "/pkg/a.wasm?x=1"),
+            Some(dir.join("pkg/a.wasm"))
+        );
         assert_eq!(file_for(dir, "/../etc/passwd"), None);
-        assert_eq!(file_for(dir, "/data/%2e%2e/x").map(|p| p.starts_with(dir)), Some(true));
+        assert_eq!(
+            file_for(dir, "/data/%2e%2e/x").map(|p| p.starts_with(dir)),
+            Some(true)
+        );
         assert_eq!(mime(Path::new("a.wasm")), "application/wasm");
     }
 }

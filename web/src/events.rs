@@ -43,7 +43,11 @@ impl Page {
 
     /// One line of the log, as the native program would print it.
     pub async fn log(&self, line: String) {
-        emit(&self.on_event, obj(&[("kind", "log".into()), ("line", line.into())])).await;
+        emit(
+            &self.on_event,
+            obj(&[("kind", "log".into()), ("line", line.into())]),
+        )
+        .await;
     }
 }
 
@@ -93,7 +97,9 @@ impl<F: Fn() -> bool> train::Observer for Observer<F> {
     async fn epoch_done(&mut self, _: &mut dyn Backend, r: &EpochReport) -> anyhow::Result<()> {
         self.last = r.test;
         self.seconds += r.seconds;
-        let (test_loss, accuracy) = r.test.map_or((f64::NAN, f64::NAN), |t| (t.loss, t.accuracy));
+        let (test_loss, accuracy) = r
+            .test
+            .map_or((f64::NAN, f64::NAN), |t| (t.loss, t.accuracy));
         let event = obj(&[
             ("kind", "epoch".into()),
             ("line", r.line().into()),

@@ -38,6 +38,8 @@ struct Model {
 struct State {
     /// The kernels asked for (`kernels=` in the URL); None: chosen for the adapter.
     kernels: Option<Kernels>,
+    /// The adapter's name as the page found it.
+    name: String,
     /// Whether the browser gave a WebGPU device (else the CPU backend runs).
     webgpu: bool,
     /// A device opened and not yet used: each run consumes one, the next opens another.
@@ -73,19 +75,26 @@ pub fn defaults() -> JsValue {
 }
 
 /// Opens the browser's WebGPU device with `kernels` ("" or "auto": chosen for the adapter);
-/// `{webgpu, device, note}`, where `note` says why the CPU backend runs instead.
+/// `{webgpu, device, note}`, where `note` says why the CPU backend runs instead. `name` names
+/// the adapter where wgpu cannot (it maps only the adapter's description, often empty): the
+/// page passes the vendor and architecture of `GPUAdapter.info`.
 #[wasm_bindgen]
-pub async fn open_device(kernels: String) -> Result<JsValue, JsError> {
+pub async fn open_device(kernels: String, name: String) -> Result<JsValue, JsError> {
     let kernels = match kernels.as_str() {
         "" | "auto" => None,
         "plain" => Some(Kernels::Plain),
         "wide" => Some(Kernels::Wide),
         "subgroup" => Some(Kernels::Subgroup),
-        other => return Err(error(format!("kernels={other}: expected auto, plain or wide"))),
+        other => {
+            return Err(error(format!(
+                "kernels={other}: expected auto, plain or wide"
+            )));
+        }
     };
-    with(|s| s.kernels = kernels);
+    with(|s| (s.kernels, s.name) = (kernels, name));
     let (webgpu, device, note) = match browser_gpu(kernels).await {
-        Ok(gpu) => {
+        Ok(mut gpu) => {
+            name_adapter(&mut gpu);
             let line = gpu.to_string();
             with(|s| (s.webgpu, s.gpu) = (true, Some(gpu)));
             (true, line, String::new())
@@ -94,7 +103,11 @@ pub async fn open_device(kernels: String) -> Result<JsValue, JsError> {
         Err(e @ gpu::GpuError::Kernels { .. }) => return Err(error(e)),
         Err(e) => {
             let cpu = mnist_wgpu::cpu::CpuBackend::DESCRIPTION.to_string();
-            (false, cpu, format!("{e}; training on the CPU backend (wasm) instead"))
+            (
+                false,
+                cpu,
+                format!("{e}; training on the CPU backend (wasm) instead"),
+            )
         }
     };
     Ok(obj(&[
@@ -128,13 +141,23 @@ pub fn load_data() -> Result<String, JsError> {
     Ok(line)
 }
 
+fn name_adapter(gpu: &mut Gpu) {
+    if gpu.info.name.trim().is_empty() {
+        gpu.info.name = with(|s| s.name.clone());
+    }
+}
+
 /// A device for the next run: the one opened and unused, or a new one.
 async fn take_gpu() -> Result<Option<Gpu>, JsError> {
     let (webgpu, gpu, kernels) = with(|s| (s.webgpu, s.gpu.take(), s.kernels));
     match (webgpu, gpu) {
         (false, _) => Ok(None),
         (true, Some(g)) => Ok(Some(g)),
-        (true, None) => Ok(Some(browser_gpu(kernels).await.map_err(error)?)),
+        (true, None) => {
+            let mut gpu = browser_gpu(kernels).await.map_err(error)?;
+            name_adapter(&mut gpu);
+            Ok(Some(gpu))
+        }
     }
 }
 
@@ -203,8 +226,8 @@ pub async fn train(values: JsValue, on_event: Function) -> Result<JsValue, JsErr
     let t0 = web_time_now();
     let (train_set, test_set) = (mnist.train.clone(), mnist.test.clone());
     let params = arch.init(recipe.seed);
-    let mut backend = backends::for_training(gpu, &arch, &recipe, params, train_set, test_set)
-        .map_err(error)?;
+    let mut backend =
+        backends::for_training(gpu, &arch, &recipe, params, train_set, test_set).map_err(error)?;
     let page = Page::new(on_event);
     let setup = web_time_now() - t0;
     page.log(format!("adapter: {}", backend.describe())).await;

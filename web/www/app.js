@@ -222,7 +222,7 @@ function predictNow() {
   try {
     r = wasm.predict(new Uint8Array(img.data.buffer), pad.width, pad.height);
   } catch (e) {
-    $('top').innerHTML = `<li>${e.message.replace(/^.*no digit found: /, '')}</li>`;
+    $('top').innerHTML = /blank/.test(e.message) ? '<li>draw a digit</li>' : `<li><small>${e.message}</small></li>`;
     state.prediction = null;
     return;
   }
@@ -245,11 +245,21 @@ async function fetchBytes(url) {
   return new Uint8Array(await r.arrayBuffer());
 }
 
+// What the browser says its adapter is (wgpu maps only the often empty description).
+async function adapterName() {
+  try {
+    const info = (await navigator.gpu?.requestAdapter())?.info;
+    return info ? [info.vendor, info.architecture, info.description].filter((s) => s).join(' ') : '';
+  } catch {
+    return '';
+  }
+}
+
 async function main() {
   await init();
   const defaults = wasm.defaults();
   for (const name of FLAGS) $('flags').elements[name].value = params.get(name) ?? defaults[name];
-  const dev = await wasm.open_device(params.get('kernels') ?? 'auto');
+  const dev = await wasm.open_device(params.get('kernels') ?? 'auto', await adapterName());
   Object.assign(state, { webgpu: dev.webgpu, device: dev.device, note: dev.note });
   $('device').textContent = `${dev.webgpu ? 'WebGPU' : 'no WebGPU'}: ${dev.device}`;
   if (dev.note) {
