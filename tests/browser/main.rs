@@ -307,6 +307,44 @@ fn without_webgpu_the_page_trains_on_the_cpu() {
     assert!(accuracy >= 90.0, "{line}");
 }
 
+/// The tab answers while training on WebGPU (it yields at every read-back), and Stop ends the
+/// run within one submission, keeping the weights so far.
+#[test]
+#[ignore = "needs Chromium, ChromeDriver and web/build.sh; .ci/run runs it"]
+fn training_stays_responsive_and_stops() {
+    let (_server, url) = serve(site());
+    let b = Browser::start(true, &scratch("stop"));
+    b.open(&format!("{url}?epochs=1"));
+    b.wait_phase(&["ready"], Duration::from_secs(120));
+    b.run("document.getElementById('start').click()");
+    // A frozen tab would not answer until the epoch ends (15 s or more on SwiftShader).
+    let mut slowest = Duration::ZERO;
+    let step = || b.eval("window.mnist.epochs.length ? 1e9 : Number(document.getElementById('progress').textContent.match(/step (\\d+)/)?.[1] ?? 0)");
+    loop {
+        let t0 = std::time::Instant::now();
+        let at = step().as_f64().unwrap();
+        slowest = slowest.max(t0.elapsed());
+        if at >= 500.0 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let clicked_at = step().as_f64().unwrap();
+    b.run("document.getElementById('stop').click()");
+    let state = b.wait_phase(&["stopped", "done"], Duration::from_secs(120));
+    assert_clean(&b, &state, true);
+    println!("slowest answer while training: {slowest:?}; Stop clicked after step {clicked_at}");
+    assert!(slowest < Duration::from_secs(3), "the page took {slowest:?} to answer");
+    assert_eq!(state["phase"], "stopped");
+    let line = state["result"]["line"].as_str().unwrap();
+    let stopped_at: f64 = line.split_whitespace().nth(6).unwrap().parse().unwrap();
+    assert!(
+        stopped_at <= clicked_at + 250.0,
+        "Stop after step {clicked_at}, the run ended after step {stopped_at}: {line}"
+    );
+    assert_eq!(b.eval("document.getElementById('download').disabled"), false);
+}
+
 /// The picture in README: the page in epoch 3 of 4, with a drawn digit read by the
 /// PyTorch-written model loaded before Start. Not a check; run it by name to refresh
 /// docs/web-page.png (`.ci/run` skips it).
