@@ -319,7 +319,9 @@ fn training_stays_responsive_and_stops() {
     b.run("document.getElementById('start').click()");
     // A frozen tab would not answer until the epoch ends (15 s or more on SwiftShader).
     let mut slowest = Duration::ZERO;
-    let step = || b.eval("window.mnist.epochs.length ? 1e9 : Number(document.getElementById('progress').textContent.match(/step (\\d+)/)?.[1] ?? 0)");
+    let step = || {
+        b.eval("window.mnist.epochs.length ? 1e9 : Number(document.getElementById('progress').textContent.match(/step (\\d+)/)?.[1] ?? 0)")
+    };
     loop {
         let t0 = std::time::Instant::now();
         let at = step().as_f64().unwrap();
@@ -334,7 +336,10 @@ fn training_stays_responsive_and_stops() {
     let state = b.wait_phase(&["stopped", "done"], Duration::from_secs(120));
     assert_clean(&b, &state, true);
     println!("slowest answer while training: {slowest:?}; Stop clicked after step {clicked_at}");
-    assert!(slowest < Duration::from_secs(3), "the page took {slowest:?} to answer");
+    assert!(
+        slowest < Duration::from_secs(3),
+        "the page took {slowest:?} to answer"
+    );
     assert_eq!(state["phase"], "stopped");
     let line = state["result"]["line"].as_str().unwrap();
     let stopped_at: f64 = line.split_whitespace().nth(6).unwrap().parse().unwrap();
@@ -342,7 +347,10 @@ fn training_stays_responsive_and_stops() {
         stopped_at <= clicked_at + 250.0,
         "Stop after step {clicked_at}, the run ended after step {stopped_at}: {line}"
     );
-    assert_eq!(b.eval("document.getElementById('download').disabled"), false);
+    assert_eq!(
+        b.eval("document.getElementById('download').disabled"),
+        false
+    );
 }
 
 /// The picture in README: the page in epoch 3 of 4, with a drawn digit read by the
