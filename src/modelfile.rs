@@ -85,6 +85,38 @@ pub fn to_bytes_with(
     safetensors::serialize(views, Some(meta))
 }
 
+/// What a model file trained here records: `program`, then the data set, the architecture,
+/// the recipe, the adapter and, when known, the final test figures `(loss, accuracy)`.
+pub fn training_metadata(
+    program: &str,
+    dataset: &str,
+    arch: &Arch,
+    r: &crate::train::Recipe,
+    adapter: &str,
+    test: Option<(f64, f64)>,
+) -> BTreeMap<String, String> {
+    let mut m: BTreeMap<String, String> = [
+        ("program", program.to_string()),
+        ("dataset", dataset.to_string()),
+        ("sizes", crate::flags::arch_string(arch)),
+        ("hidden", crate::flags::hidden_string(arch)),
+        ("epochs", r.epochs.to_string()),
+        ("batch_size", r.batch_size.to_string()),
+        ("lr", r.lr.to_string()),
+        ("momentum", r.momentum.to_string()),
+        ("seed", r.seed.to_string()),
+        ("adapter", adapter.to_string()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    if let Some((loss, accuracy)) = test {
+        m.insert("accuracy".into(), format!("{accuracy:.4}"));
+        m.insert("test_loss".into(), format!("{loss:.6}"));
+    }
+    m
+}
+
 /// Writes a model file atomically: a partial write never replaces or leaves a model behind.
 /// (Files are the native program's; the page downloads [`to_bytes`] instead.)
 #[cfg(not(target_arch = "wasm32"))]

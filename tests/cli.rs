@@ -58,6 +58,8 @@ fn nonsensical_flags_exit_2_with_one_line() {
             &["eval", "--model", "x", "--connect-timeout", "-1"],
             "--connect-timeout",
         ),
+        (&["serve", "--dir", "no/such/page"], "web/build.sh"),
+        (&["serve", "--port", "70000"], "--port"),
     ] {
         let (code, stdout, stderr) = mnist_wgpu(args);
         let lines = errors(&stderr);

@@ -6,14 +6,11 @@ use std::path::PathBuf;
 use anyhow::Result;
 use clap::{Args, ValueEnum};
 
-use mnist_wgpu::backends::{self, Unfit};
-use mnist_wgpu::data::Dataset;
+use mnist_wgpu::backends::Unfit;
 use mnist_wgpu::data::{Kind, default_data_dir, has_all_files};
 use mnist_wgpu::fetch::{self, FetchConfig, Need};
 use mnist_wgpu::gpu::program::Kernels;
 use mnist_wgpu::gpu::{AdapterQuery, Api, Gpu, GpuError};
-use mnist_wgpu::model::Arch;
-use mnist_wgpu::train::{Backend, Recipe};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum DeviceChoice {
@@ -143,35 +140,13 @@ pub fn data_dir(run: &RunArgs, need: Need) -> Result<PathBuf> {
 #[error("{0}")]
 pub struct Interrupted(pub String);
 
-/// A backend's limits error is a usage error (exit code 2), as a bad flag is.
-fn usage(e: anyhow::Error) -> anyhow::Error {
+/// A backend's limits error (`backends::Unfit`) is a usage error (exit code 2), as a bad flag
+/// is: `backends::for_training(...).map_err(usage)`.
+pub fn usage(e: anyhow::Error) -> anyhow::Error {
     match e.downcast::<Unfit>() {
         Ok(Unfit(why)) => UsageError(why).into(),
         Err(e) => e,
     }
-}
-
-/// The training backend for `gpu` (or the CPU backend when None): `backends::for_training`.
-pub fn make_backend(
-    gpu: Option<Gpu>,
-    arch: &Arch,
-    recipe: &Recipe,
-    params: Vec<f32>,
-    train: Dataset,
-    test: Dataset,
-) -> Result<Box<dyn Backend>> {
-    backends::for_training(gpu, arch, recipe, params, train, test).map_err(usage)
-}
-
-/// A backend that only evaluates (`eval`, `predict`): `backends::for_evaluation`.
-pub fn make_evaluator(
-    gpu: Option<Gpu>,
-    arch: &Arch,
-    params: Vec<f32>,
-    test: Dataset,
-    batch: usize,
-) -> Result<Box<dyn Backend>> {
-    backends::for_evaluation(gpu, arch, params, test, batch).map_err(usage)
 }
 
 /// A JSON string literal.

@@ -16,7 +16,7 @@ use mnist_wgpu::train::Recipe;
 
 use super::args::{
     Hidden, RunArgs, UsageError, arch_string, at_least_one, data_dir, hidden, json_str,
-    make_backend, open_device, positive_finite,
+    open_device, positive_finite, usage,
 };
 
 #[derive(Args, Debug)]
@@ -85,14 +85,15 @@ fn measure(
 ) -> Result<Measured> {
     let gpu = open_device(args.run.device, &args.run.adapter)?;
     let r = recipe(batch);
-    let mut backend = make_backend(
+    let mut backend = mnist_wgpu::backends::for_training(
         gpu,
         arch,
         &r,
         arch.init(r.seed),
         mnist.train.clone(),
         mnist.test.clone(),
-    )?;
+    )
+    .map_err(usage)?;
     let n = mnist.train.len();
     let timing = pollster::block_on(time_training(
         backend.as_mut(),

@@ -11,7 +11,9 @@ use mnist_wgpu::fetch::Need;
 use mnist_wgpu::modelfile;
 use mnist_wgpu::train::Eval;
 
-use super::args::{RunArgs, arch_string, at_least_one, data_dir, make_evaluator, open_device};
+use mnist_wgpu::backends;
+
+use super::args::{RunArgs, arch_string, at_least_one, data_dir, open_device, usage};
 
 #[derive(Args, Debug)]
 pub struct EvalArgs {
@@ -36,7 +38,9 @@ pub fn run(args: EvalArgs) -> Result<()> {
     let dir = data_dir(&args.run, Need::TestOnly)?;
     let test = data::load_test(&dir, kind)
         .with_context(|| format!("loading {} from {}", kind.name(), dir.display()))?;
-    let mut backend = make_evaluator(gpu, &arch, model.params.clone(), test, args.batch_size)?;
+    let mut backend =
+        backends::for_evaluation(gpu, &arch, model.params.clone(), test, args.batch_size)
+            .map_err(usage)?;
     println!("adapter: {}", backend.describe());
     let meta = &model.metadata;
     let writer = match (meta.get("program"), meta.get("torch")) {

@@ -9,7 +9,9 @@ use mnist_wgpu::data::{CLASSES, Dataset};
 use mnist_wgpu::modelfile;
 use mnist_wgpu::predict::{SIDE, load_digit, top3};
 
-use super::args::{AdapterArgs, DeviceChoice, json_str, make_evaluator, open_device};
+use mnist_wgpu::backends;
+
+use super::args::{AdapterArgs, DeviceChoice, json_str, open_device, usage};
 
 #[derive(Args, Debug)]
 pub struct PredictArgs {
@@ -44,7 +46,8 @@ pub fn run(args: PredictArgs) -> Result<()> {
         cols: SIDE,
     };
     let gpu = open_device(args.device, &args.adapter)?;
-    let mut backend = make_evaluator(gpu, &model.arch, model.params, set, n.min(1000))?;
+    let mut backend = backends::for_evaluation(gpu, &model.arch, model.params, set, n.min(1000))
+        .map_err(usage)?;
     let ev = pollster::block_on(backend.evaluate())?;
     let mut rows = Vec::new();
     for (path, logp) in args.images.iter().zip(ev.log_probs.chunks(CLASSES)) {

@@ -4,6 +4,8 @@
 //! `cargo test --release --test browser -- --ignored --test-threads=1`. A missing browser or
 //! page fails them with how to get it.
 
+#[path = "../common/mod.rs"]
+mod common;
 mod webdriver;
 
 use std::path::{Path, PathBuf};
@@ -195,21 +197,17 @@ fn one_epoch_in_chromium_matches_the_native_run() {
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_mnist-wgpu"))
-        .args(["eval", "--device", "cpu", "--model"])
-        .arg(&file)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (code, stdout, stderr) = run_native(&["eval", "--device", "cpu", "--model"], &file);
+    assert_eq!(code, 0, "{stderr}");
     assert!(
         stdout.lines().any(|l| l.starts_with(&line)),
         "the page showed {line}; native eval of its download: {stdout}"
     );
+}
+
+/// `mnist-wgpu ARGS FILE`: exit code, stdout, stderr.
+fn run_native(args: &[&str], file: &Path) -> (i32, String, String) {
+    common::outcome(common::bin().args(args).arg(file).output().unwrap())
 }
 
 /// Draws a 7 on the pad with pointer events, as a finger or mouse would.
@@ -255,18 +253,17 @@ fn pytorch_model_in_chromium() {
     );
     let dir = scratch("drawn");
     std::fs::write(dir.join("seven.png"), png).unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_mnist-wgpu"))
-        .args(["predict", "--json", "--device", "cpu", "--model"])
-        .arg(&model)
-        .arg(dir.join("seven.png"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let native: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let args = [
+        "predict",
+        "--json",
+        "--device",
+        "cpu",
+        "--model",
+        model.to_str().unwrap(),
+    ];
+    let (code, stdout, stderr) = run_native(&args, &dir.join("seven.png"));
+    assert_eq!(code, 0, "{stderr}");
+    let native: Value = serde_json::from_str(&stdout).unwrap();
     let native = &native[0]["top"];
     println!("drawn 7: page {prediction}, native {native}");
     assert_eq!(

@@ -291,7 +291,10 @@ pub async fn train(values: JsValue, on_event: Function) -> Result<JsValue, JsErr
         (Outcome::Finished, None) => (false, String::new()),
     };
     page.log(line.clone()).await;
-    let metadata = metadata(&arch, &recipe, observer.last, &backend.describe());
+    let test = observer.last.map(|t| (t.loss, t.accuracy));
+    let adapter = backend.describe();
+    let program = "mnist-wgpu web page";
+    let metadata = modelfile::training_metadata(program, "mnist", &arch, &recipe, &adapter, test);
     with(|s| {
         s.model = Some(Rc::new(Model {
             arch,
@@ -300,35 +303,6 @@ pub async fn train(values: JsValue, on_event: Function) -> Result<JsValue, JsErr
         }))
     });
     Ok(obj(&[("stopped", stopped.into()), ("line", line.into())]))
-}
-
-/// What `train` writes into a model file, with the page named as the program.
-fn metadata(
-    arch: &Arch,
-    r: &Recipe,
-    last: Option<train::TestFigures>,
-    adapter: &str,
-) -> BTreeMap<String, String> {
-    let mut m: BTreeMap<String, String> = [
-        ("program", "mnist-wgpu web page".to_string()),
-        ("dataset", "mnist".to_string()),
-        ("sizes", flags::arch_string(arch)),
-        ("hidden", flags::hidden_string(arch)),
-        ("epochs", r.epochs.to_string()),
-        ("batch_size", r.batch_size.to_string()),
-        ("lr", r.lr.to_string()),
-        ("momentum", r.momentum.to_string()),
-        ("seed", r.seed.to_string()),
-        ("adapter", adapter.to_string()),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), v))
-    .collect();
-    if let Some(t) = last {
-        m.insert("accuracy".into(), format!("{:.4}", t.accuracy));
-        m.insert("test_loss".into(), format!("{:.6}", t.loss));
-    }
-    m
 }
 
 fn web_time_now() -> f64 {

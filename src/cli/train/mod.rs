@@ -5,13 +5,13 @@
 mod plan;
 mod ui;
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{Context, Result};
 use clap::Args;
 
+use mnist_wgpu::backends;
 use mnist_wgpu::checkpoint::{self, Recorder};
 use mnist_wgpu::data::{self, Dataset};
 use mnist_wgpu::fetch::Need;
@@ -24,7 +24,7 @@ use mnist_wgpu::train::{Backend, Diverged, EpochReport, LoopOptions, Outcome, Po
 
 use super::args::{
     DeviceChoice, Hidden, Interrupted, RunArgs, UsageError, arch_string, at_least_one, data_dir,
-    hidden, hidden_string, make_backend, momentum, open_device, positive_finite,
+    hidden, momentum, open_device, positive_finite, usage,
 };
 use plan::Start;
 use ui::{Ui, install_interrupt_handler};
@@ -109,7 +109,9 @@ pub fn run(args: TrainArgs) -> Result<()> {
     let gpu = open_checked_device(&run_args, arch, plan.recipe.batch_size, args.quiet)?;
     let (train, test) = load_data(&run_args, arch)?;
     let n_train = train.len();
-    let mut backend = make_backend(gpu, arch, &plan.recipe, start.params.clone(), train, test)?;
+    let mut backend =
+        backends::for_training(gpu, arch, &plan.recipe, start.params.clone(), train, test)
+            .map_err(usage)?;
     let (position, metrics) = match &start.resumed {
         Some(c) => {
             backend.load_state(&c.params, &c.momentum)?;
@@ -358,27 +360,11 @@ fn save_model(
     dataset: &str,
 ) -> Result<()> {
     let (arch, r) = (&h.start.arch, &h.start.plan.recipe);
-    let metadata: BTreeMap<String, String> = [
-        (
-            "program",
-            format!("mnist-wgpu {}", env!("CARGO_PKG_VERSION")),
-        ),
-        ("dataset", dataset.to_string()),
-        ("sizes", arch_string(arch)),
-        ("hidden", hidden_string(arch)),
-        ("epochs", r.epochs.to_string()),
-        ("batch_size", r.batch_size.to_string()),
-        ("lr", r.lr.to_string()),
-        ("momentum", r.momentum.to_string()),
-        ("seed", r.seed.to_string()),
-        ("init", h.init_shown()),
-        ("accuracy", format!("{accuracy:.4}")),
-        ("test_loss", format!("{loss:.6}")),
-        ("adapter", backend.describe()),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), v))
-    .collect();
+    let program = format!("mnist-wgpu {}", env!("CARGO_PKG_VERSION"));
+    let adapter = backend.describe();
+    let test = Some((loss, accuracy));
+    let mut metadata = modelfile::training_metadata(&program, dataset, arch, r, &adapter, test);
+    metadata.insert("init".into(), h.init_shown());
     // The one read-back of the weights in a run (besides the checkpoints).
     let params = pollster::block_on(backend.params())?;
     modelfile::save(save, arch, &params, &metadata)?;
