@@ -5,7 +5,9 @@ use js_sys::{Function, Object, Promise, Reflect};
 use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::JsFuture;
 
-use mnist_wgpu::train::{self, Backend, EpochReport, Progress, TestFigures};
+use mnist_wgpu::flags;
+use mnist_wgpu::model::Arch;
+use mnist_wgpu::train::{self, Backend, EpochReport, Outcome, Progress, Recipe, TestFigures};
 
 /// A JS object of `pairs`.
 pub fn obj(pairs: &[(&str, JsValue)]) -> JsValue {
@@ -23,7 +25,7 @@ pub fn error(e: impl std::fmt::Display) -> JsError {
 }
 
 /// Calls `on_event(value)` and awaits it when it returns a promise.
-pub async fn emit(on_event: &Function, value: JsValue) {
+async fn emit(on_event: &Function, value: JsValue) {
     if let Ok(r) = on_event.call1(&JsValue::NULL, &value)
         && let Ok(p) = r.dyn_into::<Promise>()
     {
@@ -49,6 +51,25 @@ impl Page {
         )
         .await;
     }
+
+    /// The native `train`'s first lines, then `{kind: "ready"}`: everything is built, `setup`
+    /// seconds after the run was asked for.
+    pub async fn announce(&self, adapter: &str, arch: &Arch, r: &Recipe, setup: f64) {
+        self.log(format!("adapter: {adapter}")).await;
+        self.log(format!(
+            "model: {} | {} parameters | batch {} | lr {} | momentum {} | seed {} | init random \
+             | start-up {setup:.2} s",
+            flags::arch_string(arch),
+            arch.param_count(),
+            r.batch_size,
+            r.lr,
+            r.momentum,
+            r.seed
+        ))
+        .await;
+        let ready = obj(&[("kind", "ready".into()), ("seconds", setup.into())]);
+        emit(&self.on_event, ready).await;
+    }
 }
 
 /// The epoch loop's observer in the page.
@@ -69,6 +90,30 @@ impl<F: Fn() -> bool> Observer<F> {
             last: None,
             seconds: 0.0,
         }
+    }
+    /// The native `train`'s closing lines (or where a Stop left the run), logged; whether it
+    /// was stopped, and the last line.
+    pub async fn closing(&self, outcome: &Outcome, steps: usize) -> (bool, String) {
+        let (stopped, line) = match (outcome, &self.last) {
+            (Outcome::Interrupted(p), _) => (
+                true,
+                format!(
+                    "stopped in epoch {} after step {} of {steps}; the weights so far are kept",
+                    p.epoch, p.step
+                ),
+            ),
+            (Outcome::Finished, Some(t)) => {
+                let time = format!(
+                    "Training time {:.1} s | test loss {:.4}",
+                    self.seconds, t.loss
+                );
+                self.page.log(time).await;
+                (false, train::accuracy_line(t.correct, t.total))
+            }
+            (Outcome::Finished, None) => (false, String::new()),
+        };
+        self.page.log(line.clone()).await;
+        (stopped, line)
     }
 }
 

@@ -21,10 +21,10 @@ use mnist_wgpu::gpu::context::browser_gpu;
 use mnist_wgpu::gpu::program::Kernels;
 use mnist_wgpu::model::Arch;
 use mnist_wgpu::predict::SIDE;
-use mnist_wgpu::train::{self, LoopOptions, Outcome, Position, Recipe};
+use mnist_wgpu::train::{self, LoopOptions, Position, Recipe};
 use mnist_wgpu::{backends, flags, gpu, modelfile};
 
-use events::{Page, emit, error, obj};
+use events::{Page, error, obj};
 
 /// A model the page holds: trained here, or loaded from a file.
 struct Model {
@@ -230,23 +230,8 @@ pub async fn train(values: JsValue, on_event: Function) -> Result<JsValue, JsErr
         backends::for_training(gpu, &arch, &recipe, params, train_set, test_set).map_err(error)?;
     let page = Page::new(on_event);
     let setup = web_time_now() - t0;
-    page.log(format!("adapter: {}", backend.describe())).await;
-    page.log(format!(
-        "model: {} | {} parameters | batch {} | lr {} | momentum {} | seed {} | init random | \
-         start-up {setup:.2} s",
-        flags::arch_string(&arch),
-        arch.param_count(),
-        recipe.batch_size,
-        recipe.lr,
-        recipe.momentum,
-        recipe.seed
-    ))
-    .await;
-    emit(
-        &page.on_event,
-        obj(&[("kind", "ready".into()), ("seconds", setup.into())]),
-    )
-    .await;
+    page.announce(&backend.describe(), &arch, &recipe, setup)
+        .await;
     STOP.with(|s| s.set(false));
     let interval = match backend.dispatches_per_step() {
         0 => 25, // the CPU backend runs on the page's thread: yield often
@@ -269,28 +254,7 @@ pub async fn train(values: JsValue, on_event: Function) -> Result<JsValue, JsErr
     .await
     .map_err(error)?;
     let params = backend.params().await.map_err(error)?;
-    let page = &observer.page;
-    let (stopped, line) = match (&outcome, &observer.last) {
-        (Outcome::Interrupted(p), _) => (
-            true,
-            format!(
-                "stopped in epoch {} after step {} of {}; the weights so far are kept",
-                p.epoch,
-                p.step,
-                recipe.steps_per_epoch(n)
-            ),
-        ),
-        (Outcome::Finished, Some(t)) => {
-            page.log(format!(
-                "Training time {:.1} s | test loss {:.4}",
-                observer.seconds, t.loss
-            ))
-            .await;
-            (false, train::accuracy_line(t.correct, t.total))
-        }
-        (Outcome::Finished, None) => (false, String::new()),
-    };
-    page.log(line.clone()).await;
+    let (stopped, line) = observer.closing(&outcome, recipe.steps_per_epoch(n)).await;
     let test = observer.last.map(|t| (t.loss, t.accuracy));
     let adapter = backend.describe();
     let program = "mnist-wgpu web page";
