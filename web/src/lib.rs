@@ -14,6 +14,7 @@ use std::rc::Rc;
 
 use js_sys::Function;
 use wasm_bindgen::prelude::*;
+use web_time::Instant;
 
 use mnist_wgpu::data::{self, CLASSES, Kind, Mnist};
 use mnist_wgpu::gpu::Gpu;
@@ -92,9 +93,8 @@ pub async fn open_device(kernels: String, name: String) -> Result<JsValue, JsErr
         }
     };
     with(|s| (s.kernels, s.name) = (kernels, name));
-    let (webgpu, device, note) = match browser_gpu(kernels).await {
-        Ok(mut gpu) => {
-            name_adapter(&mut gpu);
+    let (webgpu, device, note) = match open_gpu().await {
+        Ok(gpu) => {
             let line = gpu.to_string();
             with(|s| (s.webgpu, s.gpu) = (true, Some(gpu)));
             (true, line, String::new())
@@ -141,23 +141,24 @@ pub fn load_data() -> Result<String, JsError> {
     Ok(line)
 }
 
-fn name_adapter(gpu: &mut Gpu) {
+/// The browser's device with the kernels asked for, named as the page found the adapter where
+/// wgpu leaves the name empty.
+async fn open_gpu() -> Result<Gpu, gpu::GpuError> {
+    let (kernels, name) = with(|s| (s.kernels, s.name.clone()));
+    let mut gpu = browser_gpu(kernels).await?;
     if gpu.info.name.trim().is_empty() {
-        gpu.info.name = with(|s| s.name.clone());
+        gpu.info.name = name;
     }
+    Ok(gpu)
 }
 
 /// A device for the next run: the one opened and unused, or a new one.
 async fn take_gpu() -> Result<Option<Gpu>, JsError> {
-    let (webgpu, gpu, kernels) = with(|s| (s.webgpu, s.gpu.take(), s.kernels));
+    let (webgpu, gpu) = with(|s| (s.webgpu, s.gpu.take()));
     match (webgpu, gpu) {
         (false, _) => Ok(None),
         (true, Some(g)) => Ok(Some(g)),
-        (true, None) => {
-            let mut gpu = browser_gpu(kernels).await.map_err(error)?;
-            name_adapter(&mut gpu);
-            Ok(Some(gpu))
-        }
+        (true, None) => Ok(Some(open_gpu().await.map_err(error)?)),
     }
 }
 
@@ -223,13 +224,13 @@ pub async fn train(values: JsValue, on_event: Function) -> Result<JsValue, JsErr
     let mnist = mnist()?;
     let arch = Arch::new(mnist.train.pixels(), &hidden, CLASSES);
     let gpu = take_gpu().await?;
-    let t0 = web_time_now();
+    let t0 = Instant::now();
     let (train_set, test_set) = (mnist.train.clone(), mnist.test.clone());
     let params = arch.init(recipe.seed);
     let mut backend =
         backends::for_training(gpu, &arch, &recipe, params, train_set, test_set).map_err(error)?;
     let page = Page::new(on_event);
-    let setup = web_time_now() - t0;
+    let setup = t0.elapsed().as_secs_f64();
     page.announce(&backend.describe(), &arch, &recipe, setup)
         .await;
     STOP.with(|s| s.set(false));
@@ -267,10 +268,6 @@ pub async fn train(values: JsValue, on_event: Function) -> Result<JsValue, JsErr
         }))
     });
     Ok(obj(&[("stopped", stopped.into()), ("line", line.into())]))
-}
-
-fn web_time_now() -> f64 {
-    js_sys::Date::now() / 1000.0
 }
 
 /// Stops a training run after its current submission.
@@ -355,7 +352,7 @@ pub async fn selftest() -> Result<JsValue, JsError> {
     let gpu = take_gpu()
         .await?
         .ok_or_else(|| error("no WebGPU device: the kernel checks need one"))?;
-    let t0 = web_time_now();
+    let t0 = Instant::now();
     let checks = gpu::selftest::all_checks(&gpu).await.map_err(error)?;
     let failures = js_sys::Array::new();
     if let Err(lines) = gpu::selftest::failures(&checks) {
@@ -368,7 +365,7 @@ pub async fn selftest() -> Result<JsValue, JsError> {
         ("checks", (checks.len() as u32).into()),
         ("failed", failures.length().into()),
         ("failures", failures.into()),
-        ("seconds", (web_time_now() - t0).into()),
+        ("seconds", t0.elapsed().as_secs_f64().into()),
     ]);
     with(|s| s.gpu = Some(gpu));
     Ok(result)

@@ -18,6 +18,8 @@ const state = (window.mnist = {
   log: [],
   epochs: [],
   errors: [],
+  dataLoaded: false,
+  haveModel: false,
   result: null, // the last training run's or evaluation's result
   selftest: null,
   prediction: null,
