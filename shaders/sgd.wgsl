@@ -1,12 +1,12 @@
-// SGD with PyTorch's momentum rule (no dampening, weight decay or Nesterov) over the flat
-// parameter, gradient and momentum buffers: v = MU * v + g; p = p + (-LR) * v. Momentum starts
-// at zero, so the first step gives v = g exactly, as PyTorch's clone of the first gradient.
+// SGD with PyTorch's momentum rule (sgd_rule.wgsl) over the flat parameter, gradient and
+// momentum buffers, for the layered schedule.
 //
 // The buffers are read and written as vec4 (they are allocated padded to whole vec4, the
 // padding zero in all three, so it stays zero): on llvmpipe every load whose address differs
 // per invocation is a loop over the lanes, and a vec4 makes it one loop per four parameters.
 // Grid: one invocation per vec4, over a 2-D grid of ROW_GROUPS workgroups per row.
 // CPU twin: `cpu::sgd`.
+//#import sgd_rule.wgsl
 
 override COUNT4: u32;
 override LR: f32;
@@ -24,7 +24,5 @@ fn sgd_momentum(@builtin(global_invocation_id) gid: vec3<u32>) {
     if (i >= COUNT4) {
         return;
     }
-    let v = MU * momentum[i] + grads[i];
-    momentum[i] = v;
-    params[i] = params[i] + (-LR) * v;
+    sgd_step(i, grads[i]);
 }

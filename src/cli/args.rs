@@ -9,7 +9,7 @@ use clap::{Args, ValueEnum};
 use mnist_wgpu::backends::Unfit;
 use mnist_wgpu::data::{Kind, default_data_dir, has_all_files};
 use mnist_wgpu::fetch::{self, FetchConfig, Need};
-use mnist_wgpu::gpu::program::Kernels;
+use mnist_wgpu::gpu::program::{Kernels, Schedule};
 use mnist_wgpu::gpu::{AdapterQuery, Api, Gpu, GpuError};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -36,6 +36,31 @@ pub struct AdapterArgs {
     /// workgroups) [default: chosen for the adapter; `adapters` shows the choice]
     #[arg(long, value_enum)]
     pub kernels: Option<Kernels>,
+    /// How a step is cut into dispatches: layered (one per layer-wide product), fused (two per
+    /// step) or auto (each schedule and kernel family timed on first use of an adapter and
+    /// shape, the fastest cached; `adapters` shows the cache)
+    #[arg(long, value_enum, default_value_t = ScheduleArg::Auto)]
+    pub schedule: ScheduleArg,
+    /// With --schedule auto: measure again instead of using the cached choice
+    #[arg(long)]
+    pub retune: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ScheduleArg {
+    Layered,
+    Fused,
+    Auto,
+}
+
+impl ScheduleArg {
+    pub fn fixed(self) -> Option<Schedule> {
+        match self {
+            ScheduleArg::Layered => Some(Schedule::Layered),
+            ScheduleArg::Fused => Some(Schedule::Fused),
+            ScheduleArg::Auto => None,
+        }
+    }
 }
 
 impl AdapterArgs {
@@ -44,6 +69,8 @@ impl AdapterArgs {
             api: self.backend,
             name: self.adapter.clone(),
             kernels: self.kernels,
+            schedule: self.schedule.fixed(),
+            retune: self.retune,
         }
     }
 }

@@ -3,7 +3,7 @@
 use std::fmt;
 use std::sync::{Arc, Mutex};
 
-use crate::gpu::program::Kernels;
+use crate::gpu::program::{Kernels, Schedule};
 
 /// Which graphics API to look on (`--backend`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -34,6 +34,19 @@ pub struct AdapterQuery {
     pub name: Option<String>,
     /// The matmul kernels (`--kernels`); None: chosen for the adapter.
     pub kernels: Option<Kernels>,
+    /// The schedule (`--schedule`); None: auto, measured by `gpu::tune` for the run's shape.
+    pub schedule: Option<Schedule>,
+    /// With auto: measure again rather than use the cached choice (`--retune`).
+    pub retune: bool,
+}
+
+/// What `--schedule auto` leaves to measurement (`gpu::tune`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Tuning {
+    /// Measure even where a choice is cached.
+    pub retune: bool,
+    /// Whether the kernel family is measured too (else `--kernels` fixed it).
+    pub kernels: bool,
 }
 
 const NO_ADAPTER_HINT: &str = "install a Vulkan driver (on Debian/Ubuntu without a GPU: \
@@ -73,7 +86,8 @@ pub enum GpuError {
     },
 }
 
-/// A device and what the kernels need to know about it.
+/// A device and what the kernels need to know about it (a clone shares the device).
+#[derive(Clone)]
 pub struct Gpu {
     pub device: wgpu::Device,
     pub queue: wgpu::Queue,
@@ -82,8 +96,15 @@ pub struct Gpu {
     /// Whether the device was opened with subgroups (the adapter has them, at least 8 lanes wide),
     /// so that it can run the subgroup kernels.
     pub subgroups: bool,
-    /// The matmul kernels training and evaluation use.
+    /// The matmul kernels training and evaluation use (with the layered schedule).
     pub kernels: Kernels,
+    /// How a step is cut into dispatches; layered when opened, `--schedule` or the tuner
+    /// (`gpu::tune`) sets it.
+    pub schedule: Schedule,
+    /// Some while the schedule is still to be measured for the run's shape (`gpu::tune`).
+    pub tuning: Option<Tuning>,
+    /// What the measurement chose and why, one line, once it has run.
+    pub tuned: Option<String>,
     pub timestamps: bool,
     /// Errors no scope caught (wgpu's default would panic) and a lost device, in order.
     errors: Arc<Mutex<Vec<String>>>,
@@ -93,12 +114,13 @@ impl fmt::Display for Gpu {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "{} | {:?} | {:?} | kernels: {}",
-            self.info.name,
-            self.info.backend,
-            self.info.device_type,
-            self.kernels.name()
-        )
+            "{} | {:?} | {:?} | ",
+            self.info.name, self.info.backend, self.info.device_type
+        )?;
+        match self.schedule {
+            Schedule::Layered => write!(f, "kernels: {} | schedule: layered", self.kernels.name()),
+            Schedule::Fused => write!(f, "schedule: fused"),
+        }
     }
 }
 
@@ -306,6 +328,9 @@ impl Gpu {
             limits,
             subgroups,
             kernels,
+            schedule: Schedule::Layered,
+            tuning: None,
+            tuned: None,
             timestamps,
             errors,
         })
@@ -376,7 +401,18 @@ impl Gpu {
     /// The adapter of the query, with the query's kernels or those chosen for it.
     #[cfg(not(target_arch = "wasm32"))]
     pub fn new(query: &AdapterQuery) -> Result<Gpu, GpuError> {
-        Gpu::open(&pick_adapter(query)?, query.kernels)
+        let mut gpu = Gpu::open(&pick_adapter(query)?, query.kernels)?;
+        gpu.set_schedule(query);
+        Ok(gpu)
+    }
+
+    /// The query's schedule, or auto: measured when the run's shape is known.
+    pub fn set_schedule(&mut self, query: &AdapterQuery) {
+        self.schedule = query.schedule.unwrap_or(Schedule::Layered);
+        self.tuning = query.schedule.is_none().then_some(Tuning {
+            retune: query.retune,
+            kernels: query.kernels.is_none(),
+        });
     }
 }
 

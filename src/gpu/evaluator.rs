@@ -5,9 +5,10 @@ use anyhow::Result;
 
 use crate::data::Dataset;
 use crate::gpu::context::Gpu;
+use crate::gpu::fused::{FusedActs, FusedSample, SampleOutputs, normalisation_uniform};
 use crate::gpu::layout::{DeviceLayout, pad4};
 use crate::gpu::ops::Modules;
-use crate::gpu::program::{Op, read_back, staging, step_stride, submit};
+use crate::gpu::program::{Op, Schedule, read_back, staging, step_stride, submit};
 use crate::gpu::step::{evaluation_batch, forward_products};
 use crate::gpu::tensors::{Activations, Split, normalisation_table, zeros};
 use crate::model::Arch;
@@ -28,8 +29,8 @@ pub enum Batching<'a> {
 
 pub struct Evaluator {
     split: Split,
-    /// Its own activations (None when it shares training's).
-    acts: Option<Activations>,
+    /// Its own activations' bytes (0 when it shares training's).
+    own_bytes: u64,
     /// correct: [test len] u32, is_correct | predicted << 8; log_probs: [test len, classes]
     correct: wgpu::Buffer,
     log_probs: wgpu::Buffer,
@@ -50,6 +51,12 @@ impl Evaluator {
         batching: Batching<'_>,
     ) -> Result<Evaluator> {
         let classes = arch.output();
+        if gpu.schedule == Schedule::Fused {
+            let Batching::Own(batch) = batching else {
+                anyhow::bail!("the fused schedule's evaluation has activations of its own");
+            };
+            return Evaluator::fused(gpu, m, (arch, layout, params), test, batch);
+        }
         let (acts, forward, shared) = match batching {
             Batching::Own(batch) => {
                 let acts =
@@ -76,10 +83,50 @@ impl Evaluator {
         Ok(Evaluator {
             staging: staging(gpu, "eval read-back", test.len() * classes * 4),
             split,
-            acts,
+            own_bytes: acts.as_ref().map_or(0, |a| a.bytes()),
             correct,
             log_probs,
             ops,
+            labels: test.labels.clone(),
+            classes,
+            batch,
+        })
+    }
+
+    /// The fused schedule's evaluation: one dispatch per batch of `batch` (gather, forward and
+    /// verdicts per sample).
+    fn fused(
+        gpu: &Gpu,
+        m: &Modules,
+        (arch, layout, params): (&Arch, &DeviceLayout, &wgpu::Buffer),
+        test: &Dataset,
+        batch: usize,
+    ) -> Result<Evaluator> {
+        let classes = arch.output();
+        let batch = batch.clamp(1, test.len().max(1));
+        let acts = FusedActs::new(gpu, layout, pad4(batch), false)?;
+        let split = Split::new(gpu, "test", test, batch);
+        let norm = normalisation_uniform(gpu);
+        let correct = zeros(gpu, "eval correct", test.len());
+        let log_probs = zeros(gpu, "eval log-probs", test.len() * classes);
+        let op = FusedSample {
+            params,
+            acts: &acts,
+            split: &split,
+            norm: &norm,
+            outputs: SampleOutputs::Eval {
+                correct: &correct,
+                log_probs: &log_probs,
+            },
+        }
+        .op(gpu, m, "evaluate (per sample)")?;
+        Ok(Evaluator {
+            staging: staging(gpu, "eval read-back", test.len() * classes * 4),
+            split,
+            own_bytes: acts.bytes(),
+            correct,
+            log_probs,
+            ops: vec![op],
             labels: test.labels.clone(),
             classes,
             batch,
@@ -115,7 +162,7 @@ impl Evaluator {
     /// The buffers it holds, for the memory listing.
     pub fn bytes(&self) -> u64 {
         self.split.bytes()
-            + self.acts.as_ref().map_or(0, |a| a.bytes())
+            + self.own_bytes
             + self.correct.size()
             + self.log_probs.size()
             + self.staging.size()

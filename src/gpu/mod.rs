@@ -4,13 +4,18 @@
 //! - [`program`]: WGSL sources and their import step, the `Step` uniform, `Op`, submission
 //! - [`layout`]: the parameters' device layout (rows padded to vec4)
 //! - [`ops`]: one module per operation: WGSL, launcher, CPU twin, check
-//! - [`step`]: the training step and the evaluation batch as lists of dispatches
+//! - [`step`]: the training step and the evaluation batch as lists of dispatches, for both
+//!   schedules
+//! - [`fused`]: the fused schedule's buffers and its two dispatches; [`fused_check`] its checks
+//! - [`tune`]: `--schedule auto`, measured once per adapter and shape and cached
 //! - [`trainer`], [`evaluator`]: the GPU backend and its evaluation
 //! - [`selftest`]: every op's check, for `mnist-wgpu selftest` and the tests
 
 pub mod check;
 pub mod context;
 pub mod evaluator;
+pub mod fused;
+pub mod fused_check;
 pub mod layout;
 pub mod ops;
 pub mod profiler;
@@ -19,6 +24,7 @@ pub mod selftest;
 pub mod step;
 pub mod tensors;
 pub mod trainer;
+pub mod tune;
 
 pub use context::{AdapterQuery, Api, Gpu, GpuError};
 pub use trainer::GpuBackend;

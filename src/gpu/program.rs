@@ -9,7 +9,7 @@ use crate::gpu::context::Gpu;
 // ---- WGSL sources ----
 
 /// Every WGSL file, by the name an `//#import` line uses.
-pub const SOURCES: [(&str, &str); 11] = [
+pub const SOURCES: [(&str, &str); 20] = [
     ("step.wgsl", include_str!("../../shaders/step.wgsl")),
     (
         "tile_common.wgsl",
@@ -39,6 +39,39 @@ pub const SOURCES: [(&str, &str); 11] = [
     ("nll_head.wgsl", include_str!("../../shaders/nll_head.wgsl")),
     ("evaluate.wgsl", include_str!("../../shaders/evaluate.wgsl")),
     ("sgd.wgsl", include_str!("../../shaders/sgd.wgsl")),
+    ("sgd_rule.wgsl", include_str!("../../shaders/sgd_rule.wgsl")),
+    (
+        "layer_table.wgsl",
+        include_str!("../../shaders/layer_table.wgsl"),
+    ),
+    (
+        "gather_sample.wgsl",
+        include_str!("../../shaders/gather_sample.wgsl"),
+    ),
+    (
+        "linear_sample.wgsl",
+        include_str!("../../shaders/linear_sample.wgsl"),
+    ),
+    (
+        "linear_update.wgsl",
+        include_str!("../../shaders/linear_update.wgsl"),
+    ),
+    (
+        "nll_sample.wgsl",
+        include_str!("../../shaders/nll_sample.wgsl"),
+    ),
+    (
+        "evaluate_sample.wgsl",
+        include_str!("../../shaders/evaluate_sample.wgsl"),
+    ),
+    (
+        "fused_step.wgsl",
+        include_str!("../../shaders/fused_step.wgsl"),
+    ),
+    (
+        "fused_update.wgsl",
+        include_str!("../../shaders/fused_update.wgsl"),
+    ),
 ];
 
 /// Which matmul inner loop a module imports as `tile_loop.wgsl`.
@@ -105,6 +138,29 @@ impl Kernels {
             Kernels::Subgroup => "subgroup",
             Kernels::Plain => "plain",
             Kernels::Wide => "wide",
+        }
+    }
+}
+
+/// How a training step is cut into dispatches (`--schedule`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Schedule {
+    /// One dispatch per layer-wide product: 12 per step for the tutorial's model, with the
+    /// matmul kernels of `--kernels`.
+    Layered,
+    /// Two dispatches per step: everything per sample (forward, loss, backward through the
+    /// activations), then everything per parameter (weight gradients summed over the batch,
+    /// SGD).
+    Fused,
+}
+
+impl Schedule {
+    pub const ALL: [Schedule; 2] = [Schedule::Layered, Schedule::Fused];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Schedule::Layered => "layered",
+            Schedule::Fused => "fused",
         }
     }
 }
@@ -207,6 +263,8 @@ pub fn step_table(n: usize, batch: usize, stride: u64) -> Vec<u8> {
 pub enum Bind<'a> {
     Read(&'a wgpu::Buffer),
     ReadWrite(&'a wgpu::Buffer),
+    /// A uniform buffer read whole (a table of constants).
+    Uniform(&'a wgpu::Buffer),
     /// The step uniforms, read at the dynamic offset of the step being recorded.
     Step(&'a wgpu::Buffer),
 }
@@ -214,7 +272,7 @@ pub enum Bind<'a> {
 impl<'a> Bind<'a> {
     fn buffer(&self) -> &'a wgpu::Buffer {
         match *self {
-            Bind::Read(b) | Bind::ReadWrite(b) | Bind::Step(b) => b,
+            Bind::Read(b) | Bind::ReadWrite(b) | Bind::Uniform(b) | Bind::Step(b) => b,
         }
     }
 }
@@ -268,6 +326,11 @@ fn layout_entry(binding: u32, bind: &Bind<'_>) -> wgpu::BindGroupLayoutEntry {
             has_dynamic_offset: false,
             min_binding_size: None,
         },
+        Bind::Uniform(_) => wgpu::BindingType::Buffer {
+            ty: wgpu::BufferBindingType::Uniform,
+            has_dynamic_offset: false,
+            min_binding_size: None,
+        },
         Bind::Step(_) => wgpu::BindingType::Buffer {
             ty: wgpu::BufferBindingType::Uniform,
             has_dynamic_offset: true,
@@ -284,7 +347,7 @@ fn layout_entry(binding: u32, bind: &Bind<'_>) -> wgpu::BindGroupLayoutEntry {
 
 fn group_entry<'a>(binding: u32, bind: &Bind<'a>) -> wgpu::BindGroupEntry<'a> {
     let resource = match *bind {
-        Bind::Read(b) | Bind::ReadWrite(b) => b.as_entire_binding(),
+        Bind::Read(b) | Bind::ReadWrite(b) | Bind::Uniform(b) => b.as_entire_binding(),
         Bind::Step(b) => wgpu::BindingResource::Buffer(wgpu::BufferBinding {
             buffer: b,
             offset: 0,

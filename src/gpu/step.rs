@@ -5,6 +5,7 @@
 use anyhow::Result;
 
 use crate::gpu::context::Gpu;
+use crate::gpu::fused::{FusedActs, FusedSample, FusedUpdate, SampleOutputs};
 use crate::gpu::layout::DeviceLayout;
 use crate::gpu::ops::Modules;
 use crate::gpu::ops::evaluate::Evaluate;
@@ -28,7 +29,6 @@ pub struct StepInputs<'a> {
     pub split: &'a Split,
     /// table: [256] f32, the normalisation of a pixel value
     pub table: &'a wgpu::Buffer,
-    pub acts: &'a Activations,
     /// losses: [steps per epoch], each step's mean loss
     pub losses: &'a wgpu::Buffer,
     pub steps_per_epoch: usize,
@@ -47,16 +47,16 @@ pub struct StepInputs<'a> {
 /// optimizer.step()                  sgd                             params, momentum
 /// ```
 ///
-/// `forward` holds the forward products of `s.acts` ([`forward_products`]); the step runs all
+/// `forward` holds the forward products of `a` ([`forward_products`]); the step runs all
 /// but the last, whose product the loss kernel computes itself.
 pub fn training_step(
     gpu: &Gpu,
     m: &Modules,
     w: &Weights<'_>,
     s: &StepInputs<'_>,
-    forward: &[Op],
+    (a, forward): (&Activations, &[Op]),
 ) -> Result<Vec<Op>> {
-    let (a, bp, layers) = (s.acts, s.acts.bp, &w.layout.layers);
+    let (bp, layers) = (a.bp, &w.layout.layers);
     let last = layers.len() - 1;
     let mut ops = vec![gather(gpu, m, s.split, s.table, a, "gather train")?];
     ops.extend_from_slice(&forward[..last]);
@@ -104,6 +104,47 @@ pub fn training_step(
     };
     ops.push(sgd.op(gpu, m, "sgd")?);
     Ok(ops)
+}
+
+/// One training step of the fused schedule: two dispatches, the first per sample, the second
+/// per parameter (`gpu::fused`):
+///
+/// ```text
+/// images, labels = batch            \
+/// output = model(images)             | train_sample: per sample, SAMPLES per       X, Y_l,
+/// loss = criterion(output, labels)   | workgroup (gather, forward, loss, backward  losses_s,
+/// loss.backward() (activations)     /  through the activations)                    dZ_l
+/// loss.backward() (weights)         \  update: per tile of weights, dW summed      params,
+/// optimizer.step()                  /  over the batch, then SGD; the mean loss     momentum
+/// ```
+pub fn fused_training_step(
+    gpu: &Gpu,
+    m: &Modules,
+    w: &Weights<'_>,
+    s: &StepInputs<'_>,
+    (acts, norm): (&FusedActs, &wgpu::Buffer),
+) -> Result<Vec<Op>> {
+    let sample = FusedSample {
+        params: w.params,
+        acts,
+        split: s.split,
+        norm,
+        outputs: SampleOutputs::Train,
+    };
+    let update = FusedUpdate {
+        acts,
+        params: w.params,
+        momentum: w.momentum,
+        steps: &s.split.steps,
+        losses: s.losses,
+        steps_per_epoch: s.steps_per_epoch,
+        lr: s.lr,
+        mu: s.momentum,
+    };
+    Ok(vec![
+        sample.op(gpu, m, "forward + loss + backward (per sample)")?,
+        update.op(gpu, m, "weight gradients + sgd (per parameter)")?,
+    ])
 }
 
 /// The forward product of every layer on the activations `a`: bias and ReLU fused, the

@@ -13,11 +13,12 @@ use anyhow::{Context, Result, bail};
 use crate::data::Dataset;
 use crate::gpu::context::Gpu;
 use crate::gpu::evaluator::{Batching, Evaluator};
+use crate::gpu::fused::{EVAL_BATCH, FusedActs, normalisation_uniform};
 use crate::gpu::layout::{DeviceLayout, pad4};
 use crate::gpu::ops::Modules;
 use crate::gpu::profiler::submit_profiled;
-use crate::gpu::program::{Op, read_back, staging, step_stride, submit};
-use crate::gpu::step::{StepInputs, Weights, forward_products, training_step};
+use crate::gpu::program::{Op, Schedule, read_back, staging, step_stride, submit};
+use crate::gpu::step::{StepInputs, Weights, forward_products, fused_training_step, training_step};
 use crate::gpu::tensors::{Activations, Split, init, normalisation_table, zeros};
 use crate::model::Arch;
 use crate::profile::Profile;
@@ -81,6 +82,20 @@ fn upload(
     Ok((layout, buffer))
 }
 
+/// The activations a training step runs on, by schedule.
+enum StepBuffers<'a> {
+    /// Feature-major and batch-major activations, and the forward products over them.
+    Layered {
+        acts: &'a Activations,
+        forward: &'a [Op],
+    },
+    /// Every layer's rows, and the uniform normalisation table.
+    Fused {
+        acts: &'a FusedActs,
+        norm: &'a wgpu::Buffer,
+    },
+}
+
 /// What only training needs.
 struct Training {
     split: Split,
@@ -99,12 +114,17 @@ impl Training {
         m: &Modules,
         (layout, params): (&DeviceLayout, &wgpu::Buffer),
         (recipe, train): (&Recipe, &Dataset),
-        (acts, forward): (&Activations, &[Op]),
+        buffers: &StepBuffers<'_>,
     ) -> Result<Training> {
         let steps_per_epoch = recipe.steps_per_epoch(train.len());
         let split = Split::new(gpu, "train", train, recipe.batch_size);
         let table = normalisation_table(gpu);
-        let grads = zeros(gpu, "grads", layout.len);
+        // The fused schedule applies each gradient where it sums it and keeps none.
+        let grad_floats = match buffers {
+            StepBuffers::Layered { .. } => layout.len,
+            StepBuffers::Fused { .. } => 4,
+        };
+        let grads = zeros(gpu, "grads", grad_floats);
         let momentum = zeros(gpu, "momentum", layout.len);
         let losses = zeros(gpu, "losses", steps_per_epoch);
         let weights = Weights {
@@ -116,13 +136,21 @@ impl Training {
         let inputs = StepInputs {
             split: &split,
             table: &table,
-            acts,
             losses: &losses,
             steps_per_epoch,
             lr: recipe.lr,
             momentum: recipe.momentum,
         };
-        let step = training_step(gpu, m, &weights, &inputs, forward)?;
+        let (step, acts_bytes) = match *buffers {
+            StepBuffers::Layered { acts, forward } => (
+                training_step(gpu, m, &weights, &inputs, (acts, forward))?,
+                acts.bytes(),
+            ),
+            StepBuffers::Fused { acts, norm } => (
+                fused_training_step(gpu, m, &weights, &inputs, (acts, norm))?,
+                acts.bytes(),
+            ),
+        };
         let bytes = vec![
             ("train split".to_string(), split.bytes()),
             (
@@ -130,7 +158,7 @@ impl Training {
                 grads.size() + momentum.size(),
             ),
             ("losses".to_string(), losses.size()),
-            ("activations + gradients".to_string(), acts.bytes()),
+            ("activations + gradients".to_string(), acts_bytes),
         ];
         Ok(Training {
             split,
@@ -169,15 +197,37 @@ impl GpuBackend {
     ) -> Result<GpuBackend> {
         let m = Modules::new(&gpu, gpu.kernels)?;
         let (layout, params_buf) = upload(&gpu, arch, params, test)?;
-        let acts = Activations::new(&gpu, arch, pad4(recipe.batch_size), true);
-        let forward = forward_products(&gpu, &m, (&layout, &params_buf), &acts)?;
         let weights = (&layout, &params_buf);
-        let training = Training::new(&gpu, &m, weights, (recipe, train), (&acts, &forward))?;
-        let shared = Batching::Shared {
-            acts: &acts,
-            forward: &forward,
+        let bp = pad4(recipe.batch_size);
+        let (training, evaluator) = match gpu.schedule {
+            Schedule::Layered => {
+                let acts = Activations::new(&gpu, arch, bp, true);
+                let forward = forward_products(&gpu, &m, weights, &acts)?;
+                let buffers = StepBuffers::Layered {
+                    acts: &acts,
+                    forward: &forward,
+                };
+                let training = Training::new(&gpu, &m, weights, (recipe, train), &buffers)?;
+                let shared = Batching::Shared {
+                    acts: &acts,
+                    forward: &forward,
+                };
+                let eval = Evaluator::new(&gpu, &m, (arch, &layout, &params_buf), test, shared)?;
+                (training, eval)
+            }
+            Schedule::Fused => {
+                let acts = FusedActs::new(&gpu, &layout, bp, true)?;
+                let norm = normalisation_uniform(&gpu);
+                let buffers = StepBuffers::Fused {
+                    acts: &acts,
+                    norm: &norm,
+                };
+                let training = Training::new(&gpu, &m, weights, (recipe, train), &buffers)?;
+                let own = Batching::Own(EVAL_BATCH);
+                let eval = Evaluator::new(&gpu, &m, (arch, &layout, &params_buf), test, own)?;
+                (training, eval)
+            }
         };
-        let evaluator = Evaluator::new(&gpu, &m, (arch, &layout, &params_buf), test, shared)?;
         let floats = layout.len.max(recipe.steps_per_epoch(train.len()));
         Ok(GpuBackend {
             staging: staging(&gpu, "staging (read-back)", 4 * floats),
@@ -234,6 +284,10 @@ impl GpuBackend {
 
     /// Gradients of the last step, PyTorch's flat order (for tests).
     pub async fn grads(&mut self) -> Result<Vec<f32>> {
+        anyhow::ensure!(
+            self.gpu.schedule == Schedule::Layered,
+            "the fused schedule keeps no gradients: it applies each where it sums it"
+        );
         self.read_flat(&self.training()?.grads).await
     }
 

@@ -9,7 +9,21 @@
 //! | [`linear`] backward | linear_backward.wgsl | `cpu::linear_backward`, `cpu::relu_backward` |
 //! | [`nll_head`] | nll_head.wgsl | `cpu::log_softmax`, `cpu::nll_loss_grad` |
 //! | [`evaluate`] | evaluate.wgsl | `cpu::argmax`, `cpu::log_softmax` |
-//! | [`sgd`] | sgd.wgsl | `cpu::sgd` |
+//! | [`sgd`] | sgd.wgsl, its rule in sgd_rule.wgsl | `cpu::sgd` |
+//!
+//! The fused schedule (`gpu::fused`) calls each operation's per-sample (or per-parameter)
+//! WGSL function from two entry modules, fused_step.wgsl and fused_update.wgsl:
+//!
+//! | op | its fused function | CPU twin |
+//! |---|---|---|
+//! | gather | gather_sample.wgsl `gather_samples` | `cpu::gather` |
+//! | linear forward | linear_sample.wgsl `forward_layer` | `cpu::linear_forward` |
+//! | linear backward (input) | linear_sample.wgsl `input_grad_layer` | `cpu::linear_backward`, `cpu::relu_backward` |
+//! | linear backward (weight) + sgd | linear_update.wgsl `update_tile` + sgd_rule.wgsl | `cpu::linear_backward`, `cpu::sgd` |
+//! | nll head | nll_sample.wgsl `nll_samples` | `cpu::log_softmax`, `cpu::nll_loss_grad` |
+//! | evaluate | evaluate_sample.wgsl `evaluate_samples` | `cpu::argmax`, `cpu::log_softmax` |
+//!
+//! Their checks against the twins are `gpu::fused_check`, one per operation.
 
 pub mod evaluate;
 pub mod gather;
@@ -34,6 +48,9 @@ pub struct Modules {
     pub nll_head: wgpu::ShaderModule,
     pub evaluate: wgpu::ShaderModule,
     pub sgd: wgpu::ShaderModule,
+    /// The fused schedule's two entry modules (no matmul inner loop).
+    pub fused_step: wgpu::ShaderModule,
+    pub fused_update: wgpu::ShaderModule,
 }
 
 impl Modules {
@@ -49,6 +66,8 @@ impl Modules {
             nll_head: module(gpu, "nll_head.wgsl", tile)?,
             evaluate: module(gpu, "evaluate.wgsl", tile)?,
             sgd: module(gpu, "sgd.wgsl", tile)?,
+            fused_step: module(gpu, "fused_step.wgsl", tile)?,
+            fused_update: module(gpu, "fused_update.wgsl", tile)?,
         })
     }
 }

@@ -1,0 +1,32 @@
+// Evaluation for the fused schedule, per sample (the twin of evaluate.wgsl): whether the first
+// largest logit is the label, and the log-probabilities, at the sample's position in the
+// split. CPU twins: `cpu::argmax`, `cpu::log_softmax`. Uses `log_sum_exp` (nll_sample.wgsl) and
+// the importing module's `acts`, `labels`, `order`, `correct`, `log_probs`, `layers`, `step`,
+// LAYERS, SAMPLES, WG and BP.
+
+fn evaluate_samples(s0: u32, li: u32) {
+    let ly = layers[LAYERS - 1u];
+    let c4s = (ly.out + 3u) / 4u;
+    for (var t = li; t < SAMPLES; t += WG) {
+        let col = s0 + t;
+        if (col >= BP || col >= step.valid) {
+            break;
+        }
+        let z4 = ly.y_off / 4u + col * c4s;
+        let sample = order[step.start + col];
+        var best = 0u;
+        var m = acts[z4][0];
+        for (var c = 1u; c < ly.out; c++) {
+            let v = acts[z4 + c / 4u][c % 4u];
+            if (v > m) {
+                best = c;
+                m = v;
+            }
+        }
+        correct[sample] = select(0u, 1u, best == labels[sample]) | (best << 8u);
+        let lse = log_sum_exp(z4, ly.out);
+        for (var c = 0u; c < ly.out; c++) {
+            log_probs[sample * ly.out + c] = acts[z4 + c / 4u][c % 4u] - lse;
+        }
+    }
+}

@@ -1,0 +1,50 @@
+// The fused schedule's second dispatch: per parameter, what sums over the batch.
+//
+//   loss.backward() (weights)   update_tile     dW, db summed over the valid samples
+//   optimizer.step()            (sgd_step)      params, momentum
+//   (the step's mean loss)                      losses[step.index]
+//
+// One invocation per tile of 4 rows of W by one vec4 of columns, every layer's tiles in one
+// flat range (`Layer.tile0`); invocation 0 also sums the per-sample losses in order. Grid: a
+// 2-D grid of ROW_GROUPS workgroups per row over ceil(TILES / WG).
+//#import step.wgsl
+//#import layer_table.wgsl
+//#import sgd_rule.wgsl
+//#import linear_update.wgsl
+
+override LAYERS: u32;
+override TILES: u32;
+override WG: u32;
+override ROW_GROUPS: u32;
+override LR: f32;
+override MU: f32;
+
+@group(0) @binding(0) var<storage, read_write> params: array<vec4<f32>>;
+@group(0) @binding(1) var<storage, read_write> momentum: array<vec4<f32>>;
+@group(0) @binding(2) var<uniform> layers: array<Layer, MAX_LAYERS>;
+@group(0) @binding(3) var<uniform> step: Step;
+@group(0) @binding(4) var<storage, read> acts: array<vec4<f32>>;
+@group(0) @binding(5) var<storage, read> dz: array<vec4<f32>>;
+@group(0) @binding(6) var<storage, read> sample_loss: array<f32>;
+// losses: [steps per epoch]
+@group(0) @binding(7) var<storage, read_write> losses: array<f32>;
+
+@compute @workgroup_size(WG)
+fn update(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let t = gid.y * ROW_GROUPS * WG + gid.x;
+    if (t == 0u) {
+        var total = 0.0;
+        for (var c = 0u; c < step.valid; c++) {
+            total += sample_loss[c];
+        }
+        losses[step.index] = total / f32(step.valid);
+    }
+    if (t >= TILES) {
+        return;
+    }
+    var l = 0u;
+    while (l + 1u < LAYERS && t >= layers[l + 1u].tile0) {
+        l++;
+    }
+    update_tile(layers[l], t - layers[l].tile0);
+}

@@ -1,0 +1,31 @@
+// Batch assembly for the fused schedule (the per-sample twin of batch.wgsl): the workgroup's
+// samples fetched through the epoch's order and normalised into X [BP, 4 WORDS], batch-major,
+// one word (four pixels) per vec4. Samples past step.valid (a last, partial batch) and the
+// padding pixels are zeros. CPU twin: `cpu::gather`. Uses the importing module's `images`,
+// `order`, `table` (a uniform array<vec4<f32>, 64>), `acts`, `layers`, `step`, SAMPLES, WG,
+// BP, PIXELS and WORDS.
+
+fn normalised(v: u32) -> f32 {
+    return table[v / 4u][v % 4u];
+}
+
+fn gather_samples(s0: u32, li: u32) {
+    let x4 = layers[0].x_off / 4u;
+    for (var t = li; t < SAMPLES * WORDS; t += WG) {
+        let col = s0 + t / WORDS;
+        let w = t % WORDS;
+        if (col >= BP) {
+            break;
+        }
+        var v = vec4<f32>(0.0);
+        if (col < step.valid) {
+            let word = images[order[step.start + col] * WORDS + w];
+            for (var j = 0u; j < 4u; j++) {
+                if (w * 4u + j < PIXELS) {
+                    v[j] = normalised((word >> (8u * j)) & 255u);
+                }
+            }
+        }
+        acts[x4 + col * WORDS + w] = v;
+    }
+}

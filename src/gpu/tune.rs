@@ -1,0 +1,1 @@
+//! `--schedule auto`: placeholder, filled below.
