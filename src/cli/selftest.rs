@@ -6,6 +6,7 @@ use anyhow::Result;
 use clap::Args;
 
 use mnist_wgpu::gpu::context::pick_adapter;
+use mnist_wgpu::gpu::program::Schedule;
 use mnist_wgpu::gpu::{Gpu, selftest};
 
 use super::args::AdapterArgs;
@@ -16,13 +17,29 @@ pub struct SelftestArgs {
     pub adapter: AdapterArgs,
 }
 
+/// The header after the adapter's name: API, type, and what the checks cover.
+fn adapter_line(gpu: &Gpu) -> String {
+    let families: Vec<&str> = gpu.runnable_kernels().iter().map(|k| k.name()).collect();
+    format!(
+        " | {:?} | {:?} | kernels: {}",
+        gpu.info.backend,
+        gpu.info.device_type,
+        families.join(", ")
+    )
+}
+
 pub fn run(args: SelftestArgs) -> Result<()> {
     let t0 = Instant::now();
     let adapter = pick_adapter(&args.adapter.query())?;
     let first = Gpu::open(&adapter, args.adapter.query().kernels)?;
-    println!("adapter: {first}");
-    // Every matmul inner loop the adapter can run, not only the one training picks.
-    let checks = pollster::block_on(selftest::all_checks(&first))?;
+    println!("adapter: {}", first.info.name.clone() + &adapter_line(&first));
+    // Every matmul inner loop the adapter can run, not only the one training picks; with
+    // --schedule auto, both schedules.
+    let schedules = match args.adapter.schedule.fixed() {
+        Some(s) => vec![s],
+        None => Schedule::ALL.to_vec(),
+    };
+    let checks = pollster::block_on(selftest::checks(&first, &schedules))?;
     println!(
         "{:<40} {:<30} {:>10} {:>10}  ok",
         "kernel", "shape", "max error", "tolerance"

@@ -7,7 +7,9 @@ use anyhow::Result;
 
 use crate::gpu::check::Check;
 use crate::gpu::context::Gpu;
+use crate::gpu::fused_check;
 use crate::gpu::ops::{Modules, evaluate, gather, linear, nll_head, sgd};
+use crate::gpu::program::Schedule;
 /// The linear products' checks for every family of kernels the device can run, not only the
 /// one it trains with.
 pub async fn linear_checks(gpu: &Gpu) -> Result<Vec<Check>> {
@@ -18,14 +20,26 @@ pub async fn linear_checks(gpu: &Gpu) -> Result<Vec<Check>> {
     Ok(out)
 }
 
-/// Every check: the linear products for every family of kernels, then the other kernels.
+/// Every check of both schedules.
 pub async fn all_checks(gpu: &Gpu) -> Result<Vec<Check>> {
-    let mut out = linear_checks(gpu).await?;
+    checks(gpu, &Schedule::ALL).await
+}
+
+/// The checks of the kernels `schedules` run: layered, the linear products for every family
+/// of kernels and then the other kernels; fused, its two dispatches op by op.
+pub async fn checks(gpu: &Gpu, schedules: &[Schedule]) -> Result<Vec<Check>> {
+    let mut out = Vec::new();
     let m = Modules::new(gpu, gpu.kernels)?;
-    out.extend(gather::checks(gpu, &m).await);
-    out.extend(nll_head::checks(gpu, &m).await);
-    out.extend(evaluate::checks(gpu, &m).await);
-    out.extend(sgd::checks(gpu, &m).await);
+    if schedules.contains(&Schedule::Layered) {
+        out.extend(linear_checks(gpu).await?);
+        out.extend(gather::checks(gpu, &m).await);
+        out.extend(nll_head::checks(gpu, &m).await);
+        out.extend(evaluate::checks(gpu, &m).await);
+        out.extend(sgd::checks(gpu, &m).await);
+    }
+    if schedules.contains(&Schedule::Fused) {
+        out.extend(fused_check::checks(gpu, &m).await);
+    }
     Ok(out)
 }
 
