@@ -5,8 +5,8 @@ use anyhow::Result;
 
 use crate::cpu::CpuBackend;
 use crate::data::Dataset;
-use crate::gpu::Gpu;
 use crate::gpu::trainer::{GpuBackend, check_limits};
+use crate::gpu::{Gpu, tune};
 use crate::model::Arch;
 use crate::train::{Backend, Recipe};
 
@@ -17,8 +17,9 @@ use crate::train::{Backend, Recipe};
 pub struct Unfit(pub String);
 
 /// The training backend for `gpu` (or the CPU backend when None), after checking the
-/// adapter's limits for this model and batch.
-pub fn for_training(
+/// adapter's limits for this model and batch; with `--schedule auto`, the schedule and kernels
+/// measured for this adapter and shape (`gpu::tune`).
+pub async fn for_training(
     gpu: Option<Gpu>,
     arch: &Arch,
     recipe: &Recipe,
@@ -27,9 +28,13 @@ pub fn for_training(
     test: Dataset,
 ) -> Result<Box<dyn Backend>> {
     Ok(match gpu {
-        Some(gpu) => {
+        Some(mut gpu) => {
             let n = train.len().max(test.len());
             check_limits(&gpu, arch, recipe.batch_size, n).map_err(Unfit)?;
+            if let Some(t) = gpu.tuning {
+                let run = (arch, recipe, params.as_slice());
+                tune::for_training(&mut gpu, t, run, &train, &test).await?;
+            }
             Box::new(GpuBackend::new(gpu, arch, recipe, &params, &train, &test)?)
         }
         None => Box::new(CpuBackend::new(
@@ -43,7 +48,7 @@ pub fn for_training(
 }
 
 /// A backend that only evaluates `test` in batches of `batch` (`eval`, `predict`, the page).
-pub fn for_evaluation(
+pub async fn for_evaluation(
     gpu: Option<Gpu>,
     arch: &Arch,
     params: Vec<f32>,
@@ -51,8 +56,11 @@ pub fn for_evaluation(
     batch: usize,
 ) -> Result<Box<dyn Backend>> {
     Ok(match gpu {
-        Some(gpu) => {
+        Some(mut gpu) => {
             check_limits(&gpu, arch, batch, test.len()).map_err(Unfit)?;
+            if let Some(t) = gpu.tuning {
+                tune::for_evaluation(&mut gpu, t, (arch, &params), &test, batch).await?;
+            }
             Box::new(GpuBackend::evaluator(gpu, arch, &params, &test, batch)?)
         }
         None => {

@@ -94,6 +94,10 @@ pub trait Backend {
     fn profile(&self) -> Option<crate::profile::Profile> {
         None
     }
+    /// What `--schedule auto` chose and from what, one line (None where nothing was measured).
+    fn tuned(&self) -> Option<String> {
+        None
+    }
     /// Dispatches one training step takes (0 for the CPU).
     fn dispatches_per_step(&self) -> usize {
         0

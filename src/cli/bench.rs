@@ -85,15 +85,18 @@ fn measure(
 ) -> Result<Measured> {
     let gpu = open_device(args.run.device, &args.run.adapter)?;
     let r = recipe(batch);
-    let mut backend = mnist_wgpu::backends::for_training(
+    let mut backend = pollster::block_on(mnist_wgpu::backends::for_training(
         gpu,
         arch,
         &r,
         arch.init(r.seed),
         mnist.train.clone(),
         mnist.test.clone(),
-    )
+    ))
     .map_err(usage)?;
+    if let Some(line) = backend.tuned() {
+        eprintln!("{line}");
+    }
     let n = mnist.train.len();
     let timing = pollster::block_on(time_training(
         backend.as_mut(),

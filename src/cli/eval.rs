@@ -38,9 +38,17 @@ pub fn run(args: EvalArgs) -> Result<()> {
     let dir = data_dir(&args.run, Need::TestOnly)?;
     let test = data::load_test(&dir, kind)
         .with_context(|| format!("loading {} from {}", kind.name(), dir.display()))?;
-    let mut backend =
-        backends::for_evaluation(gpu, &arch, model.params.clone(), test, args.batch_size)
-            .map_err(usage)?;
+    let mut backend = pollster::block_on(backends::for_evaluation(
+        gpu,
+        &arch,
+        model.params.clone(),
+        test,
+        args.batch_size,
+    ))
+    .map_err(usage)?;
+    if let Some(line) = backend.tuned() {
+        eprintln!("{line}");
+    }
     println!("adapter: {}", backend.describe());
     let meta = &model.metadata;
     let writer = match (meta.get("program"), meta.get("torch")) {

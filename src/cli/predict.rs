@@ -46,8 +46,14 @@ pub fn run(args: PredictArgs) -> Result<()> {
         cols: SIDE,
     };
     let gpu = open_device(args.device, &args.adapter)?;
-    let mut backend = backends::for_evaluation(gpu, &model.arch, model.params, set, n.min(1000))
-        .map_err(usage)?;
+    let mut backend = pollster::block_on(backends::for_evaluation(
+        gpu,
+        &model.arch,
+        model.params,
+        set,
+        n.min(1000),
+    ))
+    .map_err(usage)?;
     let ev = pollster::block_on(backend.evaluate())?;
     let mut rows = Vec::new();
     for (path, logp) in args.images.iter().zip(ev.log_probs.chunks(CLASSES)) {

@@ -32,7 +32,10 @@ pub fn run(args: SelftestArgs) -> Result<()> {
     let t0 = Instant::now();
     let adapter = pick_adapter(&args.adapter.query())?;
     let first = Gpu::open(&adapter, args.adapter.query().kernels)?;
-    println!("adapter: {}", first.info.name.clone() + &adapter_line(&first));
+    println!(
+        "adapter: {}",
+        first.info.name.clone() + &adapter_line(&first)
+    );
     // Every matmul inner loop the adapter can run, not only the one training picks; with
     // --schedule auto, both schedules.
     let schedules = match args.adapter.schedule.fixed() {

@@ -182,7 +182,11 @@ fn block(v: &[f32], off: usize, (rows, ld, cols): (usize, usize, usize)) -> Vec<
 
 /// The padding columns of `rows` rows at `off` are zero.
 fn padding_is_zero(v: &[f32], off: usize, (rows, ld, cols): (usize, usize, usize)) -> bool {
-    (0..rows).all(|r| v[off + r * ld + cols..off + (r + 1) * ld].iter().all(|&x| x == 0.0))
+    (0..rows).all(|r| {
+        v[off + r * ld + cols..off + (r + 1) * ld]
+            .iter()
+            .all(|&x| x == 0.0)
+    })
 }
 
 fn compare(case: &Case, o: &Outputs) -> Vec<Check> {
@@ -210,7 +214,11 @@ fn check_gather(case: &Case, o: &Outputs) -> Check {
     let got = block(&o.acts, r0.x_off as usize, (o.bp, ld, p));
     for c in 0..o.bp {
         for i in 0..p {
-            let w = if c < valid { want[c * p + i] as f64 } else { 0.0 };
+            let w = if c < valid {
+                want[c * p + i] as f64
+            } else {
+                0.0
+            };
             t.close(|| format!("X[{c},{i}]"), got[c * p + i], w, 0.0);
         }
     }
@@ -247,7 +255,12 @@ fn check_forward(case: &Case, o: &Outputs, l: usize) -> Check {
     let got = block(&o.acts, r.y_off as usize, (bp, ld, out));
     for k in 0..bp * out {
         let tol = sum_tolerance(i, scale[k]);
-        t.close(|| format!("Y[{},{}]", k / out, k % out), got[k], want[k], tol);
+        t.close(
+            || format!("Y[{},{}]", k / out, k % out),
+            got[k],
+            want[k],
+            tol,
+        );
     }
     if !padding_is_zero(&o.acts, r.y_off as usize, (bp, ld, out)) {
         t.fail("Y's padding features are not zero".into());
@@ -348,7 +361,10 @@ fn check_update(case: &Case, o: &Outputs, l: usize) -> Check {
     let (g, gs) = (grads(&dys, &xs), grads(&dya, &xa));
     let (wo, _) = case.arch.offsets(l);
     let range = wo..wo + out * (i + 1);
-    let (p0, v0) = (wide(&case.params[range.clone()]), wide(&case.momentum[range]));
+    let (p0, v0) = (
+        wide(&case.params[range.clone()]),
+        wide(&case.momentum[range]),
+    );
     let (mut p, mut v) = (p0.clone(), v0.clone());
     cpu::sgd(&mut p, &mut v, &g, LR, MU);
     let got_p = case.layout.from_device(&o.params)[wo..wo + out * (i + 1)].to_vec();
@@ -418,10 +434,20 @@ async fn check_eval(gpu: &Gpu, m: &Modules, case: &Case) -> Result<Check> {
         let s = s as usize;
         let best = cpu::argmax(&z[b * classes..(b + 1) * classes]);
         let want = (best == case.data.labels[s] as usize) as u32 | (best as u32) << 8;
-        t.close(|| format!("correct[{s}]"), got_c[s] as f64, want as f64, 0.0);
+        t.close(
+            || format!("correct[{s}]"),
+            got_c[s] as f64,
+            want as f64,
+            0.0,
+        );
         for k in 0..classes {
             let (got, w) = (got_lp[s * classes + k] as f64, logp[b * classes + k]);
-            t.close(|| format!("logp[{s},{k}]"), got, w, 64.0 * 1.2e-7 * (1.0 + zmax));
+            t.close(
+                || format!("logp[{s},{k}]"),
+                got,
+                w,
+                64.0 * 1.2e-7 * (1.0 + zmax),
+            );
         }
     }
     let others = (0..n).filter(|&s| !case.order[start..start + valid].contains(&(s as u32)));

@@ -372,6 +372,10 @@ impl Backend for GpuBackend {
         self.profile.clone()
     }
 
+    fn tuned(&self) -> Option<String> {
+        self.gpu.tuned.clone()
+    }
+
     fn dispatches_per_step(&self) -> usize {
         self.step_ops().len()
     }

@@ -1,1 +1,320 @@
-//! `--schedule auto`: placeholder, filled below.
+//! `--schedule auto`: measured, not guessed. On the first use of an adapter and a shape, every
+//! schedule and kernel family the adapter can run is timed for a fraction of a second the way
+//! the command runs it (training steps with their loss read-backs, or one evaluation of the
+//! test set), the fastest is kept in a cache file keyed by adapter, driver and shape, and one
+//! line says what was chosen and from what. Later runs read the choice back (`--retune`
+//! measures again); `mnist-wgpu adapters` lists it. In the browser nothing persists: the page
+//! measures each time.
+
+use anyhow::Result;
+
+use crate::data::Dataset;
+use crate::gpu::context::{Gpu, Tuning};
+use crate::gpu::program::{Kernels, Schedule};
+use crate::gpu::trainer::GpuBackend;
+use crate::model::Arch;
+use crate::train::{Backend, Recipe};
+
+/// Training steps timed per round, and rounds per candidate (the fastest round counts).
+const STEPS: usize = 40;
+const ROUNDS: usize = 3;
+
+/// One way to run: a kernel family with a schedule.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Candidate {
+    pub kernels: Kernels,
+    pub schedule: Schedule,
+}
+
+impl Candidate {
+    /// `layered/subgroup`, `fused`.
+    pub fn name(self) -> String {
+        match self.schedule {
+            Schedule::Layered => format!("layered/{}", self.kernels.name()),
+            Schedule::Fused => "fused".to_string(),
+        }
+    }
+
+    fn parse(s: &str) -> Option<Candidate> {
+        let (schedule, kernels) = match s.split_once('/') {
+            Some(("layered", k)) => (Schedule::Layered, k),
+            None if s == "fused" => (Schedule::Fused, "plain"),
+            _ => return None,
+        };
+        let kernels = Kernels::ALL.into_iter().find(|k| k.name() == kernels)?;
+        Some(Candidate { kernels, schedule })
+    }
+}
+
+/// What the tuner times: the layered schedule with every family it may choose, and the fused
+/// schedule (which has one kernel of its own, whatever the family).
+pub fn candidates(gpu: &Gpu, t: Tuning) -> Vec<Candidate> {
+    let families = match t.kernels {
+        true => gpu.runnable_kernels(),
+        false => vec![gpu.kernels],
+    };
+    let mut out: Vec<Candidate> = families
+        .into_iter()
+        .map(|kernels| Candidate {
+            kernels,
+            schedule: Schedule::Layered,
+        })
+        .collect();
+    out.push(Candidate {
+        kernels: gpu.kernels,
+        schedule: Schedule::Fused,
+    });
+    out
+}
+
+/// The cache key: adapter, API, driver and the shape a choice is for.
+pub fn key(gpu: &Gpu, t: Tuning, shape: &str) -> String {
+    let i = &gpu.info;
+    let family = match t.kernels {
+        true => "any",
+        false => gpu.kernels.name(),
+    };
+    format!(
+        "{} | {:?} | {} {} | {:04x}:{:04x} | {shape} | kernels {family}",
+        i.name, i.backend, i.driver, i.driver_info, i.vendor, i.device
+    )
+    .replace('\t', " ")
+}
+
+/// Measured figures: each candidate and its milliseconds (per step, or per evaluation).
+pub type Figures = Vec<(Candidate, f64)>;
+
+fn fastest(figures: &Figures) -> Option<Candidate> {
+    figures
+        .iter()
+        .min_by(|a, b| a.1.total_cmp(&b.1))
+        .map(|(c, _)| *c)
+}
+
+fn figures_text(figures: &Figures, unit: &str) -> String {
+    let parts: Vec<String> = figures
+        .iter()
+        .map(|(c, ms)| format!("{} {ms:.2}", c.name()))
+        .collect();
+    format!("{} ({unit})", parts.join(", "))
+}
+
+/// Applies a choice to `gpu` and records the line that says it.
+fn apply(gpu: &mut Gpu, choice: Candidate, figures: &Figures, how: &str, unit: &str) {
+    // The fused schedule has no family of its own; the device keeps the one it had.
+    if choice.schedule == Schedule::Layered {
+        gpu.kernels = choice.kernels;
+    }
+    gpu.schedule = choice.schedule;
+    gpu.tuning = None;
+    gpu.tuned = Some(format!(
+        "schedule: auto chose {} on {}: {}; {how}",
+        choice.name(),
+        gpu.info.name,
+        figures_text(figures, unit)
+    ));
+}
+
+/// Chooses the schedule and kernels of a training run of `arch` with `recipe`, from the cache
+/// or by timing each candidate on the run's own data.
+pub async fn for_training(
+    gpu: &mut Gpu,
+    t: Tuning,
+    (arch, recipe, params): (&Arch, &Recipe, &[f32]),
+    train: &Dataset,
+    test: &Dataset,
+) -> Result<()> {
+    let shape = format!(
+        "train {} batch {}",
+        crate::flags::arch_string(arch),
+        recipe.batch_size
+    );
+    let key = key(gpu, t, &shape);
+    if let (false, Some((choice, figures))) = (t.retune, cache::lookup(&key)) {
+        apply(gpu, choice, &figures, &cache::cached_how(), "ms per step");
+        return Ok(());
+    }
+    let mut figures = Figures::new();
+    for c in candidates(gpu, t) {
+        let mut g = gpu.clone();
+        (g.kernels, g.schedule, g.tuning) = (c.kernels, c.schedule, None);
+        // A candidate the device cannot build (a limit, a driver's refusal) is left out.
+        let Ok(mut b) = GpuBackend::new(g, arch, recipe, params, train, test) else {
+            continue;
+        };
+        figures.push((c, time_steps(&mut b, recipe, train.len()).await?));
+    }
+    let Some(best) = fastest(&figures) else {
+        anyhow::bail!(
+            "--schedule auto: no schedule could be built on {}",
+            gpu.info.name
+        );
+    };
+    let how = cache::store(&key, best, &figures);
+    apply(gpu, best, &figures, &how, "ms per step");
+    Ok(())
+}
+
+/// Milliseconds per training step as `train` runs them (a loss read-back after each
+/// submission): one warm-up round, then the fastest of [`ROUNDS`] rounds of [`STEPS`].
+async fn time_steps(b: &mut GpuBackend, recipe: &Recipe, n: usize) -> Result<f64> {
+    let steps = STEPS.min(recipe.steps_per_epoch(n));
+    b.begin_epoch(&crate::rng::epoch_order(recipe.seed, 0, n))?;
+    let mut best = f64::INFINITY;
+    for round in 0..=ROUNDS {
+        let t0 = web_time::Instant::now();
+        b.run_steps(0..steps).await?;
+        b.losses(0..steps).await?;
+        if round > 0 {
+            best = best.min(t0.elapsed().as_secs_f64() * 1e3 / steps as f64);
+        }
+    }
+    Ok(best)
+}
+
+/// Chooses the schedule and kernels of an evaluation of `test` in batches of `batch`: one
+/// evaluation per candidate after one to warm it.
+pub async fn for_evaluation(
+    gpu: &mut Gpu,
+    t: Tuning,
+    (arch, params): (&Arch, &[f32]),
+    test: &Dataset,
+    batch: usize,
+) -> Result<()> {
+    let shape = format!(
+        "eval {} batch {batch} of {}",
+        crate::flags::arch_string(arch),
+        test.len()
+    );
+    let key = key(gpu, t, &shape);
+    if let (false, Some((choice, figures))) = (t.retune, cache::lookup(&key)) {
+        apply(
+            gpu,
+            choice,
+            &figures,
+            &cache::cached_how(),
+            "ms per evaluation",
+        );
+        return Ok(());
+    }
+    let mut figures = Figures::new();
+    for c in candidates(gpu, t) {
+        let mut g = gpu.clone();
+        (g.kernels, g.schedule, g.tuning) = (c.kernels, c.schedule, None);
+        let Ok(mut b) = GpuBackend::evaluator(g, arch, params, test, batch) else {
+            continue;
+        };
+        b.evaluate().await?;
+        let t0 = web_time::Instant::now();
+        b.evaluate().await?;
+        figures.push((c, t0.elapsed().as_secs_f64() * 1e3));
+    }
+    let Some(best) = fastest(&figures) else {
+        anyhow::bail!(
+            "--schedule auto: no schedule could be built on {}",
+            gpu.info.name
+        );
+    };
+    let how = cache::store(&key, best, &figures);
+    apply(gpu, best, &figures, &how, "ms per evaluation");
+    Ok(())
+}
+
+/// The cache file: one line per key, `key \t choice \t figures`, rewritten whole through a
+/// temporary file. A line that does not parse is ignored (measured again).
+#[cfg(not(target_arch = "wasm32"))]
+pub mod cache {
+    use std::path::PathBuf;
+
+    use super::{Candidate, Figures};
+
+    /// `$MNIST_WGPU_CACHE_DIR/schedules.tsv`, else the user cache directory's
+    /// `mnist-wgpu/schedules.tsv`.
+    pub fn path() -> Option<PathBuf> {
+        let dir = match std::env::var_os("MNIST_WGPU_CACHE_DIR") {
+            Some(d) => PathBuf::from(d),
+            None => dirs::cache_dir()?.join("mnist-wgpu"),
+        };
+        Some(dir.join("schedules.tsv"))
+    }
+
+    /// Every entry: (key, choice, figures).
+    pub fn entries() -> Vec<(String, Candidate, Figures)> {
+        let Some(text) = path().and_then(|p| std::fs::read_to_string(p).ok()) else {
+            return Vec::new();
+        };
+        text.lines().filter_map(parse_line).collect()
+    }
+
+    fn parse_line(line: &str) -> Option<(String, Candidate, Figures)> {
+        let mut cols = line.split('\t');
+        let (key, choice, figs) = (cols.next()?, cols.next()?, cols.next()?);
+        let choice = Candidate::parse(choice)?;
+        let figures = figs
+            .split(", ")
+            .map(|f| {
+                let (c, ms) = f.split_once(' ')?;
+                Some((Candidate::parse(c)?, ms.parse().ok()?))
+            })
+            .collect::<Option<Figures>>()?;
+        Some((key.to_string(), choice, figures))
+    }
+
+    pub fn lookup(key: &str) -> Option<(Candidate, Figures)> {
+        entries()
+            .into_iter()
+            .find(|(k, _, _)| k == key)
+            .map(|(_, c, f)| (c, f))
+    }
+
+    pub fn cached_how() -> String {
+        let at = path().map_or("the cache".into(), |p| p.display().to_string());
+        format!("measured earlier, cached in {at} (--retune measures again)")
+    }
+
+    /// Records `choice` for `key`; says where, or why it could not.
+    pub fn store(key: &str, choice: Candidate, figures: &Figures) -> String {
+        let Some(path) = path() else {
+            return "measured now; no cache directory to keep it in".into();
+        };
+        let mut lines: Vec<String> = entries()
+            .into_iter()
+            .filter(|(k, _, _)| k != key)
+            .map(|(k, c, f)| line(&k, c, &f))
+            .collect();
+        lines.push(line(key, choice, figures));
+        let write = std::fs::create_dir_all(path.parent().unwrap()).and_then(|_| {
+            crate::modelfile::write_atomic(&path, (lines.join("\n") + "\n").as_bytes())
+        });
+        match write {
+            Ok(()) => format!("measured now, cached in {}", path.display()),
+            Err(e) => format!("measured now; {}: not cached ({e})", path.display()),
+        }
+    }
+
+    fn line(key: &str, choice: Candidate, figures: &Figures) -> String {
+        let figs: Vec<String> = figures
+            .iter()
+            .map(|(c, ms)| format!("{} {ms:.4}", c.name()))
+            .collect();
+        format!("{key}\t{}\t{}", choice.name(), figs.join(", "))
+    }
+}
+
+/// In the browser nothing is kept: every page load measures.
+#[cfg(target_arch = "wasm32")]
+pub mod cache {
+    use super::{Candidate, Figures};
+
+    pub fn lookup(_key: &str) -> Option<(Candidate, Figures)> {
+        None
+    }
+
+    pub fn cached_how() -> String {
+        String::new()
+    }
+
+    pub fn store(_key: &str, _choice: Candidate, _figures: &Figures) -> String {
+        "measured now (the page keeps no cache)".into()
+    }
+}

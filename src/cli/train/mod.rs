@@ -109,9 +109,18 @@ pub fn run(args: TrainArgs) -> Result<()> {
     let gpu = open_checked_device(&run_args, arch, plan.recipe.batch_size, args.quiet)?;
     let (train, test) = load_data(&run_args, arch)?;
     let n_train = train.len();
-    let mut backend =
-        backends::for_training(gpu, arch, &plan.recipe, start.params.clone(), train, test)
-            .map_err(usage)?;
+    let mut backend = pollster::block_on(backends::for_training(
+        gpu,
+        arch,
+        &plan.recipe,
+        start.params.clone(),
+        train,
+        test,
+    ))
+    .map_err(usage)?;
+    if let (Some(line), false) = (backend.tuned(), args.quiet) {
+        eprintln!("{line}");
+    }
     let (position, metrics) = match &start.resumed {
         Some(c) => {
             backend.load_state(&c.params, &c.momentum)?;
