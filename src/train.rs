@@ -94,6 +94,11 @@ pub trait Backend {
     fn profile(&self) -> Option<crate::profile::Profile> {
         None
     }
+    /// The schedule and the kernels it runs (`layered` and a family, `fused` and its
+    /// per-sample kernels, or `cpu` for the CPU backend).
+    fn schedule(&self) -> (&'static str, &'static str) {
+        ("cpu", "cpu")
+    }
     /// What `--schedule auto` chose and from what, one line (None where nothing was measured).
     fn tuned(&self) -> Option<String> {
         None

@@ -8,6 +8,8 @@ use mnist_wgpu::gpu::context::{
     adapter_has_subgroups, all_adapters, auto_kernels, kernels_that_fit, pick_adapter,
 };
 
+use mnist_wgpu::gpu::tune;
+
 use super::args::AdapterArgs;
 
 #[derive(Args, Debug)]
@@ -81,10 +83,35 @@ pub fn run(args: AdaptersArgs) -> Result<()> {
             "no timestamp queries"
         };
         println!("    {sub} | {ts}");
-        println!("    kernels it can run: {runnable}");
+        println!("    kernels it can run: {runnable} | schedules: layered, fused");
+        print_cached(&i);
     }
     if picked.is_some() {
         println!("(* marks the adapter --device auto picks with these flags)");
     }
     Ok(())
+}
+
+/// The choices `--schedule auto` measured and cached for this adapter, one line per shape.
+fn print_cached(i: &wgpu::AdapterInfo) {
+    let prefix = tune::adapter_key(i);
+    let mine: Vec<_> = tune::cache::entries()
+        .into_iter()
+        .filter(|(k, _, _)| k.starts_with(&prefix))
+        .collect();
+    if mine.is_empty() {
+        println!("    --schedule auto: nothing measured yet (the first run measures)");
+    }
+    for (key, choice, figures) in mine {
+        let figs: Vec<String> = figures
+            .iter()
+            .map(|(c, ms)| format!("{} {ms:.2}", c.name()))
+            .collect();
+        println!(
+            "    --schedule auto, {}: {} ({} ms)",
+            &key[prefix.len()..],
+            choice.name(),
+            figs.join(", ")
+        );
+    }
 }

@@ -59,6 +59,8 @@ fn recipe(batch_size: usize) -> Recipe {
 /// One configuration, timed.
 struct Measured {
     device: String,
+    schedule: String,
+    kernels: String,
     arch: Arch,
     timing: Timing,
     eval_s: f64,
@@ -120,7 +122,10 @@ fn measure(
     } else {
         None
     };
+    let (schedule, kernels) = backend.schedule();
     Ok(Measured {
+        schedule: schedule.to_string(),
+        kernels: kernels.to_string(),
         device: backend.describe(),
         arch: arch.clone(),
         timing,
@@ -173,11 +178,13 @@ fn print_json(m: &Measured, rss: f64) {
         .map(|(name, size)| format!("{{\"name\": {}, \"bytes\": {size}}}", json_str(name)))
         .collect();
     println!(
-        "{{\"device\": {}, \"model\": {}, \"batch_size\": {}, \"steps\": {}, \"seconds\": {:.4}, \
+        "{{\"device\": {}, \"schedule\": {}, \"kernels\": {}, \"model\": {}, \"batch_size\": {}, \"steps\": {}, \"seconds\": {:.4}, \
          \"images_per_s\": {:.1}, \"ms_per_step\": {:.4}, \"gflops\": {:.3}, \
          \"dispatches_per_step\": {}, \"submissions_per_epoch\": {}, \"eval_seconds\": {:.4}, \
          \"peak_rss_mb\": {:.1}, \"buffers\": [{}]}}",
         json_str(&m.device),
+        json_str(&m.schedule),
+        json_str(&m.kernels),
         json_str(&arch_string(&m.arch)),
         t.batch_size,
         t.steps,

@@ -198,14 +198,14 @@ impl FusedSample<'_> {
                 entry,
                 constants: &[
                     ("BP", a.bp as f64),
-                    ("SAMPLES", env_or("FS", SAMPLES) as f64),
-                    ("WG", env_or("FW", WG) as f64),
+                    ("SAMPLES", SAMPLES as f64),
+                    ("WG", WG as f64),
                     ("LAYERS", a.layers as f64),
                     ("PIXELS", s.pixels as f64),
                     ("WORDS", words as f64),
                 ],
                 bindings: &bindings,
-                groups: [(a.bp as u32).div_ceil(env_or("FS", SAMPLES)), 1, 1],
+                groups: [(a.bp as u32).div_ceil(SAMPLES), 1, 1],
             },
         )
     }
@@ -234,7 +234,7 @@ impl FusedUpdate<'_> {
             self.params.size() == self.momentum.size(),
             "{label}: params and momentum differ in size"
         );
-        let groups = (a.tiles as u32).div_ceil(env_or("UW", UPDATE_WG));
+        let groups = (a.tiles as u32).div_ceil(UPDATE_WG);
         let row = groups.clamp(1, gpu.limits.max_compute_workgroups_per_dimension);
         Op::new(
             gpu,
@@ -245,7 +245,7 @@ impl FusedUpdate<'_> {
                 constants: &[
                     ("LAYERS", a.layers as f64),
                     ("TILES", a.tiles as f64),
-                    ("WG", env_or("UW", UPDATE_WG) as f64),
+                    ("WG", UPDATE_WG as f64),
                     ("ROW_GROUPS", row as f64),
                     ("LR", self.lr),
                     ("MU", self.mu),
@@ -264,11 +264,4 @@ impl FusedUpdate<'_> {
             },
         )
     }
-}
-
-fn env_or(k: &str, d: u32) -> u32 {
-    std::env::var(k)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(d)
 }

@@ -372,6 +372,13 @@ impl Backend for GpuBackend {
         self.profile.clone()
     }
 
+    fn schedule(&self) -> (&'static str, &'static str) {
+        match self.gpu.schedule {
+            Schedule::Layered => ("layered", self.gpu.kernels.name()),
+            Schedule::Fused => ("fused", "per-sample"),
+        }
+    }
+
     fn tuned(&self) -> Option<String> {
         self.gpu.tuned.clone()
     }

@@ -67,18 +67,22 @@ pub fn candidates(gpu: &Gpu, t: Tuning) -> Vec<Candidate> {
     out
 }
 
-/// The cache key: adapter, API, driver and the shape a choice is for.
+/// The part of a cache key that names the adapter: name, API, driver, vendor and device ids.
+pub fn adapter_key(i: &wgpu::AdapterInfo) -> String {
+    format!(
+        "{} | {:?} | {} {} | {:04x}:{:04x} | ",
+        i.name, i.backend, i.driver, i.driver_info, i.vendor, i.device
+    )
+    .replace('\t', " ")
+}
+
+/// The cache key: the adapter, the shape a choice is for, and which families it chose from.
 pub fn key(gpu: &Gpu, t: Tuning, shape: &str) -> String {
-    let i = &gpu.info;
     let family = match t.kernels {
         true => "any",
         false => gpu.kernels.name(),
     };
-    format!(
-        "{} | {:?} | {} {} | {:04x}:{:04x} | {shape} | kernels {family}",
-        i.name, i.backend, i.driver, i.driver_info, i.vendor, i.device
-    )
-    .replace('\t', " ")
+    format!("{}{shape} | kernels {family}", adapter_key(&gpu.info)).replace('\t', " ")
 }
 
 /// Measured figures: each candidate and its milliseconds (per step, or per evaluation).
