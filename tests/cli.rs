@@ -402,10 +402,12 @@ fn adapters_lists_them_and_marks_the_pick() {
             .to_str()
             .unwrap(),
     ]);
+    // Name, API and type; the kernels and schedule follow (eval's are measured).
     let adapter_line = eval_out.lines().next().unwrap();
+    let head = |l: &str| l.split(" | ").take(3).collect::<Vec<_>>().join(" | ");
     assert_eq!(
-        &picked[2..],
-        adapter_line.trim_start_matches("adapter: "),
+        head(&picked[2..]),
+        head(adapter_line.trim_start_matches("adapter: ")),
         "{stdout}"
     );
 }
@@ -421,6 +423,8 @@ fn bench_prints_figures_and_json() {
         "--profile",
         "--hidden",
         "32",
+        "--schedule",
+        "layered",
     ]);
     assert_eq!(code, 0, "{stderr}");
     for key in [
@@ -474,6 +478,8 @@ fn train_profile_prints_the_kernel_table() {
             "16",
             "--no-save",
             "--profile",
+            "--schedule",
+            "layered",
         ],
     );
     assert_eq!(code, 0, "{stderr}");
@@ -545,11 +551,17 @@ fn kernels_can_be_forced_and_are_named() {
         "r",
         "--kernels",
         "plain",
+        "--schedule",
+        "layered",
     ];
     let (code, stdout, stderr) = mnist_wgpu_in(&dir, &args);
     assert_eq!(code, 0, "{stderr}");
     assert!(
-        stdout.lines().next().unwrap().ends_with("| kernels: plain"),
+        stdout
+            .lines()
+            .next()
+            .unwrap()
+            .ends_with("| kernels: plain | schedule: layered"),
         "{stdout}"
     );
     let (code, stdout, stderr) =
@@ -564,5 +576,96 @@ fn kernels_can_be_forced_and_are_named() {
         "{stderr}"
     );
     assert!(!stderr.contains("panicked"), "{stderr}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// `--schedule auto` (the default) measures every schedule and kernel family on the first run of
+/// an adapter and shape, says what it chose in one line, caches it (a second run reads it
+/// back, `--retune` measures again, `adapters` lists it); a fixed `--schedule` measures
+/// nothing and is named in the header; `bench --json` names the schedule and its dispatches.
+#[test]
+fn schedule_auto_measures_once_and_caches_the_choice() {
+    let dir = common::scratch("schedule-auto");
+    let cache = dir.join("cache");
+    let run = |args: &[&str]| {
+        common::outcome(
+            common::bin()
+                .env("MNIST_WGPU_CACHE_DIR", &cache)
+                .args(args)
+                .current_dir(&dir)
+                .output()
+                .unwrap(),
+        )
+    };
+    let train = ["train", "--epochs", "1", "--hidden", "8", "--no-save"];
+    let chose = |stderr: &str, how: &str| -> String {
+        let line = stderr
+            .lines()
+            .find(|l| l.starts_with("schedule: auto chose "))
+            .unwrap_or_else(|| panic!("no choice line in {stderr}"));
+        assert!(line.contains(how), "{line}");
+        assert!(
+            line.contains("fused ") && line.contains("layered/"),
+            "{line}"
+        );
+        line["schedule: auto chose ".len()..]
+            .split(' ')
+            .next()
+            .unwrap()
+            .to_string()
+    };
+    let (code, stdout, stderr) = run(&train);
+    assert_eq!(code, 0, "{stderr}");
+    let first = chose(&stderr, "measured now, cached in");
+    let header = stdout.lines().next().unwrap();
+    let schedule = first.split('/').next().unwrap();
+    assert!(
+        header.contains(&format!("schedule: {schedule}")),
+        "{header} vs {first}"
+    );
+    assert!(cache.join("schedules.tsv").is_file());
+    let (code, _, stderr) = run(&train);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(chose(&stderr, "measured earlier, cached in"), first);
+    let (code, _, stderr) = run(&[&train[..], &["--retune"]].concat());
+    assert_eq!(code, 0, "{stderr}");
+    chose(&stderr, "measured now");
+    let (code, stdout, _) = run(&["adapters"]);
+    assert_eq!(code, 0);
+    assert!(
+        stdout.contains("--schedule auto, train 784-8-10 batch 32"),
+        "{stdout}"
+    );
+    let (code, stdout, stderr) = run(&[&train[..], &["--schedule", "fused"]].concat());
+    assert_eq!(code, 0, "{stderr}");
+    assert!(!stderr.contains("schedule: auto"), "{stderr}");
+    assert!(
+        stdout
+            .lines()
+            .next()
+            .unwrap()
+            .ends_with("| schedule: fused"),
+        "{stdout}"
+    );
+    for (schedule, dispatches) in [("fused", "2"), ("layered", "6")] {
+        let bench = [
+            "bench",
+            "--json",
+            "--seconds",
+            "0.2",
+            "--warmup",
+            "5",
+            "--hidden",
+            "8",
+        ];
+        let (code, stdout, stderr) = run(&[&bench[..], &["--schedule", schedule]].concat());
+        assert_eq!(code, 0, "{stderr}");
+        assert!(
+            stdout.contains(&format!("\"schedule\": \"{schedule}\"")),
+            "{stdout}"
+        );
+        let want = format!("\"dispatches_per_step\": {dispatches},");
+        assert!(stdout.contains(&want), "{stdout}");
+    }
     std::fs::remove_dir_all(&dir).unwrap();
 }

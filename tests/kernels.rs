@@ -38,6 +38,15 @@ fn linear_products_match_reference() {
     assert_ok(&gpu, block_on(selftest::linear_checks(&gpu)).unwrap());
 }
 
+/// The fused schedule's two dispatches, operation by operation.
+#[test]
+fn fused_schedule_matches_reference() {
+    let gpu = common::fused_gpu();
+    let checks = block_on(mnist_wgpu::gpu::fused_check::checks(&gpu, &modules(&gpu)));
+    assert!(checks.len() > 40, "{} fused checks", checks.len());
+    assert_ok(&gpu, checks);
+}
+
 #[test]
 fn gather_matches_reference_exactly() {
     let gpu = common::gpu();

@@ -203,20 +203,16 @@ fn fixtures_are_pytorchs_and_self_consistent() {
     assert!(f.losses.iter().all(|l| l.is_finite() && *l > 0.0));
 }
 
-/// Every family of matmul kernels the adapter can run.
+/// Every family of matmul kernels the adapter can run, and the fused schedule.
 #[test]
 fn gpu_matches_pytorch_over_50_steps() {
     let f = fixture();
     let m = load_mnist(&default_data_dir()).unwrap();
-    for gpu in common::gpus() {
+    for gpu in common::every_schedule() {
         let (arch, r, p) = (&f.init.arch, &recipe(), &f.init.params);
         let mut b = GpuBackend::new(gpu, arch, r, p, &m.train, &m.test).unwrap();
         let got = run(&mut b, &f, m.train.len());
-        let name = format!(
-            "GPU ({}, kernels {})",
-            b.gpu.info.name,
-            b.gpu.kernels.name()
-        );
+        let name = format!("GPU ({})", b.gpu);
         eprintln!("{}", check(&name, &f, &got));
     }
 }

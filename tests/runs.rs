@@ -192,6 +192,74 @@ fn gpu_run_interrupted_after_epoch_2_resumes_bit_identical() {
     assert!(straight.1 == resumed.1, "momentum differs after resuming");
 }
 
+/// The same with the fused schedule.
+#[test]
+fn fused_run_interrupted_after_epoch_2_resumes_bit_identical() {
+    let m = mnist();
+    let (train, test) = (m.train.head(6000), m.test.head(1000));
+    let arch = Arch::new(784, &[32], 10);
+    let r = recipe(3);
+    let make = |p: &[f32]| -> Box<dyn Backend> {
+        Box::new(GpuBackend::new(common::fused_gpu(), &arch, &r, p, &train, &test).unwrap())
+    };
+    let (straight, resumed, pos) =
+        interrupted_vs_straight(&make, &arch, &r, train.len(), |p| p.epoch == 2, "fused");
+    assert_eq!((pos.epoch, pos.step), (2, 0));
+    assert!(straight.0 == resumed.0, "weights differ after resuming");
+    assert!(straight.1 == resumed.1, "momentum differs after resuming");
+}
+
+/// A checkpoint holds the weights and momentum in PyTorch's layout, whatever the schedule:
+/// the state of 100 steps under one schedule loads into the other and reads back bit for bit,
+/// and the next 80 steps there track the first schedule's own (the first within 1e-5, the
+/// mean within 0.5 %: two summation orders, not two recipes).
+#[test]
+fn a_checkpoint_resumes_under_the_other_schedule() {
+    let m = mnist();
+    let (train, test) = (m.train.head(6000), m.test.head(1000));
+    let arch = Arch::new(784, &[64, 32], 10);
+    let r = recipe(1);
+    let order = mnist_wgpu::rng::epoch_order(r.seed, 0, train.len());
+    let init = arch.init(r.seed);
+    let pairs = [
+        (common::gpu(), common::fused_gpu()),
+        (common::fused_gpu(), common::gpu()),
+    ];
+    for (first, second) in pairs {
+        let names = format!("{first} -> {second}");
+        let mut a = GpuBackend::new(first, &arch, &r, &init, &train, &test).unwrap();
+        a.begin_epoch(&order).unwrap();
+        block_on(a.run_steps(0..100)).unwrap();
+        let (p, v) = (
+            block_on(a.params()).unwrap(),
+            block_on(a.momentum()).unwrap(),
+        );
+        let mut b = GpuBackend::new(second, &arch, &r, &p, &train, &test).unwrap();
+        b.load_state(&p, &v).unwrap();
+        assert!(block_on(b.params()).unwrap() == p, "{names}: params");
+        assert!(block_on(b.momentum()).unwrap() == v, "{names}: momentum");
+        b.begin_epoch(&order).unwrap();
+        let mut losses = Vec::new();
+        for x in [&mut a, &mut b] {
+            block_on(x.run_steps(100..180)).unwrap();
+            losses.push(block_on(x.losses(100..180)).unwrap());
+        }
+        let (la, lb) = (&losses[0], &losses[1]);
+        assert!(
+            (la[0] - lb[0]).abs() <= 1e-5 * la[0],
+            "{names}: {} vs {}",
+            la[0],
+            lb[0]
+        );
+        let mean = |l: &[f32]| l.iter().sum::<f32>() / l.len() as f32;
+        let (ma, mb) = (mean(la), mean(lb));
+        assert!(
+            (ma - mb).abs() <= 5e-3 * ma,
+            "{names}: mean loss {ma} vs {mb}"
+        );
+    }
+}
+
 /// Stopped in the middle of an epoch (after 750 of its 1875 steps), on the CPU backend.
 #[test]
 fn cpu_run_interrupted_mid_epoch_resumes_bit_identical() {

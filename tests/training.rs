@@ -5,7 +5,7 @@ mod common;
 
 use mnist_wgpu::cpu::{self, CpuBackend};
 use mnist_wgpu::data::{Dataset, default_data_dir, load_mnist};
-use mnist_wgpu::gpu::GpuBackend;
+use mnist_wgpu::gpu::{Gpu, GpuBackend};
 use mnist_wgpu::model::Arch;
 use mnist_wgpu::rng::{Rng, epoch_order};
 use mnist_wgpu::train::{Backend, Recipe};
@@ -81,10 +81,18 @@ fn gpu_gradients_match_cpu_reference() {
 }
 
 /// A whole epoch with a partial last batch (70 = 2 x 32 + 6): every step's loss and the final
-/// weights and momentum agree with the CPU backend.
+/// weights and momentum agree with the CPU backend, with either schedule.
 #[test]
 fn gpu_epoch_matches_cpu_backend() {
-    let gpu = common::gpu();
+    epoch_matches_cpu_backend(common::gpu());
+}
+
+#[test]
+fn fused_epoch_matches_cpu_backend() {
+    epoch_matches_cpu_backend(common::fused_gpu());
+}
+
+fn epoch_matches_cpu_backend(gpu: mnist_wgpu::gpu::Gpu) {
     let train = synthetic(2, 70, 7, 13);
     let arch = Arch::new(91, &[33, 17], 10);
     let params = arch.init(5);
@@ -150,24 +158,33 @@ fn gpu_epoch_matches_cpu_backend() {
     );
 }
 
-fn mnist_backend(arch: &Arch, r: &Recipe) -> (GpuBackend, usize) {
+fn mnist_backend(gpu: Gpu, arch: &Arch, r: &Recipe) -> (GpuBackend, usize) {
     let m = load_mnist(&default_data_dir()).expect("the committed MNIST files");
     let params = arch.init(r.seed);
     let n = m.train.len();
     (
-        GpuBackend::new(common::gpu(), arch, r, &params, &m.train, &m.test).unwrap(),
+        GpuBackend::new(gpu, arch, r, &params, &m.train, &m.test).unwrap(),
         n,
     )
 }
 
-/// The same seed on the same adapter gives bit-identical losses and weights.
+/// The same seed, adapter and schedule give bit-identical losses and weights.
 #[test]
 fn two_runs_are_bit_identical() {
+    two_runs_bit_identical(common::gpu);
+}
+
+#[test]
+fn two_fused_runs_are_bit_identical() {
+    two_runs_bit_identical(common::fused_gpu);
+}
+
+fn two_runs_bit_identical(gpu: fn() -> Gpu) {
     let arch = Arch::new(784, &[128, 128, 64, 64], 10);
     let r = recipe(32);
     let mut runs = Vec::new();
     for _ in 0..2 {
-        let (mut b, n) = mnist_backend(&arch, &r);
+        let (mut b, n) = mnist_backend(gpu(), &arch, &r);
         b.begin_epoch(&epoch_order(r.seed, 0, n)).unwrap();
         block_on(b.run_steps(0..200)).unwrap();
         let losses: Vec<u32> = block_on(b.losses(0..200))
@@ -197,7 +214,7 @@ fn three_hundred_steps_learn_mnist() {
     let m = load_mnist(&default_data_dir()).unwrap();
     let n = m.train.len();
     let order = epoch_order(r.seed, 0, n);
-    let (mut g, _) = mnist_backend(&arch, &r);
+    let (mut g, _) = mnist_backend(common::gpu(), &arch, &r);
     let mut c = CpuBackend::new(arch.clone(), r.clone(), arch.init(r.seed), m.train, m.test);
     let mut lasts = Vec::new();
     for (name, b) in [("gpu", &mut g as &mut dyn Backend), ("cpu", &mut c)] {

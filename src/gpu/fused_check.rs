@@ -93,9 +93,12 @@ struct Outputs {
     loss: f32,
 }
 
+/// A case: seed, image rows and columns, hidden sizes, classes, batch, the step to run.
+type CaseShape = (u64, (usize, usize), &'static [usize], usize, usize, usize);
+
 /// Every shape; each case's checks in dispatch order.
 pub async fn checks(gpu: &Gpu, m: &Modules) -> Vec<Check> {
-    let cases: [(u64, (usize, usize), &[usize], usize, usize, usize); 4] = [
+    let cases: [CaseShape; 4] = [
         // widths no multiple of 4, a last partial batch of 3 in 40 columns
         (1, (7, 13), &[13, 6], 5, 37, 1),
         // 36 columns: a workgroup holds 4 of its 8 samples

@@ -4,6 +4,7 @@
 
 use std::process::{Command, Output};
 
+use mnist_wgpu::gpu::program::Schedule;
 use mnist_wgpu::gpu::{AdapterQuery, Gpu, context::pick_adapter};
 
 /// The default adapter (with subgroups where it has them). A machine with no adapter fails
@@ -25,6 +26,21 @@ pub fn gpus() -> Vec<Gpu> {
         .collect()
 }
 
+/// The default adapter with the fused schedule.
+pub fn fused_gpu() -> Gpu {
+    let mut gpu = gpu();
+    gpu.schedule = Schedule::Fused;
+    gpu
+}
+
+/// The default adapter once per way to train: the layered schedule with every family of
+/// matmul kernels it can run, then the fused schedule.
+pub fn every_schedule() -> Vec<Gpu> {
+    let mut out = gpus();
+    out.push(fused_gpu());
+    out
+}
+
 /// An empty scratch directory for one test (this process's own, so test binaries running
 /// side by side never share one).
 pub fn scratch(name: &str) -> std::path::PathBuf {
@@ -34,10 +50,14 @@ pub fn scratch(name: &str) -> std::path::PathBuf {
     dir
 }
 
-/// The binary as a user runs it (with Mesa's device-select layer off, as `main` also does).
+/// The binary as a user runs it (with Mesa's device-select layer off, as `main` also does),
+/// keeping `--schedule auto`'s measurements in this test process's own cache directory rather
+/// than the user's.
 pub fn bin() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_mnist-wgpu"));
     c.env("NODEVICE_SELECT", "1");
+    let cache = std::env::temp_dir().join(format!("mnist-wgpu-test-cache-{}", std::process::id()));
+    c.env("MNIST_WGPU_CACHE_DIR", cache);
     c
 }
 
