@@ -4,8 +4,11 @@
 #     bench/gpu-check.sh REPORT.txt
 #
 # Runs, on whatever adapter wgpu picks (set WGPU_BACKEND, WGPU_ADAPTER_NAME or VK_ICD_FILENAMES
-# to choose): `adapters`, `selftest` (every family of kernels the adapter can run), `bench
-# --json` for each of those families, `bench --scaling`, a full default `train`, and the same
+# to choose): `adapters`, `selftest` (every family of kernels the adapter can run, both
+# schedules), `bench --json` for each family with the layered schedule and for the fused
+# schedule, `bench` with `--schedule auto` (what it measures and picks, then `adapters` showing
+# the cached choice), `bench --profile` per schedule, `bench --scaling` per schedule (skipped on
+# a CPU-type adapter, where it takes a quarter of an hour), a full default `train`, and the same
 # recipe in PyTorch on the machine's best device (bench/pytorch_mlp.py: its hand-optimised loop,
 # the tutorial's own DataLoader loop, and the 5 epochs). Every section goes to REPORT, with the
 # exit code of each step; the script goes on past a failed step and exits 1 at the end if any
@@ -87,14 +90,28 @@ if [[ "$picked" == *"| Cpu |"* ]] && [ -n "$gpu_present" ]; then
     exit 1
 fi
 
-step "selftest (every family of kernels this adapter can run)" "$bin" selftest
-families=$("$bin" adapters 2>/dev/null | grep -A4 '^\*' | sed -n 's/.*kernels it can run: //p' | tr -d ',')
+step "selftest (every family of kernels this adapter can run, both schedules)" "$bin" selftest
+families=$("$bin" adapters 2>/dev/null | grep -A4 '^\*' | sed -n 's/.*kernels it can run: \([^|]*\).*/\1/p' | tr -d ',')
 for k in $families; do
-    step "bench --json --kernels $k" "$bin" bench --json --kernels "$k" --seconds "$seconds"
+    step "bench --json --kernels $k --schedule layered" \
+        "$bin" bench --json --kernels "$k" --schedule layered --seconds "$seconds"
 done
-step "bench (the kernels --device auto picks)" "$bin" bench --seconds "$seconds"
-step "bench --profile" "$bin" bench --profile --seconds 2
-step "bench --scaling" "$bin" bench --scaling
+step "bench --json --schedule fused" "$bin" bench --json --schedule fused --seconds "$seconds"
+step "bench --schedule auto (measures every schedule and family, keeps the fastest)" \
+    "$bin" bench --retune --seconds "$seconds"
+step "adapters (with the cached choice)" "$bin" adapters
+for s in layered fused; do
+    step "bench --profile --schedule $s" "$bin" bench --profile --schedule "$s" --seconds 2
+done
+if [[ "$picked" == *"| Cpu |"* ]]; then
+    say ""
+    say "## bench --scaling"
+    say "skipped: a CPU-type adapter takes a quarter of an hour for it (run it by hand if wanted)"
+else
+    for s in layered fused; do
+        step "bench --scaling --schedule $s" "$bin" bench --scaling --schedule "$s"
+    done
+fi
 run_dir=$(mktemp -d)
 step "train (the default recipe)" "$bin" train --no-save --run-dir "$run_dir/run"
 rm -rf "$run_dir"

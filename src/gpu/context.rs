@@ -117,9 +117,12 @@ impl fmt::Display for Gpu {
             "{} | {:?} | {:?} | ",
             self.info.name, self.info.backend, self.info.device_type
         )?;
-        match self.schedule {
-            Schedule::Layered => write!(f, "kernels: {} | schedule: layered", self.kernels.name()),
-            Schedule::Fused => write!(f, "schedule: fused"),
+        match (self.tuning, self.schedule) {
+            (Some(_), _) => write!(f, "schedule: auto (measured when a run starts)"),
+            (None, Schedule::Layered) => {
+                write!(f, "kernels: {} | schedule: layered", self.kernels.name())
+            }
+            (None, Schedule::Fused) => write!(f, "schedule: fused"),
         }
     }
 }

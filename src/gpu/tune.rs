@@ -146,7 +146,8 @@ pub async fn for_training(
         let Ok(mut b) = GpuBackend::new(g, arch, recipe, params, train, test) else {
             continue;
         };
-        figures.push((c, time_steps(&mut b, recipe, train.len()).await?));
+        let best = figures.iter().map(|f| f.1).fold(f64::INFINITY, f64::min);
+        figures.push((c, time_steps(&mut b, recipe, train.len(), best).await?));
     }
     let Some(best) = fastest(&figures) else {
         anyhow::bail!(
@@ -160,17 +161,22 @@ pub async fn for_training(
 }
 
 /// Milliseconds per training step as `train` runs them (a loss read-back after each
-/// submission): one warm-up round, then the fastest of [`ROUNDS`] rounds of [`STEPS`].
-async fn time_steps(b: &mut GpuBackend, recipe: &Recipe, n: usize) -> Result<f64> {
+/// submission): a few steps to warm up, then the fastest of [`ROUNDS`] rounds of [`STEPS`];
+/// a candidate half again as slow as `rival` after its first round is not timed further.
+async fn time_steps(b: &mut GpuBackend, recipe: &Recipe, n: usize, rival: f64) -> Result<f64> {
     let steps = STEPS.min(recipe.steps_per_epoch(n));
     b.begin_epoch(&crate::rng::epoch_order(recipe.seed, 0, n))?;
+    let warm = 5.min(steps);
+    b.run_steps(0..warm).await?;
+    b.losses(0..warm).await?;
     let mut best = f64::INFINITY;
-    for round in 0..=ROUNDS {
+    for _ in 0..ROUNDS {
         let t0 = web_time::Instant::now();
         b.run_steps(0..steps).await?;
         b.losses(0..steps).await?;
-        if round > 0 {
-            best = best.min(t0.elapsed().as_secs_f64() * 1e3 / steps as f64);
+        best = best.min(t0.elapsed().as_secs_f64() * 1e3 / steps as f64);
+        if best > 1.5 * rival {
+            break;
         }
     }
     Ok(best)

@@ -139,18 +139,44 @@ fn native_cpu_losses() -> Vec<f32> {
     reports[0].step_losses.clone()
 }
 
-/// One epoch from the default seed on the page's WebGPU: each step's loss as the native CPU
-/// backend's, at least 90 %, and the model the Download button saves evaluates natively to
-/// the accuracy the page showed.
+/// One epoch from the default seed on the page's WebGPU (with the schedule auto measures):
+/// each step's loss as the native CPU backend's, at least 90 %, and the model the Download
+/// button saves evaluates natively to the accuracy the page showed.
 #[test]
 #[ignore = "needs Chromium, ChromeDriver and web/build.sh; .ci/run runs it"]
 fn one_epoch_in_chromium_matches_the_native_run() {
+    one_epoch_matches_the_native_run("", "downloads");
+}
+
+/// The same with the fused schedule asked for in the URL.
+#[test]
+#[ignore = "needs Chromium, ChromeDriver and web/build.sh; .ci/run runs it"]
+fn one_fused_epoch_in_chromium_matches_the_native_run() {
+    one_epoch_matches_the_native_run("&schedule=fused", "downloads-fused");
+}
+
+fn one_epoch_matches_the_native_run(query: &str, name: &str) {
     let (_server, url) = serve(site());
-    let downloads = scratch("downloads");
+    let downloads = scratch(name);
     let b = Browser::start(true, &downloads);
-    b.open(&format!("{url}?epochs=1&autostart=1"));
+    b.open(&format!("{url}?epochs=1&autostart=1{query}"));
     let state = b.wait_phase(&["done", "stopped"], Duration::from_secs(600));
     assert_clean(&b, &state, true);
+    let log = state["log"].to_string();
+    if query.contains("schedule=fused") {
+        assert!(
+            state["device"]
+                .as_str()
+                .unwrap()
+                .ends_with("schedule: fused"),
+            "{state}"
+        );
+    } else {
+        assert!(
+            log.contains("schedule: auto chose "),
+            "no measured choice in {log}"
+        );
+    }
     assert_eq!(state["phase"], "done");
     let page: Vec<f32> = state["epochs"][0]["step_losses"]
         .as_array()

@@ -19,7 +19,7 @@ use web_time::Instant;
 use mnist_wgpu::data::{self, CLASSES, Kind, Mnist};
 use mnist_wgpu::gpu::Gpu;
 use mnist_wgpu::gpu::context::browser_gpu;
-use mnist_wgpu::gpu::program::Kernels;
+use mnist_wgpu::gpu::program::{Kernels, Schedule};
 use mnist_wgpu::model::Arch;
 use mnist_wgpu::predict::SIDE;
 use mnist_wgpu::train::{self, LoopOptions, Position, Recipe};
@@ -39,6 +39,8 @@ struct Model {
 struct State {
     /// The kernels asked for (`kernels=` in the URL); None: chosen for the adapter.
     kernels: Option<Kernels>,
+    /// The schedule asked for (`schedule=` in the URL); None: auto, measured by each run.
+    schedule: Option<Schedule>,
     /// The adapter's name as the page found it.
     name: String,
     /// Whether the browser gave a WebGPU device (else the CPU backend runs).
@@ -75,12 +77,17 @@ pub fn defaults() -> JsValue {
     ])
 }
 
-/// Opens the browser's WebGPU device with `kernels` ("" or "auto": chosen for the adapter);
+/// Opens the browser's WebGPU device with `kernels` ("" or "auto": chosen for the adapter) and
+/// `schedule` ("" or "auto": measured at the start of each run, `gpu::tune`);
 /// `{webgpu, device, note}`, where `note` says why the CPU backend runs instead. `name` names
 /// the adapter where wgpu cannot (it maps only the adapter's description, often empty): the
 /// page passes the vendor and architecture of `GPUAdapter.info`.
 #[wasm_bindgen]
-pub async fn open_device(kernels: String, name: String) -> Result<JsValue, JsError> {
+pub async fn open_device(
+    kernels: String,
+    schedule: String,
+    name: String,
+) -> Result<JsValue, JsError> {
     let kernels = match kernels.as_str() {
         "" | "auto" => None,
         "plain" => Some(Kernels::Plain),
@@ -92,7 +99,17 @@ pub async fn open_device(kernels: String, name: String) -> Result<JsValue, JsErr
             )));
         }
     };
-    with(|s| (s.kernels, s.name) = (kernels, name));
+    let schedule = match schedule.as_str() {
+        "" | "auto" => None,
+        "layered" => Some(Schedule::Layered),
+        "fused" => Some(Schedule::Fused),
+        other => {
+            return Err(error(format!(
+                "schedule={other}: expected auto, layered or fused"
+            )));
+        }
+    };
+    with(|s| (s.kernels, s.schedule, s.name) = (kernels, schedule, name));
     let (webgpu, device, note) = match open_gpu().await {
         Ok(gpu) => {
             let line = gpu.to_string();
@@ -144,11 +161,16 @@ pub fn load_data() -> Result<String, JsError> {
 /// The browser's device with the kernels asked for, named as the page found the adapter where
 /// wgpu leaves the name empty.
 async fn open_gpu() -> Result<Gpu, gpu::GpuError> {
-    let (kernels, name) = with(|s| (s.kernels, s.name.clone()));
+    let (kernels, schedule, name) = with(|s| (s.kernels, s.schedule, s.name.clone()));
     let mut gpu = browser_gpu(kernels).await?;
     if gpu.info.name.trim().is_empty() {
         gpu.info.name = name;
     }
+    gpu.set_schedule(&gpu::AdapterQuery {
+        kernels,
+        schedule,
+        ..Default::default()
+    });
     Ok(gpu)
 }
 
@@ -227,9 +249,13 @@ pub async fn train(values: JsValue, on_event: Function) -> Result<JsValue, JsErr
     let t0 = Instant::now();
     let (train_set, test_set) = (mnist.train.clone(), mnist.test.clone());
     let params = arch.init(recipe.seed);
-    let mut backend =
-        backends::for_training(gpu, &arch, &recipe, params, train_set, test_set).map_err(error)?;
+    let mut backend = backends::for_training(gpu, &arch, &recipe, params, train_set, test_set)
+        .await
+        .map_err(error)?;
     let page = Page::new(on_event);
+    if let Some(line) = backend.tuned() {
+        page.log(line).await;
+    }
     let setup = t0.elapsed().as_secs_f64();
     page.announce(&backend.describe(), &arch, &recipe, setup)
         .await;
@@ -305,8 +331,13 @@ pub async fn evaluate(on_event: Function) -> Result<JsValue, JsError> {
     let test = mnist()?.test.clone();
     let gpu = take_gpu().await?;
     let (arch, params) = (&model.arch, model.params.clone());
-    let mut backend = backends::for_evaluation(gpu, arch, params, test, 1000).map_err(error)?;
+    let mut backend = backends::for_evaluation(gpu, arch, params, test, 1000)
+        .await
+        .map_err(error)?;
     let page = Page::new(on_event);
+    if let Some(line) = backend.tuned() {
+        page.log(line).await;
+    }
     page.log(format!("evaluating on {}", backend.describe()))
         .await;
     let ev = backend.evaluate().await.map_err(error)?;
