@@ -18,7 +18,7 @@ use crate::gpu::program::{Bind, Dispatch, Op, need, need_batch, need_vec4};
 use crate::gpu::tensors::{Split, init, zeros};
 
 /// Samples per workgroup of the per-sample dispatch, and its invocations.
-pub const SAMPLES: u32 = 8;
+pub const SAMPLES: u32 = 16;
 pub const WG: u32 = 64;
 /// Invocations per workgroup of the update dispatch (one weight tile each).
 pub const UPDATE_WG: u32 = 64;

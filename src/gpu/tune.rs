@@ -35,6 +35,7 @@ impl Candidate {
         }
     }
 
+    #[cfg_attr(target_arch = "wasm32", allow(dead_code))]
     fn parse(s: &str) -> Option<Candidate> {
         let (schedule, kernels) = match s.split_once('/') {
             Some(("layered", k)) => (Schedule::Layered, k),
