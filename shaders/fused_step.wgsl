@@ -13,6 +13,7 @@
 //#import step.wgsl
 //#import layer_table.wgsl
 //#import gather_sample.wgsl
+//#import sample_loop.wgsl
 //#import linear_sample.wgsl
 //#import nll_sample.wgsl
 //#import evaluate_sample.wgsl

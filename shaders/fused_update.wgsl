@@ -4,15 +4,17 @@
 //   optimizer.step()            (sgd_step)      params, momentum
 //   (the step's mean loss)                      losses[step.index]
 //
-// One invocation per tile of 4 rows of W by one vec4 of columns, every layer's tiles in one
+// One invocation per tile of 8 rows of W by two vec4 of columns, every layer's tiles in one
 // flat range (`Layer.tile0`); invocation 0 also sums the per-sample losses in order. Grid: a
 // 2-D grid of ROW_GROUPS workgroups per row over ceil(TILES / WG).
 //#import step.wgsl
 //#import layer_table.wgsl
 //#import sgd_rule.wgsl
+//#import sample_loop.wgsl
 //#import linear_update.wgsl
 
 override LAYERS: u32;
+override BP: u32;
 override TILES: u32;
 override WG: u32;
 override ROW_GROUPS: u32;
@@ -30,7 +32,10 @@ override MU: f32;
 @group(0) @binding(7) var<storage, read_write> losses: array<f32>;
 
 @compute @workgroup_size(WG)
-fn update(@builtin(global_invocation_id) gid: vec3<u32>) {
+fn update(
+    @builtin(global_invocation_id) gid: vec3<u32>,
+    @builtin(local_invocation_index) li: u32,
+) {
     let t = gid.y * ROW_GROUPS * WG + gid.x;
     if (t == 0u) {
         var total = 0.0;
@@ -46,5 +51,5 @@ fn update(@builtin(global_invocation_id) gid: vec3<u32>) {
     while (l + 1u < LAYERS && t >= layers[l + 1u].tile0) {
         l++;
     }
-    update_tile(layers[l], t - layers[l].tile0);
+    update_tile(layers[l], t - layers[l].tile0, li);
 }

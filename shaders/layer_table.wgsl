@@ -1,5 +1,6 @@
 // The fused schedule's table of layers: where each layer's parameters, activations and output
-// gradient live, read from a uniform buffer by both fused dispatches. Host twin:
+// gradient live, read from a uniform buffer by both fused dispatches; and how both read four
+// samples' rows (from the importing module's `acts`, `dz` and BP). Host twin:
 // `gpu::fused::LayerRow` (#[repr(C)], held to this layout by tests/shaders.rs). Offsets are in
 // floats and multiples of 4; every row of a batch-major tensor is padded to a multiple of 4.
 struct Layer {
@@ -28,3 +29,17 @@ const MAX_LAYERS: u32 = 32u;
 
 // The offsets 0 .. 3 of a vec4's components, for masks.
 const LANE4 = vec4<u32>(0u, 1u, 2u, 3u);
+
+// The vec4 at column k4 of rows c0 .. c0 + 4 of a batch-major tensor at vec4 offset `at`
+// with rows of `ld4` vec4, as the columns of a matrix (rows past BP clamped). Matrices, not
+// arrays: SwiftShader keeps a local array in memory and clamps every access to it.
+fn acts4(at: u32, ld4: u32, c0: u32, k4: u32) -> mat4x4<f32> {
+    let r = vec4<u32>(at) + min(vec4<u32>(c0) + LANE4, vec4<u32>(BP - 1u)) * ld4 + vec4<u32>(k4);
+    return mat4x4<f32>(acts[r.x], acts[r.y], acts[r.z], acts[r.w]);
+}
+
+// The same from dz.
+fn dz4(at: u32, ld4: u32, c0: u32, k4: u32) -> mat4x4<f32> {
+    let r = vec4<u32>(at) + min(vec4<u32>(c0) + LANE4, vec4<u32>(BP - 1u)) * ld4 + vec4<u32>(k4);
+    return mat4x4<f32>(dz[r.x], dz[r.y], dz[r.z], dz[r.w]);
+}

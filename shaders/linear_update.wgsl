@@ -1,28 +1,31 @@
 // The weight gradient of a linear layer with the SGD step fused, for the fused schedule (the
 // twin of the weight product of linear_backward.wgsl followed by sgd.wgsl): one tile of 8 rows
 // of W by two vec4 of its columns sums dW = dZ^T X over the batch's valid samples, four at a
-// time in order (four vec4 loads per 64 multiply-adds), then applies the momentum rule (sgd_rule.wgsl) to
+// time in order, then applies the momentum rule (sgd_rule.wgsl) to
 // those 64 weights; the tiles of the first columns also do the 8 biases (db = the column sums
 // of dZ). No gradient is stored. CPU twins: `cpu::linear_backward` (dw, db), `cpu::sgd`. Uses
-// the importing module's `acts`, `dz`, `step` and what sgd_rule.wgsl uses.
+// the importing module's `acts`, `dz`, `step`, what sgd_rule.wgsl and sample_loop.wgsl use.
 
-// Tiles of a layer: ceil(out / 8) row groups by ceil(ldw / 8) column pairs (host twin
-// `gpu::fused::layer_rows`).
-fn update_tile(ly: Layer, t: u32) {
+// Tiles of a layer: ceil(out / 8) row blocks by ceil(ldw / 8) column pairs rounded up to a
+// multiple of 8, so that eight neighbouring invocations share their rows (host twin
+// `gpu::fused::layer_rows`). The rows' dZ of eight samples at a time comes through dz8
+// (sample_loop.wgsl): in the subgroup flavour one load per invocation, shared.
+fn update_tile(ly: Layer, t: u32, li: u32) {
     let k4s = ly.ldw / 4u;
     let o4s = (ly.out + 3u) / 4u;
-    let pairs = (k4s + 1u) / 2u;
+    let pairs = ((k4s + 1u) / 2u + 7u) / 8u * 8u;
     let i4 = (t % pairs) * 2u;
     let o4 = (t / pairs) * 2u;
-    // The second vec4 of rows or columns may lie past the tensor: read clamped, used as zero.
+    // The second vec4 of rows, and the columns past the row, are read clamped, used as zero
+    // and not stored.
     let o4b = min(o4 + 1u, o4s - 1u);
-    let i4b = min(i4 + 1u, k4s - 1u);
     let has_o = o4 + 1u < o4s;
-    let has_i = i4 + 1u < k4s;
-    // Four samples at a time: columns of D are the samples' dZ (four rows of W), columns of X
-    // their inputs (four columns of W); X * transpose(D) adds their products to a 4 x 4 block
-    // of dW (column r: row r of the block). Matrices, not arrays: SwiftShader keeps a local
-    // array in memory and clamps every access to it.
+    let ia = min(i4, k4s - 1u);
+    let ib = min(i4 + 1u, k4s - 1u);
+    // Columns of D are the samples' dZ (four rows of W), columns of X their inputs (four
+    // columns of W); X * transpose(D) adds their products to a 4 x 4 block of dW (column r:
+    // row r of the block). Matrices, not arrays: SwiftShader keeps a local array in memory and
+    // clamps every access to it.
     var w_aa = mat4x4<f32>();
     var w_ab = mat4x4<f32>();
     var w_ba = mat4x4<f32>();
@@ -31,48 +34,47 @@ fn update_tile(ly: Layer, t: u32) {
     var bias_b = vec4<f32>(0.0);
     let d_at = ly.dz_off / 4u;
     let x_at = ly.x_off / 4u;
-    for (var c0 = 0u; c0 < step.valid; c0 += 4u) {
-        // Samples past `valid` are read clamped and count as zero.
-        let c = min(vec4<u32>(c0) + LANE4, vec4<u32>(step.valid - 1u));
-        let live = vec4<u32>(c0) + LANE4 < vec4<u32>(step.valid);
-        let zero = vec4<f32>(0.0);
-        let da = mat4x4<f32>(
-            select(zero, dz[d_at + c.x * o4s + o4], live.x),
-            select(zero, dz[d_at + c.y * o4s + o4], live.y),
-            select(zero, dz[d_at + c.z * o4s + o4], live.z),
-            select(zero, dz[d_at + c.w * o4s + o4], live.w),
-        );
-        let db = mat4x4<f32>(
-            select(zero, dz[d_at + c.x * o4s + o4b], live.x && has_o),
-            select(zero, dz[d_at + c.y * o4s + o4b], live.y && has_o),
-            select(zero, dz[d_at + c.z * o4s + o4b], live.z && has_o),
-            select(zero, dz[d_at + c.w * o4s + o4b], live.w && has_o),
-        );
-        let xa = mat4x4<f32>(acts[x_at + c.x * k4s + i4], acts[x_at + c.y * k4s + i4], acts[x_at + c.z * k4s + i4], acts[x_at + c.w * k4s + i4]);
-        let xb = mat4x4<f32>(acts[x_at + c.x * k4s + i4b], acts[x_at + c.y * k4s + i4b], acts[x_at + c.z * k4s + i4b], acts[x_at + c.w * k4s + i4b]);
-        let dta = transpose(da);
-        let dtb = transpose(db);
-        w_aa += xa * dta;
-        w_ab += xb * dta;
-        w_ba += xa * dtb;
-        w_bb += xb * dtb;
-        bias_a += da[0] + da[1] + da[2] + da[3];
-        bias_b += db[0] + db[1] + db[2] + db[3];
+    for (var c0 = 0u; c0 < step.valid; c0 += 8u) {
+        let dsa = dz8(d_at, o4s, c0, o4, li);
+        let dsb = dz8(d_at, o4s, c0, o4b, li);
+        var da = dsa;
+        var db = dsb;
+        // Samples past `valid`, and rows past the tensor, count as zero.
+        if (c0 + 8u > step.valid) {
+            da = Rows8(mask4(da.a, c0), mask4(da.b, c0 + 4u));
+            db = Rows8(mask4(db.a, c0), mask4(db.b, c0 + 4u));
+        }
+        if (!has_o) {
+            db = Rows8(mat4x4<f32>(), mat4x4<f32>());
+        }
+        let xa = Rows8(acts4(x_at, k4s, c0, ia), acts4(x_at, k4s, c0 + 4u, ia));
+        let xb = Rows8(acts4(x_at, k4s, c0, ib), acts4(x_at, k4s, c0 + 4u, ib));
+        let dta = transpose(da.a);
+        let dta2 = transpose(da.b);
+        let dtb = transpose(db.a);
+        let dtb2 = transpose(db.b);
+        w_aa += xa.a * dta + xa.b * dta2;
+        w_ab += xb.a * dta + xb.b * dta2;
+        w_ba += xa.a * dtb + xa.b * dtb2;
+        w_bb += xb.a * dtb + xb.b * dtb2;
+        bias_a += (da.a[0] + da.a[1] + da.a[2] + da.a[3]) + (da.b[0] + da.b[1] + da.b[2] + da.b[3]);
+        bias_b += (db.a[0] + db.a[1] + db.a[2] + db.a[3]) + (db.b[0] + db.b[1] + db.b[2] + db.b[3]);
     }
-    for (var r = 0u; r < 8u; r++) {
-        let o = o4 * 4u + r;
-        if (o < ly.out) {
-            let row = (ly.w_off + o * ly.ldw) / 4u;
-            let q = r % 4u;
-            if (r < 4u) {
-                sgd_step(row + i4, w_aa[q]);
-                if (has_i) {
-                    sgd_step(row + i4 + 1u, w_ab[q]);
+    if (i4 < k4s) {
+        for (var r = 0u; r < 4u; r++) {
+            let o = o4 * 4u + r;
+            let row = (ly.w_off + o * ly.ldw) / 4u + i4;
+            let row_b = (ly.w_off + (o + 4u) * ly.ldw) / 4u + i4;
+            if (o < ly.out) {
+                sgd_step(row, w_aa[r]);
+                if (i4 + 1u < k4s) {
+                    sgd_step(row + 1u, w_ab[r]);
                 }
-            } else {
-                sgd_step(row + i4, w_ba[q]);
-                if (has_i) {
-                    sgd_step(row + i4 + 1u, w_bb[q]);
+            }
+            if (o + 4u < ly.out) {
+                sgd_step(row_b, w_ba[r]);
+                if (i4 + 1u < k4s) {
+                    sgd_step(row_b + 1u, w_bb[r]);
                 }
             }
         }
@@ -83,4 +85,11 @@ fn update_tile(ly: Layer, t: u32) {
             sgd_step(ly.b_off / 4u + o4 + 1u, bias_b);
         }
     }
+}
+
+// The columns of `d` whose sample (c0 + j) is in the step's batch, the rest zero.
+fn mask4(d: mat4x4<f32>, c0: u32) -> mat4x4<f32> {
+    let live = vec4<u32>(c0) + LANE4 < vec4<u32>(step.valid);
+    let z = vec4<f32>(0.0);
+    return mat4x4<f32>(select(z, d[0], live.x), select(z, d[1], live.y), select(z, d[2], live.z), select(z, d[3], live.w));
 }

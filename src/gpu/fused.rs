@@ -66,7 +66,7 @@ pub fn layer_rows(layout: &DeviceLayout, bp: usize) -> (Vec<LayerRow>, usize) {
             };
             x = y;
             dz += bp * pad4(l.out);
-            tiles += l.out.div_ceil(8) * l.ldw.div_ceil(8);
+            tiles += l.out.div_ceil(8) * l.ldw.div_ceil(8).next_multiple_of(8);
             row
         })
         .collect();
@@ -244,6 +244,7 @@ impl FusedUpdate<'_> {
                 entry: "update",
                 constants: &[
                     ("LAYERS", a.layers as f64),
+                    ("BP", a.bp as f64),
                     ("TILES", a.tiles as f64),
                     ("WG", UPDATE_WG as f64),
                     ("ROW_GROUPS", row as f64),

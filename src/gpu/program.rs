@@ -9,7 +9,7 @@ use crate::gpu::context::Gpu;
 // ---- WGSL sources ----
 
 /// Every WGSL file, by the name an `//#import` line uses.
-pub const SOURCES: [(&str, &str); 20] = [
+pub const SOURCES: [(&str, &str); 22] = [
     ("step.wgsl", include_str!("../../shaders/step.wgsl")),
     (
         "tile_common.wgsl",
@@ -65,6 +65,14 @@ pub const SOURCES: [(&str, &str); 20] = [
         include_str!("../../shaders/evaluate_sample.wgsl"),
     ),
     (
+        "sample_plain.wgsl",
+        include_str!("../../shaders/sample_plain.wgsl"),
+    ),
+    (
+        "sample_subgroup.wgsl",
+        include_str!("../../shaders/sample_subgroup.wgsl"),
+    ),
+    (
         "fused_step.wgsl",
         include_str!("../../shaders/fused_step.wgsl"),
     ),
@@ -91,6 +99,13 @@ impl TileLoop {
             TileLoop::Plain => "tile_plain.wgsl",
             TileLoop::Subgroup => "tile_subgroup.wgsl",
             TileLoop::Shared => "tile_shared.wgsl",
+        }
+    }
+    /// How the fused schedule's per-sample kernels share the rows of eight samples.
+    pub fn sample_file(self) -> &'static str {
+        match self {
+            TileLoop::Subgroup => "sample_subgroup.wgsl",
+            TileLoop::Plain | TileLoop::Shared => "sample_plain.wgsl",
         }
     }
     pub fn name(self) -> &'static str {
@@ -177,10 +192,10 @@ pub fn compose(name: &str, tile: TileLoop) -> Result<String> {
     for line in src.lines() {
         match line.strip_prefix("//#import ") {
             Some(import) => {
-                let import = if import == "tile_loop.wgsl" {
-                    tile.file()
-                } else {
-                    import
+                let import = match import {
+                    "tile_loop.wgsl" => tile.file(),
+                    "sample_loop.wgsl" => tile.sample_file(),
+                    other => other,
                 };
                 let Some(part) = source(import) else {
                     bail!("{name} imports {import}, which does not exist");
