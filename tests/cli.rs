@@ -605,7 +605,7 @@ fn schedule_auto_measures_once_and_caches_the_choice() {
             .unwrap_or_else(|| panic!("no choice line in {stderr}"));
         assert!(line.contains(how), "{line}");
         assert!(
-            line.contains("fused ") && line.contains("layered/"),
+            line.contains("fused/") && line.contains("layered/"),
             "{line}"
         );
         line["schedule: auto chose ".len()..]

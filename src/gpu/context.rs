@@ -122,7 +122,11 @@ impl fmt::Display for Gpu {
             (None, Schedule::Layered) => {
                 write!(f, "kernels: {} | schedule: layered", self.kernels.name())
             }
-            (None, Schedule::Fused) => write!(f, "schedule: fused"),
+            (None, Schedule::Fused) => write!(
+                f,
+                "kernels: {} | schedule: fused",
+                self.kernels.fused().name()
+            ),
         }
     }
 }

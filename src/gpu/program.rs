@@ -155,6 +155,15 @@ impl Kernels {
             Kernels::Wide => "wide",
         }
     }
+
+    /// The family the fused schedule's kernels run as: subgroup, or plain (the fused kernels
+    /// stage nothing in workgroup memory, so `wide` runs them as plain).
+    pub fn fused(self) -> Kernels {
+        match self {
+            Kernels::Subgroup => Kernels::Subgroup,
+            Kernels::Plain | Kernels::Wide => Kernels::Plain,
+        }
+    }
 }
 
 /// How a training step is cut into dispatches (`--schedule`).

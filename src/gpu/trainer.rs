@@ -375,7 +375,7 @@ impl Backend for GpuBackend {
     fn schedule(&self) -> (&'static str, &'static str) {
         match self.gpu.schedule {
             Schedule::Layered => ("layered", self.gpu.kernels.name()),
-            Schedule::Fused => ("fused", "per-sample"),
+            Schedule::Fused => ("fused", self.gpu.kernels.fused().name()),
         }
     }
 

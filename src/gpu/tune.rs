@@ -27,44 +27,40 @@ pub struct Candidate {
 }
 
 impl Candidate {
-    /// `layered/subgroup`, `fused`.
+    /// `layered/subgroup`, `fused/plain`.
     pub fn name(self) -> String {
-        match self.schedule {
-            Schedule::Layered => format!("layered/{}", self.kernels.name()),
-            Schedule::Fused => "fused".to_string(),
-        }
+        format!("{}/{}", self.schedule.name(), self.kernels.name())
     }
 
     #[cfg_attr(target_arch = "wasm32", allow(dead_code))]
     fn parse(s: &str) -> Option<Candidate> {
-        let (schedule, kernels) = match s.split_once('/') {
-            Some(("layered", k)) => (Schedule::Layered, k),
-            None if s == "fused" => (Schedule::Fused, "plain"),
-            _ => return None,
-        };
+        let (schedule, kernels) = s.split_once('/')?;
+        let schedule = Schedule::ALL.into_iter().find(|x| x.name() == schedule)?;
         let kernels = Kernels::ALL.into_iter().find(|k| k.name() == kernels)?;
         Some(Candidate { kernels, schedule })
     }
 }
 
-/// What the tuner times: the layered schedule with every family it may choose, and the fused
-/// schedule (which has one kernel of its own, whatever the family).
+/// What the tuner times: each schedule with every family it may choose (the fused schedule
+/// runs `wide` as `plain`, so that pair is timed once).
 pub fn candidates(gpu: &Gpu, t: Tuning) -> Vec<Candidate> {
     let families = match t.kernels {
         true => gpu.runnable_kernels(),
         false => vec![gpu.kernels],
     };
-    let mut out: Vec<Candidate> = families
-        .into_iter()
-        .map(|kernels| Candidate {
-            kernels,
-            schedule: Schedule::Layered,
-        })
-        .collect();
-    out.push(Candidate {
-        kernels: gpu.kernels,
-        schedule: Schedule::Fused,
-    });
+    let mut out = Vec::new();
+    for schedule in Schedule::ALL {
+        for &k in &families {
+            let kernels = match schedule {
+                Schedule::Layered => k,
+                Schedule::Fused => k.fused(),
+            };
+            let c = Candidate { kernels, schedule };
+            if !out.contains(&c) {
+                out.push(c);
+            }
+        }
+    }
     out
 }
 
@@ -106,10 +102,7 @@ fn figures_text(figures: &Figures, unit: &str) -> String {
 
 /// Applies a choice to `gpu` and records the line that says it.
 fn apply(gpu: &mut Gpu, choice: Candidate, figures: &Figures, how: &str, unit: &str) {
-    // The fused schedule has no family of its own; the device keeps the one it had.
-    if choice.schedule == Schedule::Layered {
-        gpu.kernels = choice.kernels;
-    }
+    gpu.kernels = choice.kernels;
     gpu.schedule = choice.schedule;
     gpu.tuning = None;
     gpu.tuned = Some(format!(
