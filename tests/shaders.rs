@@ -2,18 +2,21 @@
 //! the host on what both must know: a typo in a .wgsl file, a dead entry point or a constant
 //! changed on one side only fails `cargo test` here.
 
+use mnist_wgpu::gpu::fused::{self, LayerRow};
 use mnist_wgpu::gpu::ops::{linear, nll_head};
 use mnist_wgpu::gpu::program::{SOURCES, Step, TileLoop, compose};
 use wgpu::naga;
 
 /// The files that are whole modules (the others are parts that modules import).
-const MODULES: [&str; 6] = [
+const MODULES: [&str; 8] = [
     "linear_forward.wgsl",
     "linear_backward.wgsl",
     "batch.wgsl",
     "nll_head.wgsl",
     "evaluate.wgsl",
     "sgd.wgsl",
+    "fused_step.wgsl",
+    "fused_update.wgsl",
 ];
 
 fn validate(name: &str, src: &str, subgroups: bool) -> Result<naga::Module, String> {
@@ -72,6 +75,7 @@ fn every_part_is_imported_and_self_contained_parts_validate_alone() {
                 || (name.starts_with("tile_")
                     && name != "tile_common.wgsl"
                     && text.contains("//#import tile_loop.wgsl"))
+                || (name.starts_with("sample_") && text.contains("//#import sample_loop.wgsl"))
         });
         assert!(imported, "{name} is imported by no module");
         if name == "step.wgsl" {
@@ -86,6 +90,7 @@ fn no_dead_entry_points() {
     let ops: String = std::fs::read_dir("src/gpu/ops")
         .unwrap()
         .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap())
+        .chain([std::fs::read_to_string("src/gpu/fused.rs").unwrap()])
         .collect();
     for (label, module) in all_modules() {
         for ep in &module.entry_points {
@@ -141,7 +146,13 @@ fn step_uniform_matches_the_host() {
         ("index", std::mem::offset_of!(Step, index)),
         ("pad", std::mem::offset_of!(Step, pad)),
     ];
-    for name in ["batch.wgsl", "nll_head.wgsl", "evaluate.wgsl"] {
+    for name in [
+        "batch.wgsl",
+        "nll_head.wgsl",
+        "evaluate.wgsl",
+        "fused_step.wgsl",
+        "fused_update.wgsl",
+    ] {
         let m = module(name, TileLoop::Plain);
         let (_, ty) = m
             .types
@@ -158,6 +169,46 @@ fn step_uniform_matches_the_host() {
             .collect();
         let host: Vec<_> = host.iter().map(|(n, o)| (n.to_string(), *o)).collect();
         assert_eq!(shader, host, "{name}");
+    }
+}
+
+/// The WGSL `Layer` of the fused schedule's table has the layout of the host's `LayerRow`, and
+/// the table's size is the host's.
+#[test]
+fn layer_table_matches_the_host() {
+    for name in ["fused_step.wgsl", "fused_update.wgsl"] {
+        let m = module(name, TileLoop::Plain);
+        let (_, ty) = m
+            .types
+            .iter()
+            .find(|(_, t)| t.name.as_deref() == Some("Layer"))
+            .expect("a Layer type");
+        let naga::TypeInner::Struct { members, span } = &ty.inner else {
+            panic!("Layer is no struct")
+        };
+        assert_eq!(*span as usize, std::mem::size_of::<LayerRow>(), "{name}");
+        let offsets: Vec<(String, usize)> = members
+            .iter()
+            .map(|m| (m.name.clone().unwrap(), m.offset as usize))
+            .collect();
+        let host = [
+            ("inp", std::mem::offset_of!(LayerRow, inp)),
+            ("out", std::mem::offset_of!(LayerRow, out)),
+            ("w_off", std::mem::offset_of!(LayerRow, w_off)),
+            ("b_off", std::mem::offset_of!(LayerRow, b_off)),
+            ("ldw", std::mem::offset_of!(LayerRow, ldw)),
+            ("x_off", std::mem::offset_of!(LayerRow, x_off)),
+            ("y_off", std::mem::offset_of!(LayerRow, y_off)),
+            ("dz_off", std::mem::offset_of!(LayerRow, dz_off)),
+            ("tile0", std::mem::offset_of!(LayerRow, tile0)),
+        ];
+        for (field, at) in host {
+            assert!(
+                offsets.contains(&(field.to_string(), at)),
+                "{name}: {field} at {at} on the host, {offsets:?} in WGSL"
+            );
+        }
+        assert_eq!(const_u32(&m, "MAX_LAYERS") as usize, fused::MAX_LAYERS);
     }
 }
 
