@@ -156,17 +156,20 @@ pub async fn for_training(
 
 /// Milliseconds per training step as `train` runs them (a loss read-back after each
 /// submission): a few steps to warm up, then the fastest of [`ROUNDS`] rounds of [`STEPS`];
-/// a candidate twice as slow as `rival` in its warm-up, or half again as slow after a round,
-/// is not timed further (its figure is then an upper bound).
+/// a candidate twice as slow as `rival` in a first short round, or half again as slow after a
+/// full one, is not timed further.
 async fn time_steps(b: &mut GpuBackend, recipe: &Recipe, n: usize, rival: f64) -> Result<f64> {
     let steps = STEPS.min(recipe.steps_per_epoch(n));
     b.begin_epoch(&crate::rng::epoch_order(recipe.seed, 0, n))?;
-    let warm = 5.min(steps);
+    // Five steps to warm up (the first use of a pipeline compiles it on some drivers), then
+    // five timed: a candidate twice as slow as the best so far is not timed further.
+    let probe = 5.min(steps);
+    b.run_steps(0..probe).await?;
+    b.losses(0..probe).await?;
     let t0 = web_time::Instant::now();
-    b.run_steps(0..warm).await?;
-    b.losses(0..warm).await?;
-    // Twice as slow as the best so far even with its first steps' costs: not timed further.
-    let first = t0.elapsed().as_secs_f64() * 1e3 / warm as f64;
+    b.run_steps(0..probe).await?;
+    b.losses(0..probe).await?;
+    let first = t0.elapsed().as_secs_f64() * 1e3 / probe as f64;
     if first > 2.0 * rival {
         return Ok(first);
     }

@@ -210,8 +210,12 @@ fn one_epoch_matches_the_native_run(query: &str, name: &str) {
     let line = state["result"]["line"].as_str().unwrap().to_string();
     let accuracy: f64 = line.split_whitespace().nth(2).unwrap().parse().unwrap();
     assert!(accuracy >= 90.0, "{line}");
+    let seconds = state["epochs"][0]["seconds"].as_f64().unwrap();
     println!(
-        "in Chromium: {line}; first step {:.2} s after page load",
+        "in Chromium ({}): {line}; epoch {seconds:.1} s, {:.2} ms per step; first step {:.2} s \
+         after page load",
+        state["device"],
+        1e3 * seconds / page.len() as f64,
         state["timeToFirstStep"]
     );
 
