@@ -121,6 +121,10 @@ pub async fn checks(gpu: &Gpu, m: &Modules) -> Vec<Check> {
                 .unwrap_or_else(|e| Tally::broken("fused evaluate", case.shape(), e)),
         );
     }
+    // Which flavour ran, as the layered checks name their family.
+    for c in &mut out {
+        c.kernel = format!("{} ({})", c.kernel, m.kernels.fused().name());
+    }
     out
 }
 

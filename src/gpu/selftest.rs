@@ -9,13 +9,24 @@ use crate::gpu::check::Check;
 use crate::gpu::context::Gpu;
 use crate::gpu::fused_check;
 use crate::gpu::ops::{Modules, evaluate, gather, linear, nll_head, sgd};
-use crate::gpu::program::Schedule;
+use crate::gpu::program::{Kernels, Schedule};
 /// The linear products' checks for every family of kernels the device can run, not only the
 /// one it trains with.
 pub async fn linear_checks(gpu: &Gpu) -> Result<Vec<Check>> {
     let mut out = Vec::new();
     for kernels in gpu.runnable_kernels() {
         out.extend(linear::checks(gpu, &Modules::new(gpu, kernels)?).await);
+    }
+    Ok(out)
+}
+
+/// The fused schedule's checks in every flavour the device can run (subgroup, plain).
+pub async fn fused_checks(gpu: &Gpu) -> Result<Vec<Check>> {
+    let mut flavours: Vec<Kernels> = gpu.runnable_kernels().iter().map(|k| k.fused()).collect();
+    flavours.dedup();
+    let mut out = Vec::new();
+    for k in flavours {
+        out.extend(fused_check::checks(gpu, &Modules::new(gpu, k)?).await);
     }
     Ok(out)
 }
@@ -38,7 +49,7 @@ pub async fn checks(gpu: &Gpu, schedules: &[Schedule]) -> Result<Vec<Check>> {
         out.extend(sgd::checks(gpu, &m).await);
     }
     if schedules.contains(&Schedule::Fused) {
-        out.extend(fused_check::checks(gpu, &m).await);
+        out.extend(fused_checks(gpu).await?);
     }
     Ok(out)
 }
