@@ -3,8 +3,8 @@
 //! the command runs it (training steps with their loss read-backs, or one evaluation of the
 //! test set), the fastest is kept in a cache file keyed by adapter, driver and shape, and one
 //! line says what was chosen and from what. Later runs read the choice back (`--retune`
-//! measures again); `mnist-wgpu adapters` lists it. In the browser nothing persists: the page
-//! measures each time.
+//! measures again); `mnist-wgpu adapters` lists it. In the browser the page's local storage
+//! keeps the choice (`retune=1` in the URL measures again).
 
 use anyhow::Result;
 
@@ -32,7 +32,6 @@ impl Candidate {
         format!("{}/{}", self.schedule.name(), self.kernels.name())
     }
 
-    #[cfg_attr(target_arch = "wasm32", allow(dead_code))]
     fn parse(s: &str) -> Option<Candidate> {
         let (schedule, kernels) = s.split_once('/')?;
         let schedule = Schedule::ALL.into_iter().find(|x| x.name() == schedule)?;
@@ -234,13 +233,34 @@ pub async fn for_evaluation(
     Ok(())
 }
 
+/// One cached choice as text: `choice \t figures` (the file adds the key in front).
+fn entry_text(choice: Candidate, figures: &Figures) -> String {
+    let figs: Vec<String> = figures
+        .iter()
+        .map(|(c, ms)| format!("{} {ms:.4}", c.name()))
+        .collect();
+    format!("{}\t{}", choice.name(), figs.join(", "))
+}
+
+/// The inverse of [`entry_text`]; None for text that does not parse (measured again).
+fn parse_entry(choice: &str, figs: &str) -> Option<(Candidate, Figures)> {
+    let figures = figs
+        .split(", ")
+        .map(|f| {
+            let (c, ms) = f.split_once(' ')?;
+            Some((Candidate::parse(c)?, ms.parse().ok()?))
+        })
+        .collect::<Option<Figures>>()?;
+    Some((Candidate::parse(choice)?, figures))
+}
+
 /// The cache file: one line per key, `key \t choice \t figures`, rewritten whole through a
 /// temporary file. A line that does not parse is ignored (measured again).
 #[cfg(not(target_arch = "wasm32"))]
 pub mod cache {
     use std::path::PathBuf;
 
-    use super::{Candidate, Figures};
+    use super::{Candidate, Figures, entry_text, parse_entry};
 
     /// `$MNIST_WGPU_CACHE_DIR/schedules.tsv`, else the user cache directory's
     /// `mnist-wgpu/schedules.tsv`.
@@ -257,21 +277,14 @@ pub mod cache {
         let Some(text) = path().and_then(|p| std::fs::read_to_string(p).ok()) else {
             return Vec::new();
         };
-        text.lines().filter_map(parse_line).collect()
-    }
-
-    fn parse_line(line: &str) -> Option<(String, Candidate, Figures)> {
-        let mut cols = line.split('\t');
-        let (key, choice, figs) = (cols.next()?, cols.next()?, cols.next()?);
-        let choice = Candidate::parse(choice)?;
-        let figures = figs
-            .split(", ")
-            .map(|f| {
-                let (c, ms) = f.split_once(' ')?;
-                Some((Candidate::parse(c)?, ms.parse().ok()?))
+        text.lines()
+            .filter_map(|line| {
+                let mut cols = line.split('\t');
+                let (key, choice, figs) = (cols.next()?, cols.next()?, cols.next()?);
+                let (c, f) = parse_entry(choice, figs)?;
+                Some((key.to_string(), c, f))
             })
-            .collect::<Option<Figures>>()?;
-        Some((key.to_string(), choice, figures))
+            .collect()
     }
 
     pub fn lookup(key: &str) -> Option<(Candidate, Figures)> {
@@ -294,9 +307,9 @@ pub mod cache {
         let mut lines: Vec<String> = entries()
             .into_iter()
             .filter(|(k, _, _)| k != key)
-            .map(|(k, c, f)| line(&k, c, &f))
+            .map(|(k, c, f)| format!("{k}\t{}", entry_text(c, &f)))
             .collect();
-        lines.push(line(key, choice, figures));
+        lines.push(format!("{key}\t{}", entry_text(choice, figures)));
         let write = std::fs::create_dir_all(path.parent().unwrap()).and_then(|_| {
             crate::modelfile::write_atomic(&path, (lines.join("\n") + "\n").as_bytes())
         });
@@ -305,30 +318,37 @@ pub mod cache {
             Err(e) => format!("measured now; {}: not cached ({e})", path.display()),
         }
     }
-
-    fn line(key: &str, choice: Candidate, figures: &Figures) -> String {
-        let figs: Vec<String> = figures
-            .iter()
-            .map(|(c, ms)| format!("{} {ms:.4}", c.name()))
-            .collect();
-        format!("{key}\t{}\t{}", choice.name(), figs.join(", "))
-    }
 }
 
-/// In the browser nothing is kept: every page load measures.
+/// In the browser the choice is kept in the page's local storage, one item per key.
 #[cfg(target_arch = "wasm32")]
 pub mod cache {
-    use super::{Candidate, Figures};
+    use super::{Candidate, Figures, entry_text, parse_entry};
 
-    pub fn lookup(_key: &str) -> Option<(Candidate, Figures)> {
-        None
+    fn storage() -> Option<web_sys::Storage> {
+        web_sys::window()?.local_storage().ok()?
+    }
+
+    fn item(key: &str) -> String {
+        format!("mnist-wgpu schedule | {key}")
+    }
+
+    pub fn lookup(key: &str) -> Option<(Candidate, Figures)> {
+        let text = storage()?.get_item(&item(key)).ok()??;
+        let (choice, figs) = text.split_once('\t')?;
+        parse_entry(choice, figs)
     }
 
     pub fn cached_how() -> String {
-        String::new()
+        "measured earlier, kept in this browser's local storage (retune=1 measures again)".into()
     }
 
-    pub fn store(_key: &str, _choice: Candidate, _figures: &Figures) -> String {
-        "measured now (the page keeps no cache)".into()
+    pub fn store(key: &str, choice: Candidate, figures: &Figures) -> String {
+        let kept =
+            storage().and_then(|s| s.set_item(&item(key), &entry_text(choice, figures)).ok());
+        match kept {
+            Some(()) => "measured now, kept in this browser's local storage".into(),
+            None => "measured now (this browser keeps no local storage for the page)".into(),
+        }
     }
 }

@@ -359,7 +359,11 @@ fn training_stays_responsive_and_stops() {
         log.contains("schedule: auto chose "),
         "no measured choice in {log}"
     );
-    println!("slowest answer while training: {slowest:?}; Stop clicked after step {clicked_at}");
+    println!(
+        "slowest answer while training: {slowest:?}; Stop clicked after step {clicked_at}; \
+         first step {:.2} s after page load (the schedules measured first)",
+        state["timeToFirstStep"]
+    );
     assert!(
         slowest < Duration::from_secs(3),
         "the page took {slowest:?} to answer"
@@ -375,6 +379,25 @@ fn training_stays_responsive_and_stops() {
         b.eval("document.getElementById('download').disabled"),
         false
     );
+    // A second run of the same shape reads the choice back from the browser's local storage.
+    b.run("document.getElementById('start').click()");
+    let t0 = std::time::Instant::now();
+    let again = "measured earlier, kept in this browser's local storage";
+    while !b
+        .eval("window.mnist.log.join('\\n')")
+        .as_str()
+        .unwrap()
+        .contains(again)
+    {
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "no cached choice in the second run"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    b.run("document.getElementById('stop').click()");
+    let state = b.wait_phase(&["stopped", "done"], Duration::from_secs(120));
+    assert_clean(&b, &state, true);
 }
 
 /// The picture in README: the page in epoch 3 of 4, with a drawn digit read by the

@@ -39,8 +39,10 @@ struct Model {
 struct State {
     /// The kernels asked for (`kernels=` in the URL); None: chosen for the adapter.
     kernels: Option<Kernels>,
-    /// The schedule asked for (`schedule=` in the URL); None: auto, measured by each run.
+    /// The schedule asked for (`schedule=` in the URL); None: auto, measured once per shape
+    /// and kept in local storage (`retune=1`: measured again).
     schedule: Option<Schedule>,
+    retune: bool,
     /// The adapter's name as the page found it.
     name: String,
     /// Whether the browser gave a WebGPU device (else the CPU backend runs).
@@ -78,7 +80,8 @@ pub fn defaults() -> JsValue {
 }
 
 /// Opens the browser's WebGPU device with `kernels` ("" or "auto": chosen for the adapter) and
-/// `schedule` ("" or "auto": measured at the start of each run, `gpu::tune`);
+/// `schedule` ("" or "auto": measured at the start of the first run of a shape and kept in
+/// local storage, `gpu::tune`; `retune` measures again);
 /// `{webgpu, device, note}`, where `note` says why the CPU backend runs instead. `name` names
 /// the adapter where wgpu cannot (it maps only the adapter's description, often empty): the
 /// page passes the vendor and architecture of `GPUAdapter.info`.
@@ -86,6 +89,7 @@ pub fn defaults() -> JsValue {
 pub async fn open_device(
     kernels: String,
     schedule: String,
+    retune: bool,
     name: String,
 ) -> Result<JsValue, JsError> {
     let kernels = match kernels.as_str() {
@@ -109,7 +113,7 @@ pub async fn open_device(
             )));
         }
     };
-    with(|s| (s.kernels, s.schedule, s.name) = (kernels, schedule, name));
+    with(|s| (s.kernels, s.schedule, s.retune, s.name) = (kernels, schedule, retune, name));
     let (webgpu, device, note) = match open_gpu().await {
         Ok(gpu) => {
             let line = gpu.to_string();
@@ -161,7 +165,8 @@ pub fn load_data() -> Result<String, JsError> {
 /// The browser's device with the kernels asked for, named as the page found the adapter where
 /// wgpu leaves the name empty.
 async fn open_gpu() -> Result<Gpu, gpu::GpuError> {
-    let (kernels, schedule, name) = with(|s| (s.kernels, s.schedule, s.name.clone()));
+    let (kernels, schedule, retune, name) =
+        with(|s| (s.kernels, s.schedule, s.retune, s.name.clone()));
     let mut gpu = browser_gpu(kernels).await?;
     if gpu.info.name.trim().is_empty() {
         gpu.info.name = name;
@@ -169,6 +174,7 @@ async fn open_gpu() -> Result<Gpu, gpu::GpuError> {
     gpu.set_schedule(&gpu::AdapterQuery {
         kernels,
         schedule,
+        retune,
         ..Default::default()
     });
     Ok(gpu)

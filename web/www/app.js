@@ -261,7 +261,7 @@ async function main() {
   await init();
   const defaults = wasm.defaults();
   for (const name of FLAGS) $('flags').elements[name].value = params.get(name) ?? defaults[name];
-  const dev = await wasm.open_device(params.get('kernels') ?? 'auto', params.get('schedule') ?? 'auto', await adapterName());
+  const dev = await wasm.open_device(params.get('kernels') ?? 'auto', params.get('schedule') ?? 'auto', params.get('retune') === '1', await adapterName());
   Object.assign(state, { webgpu: dev.webgpu, device: dev.device, note: dev.note });
   $('device').textContent = `${dev.webgpu ? 'WebGPU' : 'no WebGPU'}: ${dev.device}`;
   if (dev.note) {

@@ -92,8 +92,8 @@ pub struct TrainArgs {
 
 /// What a software adapter costs against the CPU backend: ms per step of the default recipe
 /// from `bench`, same session, on the 2-core machine of docs/PERFORMANCE.md.
-const SOFTWARE_COST: &str = "on a 2-core machine a training step took about 8 times as long on \
-lavapipe, 10 times on llvmpipe GL and 34 times on SwiftShader as with --device cpu";
+const SOFTWARE_COST: &str = "on a 2-core machine a training step took about 5 times as long on \
+lavapipe, 7 times on llvmpipe GL and 24 times on SwiftShader as with --device cpu";
 
 pub fn run(args: TrainArgs) -> Result<()> {
     let t_start = Instant::now();
