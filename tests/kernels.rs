@@ -137,4 +137,31 @@ fn gpu_failures_are_one_line_errors() {
         .map_err(|e| e.to_string())
         .expect_err("an undersized buffer is refused");
     assert!(e.contains("params holds 16 bytes"), "{e}");
+    // The fused schedule's evaluation buffers have no gradient rows: training on them is refused.
+    use mnist_wgpu::data::Dataset;
+    use mnist_wgpu::gpu::fused::{FusedActs, FusedSample, SampleOutputs, normalisation_uniform};
+    use mnist_wgpu::gpu::tensors::Split;
+    let layout = DeviceLayout::new(&Arch::new(8, &[5], 4));
+    let data = Dataset {
+        images: vec![0; 4 * 8],
+        labels: vec![0; 4],
+        rows: 2,
+        cols: 4,
+    };
+    let params = buffer(&gpu, "params", &vec![0f32; layout.len]);
+    let eval_only = FusedActs::new(&gpu, &layout, 4, false).unwrap();
+    let split = Split::new(&gpu, "tiny", &data, 4);
+    let sample = FusedSample {
+        params: &params,
+        acts: &eval_only,
+        split: &split,
+        norm: &normalisation_uniform(&gpu),
+        outputs: SampleOutputs::Train,
+    };
+    let e = sample
+        .op(&gpu, &m, "fused per-sample")
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+        .expect_err("training on evaluation buffers is refused");
+    assert!(e.contains("gradient rows holds 16 bytes"), "{e}");
 }

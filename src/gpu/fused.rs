@@ -77,6 +77,12 @@ pub fn layer_rows(layout: &DeviceLayout, bp: usize) -> (Vec<LayerRow>, usize) {
 pub struct FusedActs {
     pub bp: usize,
     pub layers: usize,
+    /// Floats the launchers require: params (the device layout), the input's pixels, every
+    /// layer's rows, and every layer's gradient rows (training).
+    pub params_floats: usize,
+    pub pixels: usize,
+    pub act_floats: usize,
+    pub dz_floats: usize,
     /// Weight tiles of the update dispatch.
     pub tiles: usize,
     /// table: [MAX_LAYERS] LayerRow, uniform
@@ -102,13 +108,14 @@ impl FusedActs {
         table[..rows.len()].copy_from_slice(&rows);
         let last = rows.last().expect("a model has layers");
         let act_floats = last.y_off as usize + bp * pad4(last.out as usize);
-        let dz_floats = match gradients {
-            true => last.dz_off as usize + bp * pad4(last.out as usize),
-            false => 4,
-        };
+        let dz_floats = last.dz_off as usize + bp * pad4(last.out as usize);
         Ok(FusedActs {
             bp,
             layers: rows.len(),
+            params_floats: layout.len,
+            pixels: rows[0].inp as usize,
+            act_floats,
+            dz_floats,
             tiles,
             table: init(
                 gpu,
@@ -117,7 +124,12 @@ impl FusedActs {
                 wgpu::BufferUsages::UNIFORM,
             ),
             acts: zeros(gpu, "fused activations (rows)", act_floats),
-            dz: zeros(gpu, "fused output gradients (rows)", dz_floats),
+            // Evaluation writes no gradient: a token buffer, which Train refuses to bind.
+            dz: zeros(
+                gpu,
+                "fused output gradients (rows)",
+                if gradients { dz_floats } else { 4 },
+            ),
             sample_loss: zeros(gpu, "fused per-sample losses", bp),
         })
     }
@@ -164,7 +176,14 @@ impl FusedSample<'_> {
     pub fn op(&self, gpu: &Gpu, m: &Modules, label: &str) -> Result<Op> {
         let (a, s) = (self.acts, self.split);
         need_batch(label, a.bp)?;
-        need_vec4(label, "activations", &a.acts, 4)?;
+        ensure!(
+            s.pixels == a.pixels,
+            "{label}: images of {} pixels for a model of {}",
+            s.pixels,
+            a.pixels
+        );
+        need_vec4(label, "params", self.params, a.params_floats)?;
+        need_vec4(label, "activation rows", &a.acts, a.act_floats)?;
         need(label, "normalisation table", self.norm, 256 * 4)?;
         let words = s.pixels.div_ceil(4);
         let mut bindings = vec![
@@ -179,6 +198,7 @@ impl FusedSample<'_> {
         ];
         let entry = match self.outputs {
             SampleOutputs::Train => {
+                need_vec4(label, "gradient rows", &a.dz, a.dz_floats)?;
                 bindings.push((8, Bind::ReadWrite(&a.dz)));
                 bindings.push((9, Bind::ReadWrite(&a.sample_loss)));
                 "train_sample"
@@ -230,10 +250,9 @@ impl FusedUpdate<'_> {
     pub fn op(&self, gpu: &Gpu, m: &Modules, label: &str) -> Result<Op> {
         let a = self.acts;
         need(label, "losses", self.losses, self.steps_per_epoch * 4)?;
-        ensure!(
-            self.params.size() == self.momentum.size(),
-            "{label}: params and momentum differ in size"
-        );
+        need_vec4(label, "params", self.params, a.params_floats)?;
+        need_vec4(label, "momentum", self.momentum, a.params_floats)?;
+        need_vec4(label, "gradient rows", &a.dz, a.dz_floats)?;
         let groups = (a.tiles as u32).div_ceil(UPDATE_WG);
         let row = groups.clamp(1, gpu.limits.max_compute_workgroups_per_dimension);
         Op::new(
