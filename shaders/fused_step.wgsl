@@ -45,18 +45,24 @@ override WORDS: u32;
 @group(0) @binding(10) var<storage, read_write> correct: array<u32>;
 @group(0) @binding(11) var<storage, read_write> log_probs: array<f32>;
 
-@compute @workgroup_size(WG)
-fn train_sample(
-    @builtin(workgroup_id) wg: vec3<u32>,
-    @builtin(local_invocation_index) li: u32,
-) {
-    let s0 = wg.x * SAMPLES;
+// images = batch; output = model(images): the samples s0 .. s0 + SAMPLES through every
+// layer, each layer's rows visible to the whole workgroup before the next reads them.
+fn forward_samples(s0: u32, li: u32) {
     gather_samples(s0, li);
     storageBarrier();
     for (var l = 0u; l < LAYERS; l++) {
         forward_layer(l, s0, li);
         storageBarrier();
     }
+}
+
+@compute @workgroup_size(WG)
+fn train_sample(
+    @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(local_invocation_index) li: u32,
+) {
+    let s0 = wg.x * SAMPLES;
+    forward_samples(s0, li);
     nll_samples(s0, li);
     storageBarrier();
     for (var l = LAYERS - 1u; l > 0u; l--) {
@@ -71,11 +77,6 @@ fn eval_sample(
     @builtin(local_invocation_index) li: u32,
 ) {
     let s0 = wg.x * SAMPLES;
-    gather_samples(s0, li);
-    storageBarrier();
-    for (var l = 0u; l < LAYERS; l++) {
-        forward_layer(l, s0, li);
-        storageBarrier();
-    }
+    forward_samples(s0, li);
     evaluate_samples(s0, li);
 }
