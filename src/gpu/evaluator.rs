@@ -159,6 +159,11 @@ impl Evaluator {
         Ok(ev)
     }
 
+    /// Its dispatches (for the tests).
+    pub fn ops(&self) -> &[Op] {
+        &self.ops
+    }
+
     /// The buffers it holds, for the memory listing.
     pub fn bytes(&self) -> u64 {
         self.split.bytes()

@@ -2,6 +2,8 @@
 //! uniform, a dispatch ready to record (`Op`, created once before step 0 with the WebGPU
 //! binding rules checked), submission and read-back.
 
+use std::sync::Arc;
+
 use anyhow::{Result, bail, ensure};
 
 use crate::gpu::context::Gpu;
@@ -228,17 +230,26 @@ fn source(name: &str) -> Option<&'static str> {
     SOURCES.iter().find(|(n, _)| *n == name).map(|(_, s)| *s)
 }
 
+/// A compiled shader module with the name and the composed WGSL it came from (each pipeline
+/// keeps them: tests/translate.rs translates what the program creates for Metal and DX12).
+pub struct Module {
+    pub name: &'static str,
+    pub wgsl: Arc<str>,
+    pub module: wgpu::ShaderModule,
+}
+
 /// Compiles the module `name` (after its imports) on `gpu`; a driver that rejects it is an
 /// error naming the module, not a panic.
-pub fn module(gpu: &Gpu, name: &str, tile: TileLoop) -> Result<wgpu::ShaderModule> {
-    let src = compose(name, tile)?;
-    Ok(gpu.scoped(&format!("compiling {name}"), || {
+pub fn module(gpu: &Gpu, name: &'static str, tile: TileLoop) -> Result<Module> {
+    let wgsl: Arc<str> = compose(name, tile)?.into();
+    let module = gpu.scoped(&format!("compiling {name}"), || {
         gpu.device
             .create_shader_module(wgpu::ShaderModuleDescriptor {
                 label: Some(name),
-                source: wgpu::ShaderSource::Wgsl(src.into()),
+                source: wgpu::ShaderSource::Wgsl(wgsl.as_ref().into()),
             })
-    })?)
+    })?;
+    Ok(Module { name, wgsl, module })
 }
 
 // ---- the Step uniform ----
@@ -304,7 +315,7 @@ impl<'a> Bind<'a> {
 /// What a launcher hands to [`Op::new`].
 pub struct Dispatch<'a> {
     pub label: String,
-    pub module: &'a wgpu::ShaderModule,
+    pub module: &'a Module,
     pub entry: &'a str,
     pub constants: &'a [(&'a str, f64)],
     /// (binding number, binding) of every binding the entry point uses.
@@ -317,10 +328,21 @@ pub struct Dispatch<'a> {
 #[derive(Clone)]
 pub struct Op {
     pub label: String,
+    /// What the pipeline was built from: module, entry point and override constants.
+    pub source: PipelineSource,
     pipeline: wgpu::ComputePipeline,
     bind_group: wgpu::BindGroup,
     groups: [u32; 3],
     step: bool,
+}
+
+/// The WGSL, entry point and override values of a pipeline, as the launcher set them.
+#[derive(Clone)]
+pub struct PipelineSource {
+    pub module: &'static str,
+    pub wgsl: Arc<str>,
+    pub entry: String,
+    pub constants: Vec<(String, f64)>,
 }
 
 /// WebGPU's rule, which browsers enforce and native wgpu does not: within one dispatch a buffer
@@ -418,7 +440,7 @@ impl Op {
                 .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
                     label,
                     layout: Some(&pipeline_layout),
-                    module: d.module,
+                    module: &d.module.module,
                     entry_point: Some(d.entry),
                     compilation_options: wgpu::PipelineCompilationOptions {
                         constants: d.constants,
@@ -435,6 +457,16 @@ impl Op {
             (pipeline, bind_group)
         })?;
         Ok(Op {
+            source: PipelineSource {
+                module: d.module.name,
+                wgsl: d.module.wgsl.clone(),
+                entry: d.entry.to_string(),
+                constants: d
+                    .constants
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), *v))
+                    .collect(),
+            },
             step: d.bindings.iter().any(|(_, b)| matches!(b, Bind::Step(_))),
             label: d.label,
             pipeline,

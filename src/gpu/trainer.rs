@@ -276,6 +276,11 @@ impl GpuBackend {
         self.training.as_ref().map_or(&[], |t| &t.step)
     }
 
+    /// Every pipeline it built: the training step's and the evaluation's (for the tests).
+    pub fn ops(&self) -> impl Iterator<Item = &Op> {
+        self.step_ops().iter().chain(self.evaluator.ops())
+    }
+
     /// A device-layout buffer, read back in PyTorch's flat order.
     async fn read_flat(&self, src: &wgpu::Buffer) -> Result<Vec<f32>> {
         let device: Vec<f32> = read_back(&self.gpu, src, 0, self.layout.len, &self.staging).await?;

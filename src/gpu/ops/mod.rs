@@ -34,7 +34,7 @@ pub mod sgd;
 use anyhow::Result;
 
 use crate::gpu::context::Gpu;
-use crate::gpu::program::{Kernels, module};
+use crate::gpu::program::{Kernels, Module, module};
 
 /// Workgroup size of the elementwise kernels (gather, loss, evaluation).
 pub const WG: u32 = 64;
@@ -42,15 +42,15 @@ pub const WG: u32 = 64;
 /// Every shader module, compiled once per device for one matmul inner loop.
 pub struct Modules {
     pub kernels: Kernels,
-    pub forward: wgpu::ShaderModule,
-    pub backward: wgpu::ShaderModule,
-    pub gather: wgpu::ShaderModule,
-    pub nll_head: wgpu::ShaderModule,
-    pub evaluate: wgpu::ShaderModule,
-    pub sgd: wgpu::ShaderModule,
+    pub forward: Module,
+    pub backward: Module,
+    pub gather: Module,
+    pub nll_head: Module,
+    pub evaluate: Module,
+    pub sgd: Module,
     /// The fused schedule's two entry modules (no matmul inner loop).
-    pub fused_step: wgpu::ShaderModule,
-    pub fused_update: wgpu::ShaderModule,
+    pub fused_step: Module,
+    pub fused_update: Module,
 }
 
 impl Modules {
