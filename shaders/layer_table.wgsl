@@ -17,7 +17,7 @@ struct Layer {
     y_off: u32,
     // dz: the gradient of its output dZ [BP, pad4(out)] at dz_off
     dz_off: u32,
-    // the layer's first weight tile (4 rows by one vec4 of columns) in the update dispatch
+    // the layer's first weight tile (8 rows by two vec4 of columns) in the update dispatch
     tile0: u32,
     pad0: u32,
     pad1: u32,

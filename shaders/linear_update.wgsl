@@ -1,9 +1,8 @@
 // The weight gradient of a linear layer with the SGD step fused, for the fused schedule (the
 // twin of the weight product of linear_backward.wgsl followed by sgd.wgsl): one tile of 8 rows
-// of W by two vec4 of its columns sums dW = dZ^T X over the batch's valid samples, four at a
-// time in order, then applies the momentum rule (sgd_rule.wgsl) to
-// those 64 weights; the tiles of the first columns also do the 8 biases (db = the column sums
-// of dZ). No gradient is stored. CPU twins: `cpu::linear_backward` (dw, db), `cpu::sgd`. Uses
+// of W by two vec4 of its columns sums dW = dZ^T X over the batch's valid samples, eight at a
+// time in order, then applies the momentum rule (sgd_rule.wgsl) to those 64 weights; the
+// tiles of the first columns also do the 8 biases (db = the column sums of dZ). No gradient is stored. CPU twins: `cpu::linear_backward` (dw, db), `cpu::sgd`. Uses
 // the importing module's `acts`, `dz`, `step`, what sgd_rule.wgsl and sample_loop.wgsl use.
 
 // Tiles of a layer: ceil(out / 8) row blocks by ceil(ldw / 8) column pairs rounded up to a
