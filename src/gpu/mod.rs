@@ -1,7 +1,8 @@
 //! Everything that runs on a wgpu device.
 //!
 //! - [`context`]: adapter choice, the device, GPU errors as values
-//! - [`program`]: WGSL sources and their import step, the `Step` uniform, `Op`, submission
+//! - [`wgsl`]: WGSL sources, kernel families and schedules, the import step
+//! - [`program`]: the `Step` uniform, `Op`, submission
 //! - [`layout`]: the parameters' device layout (rows padded to vec4)
 //! - [`ops`]: one module per operation: WGSL, launcher, CPU twin, check
 //! - [`step`]: the training step and the evaluation batch as lists of dispatches, for both
@@ -25,6 +26,7 @@ pub mod step;
 pub mod tensors;
 pub mod trainer;
 pub mod tune;
+pub mod wgsl;
 
 pub use context::{AdapterQuery, Api, Gpu, GpuError};
 pub use trainer::GpuBackend;

@@ -1,0 +1,252 @@
+//! The WGSL side of the program: every source file, the kernel families and schedules that
+//! pick among them, the one import step, and compiled modules that remember their WGSL.
+
+use std::sync::Arc;
+
+use anyhow::{Result, bail, ensure};
+
+use crate::gpu::context::Gpu;
+
+// ---- WGSL sources ----
+
+/// Every WGSL file, by the name an `//#import` line uses.
+pub const SOURCES: [(&str, &str); 22] = [
+    ("step.wgsl", include_str!("../../shaders/step.wgsl")),
+    (
+        "tile_common.wgsl",
+        include_str!("../../shaders/tile_common.wgsl"),
+    ),
+    (
+        "tile_plain.wgsl",
+        include_str!("../../shaders/tile_plain.wgsl"),
+    ),
+    (
+        "tile_subgroup.wgsl",
+        include_str!("../../shaders/tile_subgroup.wgsl"),
+    ),
+    (
+        "tile_shared.wgsl",
+        include_str!("../../shaders/tile_shared.wgsl"),
+    ),
+    (
+        "linear_forward.wgsl",
+        include_str!("../../shaders/linear_forward.wgsl"),
+    ),
+    (
+        "linear_backward.wgsl",
+        include_str!("../../shaders/linear_backward.wgsl"),
+    ),
+    ("batch.wgsl", include_str!("../../shaders/batch.wgsl")),
+    ("nll_head.wgsl", include_str!("../../shaders/nll_head.wgsl")),
+    ("evaluate.wgsl", include_str!("../../shaders/evaluate.wgsl")),
+    ("sgd.wgsl", include_str!("../../shaders/sgd.wgsl")),
+    ("sgd_rule.wgsl", include_str!("../../shaders/sgd_rule.wgsl")),
+    (
+        "layer_table.wgsl",
+        include_str!("../../shaders/layer_table.wgsl"),
+    ),
+    (
+        "gather_sample.wgsl",
+        include_str!("../../shaders/gather_sample.wgsl"),
+    ),
+    (
+        "linear_sample.wgsl",
+        include_str!("../../shaders/linear_sample.wgsl"),
+    ),
+    (
+        "linear_update.wgsl",
+        include_str!("../../shaders/linear_update.wgsl"),
+    ),
+    (
+        "nll_sample.wgsl",
+        include_str!("../../shaders/nll_sample.wgsl"),
+    ),
+    (
+        "evaluate_sample.wgsl",
+        include_str!("../../shaders/evaluate_sample.wgsl"),
+    ),
+    (
+        "sample_plain.wgsl",
+        include_str!("../../shaders/sample_plain.wgsl"),
+    ),
+    (
+        "sample_subgroup.wgsl",
+        include_str!("../../shaders/sample_subgroup.wgsl"),
+    ),
+    (
+        "fused_step.wgsl",
+        include_str!("../../shaders/fused_step.wgsl"),
+    ),
+    (
+        "fused_update.wgsl",
+        include_str!("../../shaders/fused_update.wgsl"),
+    ),
+];
+
+/// Which matmul inner loop a module imports as `tile_loop.wgsl`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TileLoop {
+    /// Each invocation loads its own A values (any adapter).
+    Plain,
+    /// A shared by subgroupBroadcast (subgroups of at least 8 lanes).
+    Subgroup,
+    /// A staged in workgroup memory, one block per invocation.
+    Shared,
+}
+
+impl TileLoop {
+    pub fn file(self) -> &'static str {
+        match self {
+            TileLoop::Plain => "tile_plain.wgsl",
+            TileLoop::Subgroup => "tile_subgroup.wgsl",
+            TileLoop::Shared => "tile_shared.wgsl",
+        }
+    }
+    /// How the fused schedule's per-sample kernels share the rows of eight samples.
+    pub fn sample_file(self) -> &'static str {
+        match self {
+            TileLoop::Subgroup => "sample_subgroup.wgsl",
+            TileLoop::Plain | TileLoop::Shared => "sample_plain.wgsl",
+        }
+    }
+    pub fn name(self) -> &'static str {
+        match self {
+            TileLoop::Plain => "plain",
+            TileLoop::Subgroup => "subgroup",
+            TileLoop::Shared => "shared",
+        }
+    }
+}
+
+/// A family of matmul kernels (`--kernels`): which inner loop, and the workgroup's shape.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Kernels {
+    /// Workgroups of 8 invocations sharing A by subgroupBroadcast (subgroups of 8 or more).
+    Subgroup,
+    /// Workgroups of 8 invocations, each loading its own A.
+    Plain,
+    /// Workgroups of 128 invocations (8 vec4 columns by 16 tiles of 4 rows) sharing A through
+    /// workgroup memory: the classic GPU matmul.
+    Wide,
+}
+
+impl Kernels {
+    pub const ALL: [Kernels; 3] = [Kernels::Subgroup, Kernels::Plain, Kernels::Wide];
+
+    pub fn tile_loop(self) -> TileLoop {
+        match self {
+            Kernels::Subgroup => TileLoop::Subgroup,
+            Kernels::Plain => TileLoop::Plain,
+            Kernels::Wide => TileLoop::Shared,
+        }
+    }
+
+    /// Tiles of 4 rows stacked in one workgroup.
+    pub fn row_groups(self) -> u32 {
+        match self {
+            Kernels::Subgroup | Kernels::Plain => 1,
+            Kernels::Wide => 16,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Kernels::Subgroup => "subgroup",
+            Kernels::Plain => "plain",
+            Kernels::Wide => "wide",
+        }
+    }
+
+    /// The family the fused schedule's kernels run as: subgroup, or plain (the fused kernels
+    /// stage nothing in workgroup memory, so `wide` runs them as plain).
+    pub fn fused(self) -> Kernels {
+        match self {
+            Kernels::Subgroup => Kernels::Subgroup,
+            Kernels::Plain | Kernels::Wide => Kernels::Plain,
+        }
+    }
+}
+
+/// How a training step is cut into dispatches (`--schedule`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Schedule {
+    /// One dispatch per layer-wide product: 12 per step for the tutorial's model, with the
+    /// matmul kernels of `--kernels`.
+    Layered,
+    /// Two dispatches per step: everything per sample (forward, loss, backward through the
+    /// activations), then everything per parameter (weight gradients summed over the batch,
+    /// SGD).
+    Fused,
+}
+
+impl Schedule {
+    pub const ALL: [Schedule; 2] = [Schedule::Layered, Schedule::Fused];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Schedule::Layered => "layered",
+            Schedule::Fused => "fused",
+        }
+    }
+}
+
+/// The one import step: a line `//#import NAME` is replaced by the file NAME of [`SOURCES`]
+/// (`tile_loop.wgsl` by `tile`'s file), one level deep; nothing else is rewritten. A part may
+/// use names of the module that imports it; every composed module validates, and every part
+/// is imported by one (tests/shaders.rs checks both).
+pub fn compose(name: &str, tile: TileLoop) -> Result<String> {
+    let Some(src) = source(name) else {
+        bail!("no WGSL file named {name}");
+    };
+    let mut out = String::with_capacity(src.len() * 2);
+    for line in src.lines() {
+        match line.strip_prefix("//#import ") {
+            Some(import) => {
+                let import = match import {
+                    "tile_loop.wgsl" => tile.file(),
+                    "sample_loop.wgsl" => tile.sample_file(),
+                    other => other,
+                };
+                let Some(part) = source(import) else {
+                    bail!("{name} imports {import}, which does not exist");
+                };
+                ensure!(
+                    !part.contains("//#import "),
+                    "{name} imports {import}, which imports again (one level only)"
+                );
+                out += &format!("// ---- {import} ----\n{part}// ---- end of {import} ----\n");
+            }
+            None => {
+                out += line;
+                out.push('\n');
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn source(name: &str) -> Option<&'static str> {
+    SOURCES.iter().find(|(n, _)| *n == name).map(|(_, s)| *s)
+}
+
+/// A compiled shader module with the name and the composed WGSL it came from (each pipeline
+/// keeps them: tests/translate.rs translates what the program creates for Metal and DX12).
+pub struct Module {
+    pub name: &'static str,
+    pub wgsl: Arc<str>,
+    pub module: wgpu::ShaderModule,
+}
+
+/// Compiles the module `name` (after its imports) on `gpu`; a driver that rejects it is an
+/// error naming the module, not a panic.
+pub fn module(gpu: &Gpu, name: &'static str, tile: TileLoop) -> Result<Module> {
+    let wgsl: Arc<str> = compose(name, tile)?.into();
+    let module = gpu.scoped(&format!("compiling {name}"), || {
+        gpu.device
+            .create_shader_module(wgpu::ShaderModuleDescriptor {
+                label: Some(name),
+                source: wgpu::ShaderSource::Wgsl(wgsl.as_ref().into()),
+            })
+    })?;
+    Ok(Module { name, wgsl, module })
+}
