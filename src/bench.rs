@@ -2,6 +2,8 @@
 //! `train` runs them (submissions of 250 steps, a loss read-back after each), then timed
 //! evaluations. Figures only; nothing here asserts a speed.
 
+use std::ops::Range;
+
 use anyhow::Result;
 use web_time::Instant;
 
@@ -46,36 +48,58 @@ struct Cursor<'a> {
     recipe: &'a Recipe,
     n_train: usize,
     epoch: usize,
+    /// The next step to submit in this epoch.
     step: usize,
+    /// An interval submitted and not yet read back.
+    queued: Option<Range<usize>>,
 }
 
 impl Cursor<'_> {
-    /// Trains up to [`STEPS_PER_SUBMIT`] (and `limit`) steps, then reads their losses back;
-    /// the number of steps done.
-    async fn interval(&mut self, backend: &mut dyn Backend, limit: usize) -> Result<usize> {
-        if self.step == self.recipe.steps_per_epoch(self.n_train) {
+    /// Submits up to [`STEPS_PER_SUBMIT`] (and `limit`) steps, starting the next epoch first
+    /// where this one is done.
+    async fn submit(&mut self, backend: &mut dyn Backend, limit: usize) -> Result<Range<usize>> {
+        let per_epoch = self.recipe.steps_per_epoch(self.n_train);
+        if self.step == per_epoch {
             self.epoch += 1;
             self.step = 0;
             let order = epoch_order(self.recipe.seed, self.epoch, self.n_train);
             backend.begin_epoch(&order)?;
         }
+        let steps = self.step..(self.step + STEPS_PER_SUBMIT.min(limit)).min(per_epoch);
+        backend.run_steps(steps.clone()).await?;
+        self.step = steps.end;
+        Ok(steps)
+    }
+
+    /// Reads back the interval queued (or submits one of up to `limit` steps and reads it),
+    /// having queued the next one first when `more`, the backend queues work and the epoch has
+    /// steps left, as `train` does; the number of steps read back.
+    async fn interval(
+        &mut self,
+        backend: &mut dyn Backend,
+        limit: usize,
+        more: bool,
+    ) -> Result<usize> {
+        let now = match self.queued.take() {
+            Some(r) => r,
+            None => self.submit(backend, limit).await?,
+        };
         let per_epoch = self.recipe.steps_per_epoch(self.n_train);
-        let end = (self.step + STEPS_PER_SUBMIT.min(limit)).min(per_epoch);
-        backend.run_steps(self.step..end).await?;
-        let losses = backend.losses(self.step..end).await?;
+        if more && backend.queues_work() && self.step < per_epoch {
+            self.queued = Some(self.submit(backend, usize::MAX).await?);
+        }
+        let losses = backend.losses(now.clone()).await?;
         anyhow::ensure!(
             losses.iter().all(|l| l.is_finite()),
             "the loss became non-finite while benchmarking"
         );
-        let done = end - self.step;
-        self.step = end;
-        Ok(done)
+        Ok(now.len())
     }
 }
 
 /// Trains `warmup` steps, then at least `min_steps` and at least `seconds` of steps, in
-/// intervals of [`STEPS_PER_SUBMIT`] with a loss read-back after each, crossing epochs as
-/// needed. Returns the timing of the part after the warm-up.
+/// intervals of [`STEPS_PER_SUBMIT`] read back one behind as `train` runs them, crossing
+/// epochs as needed. Returns the timing of the part after the warm-up.
 pub async fn time_training(
     backend: &mut dyn Backend,
     arch: &Arch,
@@ -91,15 +115,18 @@ pub async fn time_training(
         n_train,
         epoch: 0,
         step: 0,
+        queued: None,
     };
     let mut warmed = 0;
     while warmed < warmup {
-        warmed += at.interval(backend, warmup - warmed).await?;
+        warmed += at.interval(backend, warmup - warmed, false).await?;
     }
     let t0 = Instant::now();
     let mut steps = 0;
-    while steps < min_steps || t0.elapsed().as_secs_f64() < seconds {
-        steps += at.interval(backend, usize::MAX).await?;
+    let wanted = |steps: usize| steps < min_steps || t0.elapsed().as_secs_f64() < seconds;
+    while at.queued.is_some() || wanted(steps) {
+        let more = wanted(steps);
+        steps += at.interval(backend, usize::MAX, more).await?;
     }
     Ok(Timing {
         steps,

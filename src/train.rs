@@ -103,6 +103,12 @@ pub trait Backend {
     fn tuned(&self) -> Option<String> {
         None
     }
+    /// Whether `run_steps` only queues the work (a GPU), so that the loop can queue the next
+    /// interval before it awaits this one's losses; the CPU computes in `run_steps` and gains
+    /// nothing from it.
+    fn queues_work(&self) -> bool {
+        false
+    }
     /// Dispatches one training step takes (0 for the CPU).
     fn dispatches_per_step(&self) -> usize {
         0
@@ -257,28 +263,46 @@ pub async fn run(
 ) -> Result<Outcome> {
     let steps = recipe.steps_per_epoch(n_train);
     let interval = options.interval.max(1);
+    let next = |from: usize| from..(from + interval).min(steps);
     let mut pos = start;
     while pos.epoch < recipe.epochs {
         backend.begin_epoch(&epoch_order(recipe.seed, pos.epoch, n_train))?;
+        // On a GPU one interval is read back while the next runs: it is queued before the
+        // losses before it are awaited, unless a stop was asked for (a stop then takes effect
+        // after the interval already queued).
+        let mut clock = Instant::now();
+        let mut queued = None;
         while pos.step < steps {
-            let t0 = Instant::now();
-            let end = (pos.step + interval).min(steps);
-            backend.run_steps(pos.step..end).await?;
-            let losses = backend.losses(pos.step..end).await?;
-            pos.seconds += t0.elapsed().as_secs_f64();
+            let now = match queued.take() {
+                Some(r) => r,
+                None => {
+                    let r = next(pos.step);
+                    backend.run_steps(r.clone()).await?;
+                    r
+                }
+            };
+            if backend.queues_work() && now.end < steps && !observer.interrupted() {
+                let r = next(now.end);
+                backend.run_steps(r.clone()).await?;
+                queued = Some(r);
+            }
+            let losses = backend.losses(now.clone()).await?;
+            // Wall-clock time: what the observer does in between overlaps the device's work.
+            pos.seconds += clock.elapsed().as_secs_f64();
+            clock = Instant::now();
             if let Some(i) = losses.iter().position(|l| !l.is_finite()) {
                 return Err(Diverged {
                     epoch: pos.epoch,
-                    first: pos.step,
-                    last: end - 1,
-                    at: pos.step + i,
+                    first: now.start,
+                    last: now.end - 1,
+                    at: now.start + i,
                     value: losses[i],
                     lr: recipe.lr,
                 }
                 .into());
             }
             pos.losses.extend_from_slice(&losses);
-            pos.step = end;
+            pos.step = now.end;
             observer
                 .progress(&Progress {
                     epoch: pos.epoch,
@@ -290,7 +314,7 @@ pub async fn run(
                     batch_size: recipe.batch_size,
                 })
                 .await;
-            if pos.step < steps && observer.interrupted() {
+            if pos.step < steps && queued.is_none() && observer.interrupted() {
                 return Ok(Outcome::Interrupted(pos));
             }
         }

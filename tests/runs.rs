@@ -209,6 +209,26 @@ fn fused_run_interrupted_after_epoch_2_resumes_bit_identical() {
     assert!(straight.1 == resumed.1, "momentum differs after resuming");
 }
 
+/// Stopped in the middle of an epoch on the GPU, where the loop reads each interval back while
+/// the next runs: the stop comes after step 250 of epoch 1 with steps 250..500 already queued,
+/// so the run ends after step 500 with those steps' losses, and resumes bit-identical.
+#[test]
+fn gpu_run_interrupted_mid_epoch_resumes_bit_identical() {
+    let m = mnist();
+    let (train, test) = (m.train.head(30_000), m.test.head(1000));
+    let arch = Arch::new(784, &[32], 10);
+    let r = recipe(2);
+    let make = |p: &[f32]| -> Box<dyn Backend> {
+        Box::new(GpuBackend::new(common::gpu(), &arch, &r, p, &train, &test).unwrap())
+    };
+    let stop = |p: &Position| p.epoch == 1 && p.step >= 250;
+    let (straight, resumed, pos) =
+        interrupted_vs_straight(&make, &arch, &r, train.len(), stop, "gpu-mid");
+    assert_eq!((pos.epoch, pos.step, pos.losses.len()), (1, 500, 500));
+    assert!(straight.0 == resumed.0, "weights differ after resuming");
+    assert!(straight.1 == resumed.1, "momentum differs after resuming");
+}
+
 /// A checkpoint holds the weights and momentum in PyTorch's layout, whatever the schedule:
 /// the state of 100 steps under one schedule loads into the other and reads back bit for bit,
 /// and the next 80 steps there track the first schedule's own (the first within 1e-5, the

@@ -21,6 +21,7 @@ pub mod layout;
 pub mod ops;
 pub mod profiler;
 pub mod program;
+pub mod readback;
 pub mod selftest;
 pub mod step;
 pub mod tensors;

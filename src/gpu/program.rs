@@ -8,6 +8,7 @@ use anyhow::{Result, ensure};
 
 use crate::gpu::context::Gpu;
 
+pub use crate::gpu::readback::{read_back, staging};
 pub use crate::gpu::wgsl::{Kernels, Module, SOURCES, Schedule, TileLoop, compose, module};
 
 // ---- the Step uniform ----
@@ -282,6 +283,17 @@ pub fn submit(
     steps: std::ops::Range<usize>,
     stride: u64,
 ) -> Result<()> {
+    submit_then(gpu, label, (ops, steps, stride), |_| {}).map(drop)
+}
+
+/// [`submit`], with `then` recording more (a copy to read back) after the pass, in the same
+/// submission; the submission's index.
+pub fn submit_then(
+    gpu: &Gpu,
+    label: &str,
+    (ops, steps, stride): (&[Op], std::ops::Range<usize>, u64),
+    then: impl FnOnce(&mut wgpu::CommandEncoder),
+) -> Result<wgpu::SubmissionIndex> {
     let mut enc = gpu
         .device
         .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some(label) });
@@ -297,70 +309,6 @@ pub fn submit(
             }
         }
     }
-    gpu.scoped(label, || gpu.queue.submit([enc.finish()]))?;
-    Ok(())
-}
-
-/// Copies `count` elements from `src` (from element `offset`) through `staging`, a MAP_READ
-/// buffer large enough for them, and waits for them: natively by blocking on the device, in
-/// the browser by awaiting the mapping (the page's event loop runs meanwhile).
-pub async fn read_back<T: bytemuck::Pod>(
-    gpu: &Gpu,
-    src: &wgpu::Buffer,
-    offset: usize,
-    count: usize,
-    staging: &wgpu::Buffer,
-) -> Result<Vec<T>> {
-    let size = std::mem::size_of::<T>() as u64;
-    let bytes = count as u64 * size;
-    ensure!(
-        staging.size() >= bytes,
-        "read-back: staging holds {} bytes, needs {bytes}",
-        staging.size()
-    );
-    let mut enc = gpu
-        .device
-        .create_command_encoder(&wgpu::CommandEncoderDescriptor {
-            label: Some("read-back"),
-        });
-    enc.copy_buffer_to_buffer(src, offset as u64 * size, staging, 0, bytes);
-    gpu.scoped("reading back", || gpu.queue.submit([enc.finish()]))?;
-    let slice = staging.slice(..bytes);
-    let (tx, rx) = futures_channel::oneshot::channel();
-    slice.map_async(wgpu::MapMode::Read, move |r| {
-        let _ = tx.send(r);
-    });
-    gpu.wait()?;
-    let mapped = rx.await;
-    gpu.check("waiting for the device")?;
-    match mapped {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => {
-            return Err(gpu
-                .failure("mapping a read-back buffer", &e.to_string())
-                .into());
-        }
-        Err(_) => {
-            return Err(gpu
-                .failure("mapping a read-back buffer", "callback dropped")
-                .into());
-        }
-    }
-    let view = slice
-        .get_mapped_range()
-        .map_err(|e| gpu.failure("reading a read-back buffer", &e.to_string()))?;
-    let out = bytemuck::pod_collect_to_vec(&view);
-    drop(view);
-    staging.unmap();
-    Ok(out)
-}
-
-/// A MAP_READ buffer of `bytes` for [`read_back`].
-pub fn staging(gpu: &Gpu, label: &str, bytes: usize) -> wgpu::Buffer {
-    gpu.device.create_buffer(&wgpu::BufferDescriptor {
-        label: Some(label),
-        size: bytes.max(4) as u64,
-        usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-        mapped_at_creation: false,
-    })
+    then(&mut enc);
+    Ok(gpu.scoped(label, || gpu.queue.submit([enc.finish()]))?)
 }

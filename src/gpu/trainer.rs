@@ -17,7 +17,8 @@ use crate::gpu::fused::{EVAL_BATCH, FusedActs, normalisation_uniform};
 use crate::gpu::layout::{DeviceLayout, pad4};
 use crate::gpu::ops::Modules;
 use crate::gpu::profiler::submit_profiled;
-use crate::gpu::program::{Op, Schedule, read_back, staging, step_stride, submit};
+use crate::gpu::program::{Op, Schedule, read_back, staging, step_stride, submit, submit_then};
+use crate::gpu::readback::LossReads;
 use crate::gpu::step::{StepInputs, Weights, forward_products, fused_training_step, training_step};
 use crate::gpu::tensors::{Activations, Split, init, normalisation_table, zeros};
 use crate::model::Arch;
@@ -103,6 +104,8 @@ struct Training {
     momentum: wgpu::Buffer,
     /// losses: [steps per epoch], each step's mean loss of the current epoch
     losses: wgpu::Buffer,
+    /// Their read-backs in flight, one submission behind the device.
+    reads: LossReads,
     /// The dispatches of one step, in order.
     step: Vec<Op>,
     bytes: Vec<(String, u64)>,
@@ -127,6 +130,7 @@ impl Training {
         let grads = zeros(gpu, "grads", grad_floats);
         let momentum = zeros(gpu, "momentum", layout.len);
         let losses = zeros(gpu, "losses", steps_per_epoch);
+        let reads = LossReads::new(gpu, steps_per_epoch);
         let weights = Weights {
             layout,
             params,
@@ -158,6 +162,7 @@ impl Training {
                 grads.size() + momentum.size(),
             ),
             ("losses".to_string(), losses.size()),
+            ("losses read-back".to_string(), reads.bytes()),
             ("activations + gradients".to_string(), acts_bytes),
         ];
         Ok(Training {
@@ -165,6 +170,7 @@ impl Training {
             grads,
             momentum,
             losses,
+            reads,
             step,
             bytes,
         })
@@ -326,9 +332,12 @@ impl Backend for GpuBackend {
         Ok(())
     }
 
+    /// Submits `steps` in submissions of [`STEPS_PER_SUBMIT`]; the last one ends with the
+    /// copy of their losses to read back, mapped at once, so that [`Backend::losses`] finds
+    /// them in flight (not when profiling: the profiler waits on every submission anyway).
     async fn run_steps(&mut self, steps: Range<usize>) -> Result<()> {
         let stride = step_stride(&self.gpu);
-        let Some(t) = &self.training else {
+        let Some(t) = &mut self.training else {
             bail!("this GPU backend was built to evaluate only");
         };
         let mut s = steps.start;
@@ -336,17 +345,34 @@ impl Backend for GpuBackend {
             let e = (s + STEPS_PER_SUBMIT).min(steps.end);
             match &mut self.profile {
                 Some(p) => submit_profiled(&self.gpu, &t.step, s..e, stride, p).await?,
-                None => submit(&self.gpu, "train steps", &t.step, s..e, stride)?,
+                None if e < steps.end => submit(&self.gpu, "train steps", &t.step, s..e, stride)?,
+                None => {
+                    let slot = t.reads.free_slot(&self.gpu).await?;
+                    let (reads, losses) = (&t.reads, &t.losses);
+                    let copy = |enc: &mut wgpu::CommandEncoder| {
+                        reads.copy(enc, losses, &steps, slot);
+                    };
+                    let ops = (&t.step[..], s..e, stride);
+                    let index = submit_then(&self.gpu, "train steps", ops, copy)?;
+                    t.reads.submitted(steps.clone(), slot, index);
+                }
             }
             s = e;
         }
         Ok(())
     }
 
+    /// The losses of `steps`: the read in flight for exactly those steps, else a read-back.
     async fn losses(&mut self, steps: Range<usize>) -> Result<Vec<f32>> {
+        let Some(t) = &mut self.training else {
+            bail!("this GPU backend was built to evaluate only");
+        };
+        if let Some(losses) = t.reads.take(&self.gpu, &steps).await? {
+            return Ok(losses);
+        }
         read_back(
             &self.gpu,
-            &self.training()?.losses,
+            &t.losses,
             steps.start,
             steps.len(),
             &self.staging,
@@ -386,6 +412,10 @@ impl Backend for GpuBackend {
 
     fn tuned(&self) -> Option<String> {
         self.gpu.tuned.clone()
+    }
+
+    fn queues_work(&self) -> bool {
+        true
     }
 
     fn dispatches_per_step(&self) -> usize {
