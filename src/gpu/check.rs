@@ -3,6 +3,7 @@
 //! tests/kernels.rs run the same checks (`gpu::selftest`).
 
 use anyhow::Result;
+use futures_util::future::{LocalBoxFuture, join_all};
 
 use crate::gpu::context::Gpu;
 use crate::gpu::program::{Op, read_back, staging, step_stride, step_table, submit};
@@ -93,6 +94,17 @@ impl Tally {
     pub fn done(self) -> Check {
         self.check
     }
+}
+
+/// Checks still to run, each boxed to one type: a kernel and its shapes.
+pub type Pending<'a> = Vec<LocalBoxFuture<'a, Vec<Check>>>;
+
+/// Runs `pending` together and lists their checks in order. Each submits its work and awaits
+/// its own read-backs; in a browser, where a mapping resolves only when the browser next looks
+/// for finished GPU work (every 100 ms in Firefox), those waits then overlap rather than add
+/// up. Natively each blocks on the device in turn, as if run one by one.
+pub async fn together(pending: Pending<'_>) -> Vec<Check> {
+    join_all(pending).await.into_iter().flatten().collect()
 }
 
 /// Bound on the error of an f32 sum of `k` products, relative to Σ|a·b|: a sum of K f32 terms

@@ -9,7 +9,10 @@ use anyhow::Result;
 
 use crate::cpu;
 use crate::data::Dataset;
+use futures_util::future::try_join3;
+
 use crate::gpu::check::{Check, Tally, buffer, read, run_op, sum_tolerance, unpad, wide, wide_abs};
+use crate::gpu::check::{Pending, together};
 use crate::gpu::context::Gpu;
 use crate::gpu::fused::{
     FusedActs, FusedSample, FusedUpdate, LayerRow, SampleOutputs, layer_rows, normalisation_uniform,
@@ -106,21 +109,25 @@ pub async fn checks(gpu: &Gpu, m: &Modules) -> Vec<Check> {
         (3, (5, 3), &[5, 3], 3, 1, 2),
         (4, (28, 28), &[128, 128, 64, 64], 10, 32, 0),
     ];
-    let mut out = Vec::new();
+    let mut all: Pending<'_> = Vec::new();
     for (seed, image, hidden, classes, batch, step) in cases {
-        let mut case = Case::new(seed, image, hidden, classes);
-        case.batch = batch;
-        case.step = step;
-        match run(gpu, m, &case).await {
-            Ok(o) => out.extend(compare(&case, &o)),
-            Err(e) => out.push(Tally::broken("fused step", case.shape(), e)),
-        }
-        out.push(
-            check_eval(gpu, m, &case)
-                .await
-                .unwrap_or_else(|e| Tally::broken("fused evaluate", case.shape(), e)),
-        );
+        all.push(Box::pin(async move {
+            let mut case = Case::new(seed, image, hidden, classes);
+            case.batch = batch;
+            case.step = step;
+            let mut out = match run(gpu, m, &case).await {
+                Ok(o) => compare(&case, &o),
+                Err(e) => vec![Tally::broken("fused step", case.shape(), e)],
+            };
+            out.push(
+                check_eval(gpu, m, &case)
+                    .await
+                    .unwrap_or_else(|e| Tally::broken("fused evaluate", case.shape(), e)),
+            );
+            out
+        }));
     }
+    let mut out = together(all).await;
     // Which flavour ran, as the layered checks name their family.
     for c in &mut out {
         c.kernel = format!("{} ({})", c.kernel, m.kernels.fused().name());
@@ -155,9 +162,12 @@ async fn run(gpu: &Gpu, m: &Modules, case: &Case) -> Result<Outputs> {
     run_op(gpu, &sample.op(gpu, m, "fused per-sample")?, case.step)?;
     let (rows, _) = layer_rows(layout, bp);
     let floats = |b: &wgpu::Buffer| b.size() as usize / 4;
-    let acts_v = read(gpu, &acts.acts, floats(&acts.acts)).await?;
-    let dz = read(gpu, &acts.dz, floats(&acts.dz)).await?;
-    let sample_loss = read(gpu, &acts.sample_loss, bp).await?;
+    let (acts_v, dz, sample_loss) = try_join3(
+        read(gpu, &acts.acts, floats(&acts.acts)),
+        read(gpu, &acts.dz, floats(&acts.dz)),
+        read(gpu, &acts.sample_loss, bp),
+    )
+    .await?;
     let update = FusedUpdate {
         acts: &acts,
         params: &params,
@@ -169,15 +179,20 @@ async fn run(gpu: &Gpu, m: &Modules, case: &Case) -> Result<Outputs> {
         mu: MU,
     };
     run_op(gpu, &update.op(gpu, m, "fused update")?, case.step)?;
-    let losses: Vec<f32> = read(gpu, &losses, steps).await?;
+    let (losses, params, momentum): (Vec<f32>, _, _) = try_join3(
+        read(gpu, &losses, steps),
+        read(gpu, &params, layout.len),
+        read(gpu, &momentum, layout.len),
+    )
+    .await?;
     Ok(Outputs {
         rows,
         bp,
         acts: acts_v,
         dz,
         sample_loss,
-        params: read(gpu, &params, layout.len).await?,
-        momentum: read(gpu, &momentum, layout.len).await?,
+        params,
+        momentum,
         loss: losses[case.step],
     })
 }
@@ -428,9 +443,12 @@ async fn check_eval(gpu: &Gpu, m: &Modules, case: &Case) -> Result<Check> {
     }
     .op(gpu, m, "fused evaluate")?;
     run_op(gpu, &op, case.step)?;
-    let got_c: Vec<u32> = read(gpu, &correct, n).await?;
-    let got_lp: Vec<f32> = read(gpu, &log_probs, n * classes).await?;
-    let a: Vec<f32> = read(gpu, &acts.acts, acts.acts.size() as usize / 4).await?;
+    let (got_c, got_lp, a): (Vec<u32>, Vec<f32>, Vec<f32>) = try_join3(
+        read(gpu, &correct, n),
+        read(gpu, &log_probs, n * classes),
+        read(gpu, &acts.acts, acts.acts.size() as usize / 4),
+    )
+    .await?;
     let last = *layer_rows(layout, bp).0.last().unwrap();
     let (start, valid) = (case.step * case.batch, case.valid());
     let z = block(&a, last.y_off as usize, (valid, pad4(classes), classes));

@@ -4,8 +4,9 @@
 //! is caught the same way in both places. The checks live beside their launchers in `ops`.
 
 use anyhow::Result;
+use futures_util::future::join;
 
-use crate::gpu::check::Check;
+use crate::gpu::check::{Check, Pending, together};
 use crate::gpu::context::Gpu;
 use crate::gpu::fused_check;
 use crate::gpu::ops::{Modules, evaluate, gather, linear, nll_head, sgd};
@@ -13,22 +14,31 @@ use crate::gpu::program::{Kernels, Schedule};
 /// The linear products' checks for every family of kernels the device can run, not only the
 /// one it trains with.
 pub async fn linear_checks(gpu: &Gpu) -> Result<Vec<Check>> {
-    let mut out = Vec::new();
-    for kernels in gpu.runnable_kernels() {
-        out.extend(linear::checks(gpu, &Modules::new(gpu, kernels)?).await);
-    }
-    Ok(out)
+    let modules: Vec<Modules> = gpu
+        .runnable_kernels()
+        .into_iter()
+        .map(|k| Modules::new(gpu, k))
+        .collect::<Result<_>>()?;
+    let all: Pending<'_> = modules
+        .iter()
+        .map(|m| Box::pin(linear::checks(gpu, m)) as _)
+        .collect();
+    Ok(together(all).await)
 }
 
 /// The fused schedule's checks in every flavour the device can run (subgroup, plain).
 pub async fn fused_checks(gpu: &Gpu) -> Result<Vec<Check>> {
     let mut flavours: Vec<Kernels> = gpu.runnable_kernels().iter().map(|k| k.fused()).collect();
     flavours.dedup();
-    let mut out = Vec::new();
-    for k in flavours {
-        out.extend(fused_check::checks(gpu, &Modules::new(gpu, k)?).await);
-    }
-    Ok(out)
+    let modules: Vec<Modules> = flavours
+        .into_iter()
+        .map(|k| Modules::new(gpu, k))
+        .collect::<Result<_>>()?;
+    let all: Pending<'_> = modules
+        .iter()
+        .map(|m| Box::pin(fused_check::checks(gpu, m)) as _)
+        .collect();
+    Ok(together(all).await)
 }
 
 /// Every check of both schedules.
@@ -37,20 +47,34 @@ pub async fn all_checks(gpu: &Gpu) -> Result<Vec<Check>> {
 }
 
 /// The checks of the kernels `schedules` run: layered, the linear products for every family
-/// of kernels and then the other kernels; fused, its two dispatches op by op.
+/// of kernels and then the other kernels; fused, its two dispatches op by op. All run
+/// together (`check::together`), listed in this order.
 pub async fn checks(gpu: &Gpu, schedules: &[Schedule]) -> Result<Vec<Check>> {
-    let mut out = Vec::new();
     let m = Modules::new(gpu, gpu.kernels)?;
-    if schedules.contains(&Schedule::Layered) {
-        out.extend(linear_checks(gpu).await?);
-        out.extend(gather::checks(gpu, &m).await);
-        out.extend(nll_head::checks(gpu, &m).await);
-        out.extend(evaluate::checks(gpu, &m).await);
-        out.extend(sgd::checks(gpu, &m).await);
-    }
-    if schedules.contains(&Schedule::Fused) {
-        out.extend(fused_checks(gpu).await?);
-    }
+    let layered = async {
+        if !schedules.contains(&Schedule::Layered) {
+            return Ok::<_, anyhow::Error>(Vec::new());
+        }
+        let others: Pending<'_> = vec![
+            Box::pin(gather::checks(gpu, &m)),
+            Box::pin(nll_head::checks(gpu, &m)),
+            Box::pin(evaluate::checks(gpu, &m)),
+            Box::pin(sgd::checks(gpu, &m)),
+        ];
+        let (linear, others) = join(linear_checks(gpu), together(others)).await;
+        let mut out = linear?;
+        out.extend(others);
+        Ok(out)
+    };
+    let fused = async {
+        match schedules.contains(&Schedule::Fused) {
+            true => fused_checks(gpu).await,
+            false => Ok(Vec::new()),
+        }
+    };
+    let (layered, fused) = join(layered, fused).await;
+    let mut out = layered?;
+    out.extend(fused?);
     Ok(out)
 }
 

@@ -6,7 +6,7 @@ use anyhow::Result;
 
 use crate::cpu;
 use crate::data::{Dataset, normalize_table};
-use crate::gpu::check::{Check, Tally, buffer, read, run_op, steps_buffer};
+use crate::gpu::check::{Check, Pending, Tally, buffer, read, run_op, steps_buffer, together};
 use crate::gpu::context::Gpu;
 use crate::gpu::layout::pad4;
 use crate::gpu::ops::{Modules, WG};
@@ -90,18 +90,21 @@ fn dataset(rng: &mut Rng, n: usize, rows: usize, cols: usize) -> Dataset {
 /// the valid count; 7x13 images are no whole number of u32 words.
 pub async fn checks(gpu: &Gpu, m: &Modules) -> Vec<Check> {
     let mut rng = Rng::new(11, 0);
-    let mut out = Vec::new();
+    let mut all: Pending<'_> = Vec::new();
     for (rows, cols, batch) in [(28, 28, 32), (7, 13, 7), (7, 13, 33)] {
         let data = dataset(&mut rng, 50, rows, cols);
         let mut order: Vec<u32> = (0..50).collect();
         rng.shuffle(&mut order);
-        let shape = format!("{rows}x{cols} batch {batch}");
-        match check_one(gpu, m, &data, &order, batch).await {
-            Ok(c) => out.push(c),
-            Err(e) => out.push(Tally::broken("gather+normalise", shape, e)),
-        }
+        all.push(Box::pin(async move {
+            let shape = format!("{rows}x{cols} batch {batch}");
+            vec![
+                check_one(gpu, m, &data, &order, batch)
+                    .await
+                    .unwrap_or_else(|e| Tally::broken("gather+normalise", shape, e)),
+            ]
+        }));
     }
-    out
+    together(all).await
 }
 
 async fn check_one(

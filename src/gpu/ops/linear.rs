@@ -11,6 +11,7 @@ use anyhow::{Result, ensure};
 
 use crate::cpu;
 use crate::gpu::check::{BATCHES, Check, INNER, OTHER, Tally, buffer, random, read, run_op};
+use crate::gpu::check::{Pending, together};
 use crate::gpu::check::{sum_tolerance, transpose, unpad, wide, wide_abs};
 use crate::gpu::context::Gpu;
 use crate::gpu::layout::{DeviceLayout, LayerAt, pad4};
@@ -448,18 +449,26 @@ pub async fn check_backward(
 
 /// Every product on the batch and inner sizes of `check`, then the tutorial's own shapes.
 pub async fn checks(gpu: &Gpu, m: &Modules) -> Vec<Check> {
-    let mut out = Vec::new();
+    let mut all: Pending<'_> = Vec::new();
+    let mut forward = |b, i, o, bias| {
+        let check = check_forward(gpu, m, b, i, o, bias);
+        all.push(Box::pin(async move { vec![check.await] }));
+    };
     for &b in &BATCHES {
         for &i in &INNER {
-            out.push(check_forward(gpu, m, b, i, OTHER, true).await);
-            out.extend(check_backward(gpu, m, b, i, OTHER, true).await);
-            out.extend(check_backward(gpu, m, b, i, OTHER, false).await);
+            forward(b, i, OTHER, true);
         }
     }
-    out.push(check_forward(gpu, m, 32, 784, 128, true).await);
-    out.push(check_forward(gpu, m, 32, 64, 10, false).await);
-    out.extend(check_backward(gpu, m, 32, 128, 128, true).await);
-    out.extend(check_backward(gpu, m, 32, 784, 128, false).await);
-    out.extend(check_backward(gpu, m, 33, 64, 10, true).await);
-    out
+    forward(32, 784, 128, true);
+    forward(32, 64, 10, false);
+    for &b in &BATCHES {
+        for &i in &INNER {
+            all.push(Box::pin(check_backward(gpu, m, b, i, OTHER, true)));
+            all.push(Box::pin(check_backward(gpu, m, b, i, OTHER, false)));
+        }
+    }
+    all.push(Box::pin(check_backward(gpu, m, 32, 128, 128, true)));
+    all.push(Box::pin(check_backward(gpu, m, 32, 784, 128, false)));
+    all.push(Box::pin(check_backward(gpu, m, 33, 64, 10, true)));
+    together(all).await
 }

@@ -5,7 +5,8 @@
 use anyhow::{Result, ensure};
 
 use crate::cpu;
-use crate::gpu::check::{Check, Tally, buffer, random, read, run_op, steps_buffer};
+use crate::gpu::check::together;
+use crate::gpu::check::{Check, Pending, Tally, buffer, random, read, run_op, steps_buffer};
 use crate::gpu::check::{sum_tolerance, transpose, wide, wide_abs};
 use crate::gpu::context::Gpu;
 use crate::gpu::layout::{DeviceLayout, LayerAt, pad4};
@@ -82,22 +83,28 @@ impl NllHead<'_> {
 /// The third step of an epoch (so offsets into order and losses are exercised) on sizes that
 /// are not multiples of 4 or of the workgroup.
 pub async fn checks(gpu: &Gpu, m: &Modules) -> Vec<Check> {
-    let mut rng = Rng::new(12, 0);
-    let mut out = Vec::new();
-    for (batch, classes, inp) in [
+    let mut all: Pending<'_> = Vec::new();
+    for (case, (batch, classes, inp)) in [
         (1, 10, 13),
         (7, 10, 64),
         (32, 10, 64),
         (33, 3, 5),
         (200, 10, 7),
-    ] {
-        let shape = format!("{classes} classes, in {inp}, batch {batch}");
-        match check_one(gpu, m, &mut rng, batch, classes, inp).await {
-            Ok(c) => out.extend(c),
-            Err(e) => out.push(Tally::broken("nll head", shape, e)),
-        }
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        // A generator per case: the cases run together.
+        let mut rng = Rng::new(12, case as u64);
+        all.push(Box::pin(async move {
+            let shape = format!("{classes} classes, in {inp}, batch {batch}");
+            match check_one(gpu, m, &mut rng, batch, classes, inp).await {
+                Ok(c) => c.to_vec(),
+                Err(e) => vec![Tally::broken("nll head", shape, e)],
+            }
+        }));
     }
-    out
+    together(all).await
 }
 
 /// The loss and logits' gradient [batch, classes] of the first `labels.len()` columns of

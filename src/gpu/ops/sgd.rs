@@ -4,7 +4,7 @@
 use anyhow::Result;
 
 use crate::cpu;
-use crate::gpu::check::{Check, Tally, buffer, random, read, run_op};
+use crate::gpu::check::{Check, Pending, Tally, buffer, random, read, run_op, together};
 use crate::gpu::context::Gpu;
 use crate::gpu::layout::pad4;
 use crate::gpu::ops::Modules;
@@ -58,17 +58,20 @@ impl Sgd<'_> {
 /// Sizes that are no multiple of the workgroup, and the tutorial's 130,058 parameters; the
 /// zero padding past the last parameter stays zero.
 pub async fn checks(gpu: &Gpu, m: &Modules) -> Vec<Check> {
-    let mut rng = Rng::new(14, 0);
-    let mut out = Vec::new();
+    let mut all: Pending<'_> = Vec::new();
     for count in [1usize, 255, 257, 130_058] {
-        let shape = format!("{count} parameters");
-        out.push(
-            check_one(gpu, m, &mut rng, count)
-                .await
-                .unwrap_or_else(|e| Tally::broken("sgd momentum", shape, e)),
-        );
+        // A generator per case: the cases run together.
+        let mut rng = Rng::new(14, count as u64);
+        all.push(Box::pin(async move {
+            let shape = format!("{count} parameters");
+            vec![
+                check_one(gpu, m, &mut rng, count)
+                    .await
+                    .unwrap_or_else(|e| Tally::broken("sgd momentum", shape, e)),
+            ]
+        }));
     }
-    out
+    together(all).await
 }
 
 async fn check_one(gpu: &Gpu, m: &Modules, rng: &mut Rng, count: usize) -> Result<Check> {
