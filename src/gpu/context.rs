@@ -66,24 +66,47 @@ pub enum GpuError {
         adapter: String,
         source: wgpu::RequestDeviceError,
     },
-    #[error(
-        "--kernels {kernels}: {adapter} has {why} for them; `mnist-wgpu adapters` lists the \
-         kernels it can run"
-    )]
+    #[error("{}{kernels}: {adapter} has {why} for them; {}", Advice::of(*browser).flag, Advice::of(*browser).kernels)]
     Kernels {
         adapter: String,
         kernels: &'static str,
         why: &'static str,
+        /// In the web page, where the advice is the page's, not the command line's.
+        browser: bool,
     },
-    #[error(
-        "the GPU failed while {what} on {adapter}: {message}; run `mnist-wgpu selftest` to \
-         check this adapter, or use --device cpu"
-    )]
+    #[error("the GPU failed while {what} on {adapter}: {message}; {}", Advice::of(*browser).failed)]
     Failed {
         adapter: String,
         what: String,
         message: String,
+        browser: bool,
     },
+}
+
+/// What a GPU error tells the user to do: on the command line, in its flags; in the web page,
+/// in its buttons and URL parameters.
+struct Advice {
+    flag: &'static str,
+    kernels: &'static str,
+    failed: &'static str,
+}
+
+impl Advice {
+    fn of(browser: bool) -> Advice {
+        match browser {
+            false => Advice {
+                flag: "--kernels ",
+                kernels: "`mnist-wgpu adapters` lists the kernels it can run",
+                failed: "run `mnist-wgpu selftest` to check this adapter, or use --device cpu",
+            },
+            true => Advice {
+                flag: "kernels=",
+                kernels: "leave kernels= out of the address to let the page choose",
+                failed: "press Check kernels to check this adapter (or open the page with \
+                         ?selftest=1), or reload it with kernels=plain in the address",
+            },
+        }
+    }
 }
 
 /// A device and what the kernels need to know about it (a clone shares the device).
@@ -291,6 +314,7 @@ impl Gpu {
                 adapter: info.name.clone(),
                 kernels: kernels.name(),
                 why,
+                browser: info.backend == wgpu::Backend::BrowserWebGpu,
             });
         }
         let timestamps = adapter.features().contains(
@@ -354,6 +378,7 @@ impl Gpu {
             adapter: self.info.name.clone(),
             what: what.to_string(),
             message: one_line(message),
+            browser: self.info.backend == wgpu::Backend::BrowserWebGpu,
         }
     }
 
@@ -386,11 +411,25 @@ impl Gpu {
     /// Natively, blocks until the device has finished the work submitted so far (and run the
     /// mapping callbacks); in the browser the event loop does that while a read-back awaits.
     pub fn wait(&self) -> Result<(), GpuError> {
+        self.wait_for(None)
+    }
+
+    /// [`Gpu::wait`] for the submission `index` only (None: all so far), so that later ones
+    /// stay queued and the device busy.
+    pub fn wait_for(&self, index: Option<wgpu::SubmissionIndex>) -> Result<(), GpuError> {
         #[cfg(not(target_arch = "wasm32"))]
-        if let Err(e) = self.device.poll(wgpu::PollType::wait_indefinitely()) {
-            self.check("waiting for the device")?;
-            return Err(self.failure("waiting for the device", &e.to_string()));
+        {
+            let poll = wgpu::PollType::Wait {
+                submission_index: index,
+                timeout: None,
+            };
+            if let Err(e) = self.device.poll(poll) {
+                self.check("waiting for the device")?;
+                return Err(self.failure("waiting for the device", &e.to_string()));
+            }
         }
+        #[cfg(target_arch = "wasm32")]
+        let _ = index;
         Ok(())
     }
 
@@ -424,9 +463,10 @@ impl Gpu {
 }
 
 /// The browser's WebGPU adapter (the one `navigator.gpu.requestAdapter()` gives), with
-/// `kernels` or those chosen for it; a browser without WebGPU, or one that finds no adapter, is
-/// [`GpuError::NoWebGpu`].
-pub async fn browser_gpu(kernels: Option<Kernels>) -> Result<Gpu, GpuError> {
+/// `kernels` or those chosen for it, called `name` where wgpu finds no name (it maps only
+/// `GPUAdapter.info.description`, which Firefox leaves empty); a browser without WebGPU, or one
+/// that finds no adapter, is [`GpuError::NoWebGpu`].
+pub async fn browser_gpu(kernels: Option<Kernels>, name: &str) -> Result<Gpu, GpuError> {
     let mut desc = wgpu::InstanceDescriptor::new_without_display_handle();
     desc.backends = wgpu::Backends::BROWSER_WEBGPU;
     let instance = wgpu::Instance::new(desc);
@@ -438,7 +478,32 @@ pub async fn browser_gpu(kernels: Option<Kernels>) -> Result<Gpu, GpuError> {
         .request_adapter(&options)
         .await
         .map_err(|e| GpuError::NoWebGpu(one_line(&e.to_string())))?;
-    Gpu::open_async(&adapter, kernels).await
+    let named = |n: &mut String| {
+        if n.trim().is_empty() {
+            *n = name.to_string();
+        }
+    };
+    match Gpu::open_async(&adapter, kernels).await {
+        Ok(mut gpu) => {
+            named(&mut gpu.info.name);
+            Ok(gpu)
+        }
+        Err(GpuError::Kernels {
+            mut adapter,
+            kernels,
+            why,
+            browser,
+        }) => {
+            named(&mut adapter);
+            Err(GpuError::Kernels {
+                adapter,
+                kernels,
+                why,
+                browser,
+            })
+        }
+        Err(e) => Err(e),
+    }
 }
 
 /// wgpu's messages span lines ("Caused by: ..."); an error here is one line.

@@ -84,7 +84,7 @@ pub fn defaults() -> JsValue {
 /// local storage, `gpu::tune`; `retune` measures again);
 /// `{webgpu, device, note}`, where `note` says why the CPU backend runs instead. `name` names
 /// the adapter where wgpu cannot (it maps only the adapter's description, often empty): the
-/// page passes the vendor and architecture of `GPUAdapter.info`.
+/// page passes the vendor and architecture of `GPUAdapter.info`, or says it is not reported.
 #[wasm_bindgen]
 pub async fn open_device(
     kernels: String,
@@ -167,10 +167,7 @@ pub fn load_data() -> Result<String, JsError> {
 async fn open_gpu() -> Result<Gpu, gpu::GpuError> {
     let (kernels, schedule, retune, name) =
         with(|s| (s.kernels, s.schedule, s.retune, s.name.clone()));
-    let mut gpu = browser_gpu(kernels).await?;
-    if gpu.info.name.trim().is_empty() {
-        gpu.info.name = name;
-    }
+    let mut gpu = browser_gpu(kernels, &name).await?;
     gpu.set_schedule(&gpu::AdapterQuery {
         kernels,
         schedule,
