@@ -1,9 +1,11 @@
-//! Just enough WebDriver (plain JSON over HTTP, as ChromeDriver speaks it) to drive the page
-//! in headless Chromium with WebGPU on SwiftShader, and the page served by `mnist-wgpu serve`.
+//! Just enough WebDriver (plain JSON over HTTP, as ChromeDriver and geckodriver speak it) to
+//! drive the page in headless Chromium (WebGPU on SwiftShader) and headless Firefox (WebGPU on
+//! the machine's Vulkan driver, lavapipe here), and the page served by `mnist-wgpu serve`.
 
+use std::cell::Cell;
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -11,8 +13,28 @@ use serde_json::{Value, json};
 
 const CHROMIUM: &str = "/usr/lib/chromium/chromium";
 const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
-const INSTALL: &str = "the browser tests need Chromium and ChromeDriver: \
+const FIREFOX: &str = "/usr/bin/firefox-esr";
+const CHROMIUM_INSTALL: &str = "the browser tests need Chromium and ChromeDriver: \
     `apt-get install chromium chromium-driver` (Debian), then build the page with web/build.sh";
+const FIREFOX_INSTALL: &str = "the browser tests need Firefox and geckodriver: \
+    `apt-get install firefox-esr` (Debian) and `cargo install geckodriver`, then build the page \
+    with web/build.sh";
+
+/// The browser engines the page is tested in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Engine {
+    Chromium,
+    Firefox,
+}
+
+impl Engine {
+    pub fn name(self) -> &'static str {
+        match self {
+            Engine::Chromium => "Chromium",
+            Engine::Firefox => "Firefox",
+        }
+    }
+}
 
 /// Flags that give headless Chromium WebGPU on SwiftShader on a machine with no GPU, and keep
 /// it off the network.
@@ -71,53 +93,117 @@ pub fn serve(dir: &Path) -> (Process, String) {
     (Process(child), url)
 }
 
-/// One headless Chromium session through ChromeDriver.
+/// geckodriver: on PATH, or where `cargo install` puts it.
+fn geckodriver() -> Option<PathBuf> {
+    let cargo_bin = std::env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".cargo")))
+        .map(|c| c.join("bin"));
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(cargo_bin)
+        .map(|d| d.join("geckodriver"))
+        .find(|p| p.is_file())
+}
+
+/// Chromium's capabilities: WebGPU on SwiftShader, or (`webgpu` false) no WebGPU.
+fn chromium_caps(webgpu: bool, downloads: &Path) -> Value {
+    let mut args: Vec<&str> = COMMON_FLAGS.to_vec();
+    if webgpu {
+        args.extend(WEBGPU_FLAGS);
+    } else {
+        args.push("--disable-features=WebGPU");
+    }
+    json!({"capabilities": {"alwaysMatch": {
+        "browserName": "chrome",
+        "goog:chromeOptions": {
+            "binary": CHROMIUM,
+            "args": args,
+            "prefs": {
+                "download.default_directory": downloads,
+                "download.prompt_for_download": false,
+            },
+        },
+        "goog:loggingPrefs": {"browser": "ALL"},
+    }}})
+}
+
+/// Firefox's capabilities. Headless Firefox fails its GL probe, which puts WebGPU on its
+/// blocklist, hence `ignore-blocklist`; the page's console goes to stdout (geckodriver has no
+/// log endpoint); the proxy points at a closed port so that start-up calls stay on the machine
+/// (the page, on 127.0.0.1, is never proxied).
+fn firefox_caps(webgpu: bool, downloads: &Path) -> Value {
+    json!({"capabilities": {"alwaysMatch": {
+        "browserName": "firefox",
+        "moz:firefoxOptions": {
+            "binary": FIREFOX,
+            "args": ["-headless"],
+            "prefs": {
+                "dom.webgpu.enabled": webgpu,
+                "gfx.webgpu.ignore-blocklist": true,
+                "devtools.console.stdout.content": true,
+                "browser.download.folderList": 2,
+                "browser.download.dir": downloads,
+                "browser.download.useDownloadDir": true,
+                "browser.download.always_ask_before_handling_new_types": false,
+                "browser.helperApps.neverAsk.saveToDisk": "application/octet-stream",
+                "network.proxy.type": 1,
+                "network.proxy.http": "127.0.0.1",
+                "network.proxy.http_port": 9,
+                "network.proxy.ssl": "127.0.0.1",
+                "network.proxy.ssl_port": 9,
+                "app.normandy.enabled": false,
+                "app.update.disabledForTesting": true,
+            },
+        },
+    }}})
+}
+
+/// One headless browser session through its WebDriver.
 pub struct Browser {
+    pub engine: Engine,
     session: String,
     agent: ureq::Agent,
+    /// Firefox: the file its stdout (and so the page's console) goes to, and how much of it
+    /// [`Browser::console`] has read.
+    stdout: Option<(PathBuf, Cell<usize>)>,
     _driver: Process,
 }
 
 impl Browser {
-    /// Chromium with WebGPU on SwiftShader (or, `webgpu` false, without WebGPU), saving
-    /// downloads in `downloads`.
-    pub fn start(webgpu: bool, downloads: &Path) -> Browser {
-        assert!(
-            Path::new(CHROMIUM).exists() && Path::new(CHROMEDRIVER).exists(),
-            "{INSTALL}"
-        );
+    /// `engine` with WebGPU (or, `webgpu` false, without), saving downloads in `downloads`:
+    /// Chromium's WebGPU runs on SwiftShader, Firefox's on the machine's Vulkan driver.
+    pub fn start(engine: Engine, webgpu: bool, downloads: &Path) -> Browser {
         let port = free_port();
-        let driver = Process(
-            Command::new(CHROMEDRIVER)
-                .arg(format!("--port={port}"))
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect(INSTALL),
-        );
+        let (mut command, caps, stdout, install) = match engine {
+            Engine::Chromium => {
+                assert!(
+                    Path::new(CHROMIUM).exists() && Path::new(CHROMEDRIVER).exists(),
+                    "{CHROMIUM_INSTALL}"
+                );
+                let mut c = Command::new(CHROMEDRIVER);
+                c.arg(format!("--port={port}"));
+                c.stdout(Stdio::null()).stderr(Stdio::null());
+                (c, chromium_caps(webgpu, downloads), None, CHROMIUM_INSTALL)
+            }
+            Engine::Firefox => {
+                let driver = geckodriver().filter(|_| Path::new(FIREFOX).exists());
+                let driver = driver.unwrap_or_else(|| panic!("{FIREFOX_INSTALL}"));
+                let log = downloads.join("firefox-stdout.txt");
+                let file = std::fs::File::create(&log).unwrap();
+                let mut c = Command::new(driver);
+                c.args(["--port", &port.to_string()]);
+                c.stdout(file.try_clone().unwrap()).stderr(file);
+                let caps = firefox_caps(webgpu, downloads);
+                (c, caps, Some((log, Cell::new(0))), FIREFOX_INSTALL)
+            }
+        };
+        let driver = Process(command.spawn().expect(install));
         let agent: ureq::Agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .timeout_global(Some(Duration::from_secs(900)))
             .build()
             .into();
-        let mut args: Vec<&str> = COMMON_FLAGS.to_vec();
-        if webgpu {
-            args.extend(WEBGPU_FLAGS);
-        } else {
-            args.push("--disable-features=WebGPU");
-        }
-        let caps = json!({"capabilities": {"alwaysMatch": {
-            "browserName": "chrome",
-            "goog:chromeOptions": {
-                "binary": CHROMIUM,
-                "args": args,
-                "prefs": {
-                    "download.default_directory": downloads,
-                    "download.prompt_for_download": false,
-                },
-            },
-            "goog:loggingPrefs": {"browser": "ALL"},
-        }}});
         let base = format!("http://127.0.0.1:{port}");
         let t0 = Instant::now();
         let session = loop {
@@ -125,15 +211,23 @@ impl Browser {
                 Ok(v) if v["sessionId"].is_string() => {
                     break v["sessionId"].as_str().unwrap().to_string();
                 }
-                r if t0.elapsed() > Duration::from_secs(20) => panic!("ChromeDriver: {r:?}"),
+                r if t0.elapsed() > Duration::from_secs(30) => {
+                    panic!("{} WebDriver: {r:?}", engine.name())
+                }
                 _ => std::thread::sleep(Duration::from_millis(200)),
             }
         };
-        Browser {
+        let b = Browser {
+            engine,
             session: format!("{base}/session/{session}"),
             agent,
+            stdout,
             _driver: driver,
-        }
+        };
+        // Chromium takes its size from a flag; both get the same window.
+        let rect = json!({"width": 1200, "height": 1000});
+        b.call("POST", "/window/rect", Some(&rect));
+        b
     }
 
     fn call(&self, method: &str, path: &str, body: Option<&Value>) -> Value {
@@ -187,8 +281,16 @@ impl Browser {
         }
     }
 
-    /// The browser console since the last call: (level, message).
+    /// The browser console since the last call: (level, message), with Chromium's levels
+    /// (SEVERE, WARNING, INFO).
     pub fn console(&self) -> Vec<(String, String)> {
+        if let Some((file, read)) = &self.stdout {
+            let text = std::fs::read(file).unwrap_or_default();
+            let new = String::from_utf8_lossy(&text[read.get().min(text.len())..]).into_owned();
+            read.set(text.len());
+            let origin = self.eval("location.origin");
+            return firefox_console(&new, origin.as_str().unwrap_or("http://127.0.0.1"));
+        }
         let logs = self.call("POST", "/se/log", Some(&json!({"type": "browser"})));
         logs.as_array()
             .into_iter()
@@ -205,6 +307,40 @@ impl Browser {
         let b64 = self.call("GET", "/screenshot", None);
         decode_base64(b64.as_str().expect("a base64 screenshot"))
     }
+}
+
+/// The page's console lines in Firefox's stdout (with `devtools.console.stdout.content`): its
+/// `console.*` calls (a string argument prints quoted, which tells them from the browser's own
+/// messages) and the script errors and warnings of the page's origin; any other line that
+/// speaks of WebGPU is kept as a warning.
+fn firefox_console(stdout: &str, origin: &str) -> Vec<(String, String)> {
+    let level = |l: &str| match l {
+        "error" => "SEVERE",
+        "warn" => "WARNING",
+        _ => "INFO",
+    };
+    let mut out = Vec::new();
+    for line in stdout.lines() {
+        let entry = if let Some((kind, rest)) = line
+            .strip_prefix("console.")
+            .and_then(|r| r.split_once(": "))
+            .filter(|(_, rest)| rest.starts_with('"'))
+        {
+            Some((level(kind), rest))
+        } else if let Some(rest) = line.strip_prefix("JavaScript error: ") {
+            rest.starts_with(origin).then_some(("SEVERE", rest))
+        } else if let Some(rest) = line.strip_prefix("JavaScript warning: ") {
+            rest.starts_with(origin).then_some(("WARNING", rest))
+        } else {
+            line.to_lowercase()
+                .contains("webgpu")
+                .then_some(("WARNING", line))
+        };
+        if let Some((level, message)) = entry {
+            out.push((level.to_string(), message.to_string()));
+        }
+    }
+    out
 }
 
 impl Drop for Browser {

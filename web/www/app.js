@@ -13,6 +13,7 @@ const params = new URLSearchParams(location.search);
 const state = (window.mnist = {
   phase: 'loading', // loading | ready | training | evaluating | checking | done | stopped | error
   webgpu: false,
+  browser: '',
   device: '',
   note: '',
   log: [],
@@ -247,14 +248,28 @@ async function fetchBytes(url) {
   return new Uint8Array(await r.arrayBuffer());
 }
 
-// What the browser says its adapter is (wgpu maps only the often empty description).
+// What the browser says its adapter is (wgpu maps only the often empty description; Firefox
+// leaves all of GPUAdapter.info empty).
 async function adapterName() {
   try {
     const info = (await navigator.gpu?.requestAdapter())?.info;
-    return info ? [info.vendor, info.architecture, info.description].filter((s) => s).join(' ') : '';
+    const name = info ? [info.vendor, info.architecture, info.description].filter((s) => s).join(' ') : '';
+    return name || 'adapter not reported by the browser';
   } catch {
-    return '';
+    return 'adapter not reported by the browser';
   }
+}
+
+// The browser and its major version, from what it says of itself.
+function browserName() {
+  const brands = navigator.userAgentData?.brands ?? [];
+  const own = brands.find((b) => !/not.?a.?brand|^chromium$/i.test(b.brand)) ?? brands.find((b) => /chromium/i.test(b.brand));
+  if (own) return `${own.brand} ${own.version}`;
+  const ua = navigator.userAgent;
+  const known = ua.match(/(Firefox|Edg|OPR|Chrome)\/(\d+)/);
+  if (known) return `${known[1] === 'Edg' ? 'Edge' : known[1]} ${known[2]}`;
+  const safari = ua.match(/Version\/(\d+)\S* Safari/);
+  return safari ? `Safari ${safari[1]}` : 'an unrecognised browser';
 }
 
 async function main() {
@@ -262,8 +277,8 @@ async function main() {
   const defaults = wasm.defaults();
   for (const name of FLAGS) $('flags').elements[name].value = params.get(name) ?? defaults[name];
   const dev = await wasm.open_device(params.get('kernels') ?? 'auto', params.get('schedule') ?? 'auto', params.get('retune') === '1', await adapterName());
-  Object.assign(state, { webgpu: dev.webgpu, device: dev.device, note: dev.note });
-  $('device').textContent = `${dev.webgpu ? 'WebGPU' : 'no WebGPU'}: ${dev.device}`;
+  Object.assign(state, { webgpu: dev.webgpu, device: dev.device, note: dev.note, browser: browserName() });
+  $('device').textContent = `${state.browser} | ${dev.webgpu ? 'WebGPU' : 'no WebGPU'}: ${dev.device}`;
   if (dev.note) {
     $('note').hidden = false;
     $('note').textContent = dev.note;
@@ -301,6 +316,9 @@ $('model-file').onchange = async (e) => {
   }
   e.target.value = '';
 };
+// What nothing caught still reaches the page's error list (the browser tests read it).
+window.addEventListener('error', (e) => state.errors.push(`uncaught: ${e.message}`));
+window.addEventListener('unhandledrejection', (e) => state.errors.push(`unhandled rejection: ${e.reason?.message ?? e.reason}`));
 clearPad();
 chart.draw();
 main().catch((e) => fail('starting', e));
