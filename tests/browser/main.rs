@@ -350,15 +350,17 @@ fn pytorch_model_is_read_as_pytorch_reads_it(engine: Engine) {
     assert_no_overlap(&b);
 }
 
-/// The boxes of the drawing pad, the three guesses (their numbers included) and the chart
+/// The boxes of the drawing pad, the three guesses (their numbers inside them) and the chart
 /// must not overlap, and the guesses must stay inside their panel.
 fn assert_no_overlap(b: &Browser) {
     let boxes = b.eval(
         "(() => {
             const r = (e) => { const b = e.getBoundingClientRect(); return [b.left, b.top, b.right, b.bottom]; };
-            const items = [...document.querySelectorAll('#top li')].map(r);
+            const lis = [...document.querySelectorAll('#top li')];
+            const outside = lis.some((li) => { const s = getComputedStyle(li);
+                return s.listStylePosition === 'outside' && s.listStyleType !== 'none'; });
             return { pad: r(document.getElementById('pad')), chart: r(document.getElementById('chart')),
-                     panel: r(document.getElementById('draw-box')), items };
+                     panel: r(document.getElementById('draw-box')), items: lis.map(r), outside };
         })()",
     );
     let rect = |v: &Value| -> [f64; 4] {
@@ -371,6 +373,13 @@ fn assert_no_overlap(b: &Browser) {
         rect(&boxes["pad"]),
         rect(&boxes["chart"]),
         rect(&boxes["panel"]),
+    );
+    // A marker drawn outside its item is in no box measured here: it once reached over the pad.
+    assert_eq!(
+        boxes["outside"],
+        false,
+        "in {}: the guesses' numbers are drawn outside their boxes",
+        b.engine.name()
     );
     assert!(
         !overlap(pad, chart),
