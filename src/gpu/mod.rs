@@ -14,6 +14,7 @@
 
 pub mod check;
 pub mod context;
+pub mod error;
 pub mod evaluator;
 pub mod fused;
 pub mod fused_check;
