@@ -29,13 +29,13 @@ pub fn staging(gpu: &Gpu, label: &str, bytes: usize) -> wgpu::Buffer {
 /// `index` that fills them.
 pub struct Mapping {
     bytes: u64,
-    index: Option<wgpu::SubmissionIndex>,
+    index: wgpu::SubmissionIndex,
     mapped: oneshot::Receiver<Result<(), wgpu::BufferAsyncError>>,
 }
 
 impl Mapping {
     /// Asks for `staging[..bytes]` to be mapped once the submission `index` is done.
-    pub fn after(staging: &wgpu::Buffer, bytes: u64, index: Option<wgpu::SubmissionIndex>) -> Self {
+    pub fn after(staging: &wgpu::Buffer, bytes: u64, index: wgpu::SubmissionIndex) -> Self {
         let (tx, mapped) = oneshot::channel();
         staging
             .slice(..bytes)
@@ -56,7 +56,7 @@ impl Mapping {
         gpu: &Gpu,
         staging: &wgpu::Buffer,
     ) -> Result<Vec<T>> {
-        gpu.wait_for(self.index)?;
+        gpu.wait_for(Some(self.index))?;
         let mapped = self.mapped.await;
         gpu.check("waiting for the device")?;
         let failed = |why: &str| gpu.failure("mapping a read-back buffer", why);
@@ -99,7 +99,7 @@ pub async fn read_back<T: bytemuck::Pod>(
         });
     enc.copy_buffer_to_buffer(src, offset as u64 * size, staging, 0, bytes);
     let index = gpu.scoped("reading back", || gpu.queue.submit([enc.finish()]))?;
-    Mapping::after(staging, bytes, Some(index))
+    Mapping::after(staging, bytes, index)
         .finish(gpu, staging)
         .await
 }
@@ -150,7 +150,7 @@ impl LossReads {
     /// Asks for `slot` to be mapped once submission `index` is done.
     pub fn submitted(&mut self, steps: Range<usize>, slot: usize, index: wgpu::SubmissionIndex) {
         let bytes = 4 * steps.len() as u64;
-        let m = Mapping::after(&self.slots[slot], bytes, Some(index));
+        let m = Mapping::after(&self.slots[slot], bytes, index);
         self.pending.push_back((steps, slot, m));
     }
 
