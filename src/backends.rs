@@ -3,12 +3,15 @@
 
 use anyhow::Result;
 
-use crate::cpu::CpuBackend;
+use crate::cpu::{CpuBackend, CpuEvaluator};
 use crate::data::Dataset;
-use crate::gpu::trainer::{GpuBackend, check_limits};
-use crate::gpu::{Gpu, tune};
+use crate::gpu::backend::{GpuBackend, check_limits};
+use crate::gpu::device::Gpu;
+use crate::gpu::evaluator::Evaluator;
+use crate::gpu::plan::Request;
+use crate::gpu::tune;
 use crate::model::Arch;
-use crate::train::{Backend, Recipe};
+use crate::train::{Backend, Evaluate, Recipe};
 
 /// A model or batch the adapter's limits cannot hold: the user's choice to change, not a
 /// failure of the device.
@@ -17,62 +20,44 @@ use crate::train::{Backend, Recipe};
 pub struct Unfit(pub String);
 
 /// The training backend for `gpu` (or the CPU backend when None), after checking the
-/// adapter's limits for this model and batch; with `--schedule auto`, the schedule and kernels
-/// measured for this adapter and shape (`gpu::tune`).
+/// adapter's limits for this model and batch, with the plan `request` fixes or, with
+/// `--schedule auto`, the one measured for this adapter and shape (`gpu::tune`).
 pub async fn for_training(
-    gpu: Option<Gpu>,
+    gpu: Option<(Gpu, Request)>,
     arch: &Arch,
     recipe: &Recipe,
     params: Vec<f32>,
     train: Dataset,
     test: Dataset,
 ) -> Result<Box<dyn Backend>> {
-    Ok(match gpu {
-        Some(mut gpu) => {
-            let n = train.len().max(test.len());
-            check_limits(&gpu, arch, recipe.batch_size, n).map_err(Unfit)?;
-            if let Some(t) = gpu.tuning {
-                let run = (arch, recipe, params.as_slice());
-                tune::for_training(&mut gpu, t, run, &train, &test).await?;
-            }
-            Box::new(GpuBackend::new(gpu, arch, recipe, &params, &train, &test)?)
-        }
-        None => Box::new(CpuBackend::new(
-            arch.clone(),
-            recipe.clone(),
-            params,
-            train,
-            test,
-        )),
-    })
+    let Some((gpu, request)) = gpu else {
+        let cpu = CpuBackend::new(arch.clone(), recipe.clone(), params, train, test);
+        return Ok(Box::new(cpu));
+    };
+    let n = train.len().max(test.len());
+    check_limits(&gpu, arch, recipe.batch_size, n).map_err(Unfit)?;
+    let (p, train, test) = (params.as_slice(), &train, &test);
+    Ok(Box::new(match request.fixed(&gpu)? {
+        Some(plan) => GpuBackend::new(&gpu, plan, arch, recipe, p, train, test)?,
+        None => tune::for_training(&gpu, request, arch, recipe, p, train, test).await?,
+    }))
 }
 
-/// A backend that only evaluates `test` in batches of `batch` (`eval`, `predict`, the page).
+/// An evaluator of `test` in batches of `batch` (`eval`, `predict`, the page).
 pub async fn for_evaluation(
-    gpu: Option<Gpu>,
+    gpu: Option<(Gpu, Request)>,
     arch: &Arch,
     params: Vec<f32>,
     test: Dataset,
     batch: usize,
-) -> Result<Box<dyn Backend>> {
-    Ok(match gpu {
-        Some(mut gpu) => {
-            check_limits(&gpu, arch, batch, test.len()).map_err(Unfit)?;
-            if let Some(t) = gpu.tuning {
-                tune::for_evaluation(&mut gpu, t, (arch, &params), &test, batch).await?;
-            }
-            Box::new(GpuBackend::evaluator(gpu, arch, &params, &test, batch)?)
-        }
-        None => {
-            let train = Dataset::empty(test.rows, test.cols);
-            let recipe = Recipe {
-                epochs: 0,
-                batch_size: batch,
-                lr: 0.0,
-                momentum: 0.0,
-                seed: 0,
-            };
-            Box::new(CpuBackend::new(arch.clone(), recipe, params, train, test))
-        }
-    })
+) -> Result<Box<dyn Evaluate>> {
+    let Some((gpu, request)) = gpu else {
+        return Ok(Box::new(CpuEvaluator::new(arch.clone(), params, test)));
+    };
+    check_limits(&gpu, arch, batch, test.len()).map_err(Unfit)?;
+    let p = params.as_slice();
+    Ok(Box::new(match request.fixed(&gpu)? {
+        Some(plan) => Evaluator::of_model(&gpu, plan, arch, p, &test, batch)?,
+        None => tune::for_evaluation(&gpu, request, arch, p, &test, batch).await?,
+    }))
 }

@@ -7,7 +7,7 @@ use std::ops::Range;
 use anyhow::Result;
 use web_time::Instant;
 
-use crate::gpu::trainer::STEPS_PER_SUBMIT;
+use crate::gpu::backend::STEPS_PER_SUBMIT;
 use crate::model::Arch;
 use crate::rng::epoch_order;
 use crate::train::{Backend, Recipe};
@@ -85,7 +85,7 @@ impl Cursor<'_> {
             None => self.submit(backend, limit).await?,
         };
         let per_epoch = self.recipe.steps_per_epoch(self.n_train);
-        if more && backend.queues_work() && self.step < per_epoch {
+        if more && backend.about().queues_work && self.step < per_epoch {
             self.queued = Some(self.submit(backend, usize::MAX).await?);
         }
         let losses = backend.losses(now.clone()).await?;

@@ -66,21 +66,49 @@ impl Eval {
     }
 }
 
-/// What both backends do; steps index the batches of the current epoch's order. The methods
-/// that wait for the device are async: awaited in the browser, blocked on natively
-/// (`pollster::block_on`); nothing here needs `Send`.
+/// What a backend or an evaluator runs on, for the header, `bench` and the page: a plain value,
+/// fixed when it is built.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct About {
+    /// One line naming the device and, on a GPU, the plan: `NAME | Vulkan | Cpu | kernels:
+    /// subgroup | schedule: fused`.
+    pub device: String,
+    /// `layered` or `fused`, or `cpu` for the CPU backend.
+    pub schedule: &'static str,
+    /// The kernel family (`cpu` for the CPU backend).
+    pub kernels: &'static str,
+    /// What `--schedule auto` chose and from what, one line (None where nothing was measured).
+    pub tuned: Option<String>,
+    /// Dispatches one training step (or evaluation step) takes; 0 for the CPU.
+    pub dispatches_per_step: usize,
+    /// The device buffers and their sizes in bytes (none for the CPU).
+    pub buffers: Vec<(String, u64)>,
+    /// Whether `run_steps` only queues the work (a GPU), so that the loop can queue the next
+    /// interval before it awaits this one's losses; the CPU computes in `run_steps` and gains
+    /// nothing from it.
+    pub queues_work: bool,
+}
+
+/// Evaluation of one model on one test set, on either backend. The methods that wait for the
+/// device are async: awaited in the browser, blocked on natively (`pollster::block_on`).
 #[async_trait::async_trait(?Send)]
-pub trait Backend {
-    /// One line naming the device.
-    fn describe(&self) -> String;
+pub trait Evaluate {
+    fn about(&self) -> &About;
+    /// Accuracy and loss over the whole test set.
+    async fn evaluate(&mut self) -> Result<Eval>;
+}
+
+/// What the epoch loop drives; steps index the batches of the current epoch's order. Each
+/// backend evaluates its current weights too ([`Evaluate`]).
+#[async_trait::async_trait(?Send)]
+pub trait Backend: Evaluate {
     /// Hands over the epoch's shuffled order of the training set.
     fn begin_epoch(&mut self, order: &[u32]) -> Result<()>;
     /// Trains on the batches `steps` of the epoch; their losses stay with the backend.
     async fn run_steps(&mut self, steps: Range<usize>) -> Result<()>;
     /// The mean loss of each of the batches `steps` (a read-back on the GPU).
     async fn losses(&mut self, steps: Range<usize>) -> Result<Vec<f32>>;
-    /// Accuracy and loss over the whole test set.
-    async fn evaluate(&mut self) -> Result<Eval>;
+    /// The weights and PyTorch's momentum buffers, PyTorch's flat order (checkpoints).
     async fn params(&mut self) -> Result<Vec<f32>>;
     async fn momentum(&mut self) -> Result<Vec<f32>>;
     /// Replaces the weights and the momentum buffers (resuming a run).
@@ -93,29 +121,6 @@ pub trait Backend {
     /// The per-kernel times gathered since `start_profile`.
     fn profile(&self) -> Option<crate::profile::Profile> {
         None
-    }
-    /// The schedule and the kernels it runs (`layered` and a family, `fused` and its
-    /// per-sample kernels, or `cpu` for the CPU backend).
-    fn schedule(&self) -> (&'static str, &'static str) {
-        ("cpu", "cpu")
-    }
-    /// What `--schedule auto` chose and from what, one line (None where nothing was measured).
-    fn tuned(&self) -> Option<String> {
-        None
-    }
-    /// Whether `run_steps` only queues the work (a GPU), so that the loop can queue the next
-    /// interval before it awaits this one's losses; the CPU computes in `run_steps` and gains
-    /// nothing from it.
-    fn queues_work(&self) -> bool {
-        false
-    }
-    /// Dispatches one training step takes (0 for the CPU).
-    fn dispatches_per_step(&self) -> usize {
-        0
-    }
-    /// The device buffers and their sizes in bytes (none for the CPU).
-    fn buffer_sizes(&self) -> Vec<(String, u64)> {
-        Vec::new()
     }
 }
 
@@ -281,7 +286,7 @@ pub async fn run(
                     r
                 }
             };
-            if backend.queues_work() && now.end < steps && !observer.interrupted() {
+            if backend.about().queues_work && now.end < steps && !observer.interrupted() {
                 let r = next(now.end);
                 backend.run_steps(r.clone()).await?;
                 queued = Some(r);

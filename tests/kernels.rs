@@ -6,9 +6,10 @@
 
 mod common;
 
-use mnist_wgpu::gpu::Gpu;
 use mnist_wgpu::gpu::check::Check;
+use mnist_wgpu::gpu::device::Gpu;
 use mnist_wgpu::gpu::ops::{Modules, evaluate, gather, nll_head, sgd};
+use mnist_wgpu::gpu::plan::default_kernels;
 use mnist_wgpu::gpu::selftest;
 use pollster::block_on;
 
@@ -29,7 +30,7 @@ fn assert_ok(gpu: &Gpu, checks: Vec<Check>) {
 }
 
 fn modules(gpu: &Gpu) -> Modules {
-    Modules::new(gpu, gpu.kernels).expect("compiling the shader modules")
+    Modules::new(gpu, default_kernels(gpu)).expect("compiling the shader modules")
 }
 
 #[test]
@@ -42,7 +43,7 @@ fn linear_products_match_reference() {
 /// can run.
 #[test]
 fn fused_schedule_matches_reference() {
-    let gpu = common::fused_gpu();
+    let gpu = common::gpu();
     let checks = block_on(selftest::fused_checks(&gpu)).unwrap();
     assert!(checks.len() >= 47, "{} fused checks", checks.len());
     assert_ok(&gpu, checks);
@@ -116,7 +117,7 @@ fn gpu_failures_are_one_line_errors() {
         z_rows: &b,
     };
     let e = aliased
-        .op(&gpu, &m, "aliased")
+        .dispatch(&gpu, &m, "aliased")
         .map(|_| ())
         .map_err(|e| e.to_string())
         .expect_err("aliasing is refused");
@@ -129,18 +130,19 @@ fn gpu_failures_are_one_line_errors() {
         momentum: 0.9,
         params: &small,
         grads: &a,
-        velocity: &b,
+        momentum_buffer: &b,
     };
     let e = sgd
-        .op(&gpu, &m, "sgd")
+        .dispatch(&gpu, &m, "sgd")
         .map(|_| ())
         .map_err(|e| e.to_string())
         .expect_err("an undersized buffer is refused");
     assert!(e.contains("params holds 16 bytes"), "{e}");
     // The fused schedule's evaluation buffers have no gradient rows: training on them is refused.
     use mnist_wgpu::data::Dataset;
-    use mnist_wgpu::gpu::fused::{FusedActs, FusedSample, SampleOutputs, normalisation_uniform};
-    use mnist_wgpu::gpu::tensors::Split;
+    use mnist_wgpu::gpu::buffers::Split;
+    use mnist_wgpu::gpu::buffers::normalisation_table;
+    use mnist_wgpu::gpu::fused::{FusedActs, FusedSample, SampleOutputs};
     let layout = DeviceLayout::new(&Arch::new(8, &[5], 4));
     let data = Dataset {
         images: vec![0; 4 * 8],
@@ -155,13 +157,13 @@ fn gpu_failures_are_one_line_errors() {
         params: &params,
         acts: &eval_only,
         split: &split,
-        norm: &normalisation_uniform(&gpu),
+        norm: &normalisation_table(&gpu, wgpu::BufferUsages::UNIFORM),
         outputs: SampleOutputs::Train,
     };
     let e = sample
-        .op(&gpu, &m, "fused per-sample")
+        .dispatch(&gpu, &m, "fused per-sample")
         .map(|_| ())
         .map_err(|e| e.to_string())
         .expect_err("training on evaluation buffers is refused");
-    assert!(e.contains("gradient rows holds 16 bytes"), "{e}");
+    assert!(e.contains("these buffers hold no gradients"), "{e}");
 }

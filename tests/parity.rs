@@ -28,10 +28,9 @@ use std::path::{Path, PathBuf};
 
 use mnist_wgpu::cpu::CpuBackend;
 use mnist_wgpu::data::{default_data_dir, load_mnist};
-use mnist_wgpu::gpu::GpuBackend;
 use mnist_wgpu::model::Arch;
 use mnist_wgpu::modelfile::{self, ModelFile};
-use mnist_wgpu::train::{Backend, Recipe};
+use mnist_wgpu::train::{Backend, Evaluate, Recipe};
 use safetensors::{Dtype, SafeTensors};
 
 fn dir() -> PathBuf {
@@ -210,9 +209,9 @@ fn gpu_matches_pytorch_over_50_steps() {
     let m = load_mnist(&default_data_dir()).unwrap();
     for gpu in common::every_schedule() {
         let (arch, r, p) = (&f.init.arch, &recipe(), &f.init.params);
-        let mut b = GpuBackend::new(gpu, arch, r, p, &m.train, &m.test).unwrap();
+        let mut b = common::backend(gpu, arch, r, p, &m.train, &m.test).unwrap();
         let got = run(&mut b, &f, m.train.len());
-        let name = format!("GPU ({})", b.gpu);
+        let name = format!("GPU ({})", b.about().device);
         eprintln!("{}", check(&name, &f, &got));
     }
 }

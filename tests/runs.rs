@@ -16,11 +16,11 @@ use std::time::Duration;
 use mnist_wgpu::checkpoint::{self, METRICS_HEADER, Recorder};
 use mnist_wgpu::cpu::CpuBackend;
 use mnist_wgpu::data::{Mnist, default_data_dir, load_mnist};
-use mnist_wgpu::gpu::GpuBackend;
 use mnist_wgpu::model::Arch;
 use mnist_wgpu::modelfile;
 use mnist_wgpu::train::{
-    self, Backend, Diverged, EpochReport, Eval, LoopOptions, Observer, Outcome, Position, Recipe,
+    self, About, Backend, Diverged, EpochReport, Eval, Evaluate, LoopOptions, Observer, Outcome,
+    Position, Recipe,
 };
 
 fn recipe(epochs: usize) -> Recipe {
@@ -183,7 +183,7 @@ fn gpu_run_interrupted_after_epoch_2_resumes_bit_identical() {
     let arch = Arch::new(784, &[32], 10);
     let r = recipe(3);
     let make = |p: &[f32]| -> Box<dyn Backend> {
-        Box::new(GpuBackend::new(common::gpu(), &arch, &r, p, &train, &test).unwrap())
+        Box::new(common::backend(common::layered(), &arch, &r, p, &train, &test).unwrap())
     };
     let (straight, resumed, pos) =
         interrupted_vs_straight(&make, &arch, &r, train.len(), |p| p.epoch == 2, "gpu");
@@ -200,7 +200,7 @@ fn fused_run_interrupted_after_epoch_2_resumes_bit_identical() {
     let arch = Arch::new(784, &[32], 10);
     let r = recipe(3);
     let make = |p: &[f32]| -> Box<dyn Backend> {
-        Box::new(GpuBackend::new(common::fused_gpu(), &arch, &r, p, &train, &test).unwrap())
+        Box::new(common::backend(common::fused(), &arch, &r, p, &train, &test).unwrap())
     };
     let (straight, resumed, pos) =
         interrupted_vs_straight(&make, &arch, &r, train.len(), |p| p.epoch == 2, "fused");
@@ -219,7 +219,7 @@ fn gpu_run_interrupted_mid_epoch_resumes_bit_identical() {
     let arch = Arch::new(784, &[32], 10);
     let r = recipe(2);
     let make = |p: &[f32]| -> Box<dyn Backend> {
-        Box::new(GpuBackend::new(common::gpu(), &arch, &r, p, &train, &test).unwrap())
+        Box::new(common::backend(common::layered(), &arch, &r, p, &train, &test).unwrap())
     };
     let stop = |p: &Position| p.epoch == 1 && p.step >= 250;
     let (straight, resumed, pos) =
@@ -242,19 +242,19 @@ fn a_checkpoint_resumes_under_the_other_schedule() {
     let order = mnist_wgpu::rng::epoch_order(r.seed, 0, train.len());
     let init = arch.init(r.seed);
     let pairs = [
-        (common::gpu(), common::fused_gpu()),
-        (common::fused_gpu(), common::gpu()),
+        (common::layered(), common::fused()),
+        (common::fused(), common::layered()),
     ];
     for (first, second) in pairs {
-        let names = format!("{first} -> {second}");
-        let mut a = GpuBackend::new(first, &arch, &r, &init, &train, &test).unwrap();
+        let names = format!("{} -> {}", first.1, second.1);
+        let mut a = common::backend(first, &arch, &r, &init, &train, &test).unwrap();
         a.begin_epoch(&order).unwrap();
         block_on(a.run_steps(0..100)).unwrap();
         let (p, v) = (
             block_on(a.params()).unwrap(),
             block_on(a.momentum()).unwrap(),
         );
-        let mut b = GpuBackend::new(second, &arch, &r, &p, &train, &test).unwrap();
+        let mut b = common::backend(second, &arch, &r, &p, &train, &test).unwrap();
         b.load_state(&p, &v).unwrap();
         assert!(block_on(b.params()).unwrap() == p, "{names}: params");
         assert!(block_on(b.momentum()).unwrap() == v, "{names}: momentum");
@@ -317,10 +317,17 @@ struct Poisoned {
 }
 
 #[async_trait::async_trait(?Send)]
-impl Backend for Poisoned {
-    fn describe(&self) -> String {
-        "poisoned".into()
+impl Evaluate for Poisoned {
+    fn about(&self) -> &About {
+        self.inner.about()
     }
+    async fn evaluate(&mut self) -> anyhow::Result<Eval> {
+        self.inner.evaluate().await
+    }
+}
+
+#[async_trait::async_trait(?Send)]
+impl Backend for Poisoned {
     fn begin_epoch(&mut self, order: &[u32]) -> anyhow::Result<()> {
         self.begun += 1;
         self.inner.begin_epoch(order)
@@ -336,9 +343,6 @@ impl Backend for Poisoned {
             }
         }
         Ok(l)
-    }
-    async fn evaluate(&mut self) -> anyhow::Result<Eval> {
-        self.inner.evaluate().await
     }
     async fn params(&mut self) -> anyhow::Result<Vec<f32>> {
         self.inner.params().await

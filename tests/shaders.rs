@@ -2,9 +2,11 @@
 //! the host on what both must know: a typo in a .wgsl file, a dead entry point or a constant
 //! changed on one side only fails `cargo test` here.
 
-use mnist_wgpu::gpu::fused::{self, LayerRow};
+use mnist_wgpu::gpu::dispatch::Step;
+use mnist_wgpu::gpu::fused;
+use mnist_wgpu::gpu::layout::LayerRow;
 use mnist_wgpu::gpu::ops::{linear, nll_head};
-use mnist_wgpu::gpu::program::{SOURCES, Step, TileLoop, compose};
+use mnist_wgpu::gpu::wgsl::{Kernels, LANES, SOURCES, compose};
 use wgpu::naga;
 
 /// The files that are whole modules (the others are parts that modules import).
@@ -44,11 +46,11 @@ fn validate(name: &str, src: &str, subgroups: bool) -> Result<naga::Module, Stri
 fn all_modules() -> Vec<(String, naga::Module)> {
     let mut out = Vec::new();
     for name in MODULES {
-        for tile in [TileLoop::Plain, TileLoop::Subgroup, TileLoop::Shared] {
+        for tile in Kernels::ALL {
             let src = compose(name, tile).unwrap();
             let label = format!("{name} ({})", tile.name());
-            let module = validate(&label, &src, tile == TileLoop::Subgroup)
-                .unwrap_or_else(|e| panic!("{e}"));
+            let module =
+                validate(&label, &src, tile == Kernels::Subgroup).unwrap_or_else(|e| panic!("{e}"));
             assert!(!module.entry_points.is_empty(), "{label}: no entry point");
             out.push((label, module));
         }
@@ -87,10 +89,14 @@ fn every_part_is_imported_and_self_contained_parts_validate_alone() {
 /// Every entry point is named by a launcher in src/gpu/ops (no entry point only a test runs).
 #[test]
 fn no_dead_entry_points() {
-    let ops: String = std::fs::read_dir("src/gpu/ops")
-        .unwrap()
-        .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap())
-        .chain([std::fs::read_to_string("src/gpu/fused.rs").unwrap()])
+    let files = ["src/gpu/ops", "src/gpu/ops/linear"]
+        .into_iter()
+        .flat_map(|d| std::fs::read_dir(d).unwrap())
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.is_file())
+        .chain(["src/gpu/fused.rs".into()]);
+    let ops: String = files
+        .map(|p| std::fs::read_to_string(p).unwrap())
         .collect();
     for (label, module) in all_modules() {
         for ep in &module.entry_points {
@@ -115,11 +121,11 @@ fn const_u32(module: &naga::Module, name: &str) -> u32 {
     }
 }
 
-fn module(name: &str, tile: TileLoop) -> naga::Module {
+fn module(name: &str, tile: Kernels) -> naga::Module {
     validate(
         name,
         &compose(name, tile).unwrap(),
-        tile == TileLoop::Subgroup,
+        tile == Kernels::Subgroup,
     )
     .unwrap()
 }
@@ -127,10 +133,10 @@ fn module(name: &str, tile: TileLoop) -> naga::Module {
 /// Constants that size arrays (so cannot be overrides) equal the host's.
 #[test]
 fn shader_constants_match_the_host() {
-    let forward = module("linear_forward.wgsl", TileLoop::Subgroup);
+    let forward = module("linear_forward.wgsl", Kernels::Subgroup);
     assert_eq!(const_u32(&forward, "ROWS"), linear::ROWS);
-    assert_eq!(const_u32(&forward, "LANES"), linear::LANES);
-    let head = module("nll_head.wgsl", TileLoop::Plain);
+    assert_eq!(const_u32(&forward, "LANES"), LANES);
+    let head = module("nll_head.wgsl", Kernels::Plain);
     assert_eq!(
         const_u32(&head, "MAX_CLASSES") as usize,
         nll_head::MAX_CLASSES
@@ -153,7 +159,7 @@ fn step_uniform_matches_the_host() {
         "fused_step.wgsl",
         "fused_update.wgsl",
     ] {
-        let m = module(name, TileLoop::Plain);
+        let m = module(name, Kernels::Plain);
         let (_, ty) = m
             .types
             .iter()
@@ -177,7 +183,7 @@ fn step_uniform_matches_the_host() {
 #[test]
 fn layer_table_matches_the_host() {
     for name in ["fused_step.wgsl", "fused_update.wgsl"] {
-        let m = module(name, TileLoop::Plain);
+        let m = module(name, Kernels::Plain);
         let (_, ty) = m
             .types
             .iter()
@@ -215,7 +221,7 @@ fn layer_table_matches_the_host() {
 /// Validation catches a broken shader: an undefined name in a module, and a missing import.
 #[test]
 fn validation_catches_a_broken_shader() {
-    let src = compose("linear_forward.wgsl", TileLoop::Plain).unwrap();
+    let src = compose("linear_forward.wgsl", Kernels::Plain).unwrap();
     let broken = src.replace(
         "let col4 = wg.x * LANES + lid.x;",
         "let col4 = wg.q * LANES + lid.x;",
@@ -233,7 +239,7 @@ fn validation_catches_a_broken_shader() {
     assert!(
         validate(
             "subgroup without caps",
-            &compose("linear_forward.wgsl", TileLoop::Subgroup).unwrap(),
+            &compose("linear_forward.wgsl", Kernels::Subgroup).unwrap(),
             false
         )
         .is_err()

@@ -5,10 +5,12 @@ mod common;
 
 use mnist_wgpu::cpu::{self, CpuBackend};
 use mnist_wgpu::data::{Dataset, default_data_dir, load_mnist};
-use mnist_wgpu::gpu::{Gpu, GpuBackend};
+use mnist_wgpu::gpu::backend::GpuBackend;
+use mnist_wgpu::gpu::device::Gpu;
+use mnist_wgpu::gpu::plan::Plan;
 use mnist_wgpu::model::Arch;
 use mnist_wgpu::rng::{Rng, epoch_order};
-use mnist_wgpu::train::{Backend, Recipe};
+use mnist_wgpu::train::{Backend, Evaluate, Recipe};
 use pollster::block_on;
 
 fn synthetic(seed: u64, n: usize, rows: usize, cols: usize) -> Dataset {
@@ -36,14 +38,14 @@ fn recipe(batch: usize) -> Recipe {
 /// a few hundred terms through three layers stay far below 1e-5 of it.
 #[test]
 fn gpu_gradients_match_cpu_reference() {
-    for gpu in common::gpus() {
-        let kernels = gpu.kernels.name();
+    for gpu in common::layered_all() {
+        let kernels = gpu.1.kernels.name();
         // 7x13 = 91 inputs, hidden sizes not multiples of 4, batch 7 (padded to 8).
         let train = synthetic(1, 70, 7, 13);
         let arch = Arch::new(91, &[33, 17], 10);
         let params = arch.init(9);
         let r = recipe(7);
-        let mut gb = GpuBackend::new(gpu, &arch, &r, &params, &train, &train).unwrap();
+        let mut gb = common::backend(gpu, &arch, &r, &params, &train, &train).unwrap();
         let order = epoch_order(r.seed, 0, train.len());
         gb.begin_epoch(&order).unwrap();
         block_on(gb.run_steps(0..1)).unwrap();
@@ -84,20 +86,20 @@ fn gpu_gradients_match_cpu_reference() {
 /// weights and momentum agree with the CPU backend, with either schedule.
 #[test]
 fn gpu_epoch_matches_cpu_backend() {
-    epoch_matches_cpu_backend(common::gpu());
+    epoch_matches_cpu_backend(common::layered());
 }
 
 #[test]
 fn fused_epoch_matches_cpu_backend() {
-    epoch_matches_cpu_backend(common::fused_gpu());
+    epoch_matches_cpu_backend(common::fused());
 }
 
-fn epoch_matches_cpu_backend(gpu: mnist_wgpu::gpu::Gpu) {
+fn epoch_matches_cpu_backend(gpu: (Gpu, Plan)) {
     let train = synthetic(2, 70, 7, 13);
     let arch = Arch::new(91, &[33, 17], 10);
     let params = arch.init(5);
     let r = recipe(32);
-    let mut gb = GpuBackend::new(gpu, &arch, &r, &params, &train, &train).unwrap();
+    let mut gb = common::backend(gpu, &arch, &r, &params, &train, &train).unwrap();
     let mut cb = CpuBackend::new(
         arch.clone(),
         r.clone(),
@@ -158,12 +160,12 @@ fn epoch_matches_cpu_backend(gpu: mnist_wgpu::gpu::Gpu) {
     );
 }
 
-fn mnist_backend(gpu: Gpu, arch: &Arch, r: &Recipe) -> (GpuBackend, usize) {
+fn mnist_backend(gpu: (Gpu, Plan), arch: &Arch, r: &Recipe) -> (GpuBackend, usize) {
     let m = load_mnist(&default_data_dir()).expect("the committed MNIST files");
     let params = arch.init(r.seed);
     let n = m.train.len();
     (
-        GpuBackend::new(gpu, arch, r, &params, &m.train, &m.test).unwrap(),
+        common::backend(gpu, arch, r, &params, &m.train, &m.test).unwrap(),
         n,
     )
 }
@@ -171,15 +173,15 @@ fn mnist_backend(gpu: Gpu, arch: &Arch, r: &Recipe) -> (GpuBackend, usize) {
 /// The same seed, adapter and schedule give bit-identical losses and weights.
 #[test]
 fn two_runs_are_bit_identical() {
-    two_runs_bit_identical(common::gpu);
+    two_runs_bit_identical(common::layered);
 }
 
 #[test]
 fn two_fused_runs_are_bit_identical() {
-    two_runs_bit_identical(common::fused_gpu);
+    two_runs_bit_identical(common::fused);
 }
 
-fn two_runs_bit_identical(gpu: fn() -> Gpu) {
+fn two_runs_bit_identical(gpu: fn() -> (Gpu, Plan)) {
     let arch = Arch::new(784, &[128, 128, 64, 64], 10);
     let r = recipe(32);
     let mut runs = Vec::new();
@@ -214,7 +216,7 @@ fn three_hundred_steps_learn_mnist() {
     let m = load_mnist(&default_data_dir()).unwrap();
     let n = m.train.len();
     let order = epoch_order(r.seed, 0, n);
-    let (mut g, _) = mnist_backend(common::gpu(), &arch, &r);
+    let (mut g, _) = mnist_backend(common::layered(), &arch, &r);
     let mut c = CpuBackend::new(arch.clone(), r.clone(), arch.init(r.seed), m.train, m.test);
     let mut lasts = Vec::new();
     for (name, b) in [("gpu", &mut g as &mut dyn Backend), ("cpu", &mut c)] {

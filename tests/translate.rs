@@ -12,8 +12,7 @@ use std::collections::BTreeSet;
 use std::process::Command;
 
 use mnist_wgpu::data::Dataset;
-use mnist_wgpu::gpu::GpuBackend;
-use mnist_wgpu::gpu::program::{PipelineSource, Schedule};
+use mnist_wgpu::gpu::dispatch::PipelineSource;
 use mnist_wgpu::model::Arch;
 use mnist_wgpu::train::Recipe;
 use naga::ShaderStage::Compute;
@@ -126,12 +125,8 @@ fn every_pipeline() -> Vec<(String, PipelineSource)> {
         Arch::new(784, &[128, 128, 64, 64], 10),
         Arch::new(784, &[13, 6], 10),
     ] {
-        for mut gpu in common::every_schedule() {
-            let family = format!("{} / {}", gpu.schedule.name(), gpu.kernels.name());
-            if gpu.schedule == Schedule::Fused {
-                // Both fused flavours the adapter runs.
-                gpu.kernels = gpu.kernels.fused();
-            }
+        for gpu in common::every_schedule() {
+            let family = format!("{} / {}", gpu.1.schedule.name(), gpu.1.kernels.name());
             let recipe = Recipe {
                 epochs: 1,
                 batch_size: 32,
@@ -140,8 +135,8 @@ fn every_pipeline() -> Vec<(String, PipelineSource)> {
                 seed: 1,
             };
             let params = arch.init(1);
-            let b = GpuBackend::new(gpu, &arch, &recipe, &params, &data, &data).unwrap();
-            for op in b.ops() {
+            let b = common::backend(gpu, &arch, &recipe, &params, &data, &data).unwrap();
+            for op in b.dispatches() {
                 let s = &op.source;
                 let key = format!(
                     "{}|{}|{:?}|{}",

@@ -4,9 +4,8 @@
 use anyhow::Result;
 use clap::Args;
 
-use mnist_wgpu::gpu::context::{
-    adapter_has_subgroups, all_adapters, auto_kernels, kernels_that_fit, pick_adapter,
-};
+use mnist_wgpu::gpu::device::{adapter_has_subgroups, all_adapters, pick_adapter};
+use mnist_wgpu::gpu::plan::{auto_kernels, kernels_that_fit};
 
 use mnist_wgpu::gpu::tune;
 
@@ -38,7 +37,8 @@ pub fn run(args: AdaptersArgs) -> Result<()> {
         } else {
             " "
         };
-        let kernels = args.adapter.kernels.unwrap_or_else(|| auto_kernels(a));
+        let subgroups = adapter_has_subgroups(a);
+        let kernels = (args.adapter.kernels).unwrap_or_else(|| auto_kernels(&i, subgroups, &l));
         println!(
             "{mark} {} | {:?} | {:?} | kernels: {}",
             i.name,

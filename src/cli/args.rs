@@ -9,8 +9,10 @@ use clap::{Args, ValueEnum};
 use mnist_wgpu::backends::Unfit;
 use mnist_wgpu::data::{Kind, default_data_dir, has_all_files};
 use mnist_wgpu::fetch::{self, FetchConfig, Need};
-use mnist_wgpu::gpu::program::{Kernels, Schedule};
-use mnist_wgpu::gpu::{AdapterQuery, Api, Gpu, GpuError};
+use mnist_wgpu::gpu::device::{AdapterQuery, Api, Gpu};
+use mnist_wgpu::gpu::error::GpuError;
+use mnist_wgpu::gpu::plan::{Request, Schedule};
+use mnist_wgpu::gpu::wgsl::Kernels;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum DeviceChoice {
@@ -68,8 +70,14 @@ impl AdapterArgs {
         AdapterQuery {
             api: self.backend,
             name: self.adapter.clone(),
-            kernels: self.kernels,
+        }
+    }
+
+    /// How the run is to compute: the plan the flags fix, or auto.
+    pub fn request(&self) -> Request {
+        Request {
             schedule: self.schedule.fixed(),
+            kernels: self.kernels,
             retune: self.retune,
         }
     }
@@ -120,10 +128,11 @@ pub fn hidden(s: &str) -> Result<Hidden, String> {
 #[error("{0}")]
 pub struct UsageError(pub String);
 
-/// Opens the adapter the flags ask for; None means the CPU backend.
-pub fn open_device(device: DeviceChoice, adapter: &AdapterArgs) -> Result<Option<Gpu>> {
+/// Opens the adapter the flags ask for, with what they ask of it (kernels it cannot run are
+/// refused here); None means the CPU backend.
+pub fn open_device(device: DeviceChoice, adapter: &AdapterArgs) -> Result<Option<(Gpu, Request)>> {
     let query = adapter.query();
-    Ok(match device {
+    let gpu = match device {
         DeviceChoice::Cpu => None,
         DeviceChoice::Gpu => Some(Gpu::new(&query)?),
         DeviceChoice::Auto => match Gpu::new(&query) {
@@ -134,7 +143,13 @@ pub fn open_device(device: DeviceChoice, adapter: &AdapterArgs) -> Result<Option
             }
             Err(e) => return Err(e.into()),
         },
-    })
+    };
+    let Some(gpu) = gpu else {
+        return Ok(None);
+    };
+    let request = adapter.request();
+    request.fixed(&gpu)?;
+    Ok(Some((gpu, request)))
 }
 
 /// The directory that holds the data set, with the files `need` names downloaded into it

@@ -96,7 +96,7 @@ fn measure(
         mnist.test.clone(),
     ))
     .map_err(usage)?;
-    if let Some(line) = backend.tuned() {
+    if let Some(line) = &backend.about().tuned {
         eprintln!("{line}");
     }
     let n = mnist.train.len();
@@ -122,17 +122,17 @@ fn measure(
     } else {
         None
     };
-    let (schedule, kernels) = backend.schedule();
+    let about = backend.about();
     Ok(Measured {
-        schedule: schedule.to_string(),
-        kernels: kernels.to_string(),
-        device: backend.describe(),
+        schedule: about.schedule.to_string(),
+        kernels: about.kernels.to_string(),
+        device: about.device.clone(),
         arch: arch.clone(),
         timing,
         eval_s,
-        dispatches: backend.dispatches_per_step(),
+        dispatches: about.dispatches_per_step,
         submissions: submissions_per_epoch(r.steps_per_epoch(n)),
-        buffers: backend.buffer_sizes(),
+        buffers: about.buffers.clone(),
         profile,
     })
 }

@@ -46,10 +46,10 @@ pub fn run(args: EvalArgs) -> Result<()> {
         args.batch_size,
     ))
     .map_err(usage)?;
-    if let Some(line) = backend.tuned() {
+    if let Some(line) = &backend.about().tuned {
         eprintln!("{line}");
     }
-    println!("adapter: {}", backend.describe());
+    println!("adapter: {}", backend.about().device);
     let meta = &model.metadata;
     let writer = match (meta.get("program"), meta.get("torch")) {
         (Some(p), _) => format!(" | written by {p}"),

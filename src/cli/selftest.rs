@@ -5,9 +5,9 @@ use std::time::Instant;
 use anyhow::Result;
 use clap::Args;
 
-use mnist_wgpu::gpu::context::pick_adapter;
-use mnist_wgpu::gpu::program::Schedule;
-use mnist_wgpu::gpu::{Gpu, selftest};
+use mnist_wgpu::gpu::device::{Gpu, pick_adapter};
+use mnist_wgpu::gpu::plan::{Schedule, default_kernels, runnable_kernels};
+use mnist_wgpu::gpu::selftest;
 
 use super::args::AdapterArgs;
 
@@ -19,7 +19,7 @@ pub struct SelftestArgs {
 
 /// The header after the adapter's name: API, type, and what the checks cover.
 fn adapter_line(gpu: &Gpu) -> String {
-    let families: Vec<&str> = gpu.runnable_kernels().iter().map(|k| k.name()).collect();
+    let families: Vec<&str> = runnable_kernels(gpu).iter().map(|k| k.name()).collect();
     format!(
         " | {:?} | {:?} | kernels: {}",
         gpu.info.backend,
@@ -31,7 +31,12 @@ fn adapter_line(gpu: &Gpu) -> String {
 pub fn run(args: SelftestArgs) -> Result<()> {
     let t0 = Instant::now();
     let adapter = pick_adapter(&args.adapter.query())?;
-    let first = Gpu::open(&adapter, args.adapter.query().kernels)?;
+    let first = Gpu::open(&adapter)?;
+    args.adapter.request().fixed(&first)?;
+    let kernels = args
+        .adapter
+        .kernels
+        .unwrap_or_else(|| default_kernels(&first));
     println!(
         "adapter: {}",
         first.info.name.clone() + &adapter_line(&first)
@@ -42,7 +47,7 @@ pub fn run(args: SelftestArgs) -> Result<()> {
         Some(s) => vec![s],
         None => Schedule::ALL.to_vec(),
     };
-    let checks = pollster::block_on(selftest::checks(&first, &schedules))?;
+    let checks = pollster::block_on(selftest::checks(&first, kernels, &schedules))?;
     println!(
         "{:<40} {:<30} {:>10} {:>10}  ok",
         "kernel", "shape", "max error", "tolerance"

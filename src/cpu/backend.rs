@@ -1,11 +1,72 @@
-//! The `--device cpu` backend: the recipe on the CPU reference of `cpu`, in f32.
+//! The `--device cpu` backend: the recipe on the CPU reference of `cpu`, in f32, and the
+//! evaluation of a model on it.
 
 use std::ops::Range;
 
 use super::{argmax, forward, gather, log_softmax, loss_and_grad, sgd};
 use crate::data::Dataset;
 use crate::model::Arch;
-use crate::train::{Backend, Eval, Recipe};
+use crate::train::{About, Backend, Eval, Evaluate, Recipe};
+
+/// What a CPU run's `about` says.
+fn about() -> About {
+    About {
+        device: CpuBackend::DESCRIPTION.to_string(),
+        schedule: "cpu",
+        kernels: "cpu",
+        ..About::default()
+    }
+}
+
+/// Accuracy, loss and every sample's log-probabilities of `params` on `test`, 1000 at a time.
+fn evaluate(arch: &Arch, params: &[f32], test: &Dataset) -> Eval {
+    let bs = 1000;
+    let classes = arch.output();
+    let mut ev = Eval::new(classes);
+    for start in (0..test.len()).step_by(bs) {
+        let idx: Vec<u32> = (start as u32..(start + bs).min(test.len()) as u32).collect();
+        let x = gather(test, &idx);
+        let acts = forward(arch, params, &x, idx.len());
+        let logp = log_softmax(&acts[arch.layers()], classes);
+        for (row, &i) in logp.chunks(classes).zip(&idx) {
+            let label = test.labels[i as usize] as usize;
+            ev.add(argmax(row), label, -row[label] as f64);
+        }
+        ev.log_probs.extend_from_slice(&logp);
+    }
+    ev
+}
+
+/// A model evaluated on the CPU reference (`eval --device cpu`, `predict`, the page without
+/// WebGPU).
+pub struct CpuEvaluator {
+    arch: Arch,
+    params: Vec<f32>,
+    test: Dataset,
+    about: About,
+}
+
+impl CpuEvaluator {
+    pub fn new(arch: Arch, params: Vec<f32>, test: Dataset) -> CpuEvaluator {
+        CpuEvaluator {
+            arch,
+            params,
+            test,
+            about: about(),
+        }
+    }
+}
+
+#[async_trait::async_trait(?Send)]
+impl Evaluate for CpuEvaluator {
+    fn about(&self) -> &About {
+        &self.about
+    }
+
+    async fn evaluate(&mut self) -> anyhow::Result<Eval> {
+        Ok(evaluate(&self.arch, &self.params, &self.test))
+    }
+}
 
 /// The `--device cpu` backend: the same recipe, step by step, on the CPU reference.
 pub struct CpuBackend {
@@ -13,6 +74,7 @@ pub struct CpuBackend {
     recipe: Recipe,
     train: Dataset,
     test: Dataset,
+    about: About,
     params: Vec<f32>,
     momentum: Vec<f32>,
     order: Vec<u32>,
@@ -37,6 +99,7 @@ impl CpuBackend {
             recipe,
             train,
             test,
+            about: about(),
             params,
             momentum: vec![0.0; n],
             order: Vec::new(),
@@ -46,11 +109,18 @@ impl CpuBackend {
 }
 
 #[async_trait::async_trait(?Send)]
-impl Backend for CpuBackend {
-    fn describe(&self) -> String {
-        Self::DESCRIPTION.to_string()
+impl Evaluate for CpuBackend {
+    fn about(&self) -> &About {
+        &self.about
     }
 
+    async fn evaluate(&mut self) -> anyhow::Result<Eval> {
+        Ok(evaluate(&self.arch, &self.params, &self.test))
+    }
+}
+
+#[async_trait::async_trait(?Send)]
+impl Backend for CpuBackend {
     fn begin_epoch(&mut self, order: &[u32]) -> anyhow::Result<()> {
         self.order = order.to_vec();
         Ok(())
@@ -77,24 +147,6 @@ impl Backend for CpuBackend {
 
     async fn losses(&mut self, steps: Range<usize>) -> anyhow::Result<Vec<f32>> {
         Ok(self.losses[steps].to_vec())
-    }
-
-    async fn evaluate(&mut self) -> anyhow::Result<Eval> {
-        let bs = 1000;
-        let classes = self.arch.output();
-        let mut ev = Eval::new(classes);
-        for start in (0..self.test.len()).step_by(bs) {
-            let idx: Vec<u32> = (start as u32..(start + bs).min(self.test.len()) as u32).collect();
-            let x = gather(&self.test, &idx);
-            let acts = forward(&self.arch, &self.params, &x, idx.len());
-            let logp = log_softmax(&acts[self.arch.layers()], classes);
-            for (row, &i) in logp.chunks(classes).zip(&idx) {
-                let label = self.test.labels[i as usize] as usize;
-                ev.add(argmax(row), label, -row[label] as f64);
-            }
-            ev.log_probs.extend_from_slice(&logp);
-        }
-        Ok(ev)
     }
 
     async fn params(&mut self) -> anyhow::Result<Vec<f32>> {

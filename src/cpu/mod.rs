@@ -9,7 +9,7 @@ use std::ops::{Add, AddAssign, Div, Mul, Neg, Sub};
 
 mod backend;
 
-pub use backend::CpuBackend;
+pub use backend::{CpuBackend, CpuEvaluator};
 
 use crate::data::{Dataset, normalize_table};
 use crate::model::Arch;

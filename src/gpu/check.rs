@@ -5,9 +5,13 @@
 use anyhow::Result;
 use futures_util::future::{LocalBoxFuture, join_all};
 
-use crate::gpu::context::Gpu;
-use crate::gpu::program::{Op, read_back, staging, step_stride, step_table, submit};
-use crate::gpu::tensors::init;
+use crate::data::Dataset;
+use crate::gpu::buffers::init;
+use crate::gpu::device::Gpu;
+use crate::gpu::dispatch::{Dispatch, step_stride, step_table, submit};
+use crate::gpu::layout::{DeviceLayout, LayerRow};
+use crate::gpu::readback::{read_back, staging};
+use crate::model::Arch;
 use crate::rng::Rng;
 
 /// Batch sizes and inner sizes of the matmul checks: 1, 7, 33 and 785 are no multiple of
@@ -128,7 +132,7 @@ pub fn steps_buffer(gpu: &Gpu, n: usize, batch: usize) -> wgpu::Buffer {
 }
 
 /// Runs `op` for step `step` and waits.
-pub fn run_op(gpu: &Gpu, op: &Op, step: usize) -> Result<()> {
+pub fn run_dispatch(gpu: &Gpu, op: &Dispatch, step: usize) -> Result<()> {
     submit(
         gpu,
         "self-test",
@@ -173,6 +177,117 @@ pub fn unpad(x: &[f32], rows: usize, ld: usize, cols: usize) -> Vec<f32> {
     (0..rows)
         .flat_map(|r| x[r * ld..r * ld + cols].iter().copied())
         .collect()
+}
+
+// ---- the fused step's cases: one step of one model on random data ----
+
+/// One step of one model on random data.
+pub struct FusedCase {
+    pub arch: Arch,
+    pub layout: DeviceLayout,
+    pub data: Dataset,
+    pub order: Vec<u32>,
+    pub batch: usize,
+    pub step: usize,
+    /// params, momentum: PyTorch's flat order
+    pub params: Vec<f32>,
+    pub momentum: Vec<f32>,
+}
+
+impl FusedCase {
+    pub fn new(
+        seed: u64,
+        (rows, cols): (usize, usize),
+        hidden: &[usize],
+        classes: usize,
+    ) -> FusedCase {
+        let mut rng = Rng::new(seed, 7);
+        let arch = Arch::new(rows * cols, hidden, classes);
+        let n = 40;
+        let data = Dataset {
+            images: (0..n * rows * cols).map(|_| rng.below(256) as u8).collect(),
+            labels: (0..n).map(|_| rng.below(classes as u64) as u8).collect(),
+            rows,
+            cols,
+        };
+        let mut order: Vec<u32> = (0..n as u32).collect();
+        rng.shuffle(&mut order);
+        let momentum = (0..arch.param_count())
+            .map(|_| rng.uniform(-0.1, 0.1))
+            .collect();
+        FusedCase {
+            layout: DeviceLayout::new(&arch),
+            params: arch.init(seed),
+            arch,
+            data,
+            order,
+            batch: 0,
+            step: 0,
+            momentum,
+        }
+    }
+
+    pub fn valid(&self) -> usize {
+        self.batch.min(self.data.len() - self.step * self.batch)
+    }
+
+    pub fn shape(&self) -> String {
+        let sizes: Vec<String> = self.arch.sizes.iter().map(|s| s.to_string()).collect();
+        format!(
+            "{} batch {} (valid {})",
+            sizes.join("-"),
+            self.batch,
+            self.valid()
+        )
+    }
+}
+
+/// What the fused step's two dispatches wrote, read back (`gpu::selftest::fused_step_checks`).
+pub struct FusedOutputs {
+    pub rows: Vec<LayerRow>,
+    pub bp: usize,
+    /// acts, dz: every layer's rows; sample_loss: [bp]
+    pub acts: Vec<f32>,
+    pub dz: Vec<f32>,
+    pub sample_loss: Vec<f32>,
+    /// params, momentum: device layout after the update; loss: the step's mean loss
+    pub params: Vec<f32>,
+    pub momentum: Vec<f32>,
+    pub loss: f32,
+}
+
+/// What the fused evaluation wrote, read back: each sample's verdict and log-probabilities,
+/// and every layer's rows.
+pub struct FusedVerdicts {
+    pub correct: Vec<u32>,
+    pub log_probs: Vec<f32>,
+    pub acts: Vec<f32>,
+}
+
+/// The learning rate and momentum coefficient of the fused step's checks.
+pub const FUSED_LR: f64 = 0.003;
+pub const FUSED_MOMENTUM: f64 = 0.9;
+
+/// `rows` rows of `cols` (stride `ld`) at `off` of `v`, in f64.
+pub fn block(v: &[f32], off: usize, (rows, ld, cols): (usize, usize, usize)) -> Vec<f64> {
+    wide(&unpad(&v[off..], rows, ld, cols))
+}
+
+/// The padding columns of `rows` rows at `off` are zero.
+pub fn padding_is_zero(v: &[f32], off: usize, (rows, ld, cols): (usize, usize, usize)) -> bool {
+    (0..rows).all(|r| {
+        v[off + r * ld + cols..off + (r + 1) * ld]
+            .iter()
+            .all(|&x| x == 0.0)
+    })
+}
+
+/// The weight [out, in] and bias of layer `l` of PyTorch-order `params`, in f64 and |f64|.
+pub fn layer_weights(case: &FusedCase, params: &[f32], l: usize) -> [Vec<f64>; 4] {
+    let (i, out) = case.arch.dims(l);
+    let (wo, bo) = case.arch.offsets(l);
+    let (w, b) = (&params[wo..wo + out * i], &params[bo..bo + out]);
+    [wide(w), wide(b), wide_abs(w), wide_abs(b)]
 }
 
 #[cfg(test)]

@@ -1,146 +1,130 @@
-//! Evaluation of a model on the test split, on the device: its own batch size, activations and
-//! dispatches, reading the parameters it is given.
+//! Evaluation of a model on a test split, on the device: its own split, verdict buffers,
+//! activations and dispatches, reading the parameters it is given. It needs no training
+//! state: `eval`, `predict` and the page build one from a model file, and the GPU backend one
+//! that reads the parameters it trains.
 
-use anyhow::Result;
+use anyhow::{Result, ensure};
 
 use crate::data::Dataset;
-use crate::gpu::context::Gpu;
-use crate::gpu::fused::{FusedActs, FusedSample, SampleOutputs, normalisation_uniform};
-use crate::gpu::layout::{DeviceLayout, pad4};
+use crate::gpu::buffers::{Split, Verdicts, Weights, init, zeros};
+use crate::gpu::device::Gpu;
+use crate::gpu::dispatch::{Dispatch, step_stride, submit};
+use crate::gpu::layout::DeviceLayout;
 use crate::gpu::ops::Modules;
-use crate::gpu::program::{Op, Schedule, read_back, staging, step_stride, submit};
-use crate::gpu::step::{evaluation_batch, forward_products};
-use crate::gpu::tensors::{Activations, Split, normalisation_table, zeros};
+use crate::gpu::plan::Plan;
+use crate::gpu::readback::{read_back, staging};
+use crate::gpu::schedules::Schedules;
 use crate::model::Arch;
-use crate::train::Eval;
+use crate::train::{About, Eval, Evaluate};
 
-/// Where an evaluation's activations come from.
-pub enum Batching<'a> {
-    /// Its own, for batches of this many images.
-    Own(usize),
-    /// Those of training and its forward products (no second set of pipelines, which a
-    /// software adapter compiles at several MB each). Results do not depend on the batch:
-    /// every sample's column is computed alone, in the same order.
-    Shared {
-        acts: &'a Activations,
-        forward: &'a [Op],
-    },
-}
+/// Evaluation steps per submission.
+const STEPS_PER_SUBMIT: usize = 500;
 
 pub struct Evaluator {
+    gpu: Gpu,
+    about: About,
     split: Split,
-    /// Its own activations' bytes (0 when it shares training's).
-    own_bytes: u64,
     /// correct: [test len] u32, is_correct | predicted << 8; log_probs: [test len, classes]
     correct: wgpu::Buffer,
     log_probs: wgpu::Buffer,
     staging: wgpu::Buffer,
-    ops: Vec<Op>,
+    dispatches: Vec<Dispatch>,
     labels: Vec<u8>,
     classes: usize,
-    batch: usize,
+    bytes: u64,
 }
 
 impl Evaluator {
-    /// Evaluates `test` with the parameters in `params` (device layout).
+    /// Evaluates `test` with the parameters `params` (device layout `layout`, which the caller
+    /// keeps writing: the backend's training) in steps of about `batch` samples, as `plan` says.
     pub fn new(
         gpu: &Gpu,
+        plan: Plan,
         m: &Modules,
-        (arch, layout, params): (&Arch, &DeviceLayout, &wgpu::Buffer),
-        test: &Dataset,
-        batching: Batching<'_>,
-    ) -> Result<Evaluator> {
-        let classes = arch.output();
-        if gpu.schedule == Schedule::Fused {
-            let Batching::Own(batch) = batching else {
-                anyhow::bail!("the fused schedule's evaluation has activations of its own");
-            };
-            return Evaluator::fused(gpu, m, (arch, layout, params), test, batch);
-        }
-        let (acts, forward, shared) = match batching {
-            Batching::Own(batch) => {
-                let acts =
-                    Activations::new(gpu, arch, pad4(batch.clamp(1, test.len().max(1))), false);
-                let forward = forward_products(gpu, m, (layout, params), &acts)?;
-                (Some(acts), forward, None)
-            }
-            Batching::Shared { acts, forward } => (None, forward.to_vec(), Some(acts)),
-        };
-        let a = acts.as_ref().or(shared).expect("activations");
-        // bp columns per step, of which the last step may use fewer
-        let batch = a.bp.min(test.len().max(1));
-        let split = Split::new(gpu, "test", test, batch);
-        let table = normalisation_table(gpu);
-        let correct = zeros(gpu, "eval correct", test.len());
-        let log_probs = zeros(gpu, "eval log-probs", test.len() * classes);
-        let ops = evaluation_batch(
-            gpu,
-            m,
-            (&split, &table, a),
-            &forward,
-            (classes, &correct, &log_probs),
-        )?;
-        Ok(Evaluator {
-            staging: staging(gpu, "eval read-back", test.len() * classes * 4),
-            split,
-            own_bytes: acts.as_ref().map_or(0, |a| a.bytes()),
-            correct,
-            log_probs,
-            ops,
-            labels: test.labels.clone(),
-            classes,
-            batch,
-        })
-    }
-
-    /// The fused schedule's evaluation: one dispatch per batch of `batch` (gather, forward and
-    /// verdicts per sample).
-    fn fused(
-        gpu: &Gpu,
-        m: &Modules,
-        (arch, layout, params): (&Arch, &DeviceLayout, &wgpu::Buffer),
+        weights: &Weights<'_>,
         test: &Dataset,
         batch: usize,
     ) -> Result<Evaluator> {
-        let classes = arch.output();
-        let batch = batch.clamp(1, test.len().max(1));
-        let acts = FusedActs::new(gpu, layout, pad4(batch), false)?;
+        let layout = weights.layout;
+        let schedule = Schedules::of(plan);
+        let classes = layout.layers.last().map_or(0, |l| l.out);
+        let batch = schedule.evaluation_batch(batch, test.len());
         let split = Split::new(gpu, "test", test, batch);
-        let norm = normalisation_uniform(gpu);
         let correct = zeros(gpu, "eval correct", test.len());
         let log_probs = zeros(gpu, "eval log-probs", test.len() * classes);
-        let op = FusedSample {
-            params,
-            acts: &acts,
-            split: &split,
-            norm: &norm,
-            outputs: SampleOutputs::Eval {
-                correct: &correct,
-                log_probs: &log_probs,
-            },
-        }
-        .op(gpu, m, "evaluate (per sample)")?;
+        let verdicts = Verdicts {
+            correct: &correct,
+            log_probs: &log_probs,
+            classes,
+        };
+        let built = schedule.evaluation(gpu, m, weights, &split, &verdicts)?;
+        let staging = staging(gpu, "eval read-back", test.len() * classes * 4);
+        let own: u64 = built.bytes.iter().map(|(_, b)| b).sum();
+        let bytes = split.bytes() + own + correct.size() + log_probs.size() + staging.size();
         Ok(Evaluator {
-            staging: staging(gpu, "eval read-back", test.len() * classes * 4),
+            gpu: gpu.clone(),
+            about: about(gpu, plan, built.dispatches.len()),
             split,
-            own_bytes: acts.bytes(),
             correct,
             log_probs,
-            ops: vec![op],
+            staging,
+            dispatches: built.dispatches,
             labels: test.labels.clone(),
             classes,
-            batch,
+            bytes,
         })
     }
 
+    /// A standalone evaluator of the PyTorch-layout `params` of `arch` (uploaded here).
+    pub fn of_model(
+        gpu: &Gpu,
+        plan: Plan,
+        arch: &Arch,
+        params: &[f32],
+        test: &Dataset,
+        batch: usize,
+    ) -> Result<Evaluator> {
+        let layout = upload_layout(arch, params, test)?;
+        let params = upload(gpu, &layout, params);
+        let m = Modules::new(gpu, plan.kernels)?;
+        let weights = Weights {
+            layout: &layout,
+            params: &params,
+        };
+        Evaluator::new(gpu, plan, &m, &weights, test, batch)
+    }
+
+    /// Its dispatches (for the tests).
+    pub fn dispatches(&self) -> &[Dispatch] {
+        &self.dispatches
+    }
+
+    /// The bytes of the buffers it holds, for the memory listing.
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+
+    /// Records what `--schedule auto` chose (for the header).
+    pub fn set_tuned(&mut self, line: Option<String>) {
+        self.about.tuned = line;
+    }
+}
+
+#[async_trait::async_trait(?Send)]
+impl Evaluate for Evaluator {
+    fn about(&self) -> &About {
+        &self.about
+    }
+
     /// Accuracy, loss, confusion matrix and every sample's log-probabilities.
-    pub async fn run(&self, gpu: &Gpu) -> Result<Eval> {
+    async fn evaluate(&mut self) -> Result<Eval> {
+        let gpu = &self.gpu;
         let n = self.split.len;
-        let steps = n.div_ceil(self.batch);
+        let steps = n.div_ceil(self.split.batch);
         let mut s = 0;
         while s < steps {
-            let e = (s + 500).min(steps);
-            submit(gpu, "evaluate", &self.ops, s..e, step_stride(gpu))?;
+            let e = (s + STEPS_PER_SUBMIT).min(steps);
+            submit(gpu, "evaluate", &self.dispatches, s..e, step_stride(gpu))?;
             s = e;
         }
         let correct: Vec<u32> = read_back(gpu, &self.correct, 0, n, &self.staging).await?;
@@ -158,18 +142,43 @@ impl Evaluator {
         ev.log_probs = log_probs;
         Ok(ev)
     }
+}
 
-    /// Its dispatches (for the tests).
-    pub fn ops(&self) -> &[Op] {
-        &self.ops
+/// What `about` says of a GPU run: the device line with the plan, and the plan's words.
+pub fn about(gpu: &Gpu, plan: Plan, dispatches_per_step: usize) -> About {
+    About {
+        device: format!("{gpu} | {plan}"),
+        schedule: plan.schedule.name(),
+        kernels: plan.kernels.name(),
+        tuned: None,
+        dispatches_per_step,
+        buffers: Vec::new(),
+        queues_work: true,
     }
+}
 
-    /// The buffers it holds, for the memory listing.
-    pub fn bytes(&self) -> u64 {
-        self.split.bytes()
-            + self.own_bytes
-            + self.correct.size()
-            + self.log_probs.size()
-            + self.staging.size()
-    }
+/// The device layout of `arch`, after checking that `params` and `data` fit it.
+pub fn upload_layout(arch: &Arch, params: &[f32], data: &Dataset) -> Result<DeviceLayout> {
+    ensure!(
+        params.len() == arch.param_count(),
+        "parameters do not match the model"
+    );
+    let (pixels, input) = (data.pixels(), arch.input());
+    ensure!(
+        pixels == input,
+        "images of {pixels} pixels for a model of {input}"
+    );
+    Ok(DeviceLayout::new(arch))
+}
+
+/// PyTorch-layout `params` in the device layout, uploaded.
+pub fn upload(gpu: &Gpu, layout: &DeviceLayout, params: &[f32]) -> wgpu::Buffer {
+    let usage =
+        wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST;
+    init(
+        gpu,
+        "params",
+        bytemuck::cast_slice(&layout.to_device(params)),
+        usage,
+    )
 }

@@ -11,11 +11,13 @@
 
 use anyhow::{Result, ensure};
 
-use crate::gpu::context::Gpu;
-use crate::gpu::layout::{DeviceLayout, pad4};
+use crate::gpu::buffers::{
+    Built, Split, StepInputs, Verdicts, Weights, init, normalisation_table, zeros,
+};
+use crate::gpu::device::Gpu;
+use crate::gpu::dispatch::{Bind, Dispatch, DispatchDesc, need, need_batch, need_vec4};
+use crate::gpu::layout::{DeviceLayout, LayerRow, layer_rows, pad4};
 use crate::gpu::ops::Modules;
-use crate::gpu::program::{Bind, Dispatch, Op, need, need_batch, need_vec4};
-use crate::gpu::tensors::{Split, init, zeros};
 
 /// Samples per workgroup of the per-sample dispatch, and its invocations.
 pub const SAMPLES: u32 = 16;
@@ -26,52 +28,6 @@ pub const UPDATE_WG: u32 = 64;
 pub const MAX_LAYERS: usize = 32;
 /// Samples per evaluation dispatch at most.
 pub const EVAL_BATCH: usize = 2048;
-
-/// One layer of the table both dispatches read; WGSL twin `Layer` in layer_table.wgsl.
-/// Offsets are in floats.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, bytemuck::Pod, bytemuck::Zeroable)]
-pub struct LayerRow {
-    pub inp: u32,
-    pub out: u32,
-    pub w_off: u32,
-    pub b_off: u32,
-    pub ldw: u32,
-    pub x_off: u32,
-    pub y_off: u32,
-    pub dz_off: u32,
-    pub tile0: u32,
-    pub pad: [u32; 3],
-}
-
-/// The table of `layout` for batches of `bp` columns, and the weight tiles in all.
-pub fn layer_rows(layout: &DeviceLayout, bp: usize) -> (Vec<LayerRow>, usize) {
-    let (mut x, mut dz, mut tiles) = (0, 0, 0);
-    let rows = layout
-        .layers
-        .iter()
-        .map(|l| {
-            let y = x + bp * l.ldw;
-            let row = LayerRow {
-                inp: l.inp as u32,
-                out: l.out as u32,
-                w_off: l.w_off as u32,
-                b_off: l.b_off as u32,
-                ldw: l.ldw as u32,
-                x_off: x as u32,
-                y_off: y as u32,
-                dz_off: dz as u32,
-                tile0: tiles as u32,
-                pad: [0; 3],
-            };
-            x = y;
-            dz += bp * pad4(l.out);
-            tiles += l.out.div_ceil(8) * l.ldw.div_ceil(8).next_multiple_of(8);
-            row
-        })
-        .collect();
-    (rows, tiles)
-}
 
 /// The fused schedule's buffers for batches of `bp` columns.
 pub struct FusedActs {
@@ -90,7 +46,7 @@ pub struct FusedActs {
     /// acts: X_0 [bp, ldw_0], then each layer's output Y_l [bp, pad4(out_l)]
     pub acts: wgpu::Buffer,
     /// dz: each layer's output gradient dZ_l [bp, pad4(out_l)] (training only)
-    pub dz: wgpu::Buffer,
+    pub dz: Option<wgpu::Buffer>,
     /// sample_loss: [bp]
     pub sample_loss: wgpu::Buffer,
 }
@@ -124,30 +80,23 @@ impl FusedActs {
                 wgpu::BufferUsages::UNIFORM,
             ),
             acts: zeros(gpu, "fused activations (rows)", act_floats),
-            // Evaluation writes no gradient: a token buffer, which Train refuses to bind.
-            dz: zeros(
-                gpu,
-                "fused output gradients (rows)",
-                if gradients { dz_floats } else { 4 },
-            ),
+            dz: gradients.then(|| zeros(gpu, "fused output gradients (rows)", dz_floats)),
             sample_loss: zeros(gpu, "fused per-sample losses", bp),
         })
     }
 
     pub fn bytes(&self) -> u64 {
-        self.table.size() + self.acts.size() + self.dz.size() + self.sample_loss.size()
+        let dz = self.dz.as_ref().map_or(0, |b| b.size());
+        self.table.size() + self.acts.size() + dz + self.sample_loss.size()
     }
-}
 
-/// The normalisation of a pixel value as a uniform table of 64 vec4.
-pub fn normalisation_uniform(gpu: &Gpu) -> wgpu::Buffer {
-    let table = crate::data::normalize_table();
-    init(
-        gpu,
-        "normalisation table (uniform)",
-        bytemuck::cast_slice(&table),
-        wgpu::BufferUsages::UNIFORM,
-    )
+    /// The gradient rows, which only a training step's buffers have.
+    fn gradient_rows(&self, label: &str) -> Result<&wgpu::Buffer> {
+        let dz = self.dz.as_ref();
+        let dz = dz.ok_or_else(|| anyhow::anyhow!("{label}: these buffers hold no gradients"))?;
+        need_vec4(label, "gradient rows", dz, self.dz_floats)?;
+        Ok(dz)
+    }
 }
 
 /// What the per-sample dispatch writes besides the activations: training's gradients and
@@ -167,13 +116,13 @@ pub struct FusedSample<'a> {
     pub params: &'a wgpu::Buffer,
     pub acts: &'a FusedActs,
     pub split: &'a Split,
-    /// norm: [normalisation_uniform]
+    /// norm: [256] f32 uniform, `buffers::normalisation_table`
     pub norm: &'a wgpu::Buffer,
     pub outputs: SampleOutputs<'a>,
 }
 
 impl FusedSample<'_> {
-    pub fn op(&self, gpu: &Gpu, m: &Modules, label: &str) -> Result<Op> {
+    pub fn dispatch(&self, gpu: &Gpu, m: &Modules, label: &str) -> Result<Dispatch> {
         let (a, s) = (self.acts, self.split);
         need_batch(label, a.bp)?;
         ensure!(
@@ -198,8 +147,7 @@ impl FusedSample<'_> {
         ];
         let entry = match self.outputs {
             SampleOutputs::Train => {
-                need_vec4(label, "gradient rows", &a.dz, a.dz_floats)?;
-                bindings.push((8, Bind::ReadWrite(&a.dz)));
+                bindings.push((8, Bind::ReadWrite(a.gradient_rows(label)?)));
                 bindings.push((9, Bind::ReadWrite(&a.sample_loss)));
                 "train_sample"
             }
@@ -210,9 +158,9 @@ impl FusedSample<'_> {
                 "eval_sample"
             }
         };
-        Op::new(
+        Dispatch::new(
             gpu,
-            Dispatch {
+            DispatchDesc {
                 label: label.to_string(),
                 module: &m.fused_step,
                 entry,
@@ -236,28 +184,34 @@ impl FusedSample<'_> {
 pub struct FusedUpdate<'a> {
     pub acts: &'a FusedActs,
     pub params: &'a wgpu::Buffer,
-    pub momentum: &'a wgpu::Buffer,
+    pub momentum_buffer: &'a wgpu::Buffer,
     /// steps: the split's step uniforms
     pub steps: &'a wgpu::Buffer,
     /// losses: [steps per epoch]
     pub losses: &'a wgpu::Buffer,
     pub steps_per_epoch: usize,
     pub lr: f64,
-    pub mu: f64,
+    /// SGD's momentum coefficient.
+    pub momentum: f64,
 }
 
 impl FusedUpdate<'_> {
-    pub fn op(&self, gpu: &Gpu, m: &Modules, label: &str) -> Result<Op> {
+    pub fn dispatch(&self, gpu: &Gpu, m: &Modules, label: &str) -> Result<Dispatch> {
         let a = self.acts;
         need(label, "losses", self.losses, self.steps_per_epoch * 4)?;
         need_vec4(label, "params", self.params, a.params_floats)?;
-        need_vec4(label, "momentum", self.momentum, a.params_floats)?;
-        need_vec4(label, "gradient rows", &a.dz, a.dz_floats)?;
+        need_vec4(
+            label,
+            "momentum buffer",
+            self.momentum_buffer,
+            a.params_floats,
+        )?;
+        let dz = a.gradient_rows(label)?;
         let groups = (a.tiles as u32).div_ceil(UPDATE_WG);
         let row = groups.clamp(1, gpu.limits.max_compute_workgroups_per_dimension);
-        Op::new(
+        Dispatch::new(
             gpu,
-            Dispatch {
+            DispatchDesc {
                 label: label.to_string(),
                 module: &m.fused_update,
                 entry: "update",
@@ -268,15 +222,15 @@ impl FusedUpdate<'_> {
                     ("WG", UPDATE_WG as f64),
                     ("ROW_GROUPS", row as f64),
                     ("LR", self.lr),
-                    ("MU", self.mu),
+                    ("MU", self.momentum),
                 ],
                 bindings: &[
                     (0, Bind::ReadWrite(self.params)),
-                    (1, Bind::ReadWrite(self.momentum)),
+                    (1, Bind::ReadWrite(self.momentum_buffer)),
                     (2, Bind::Uniform(&a.table)),
                     (3, Bind::Step(self.steps)),
                     (4, Bind::Read(&a.acts)),
-                    (5, Bind::Read(&a.dz)),
+                    (5, Bind::Read(dz)),
                     (6, Bind::Read(&a.sample_loss)),
                     (7, Bind::ReadWrite(self.losses)),
                 ],
@@ -284,4 +238,81 @@ impl FusedUpdate<'_> {
             },
         )
     }
+}
+
+/// One training step, two dispatches, the first per sample, the second per parameter:
+///
+/// ```text
+/// images, labels = batch            \
+/// output = model(images)             | train_sample: per sample, SAMPLES per       X, Y_l,
+/// loss = criterion(output, labels)   | workgroup (gather, forward, loss, backward  losses_s,
+/// loss.backward() (activations)     /  through the activations)                    dZ_l
+/// loss.backward() (weights)         \  update: per tile of weights, dW summed      params,
+/// optimizer.step()                  /  over the batch, then SGD; the mean loss     momentum
+/// ```
+pub fn training(gpu: &Gpu, m: &Modules, w: &Weights<'_>, s: &StepInputs<'_>) -> Result<Built> {
+    let acts = FusedActs::new(gpu, w.layout, pad4(s.split.batch), true)?;
+    let norm = normalisation_table(gpu, wgpu::BufferUsages::UNIFORM);
+    let sample = FusedSample {
+        params: w.params,
+        acts: &acts,
+        split: s.split,
+        norm: &norm,
+        outputs: SampleOutputs::Train,
+    };
+    let update = FusedUpdate {
+        acts: &acts,
+        params: w.params,
+        momentum_buffer: s.momentum_buffer,
+        steps: &s.split.steps,
+        losses: s.losses,
+        steps_per_epoch: s.steps_per_epoch,
+        lr: s.lr,
+        momentum: s.momentum,
+    };
+    Ok(Built {
+        dispatches: vec![
+            sample.dispatch(gpu, m, "forward + loss + backward (per sample)")?,
+            update.dispatch(gpu, m, "weight gradients + sgd (per parameter)")?,
+        ],
+        bytes: vec![("activations + gradients".to_string(), acts.bytes())],
+        grads: None,
+    })
+}
+
+/// One evaluation batch in one dispatch: gather, forward and verdicts per sample.
+pub fn evaluation(
+    gpu: &Gpu,
+    m: &Modules,
+    w: &Weights<'_>,
+    split: &Split,
+    v: &Verdicts<'_>,
+) -> Result<Built> {
+    let acts = FusedActs::new(gpu, w.layout, pad4(split.batch), false)?;
+    let norm = normalisation_table(gpu, wgpu::BufferUsages::UNIFORM);
+    let sample = FusedSample {
+        params: w.params,
+        acts: &acts,
+        split,
+        norm: &norm,
+        outputs: SampleOutputs::Eval {
+            correct: v.correct,
+            log_probs: v.log_probs,
+        },
+    };
+    Ok(Built {
+        dispatches: vec![sample.dispatch(gpu, m, "evaluate (per sample)")?],
+        bytes: vec![("activations".to_string(), acts.bytes())],
+        grads: None,
+    })
+}
+
+/// Samples per evaluation dispatch when `batch` are asked for on a split of `n`.
+pub fn evaluation_batch(batch: usize, n: usize) -> usize {
+    batch.clamp(1, n.max(1))
+}
+
+/// While training, evaluation asks for [`EVAL_BATCH`]: it builds pipelines of its own anyway.
+pub fn evaluation_batch_in_training(_training_batch: usize) -> usize {
+    EVAL_BATCH
 }

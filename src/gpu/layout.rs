@@ -55,6 +55,14 @@ impl DeviceLayout {
         DeviceLayout { layers, len: at }
     }
 
+    /// The layer sizes, input first (`Arch::sizes`).
+    pub fn sizes(&self) -> Vec<usize> {
+        let first = self.layers.first().map_or(0, |l| l.inp);
+        std::iter::once(first)
+            .chain(self.layers.iter().map(|l| l.out))
+            .collect()
+    }
+
     /// PyTorch's flat parameters (as `Arch::table`) in this layout, padding zero.
     pub fn to_device(&self, flat: &[f32]) -> Vec<f32> {
         let mut out = vec![0f32; self.len];
@@ -88,6 +96,54 @@ impl DeviceLayout {
         }
         out
     }
+}
+
+/// One layer of the table both fused dispatches read (`gpu::fused`): where each layer's
+/// weights, input rows, output rows and gradient rows live; WGSL twin `Layer` in
+/// layer_table.wgsl.
+/// Offsets are in floats.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct LayerRow {
+    pub inp: u32,
+    pub out: u32,
+    pub w_off: u32,
+    pub b_off: u32,
+    pub ldw: u32,
+    pub x_off: u32,
+    pub y_off: u32,
+    pub dz_off: u32,
+    pub tile0: u32,
+    pub pad: [u32; 3],
+}
+
+/// The table of `layout` for batches of `bp` columns, and the weight tiles in all.
+pub fn layer_rows(layout: &DeviceLayout, bp: usize) -> (Vec<LayerRow>, usize) {
+    let (mut x, mut dz, mut tiles) = (0, 0, 0);
+    let rows = layout
+        .layers
+        .iter()
+        .map(|l| {
+            let y = x + bp * l.ldw;
+            let row = LayerRow {
+                inp: l.inp as u32,
+                out: l.out as u32,
+                w_off: l.w_off as u32,
+                b_off: l.b_off as u32,
+                ldw: l.ldw as u32,
+                x_off: x as u32,
+                y_off: y as u32,
+                dz_off: dz as u32,
+                tile0: tiles as u32,
+                pad: [0; 3],
+            };
+            x = y;
+            dz += bp * pad4(l.out);
+            tiles += l.out.div_ceil(8) * l.ldw.div_ceil(8).next_multiple_of(8);
+            row
+        })
+        .collect();
+    (rows, tiles)
 }
 
 #[cfg(test)]

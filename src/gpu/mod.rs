@@ -1,34 +1,34 @@
-//! Everything that runs on a wgpu device.
+//! Everything that runs on a wgpu device. Dependencies run one way, down this list:
 //!
-//! - [`context`]: adapter choice, the device, GPU errors as values
-//! - [`wgsl`]: WGSL sources, kernel families and schedules, the import step
-//! - [`program`]: the `Step` uniform, `Op`, submission
-//! - [`layout`]: the parameters' device layout (rows padded to vec4)
-//! - [`ops`]: one module per operation: WGSL, launcher, CPU twin, check
-//! - [`step`]: the training step and the evaluation batch as lists of dispatches, for both
-//!   schedules
-//! - [`fused`]: the fused schedule's buffers and its two dispatches; [`fused_check`] its checks
+//! - [`device`], [`error`]: adapter choice, the device, GPU errors as values
+//! - [`wgsl`]: the WGSL sources, kernel families, the import step, compiled modules
+//! - [`plan`]: how a run computes (schedule and kernel family), and which families fit
+//! - [`dispatch`], [`readback`], [`profiler`]: the `Step` uniform, dispatches, submission,
+//!   read-backs
+//! - [`layout`], [`buffers`]: the parameters' device layout; splits and shared buffers
+//! - [`check`], [`ops`]: one module per operation: launcher, CPU twin, check
+//! - [`layered`], [`fused`]: the two schedules, each its training step and evaluation;
+
+//! - [`schedules`]: where a plan becomes a schedule
+//! - [`evaluator`], [`backend`]: evaluation, and the GPU backend (training beside it)
 //! - [`tune`]: `--schedule auto`, measured once per adapter and shape and cached
-//! - [`trainer`], [`evaluator`]: the GPU backend and its evaluation
 //! - [`selftest`]: every op's check, for `mnist-wgpu selftest` and the tests
 
+pub mod backend;
+pub mod buffers;
 pub mod check;
-pub mod context;
+pub mod device;
+pub mod dispatch;
 pub mod error;
 pub mod evaluator;
 pub mod fused;
-pub mod fused_check;
+pub mod layered;
 pub mod layout;
 pub mod ops;
+pub mod plan;
 pub mod profiler;
-pub mod program;
 pub mod readback;
+pub mod schedules;
 pub mod selftest;
-pub mod step;
-pub mod tensors;
-pub mod trainer;
 pub mod tune;
 pub mod wgsl;
-
-pub use context::{AdapterQuery, Api, Gpu, GpuError};
-pub use trainer::GpuBackend;

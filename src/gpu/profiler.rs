@@ -2,15 +2,16 @@
 
 use anyhow::Result;
 
-use crate::gpu::context::Gpu;
-use crate::gpu::program::{Op, read_back, staging};
+use crate::gpu::device::Gpu;
+use crate::gpu::dispatch::Dispatch;
+use crate::gpu::readback::{read_back, staging};
 use crate::profile::Profile;
 
 /// As `program::submit`, with a timestamp before the first dispatch and after every one; then
 /// waits and adds each dispatch's time to `profile`. Needs TIMESTAMP_QUERY_INSIDE_PASSES.
 pub async fn submit_profiled(
     gpu: &Gpu,
-    ops: &[Op],
+    ops: &[Dispatch],
     steps: std::ops::Range<usize>,
     stride: u64,
     profile: &mut Profile,
@@ -34,7 +35,7 @@ pub async fn submit_profiled(
 /// Records and runs `steps` of `ops` with a timestamp around every dispatch; the raw ticks.
 async fn timed(
     gpu: &Gpu,
-    ops: &[Op],
+    ops: &[Dispatch],
     steps: std::ops::Range<usize>,
     stride: u64,
 ) -> Result<Vec<u64>> {

@@ -13,7 +13,7 @@ use std::ops::Range;
 use anyhow::{Result, ensure};
 use futures_channel::oneshot;
 
-use crate::gpu::context::Gpu;
+use crate::gpu::device::Gpu;
 
 /// A MAP_READ buffer of `bytes` for [`read_back`].
 pub fn staging(gpu: &Gpu, label: &str, bytes: usize) -> wgpu::Buffer {

@@ -6,16 +6,21 @@
 use anyhow::Result;
 use futures_util::future::join;
 
-use crate::gpu::check::{Check, Pending, together};
-use crate::gpu::context::Gpu;
-use crate::gpu::fused_check;
+use futures_util::future::try_join3;
+
+use crate::gpu::buffers::{Split, normalisation_table, zeros};
+use crate::gpu::check::{Check, FUSED_LR, FUSED_MOMENTUM, FusedCase, FusedOutputs, FusedVerdicts};
+use crate::gpu::check::{Pending, Tally, buffer, read, run_dispatch, together};
+use crate::gpu::device::Gpu;
+use crate::gpu::fused::{FusedActs, FusedSample, FusedUpdate, SampleOutputs};
+use crate::gpu::layout::{layer_rows, pad4};
 use crate::gpu::ops::{Modules, evaluate, gather, linear, nll_head, sgd};
-use crate::gpu::program::{Kernels, Schedule};
+use crate::gpu::plan::{Schedule, default_kernels, runnable_kernels};
+use crate::gpu::wgsl::Kernels;
 /// The linear products' checks for every family of kernels the device can run, not only the
 /// one it trains with.
 pub async fn linear_checks(gpu: &Gpu) -> Result<Vec<Check>> {
-    let modules: Vec<Modules> = gpu
-        .runnable_kernels()
+    let modules: Vec<Modules> = runnable_kernels(gpu)
         .into_iter()
         .map(|k| Modules::new(gpu, k))
         .collect::<Result<_>>()?;
@@ -28,7 +33,7 @@ pub async fn linear_checks(gpu: &Gpu) -> Result<Vec<Check>> {
 
 /// The fused schedule's checks in every flavour the device can run (subgroup, plain).
 pub async fn fused_checks(gpu: &Gpu) -> Result<Vec<Check>> {
-    let mut flavours: Vec<Kernels> = gpu.runnable_kernels().iter().map(|k| k.fused()).collect();
+    let mut flavours: Vec<Kernels> = runnable_kernels(gpu).iter().map(|k| k.fused()).collect();
     flavours.dedup();
     let modules: Vec<Modules> = flavours
         .into_iter()
@@ -36,21 +41,21 @@ pub async fn fused_checks(gpu: &Gpu) -> Result<Vec<Check>> {
         .collect::<Result<_>>()?;
     let all: Pending<'_> = modules
         .iter()
-        .map(|m| Box::pin(fused_check::checks(gpu, m)) as _)
+        .map(|m| Box::pin(fused_step_checks(gpu, m)) as _)
         .collect();
     Ok(together(all).await)
 }
 
 /// Every check of both schedules.
 pub async fn all_checks(gpu: &Gpu) -> Result<Vec<Check>> {
-    checks(gpu, &Schedule::ALL).await
+    checks(gpu, default_kernels(gpu), &Schedule::ALL).await
 }
 
 /// The checks of the kernels `schedules` run: layered, the linear products for every family
-/// of kernels and then the other kernels; fused, its two dispatches op by op. All run
-/// together (`check::together`), listed in this order.
-pub async fn checks(gpu: &Gpu, schedules: &[Schedule]) -> Result<Vec<Check>> {
-    let m = Modules::new(gpu, gpu.kernels)?;
+/// of kernels and then the other kernels (compiled as `kernels`); fused, its two dispatches op
+/// by op. All run together (`check::together`), listed in this order.
+pub async fn checks(gpu: &Gpu, kernels: Kernels, schedules: &[Schedule]) -> Result<Vec<Check>> {
+    let m = Modules::new(gpu, kernels)?;
     let layered = async {
         if !schedules.contains(&Schedule::Layered) {
             return Ok::<_, anyhow::Error>(Vec::new());
@@ -92,4 +97,169 @@ pub fn failures(checks: &[Check]) -> Result<(), String> {
         true => Ok(()),
         false => Err(failed.join("\n")),
     }
+}
+
+/// A case: seed, image rows and columns, hidden sizes, classes, batch, the step to run.
+type CaseShape = (u64, (usize, usize), &'static [usize], usize, usize, usize);
+
+/// The fused schedule's kernels against their CPU twins, one check per operation: a step of
+/// each dispatch on random weights, momentum and images, then every tensor it wrote handed to
+/// its operation's check (`ops::*::check_fused`), which compares it with the operation's twin
+/// in `cpu` (in f64) computed from the tensors the dispatch read, so that a fault is named by
+/// the operation that made it and errors do not compound. Shapes include widths that are no
+/// multiple of 4 or 8, a last partial batch, a batch past a workgroup's samples, a batch of
+/// one, and the tutorial's model; each case's checks come in dispatch order.
+pub async fn fused_step_checks(gpu: &Gpu, m: &Modules) -> Vec<Check> {
+    let cases: [CaseShape; 4] = [
+        // widths no multiple of 4, a last partial batch of 3 in 40 columns
+        (1, (7, 13), &[13, 6], 5, 37, 1),
+        // 36 columns: a workgroup holds 4 of its 8 samples
+        (2, (7, 13), &[9], 10, 33, 0),
+        (3, (5, 3), &[5, 3], 3, 1, 2),
+        (4, (28, 28), &[128, 128, 64, 64], 10, 32, 0),
+    ];
+    let mut all: Pending<'_> = Vec::new();
+    for (seed, image, hidden, classes, batch, step) in cases {
+        all.push(Box::pin(async move {
+            let mut case = FusedCase::new(seed, image, hidden, classes);
+            case.batch = batch;
+            case.step = step;
+            let mut out = match run(gpu, m, &case).await {
+                Ok(o) => compare(&case, &o),
+                Err(e) => vec![Tally::broken("fused step", case.shape(), e)],
+            };
+            out.push(
+                check_eval(gpu, m, &case)
+                    .await
+                    .unwrap_or_else(|e| Tally::broken("fused evaluate", case.shape(), e)),
+            );
+            out
+        }));
+    }
+    let mut out = together(all).await;
+    // Which flavour ran, as the layered checks name their family.
+    for c in &mut out {
+        c.kernel = format!("{} ({})", c.kernel, m.kernels.fused().name());
+    }
+    out
+}
+
+/// Both dispatches of step `case.step`, with NaN in every row buffer beforehand (so that an
+/// element left unwritten fails).
+async fn run(gpu: &Gpu, m: &Modules, case: &FusedCase) -> Result<FusedOutputs> {
+    let (layout, bp) = (&case.layout, pad4(case.batch));
+    let params = buffer(gpu, "params", &layout.to_device(&case.params));
+    let momentum = buffer(gpu, "momentum", &layout.to_device(&case.momentum));
+    let split = Split::new(gpu, "fused check", &case.data, case.batch);
+    gpu.queue
+        .write_buffer(&split.order, 0, bytemuck::cast_slice(&case.order));
+    let acts = FusedActs::new(gpu, layout, bp, true)?;
+    let dz_rows = acts.dz.as_ref().expect("training buffers hold gradients");
+    for b in [&acts.acts, dz_rows, &acts.sample_loss] {
+        let nan = vec![f32::NAN; b.size() as usize / 4];
+        gpu.queue.write_buffer(b, 0, bytemuck::cast_slice(&nan));
+    }
+    let norm = normalisation_table(gpu, wgpu::BufferUsages::UNIFORM);
+    let steps = case.data.len().div_ceil(case.batch);
+    let losses = zeros(gpu, "losses", steps);
+    let sample = FusedSample {
+        params: &params,
+        acts: &acts,
+        split: &split,
+        norm: &norm,
+        outputs: SampleOutputs::Train,
+    };
+    run_dispatch(
+        gpu,
+        &sample.dispatch(gpu, m, "fused per-sample")?,
+        case.step,
+    )?;
+    let (rows, _) = layer_rows(layout, bp);
+    let floats = |b: &wgpu::Buffer| b.size() as usize / 4;
+    let (acts_v, dz, sample_loss) = try_join3(
+        read(gpu, &acts.acts, floats(&acts.acts)),
+        read(gpu, dz_rows, floats(dz_rows)),
+        read(gpu, &acts.sample_loss, bp),
+    )
+    .await?;
+    let update = FusedUpdate {
+        acts: &acts,
+        params: &params,
+        momentum_buffer: &momentum,
+        steps: &split.steps,
+        losses: &losses,
+        steps_per_epoch: steps,
+        lr: FUSED_LR,
+        momentum: FUSED_MOMENTUM,
+    };
+    run_dispatch(gpu, &update.dispatch(gpu, m, "fused update")?, case.step)?;
+    let (losses, params, momentum): (Vec<f32>, _, _) = try_join3(
+        read(gpu, &losses, steps),
+        read(gpu, &params, layout.len),
+        read(gpu, &momentum, layout.len),
+    )
+    .await?;
+    Ok(FusedOutputs {
+        rows,
+        bp,
+        acts: acts_v,
+        dz,
+        sample_loss,
+        params,
+        momentum,
+        loss: losses[case.step],
+    })
+}
+
+fn compare(case: &FusedCase, o: &FusedOutputs) -> Vec<Check> {
+    let mut out = vec![gather::check_fused(case, o)];
+    for l in 0..case.arch.layers() {
+        out.push(linear::fused::check_forward(case, o, l));
+    }
+    out.push(nll_head::check_fused(case, o));
+    for l in (1..case.arch.layers()).rev() {
+        out.push(linear::fused::check_input_grad(case, o, l));
+    }
+    for l in 0..case.arch.layers() {
+        out.push(linear::fused::check_update(case, o, l));
+    }
+    out
+}
+
+/// The fused evaluation of step `case.step`, handed to `ops::evaluate::check_fused`.
+async fn check_eval(gpu: &Gpu, m: &Modules, case: &FusedCase) -> Result<Check> {
+    let (layout, bp, n) = (&case.layout, pad4(case.batch), case.data.len());
+    let classes = case.arch.output();
+    let params = buffer(gpu, "params", &layout.to_device(&case.params));
+    let split = Split::new(gpu, "fused eval check", &case.data, case.batch);
+    gpu.queue
+        .write_buffer(&split.order, 0, bytemuck::cast_slice(&case.order));
+    let rows = FusedActs::new(gpu, layout, bp, false)?;
+    let norm = normalisation_table(gpu, wgpu::BufferUsages::UNIFORM);
+    let correct = buffer(gpu, "correct", &vec![u32::MAX; n]);
+    let log_probs = buffer(gpu, "log-probs", &vec![f32::NAN; n * classes]);
+    let op = FusedSample {
+        params: &params,
+        acts: &rows,
+        split: &split,
+        norm: &norm,
+        outputs: SampleOutputs::Eval {
+            correct: &correct,
+            log_probs: &log_probs,
+        },
+    }
+    .dispatch(gpu, m, "fused evaluate")?;
+    run_dispatch(gpu, &op, case.step)?;
+    let (correct, log_probs, acts): (Vec<u32>, Vec<f32>, Vec<f32>) = try_join3(
+        read(gpu, &correct, n),
+        read(gpu, &log_probs, n * classes),
+        read(gpu, &rows.acts, rows.acts.size() as usize / 4),
+    )
+    .await?;
+    let v = FusedVerdicts {
+        correct,
+        log_probs,
+        acts,
+    };
+    Ok(evaluate::check_fused(case, &v))
 }

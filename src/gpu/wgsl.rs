@@ -1,11 +1,11 @@
-//! The WGSL side of the program: every source file, the kernel families and schedules that
-//! pick among them, the one import step, and compiled modules that remember their WGSL.
+//! The WGSL side of the program: every source file, the kernel families that pick among
+//! them, the one import step, and compiled modules that remember their WGSL.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use anyhow::{Result, bail, ensure};
 
-use crate::gpu::context::Gpu;
+use crate::gpu::device::Gpu;
 
 // ---- WGSL sources ----
 
@@ -83,62 +83,48 @@ pub const SOURCES: [(&str, &str); 22] = [
     ),
 ];
 
-/// Which matmul inner loop a module imports as `tile_loop.wgsl`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum TileLoop {
-    /// Each invocation loads its own A values (any adapter).
-    Plain,
-    /// A shared by subgroupBroadcast (subgroups of at least 8 lanes).
-    Subgroup,
-    /// A staged in workgroup memory, one block per invocation.
-    Shared,
-}
-
-impl TileLoop {
-    pub fn file(self) -> &'static str {
-        match self {
-            TileLoop::Plain => "tile_plain.wgsl",
-            TileLoop::Subgroup => "tile_subgroup.wgsl",
-            TileLoop::Shared => "tile_shared.wgsl",
-        }
-    }
-    /// How the fused schedule's per-sample kernels share the rows of eight samples.
-    pub fn sample_file(self) -> &'static str {
-        match self {
-            TileLoop::Subgroup => "sample_subgroup.wgsl",
-            TileLoop::Plain | TileLoop::Shared => "sample_plain.wgsl",
-        }
-    }
-    pub fn name(self) -> &'static str {
-        match self {
-            TileLoop::Plain => "plain",
-            TileLoop::Subgroup => "subgroup",
-            TileLoop::Shared => "shared",
-        }
-    }
-}
-
-/// A family of matmul kernels (`--kernels`): which inner loop, and the workgroup's shape.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+/// A family of matmul kernels (`--kernels`): which inner loop a module imports as
+/// `tile_loop.wgsl` (and the fused kernels as `sample_loop.wgsl`), and the workgroup's shape.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, clap::ValueEnum)]
 pub enum Kernels {
-    /// Workgroups of 8 invocations sharing A by subgroupBroadcast (subgroups of 8 or more).
+    /// Workgroups of 8 invocations sharing A by subgroupBroadcast (subgroups of 8 or more):
+    /// tile_subgroup.wgsl.
     Subgroup,
-    /// Workgroups of 8 invocations, each loading its own A.
+    /// Workgroups of 8 invocations, each loading its own A: tile_plain.wgsl.
     Plain,
     /// Workgroups of 128 invocations (8 vec4 columns by 16 tiles of 4 rows) sharing A through
-    /// workgroup memory: the classic GPU matmul.
+    /// workgroup memory, the classic GPU matmul: tile_shared.wgsl.
     Wide,
 }
+
+/// Invocations along a matmul workgroup's columns, each owning one vec4 of them (`LANES` of
+/// tile_subgroup.wgsl; an override in the other two loops).
+pub const LANES: u32 = 8;
 
 impl Kernels {
     pub const ALL: [Kernels; 3] = [Kernels::Subgroup, Kernels::Plain, Kernels::Wide];
 
-    pub fn tile_loop(self) -> TileLoop {
+    /// The matmul inner loop it imports as `tile_loop.wgsl`.
+    pub fn tile_file(self) -> &'static str {
         match self {
-            Kernels::Subgroup => TileLoop::Subgroup,
-            Kernels::Plain => TileLoop::Plain,
-            Kernels::Wide => TileLoop::Shared,
+            Kernels::Subgroup => "tile_subgroup.wgsl",
+            Kernels::Plain => "tile_plain.wgsl",
+            Kernels::Wide => "tile_shared.wgsl",
         }
+    }
+
+    /// How the fused schedule's per-sample kernels share the rows of eight samples
+    /// (`sample_loop.wgsl`).
+    pub fn sample_file(self) -> &'static str {
+        match self {
+            Kernels::Subgroup => "sample_subgroup.wgsl",
+            Kernels::Plain | Kernels::Wide => "sample_plain.wgsl",
+        }
+    }
+
+    /// Whether its kernels need a device with subgroups.
+    pub fn subgroups(self) -> bool {
+        self == Kernels::Subgroup
     }
 
     /// Tiles of 4 rows stacked in one workgroup.
@@ -167,34 +153,11 @@ impl Kernels {
     }
 }
 
-/// How a training step is cut into dispatches (`--schedule`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum Schedule {
-    /// One dispatch per layer-wide product: 12 per step for the tutorial's model, with the
-    /// matmul kernels of `--kernels`.
-    Layered,
-    /// Two dispatches per step: everything per sample (forward, loss, backward through the
-    /// activations), then everything per parameter (weight gradients summed over the batch,
-    /// SGD).
-    Fused,
-}
-
-impl Schedule {
-    pub const ALL: [Schedule; 2] = [Schedule::Layered, Schedule::Fused];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Schedule::Layered => "layered",
-            Schedule::Fused => "fused",
-        }
-    }
-}
-
 /// The one import step: a line `//#import NAME` is replaced by the file NAME of [`SOURCES`]
-/// (`tile_loop.wgsl` by `tile`'s file), one level deep; nothing else is rewritten. A part may
+/// (`tile_loop.wgsl` and `sample_loop.wgsl` by the files of `kernels`), one level deep; nothing else is rewritten. A part may
 /// use names of the module that imports it; every composed module validates, and every part
 /// is imported by one (tests/shaders.rs checks both).
-pub fn compose(name: &str, tile: TileLoop) -> Result<String> {
+pub fn compose(name: &str, kernels: Kernels) -> Result<String> {
     let Some(src) = source(name) else {
         bail!("no WGSL file named {name}");
     };
@@ -203,8 +166,8 @@ pub fn compose(name: &str, tile: TileLoop) -> Result<String> {
         match line.strip_prefix("//#import ") {
             Some(import) => {
                 let import = match import {
-                    "tile_loop.wgsl" => tile.file(),
-                    "sample_loop.wgsl" => tile.sample_file(),
+                    "tile_loop.wgsl" => kernels.tile_file(),
+                    "sample_loop.wgsl" => kernels.sample_file(),
                     other => other,
                 };
                 let Some(part) = source(import) else {
@@ -235,12 +198,40 @@ pub struct Module {
     pub name: &'static str,
     pub wgsl: Arc<str>,
     pub module: wgpu::ShaderModule,
+    /// The pipelines built from it, by entry point, override values and bindings: a second
+    /// dispatch of the same kernel on other buffers (evaluation's forward products beside
+    /// training's) reuses the pipeline, which a software adapter compiles at several MB each.
+    pipelines: Mutex<Vec<(String, Pipeline)>>,
+}
+
+/// A compute pipeline and the bind group layout it was built with.
+pub type Pipeline = (wgpu::BindGroupLayout, wgpu::ComputePipeline);
+
+impl Module {
+    /// The pipeline of `entry` with `constants` and bindings `entries`: built by `build` the
+    /// first time, the same one after.
+    pub fn pipeline(
+        &self,
+        entries: &[wgpu::BindGroupLayoutEntry],
+        entry: &str,
+        constants: &[(&str, f64)],
+        build: impl FnOnce() -> Pipeline,
+    ) -> Pipeline {
+        let key = format!("{entry} {constants:?} {entries:?}");
+        let mut built = self.pipelines.lock().unwrap();
+        if let Some((_, p)) = built.iter().find(|(k, _)| *k == key) {
+            return p.clone();
+        }
+        let p = build();
+        built.push((key, p.clone()));
+        p
+    }
 }
 
 /// Compiles the module `name` (after its imports) on `gpu`; a driver that rejects it is an
 /// error naming the module, not a panic.
-pub fn module(gpu: &Gpu, name: &'static str, tile: TileLoop) -> Result<Module> {
-    let wgsl: Arc<str> = compose(name, tile)?.into();
+pub fn module(gpu: &Gpu, name: &'static str, kernels: Kernels) -> Result<Module> {
+    let wgsl: Arc<str> = compose(name, kernels)?.into();
     let module = gpu.scoped(&format!("compiling {name}"), || {
         gpu.device
             .create_shader_module(wgpu::ShaderModuleDescriptor {
@@ -248,5 +239,10 @@ pub fn module(gpu: &Gpu, name: &'static str, tile: TileLoop) -> Result<Module> {
                 source: wgpu::ShaderSource::Wgsl(wgsl.as_ref().into()),
             })
     })?;
-    Ok(Module { name, wgsl, module })
+    Ok(Module {
+        name,
+        wgsl,
+        module,
+        pipelines: Mutex::new(Vec::new()),
+    })
 }

@@ -4,8 +4,12 @@
 
 use std::process::{Command, Output};
 
-use mnist_wgpu::gpu::program::Schedule;
-use mnist_wgpu::gpu::{AdapterQuery, Gpu, context::pick_adapter};
+use mnist_wgpu::data::Dataset;
+use mnist_wgpu::gpu::backend::GpuBackend;
+use mnist_wgpu::gpu::device::{AdapterQuery, Gpu, pick_adapter};
+use mnist_wgpu::gpu::plan::{Plan, Schedule, default_kernels, runnable_kernels};
+use mnist_wgpu::model::Arch;
+use mnist_wgpu::train::Recipe;
 
 /// The default adapter (with subgroups where it has them). A machine with no adapter fails
 /// the test with a message saying how to get one.
@@ -13,32 +17,51 @@ pub fn gpu() -> Gpu {
     let adapter = pick_adapter(&AdapterQuery::default()).unwrap_or_else(|e| {
         panic!("GPU tests need a wgpu adapter: {e}");
     });
-    Gpu::open(&adapter, None).expect("opening the device")
+    Gpu::open(&adapter).expect("opening the device")
 }
 
-/// The default adapter once for every family of matmul kernels it can run.
-pub fn gpus() -> Vec<Gpu> {
-    let adapter = pick_adapter(&AdapterQuery::default()).unwrap();
-    gpu()
-        .runnable_kernels()
-        .into_iter()
-        .map(|k| Gpu::open(&adapter, Some(k)).expect("opening the device"))
-        .collect()
+/// The default adapter with the layered schedule and the kernels chosen for it.
+pub fn layered() -> (Gpu, Plan) {
+    let gpu = gpu();
+    let plan = Plan::new(Schedule::Layered, default_kernels(&gpu));
+    (gpu, plan)
 }
 
 /// The default adapter with the fused schedule.
-pub fn fused_gpu() -> Gpu {
-    let mut gpu = gpu();
-    gpu.schedule = Schedule::Fused;
-    gpu
+pub fn fused() -> (Gpu, Plan) {
+    let gpu = gpu();
+    let plan = Plan::new(Schedule::Fused, default_kernels(&gpu));
+    (gpu, plan)
+}
+
+/// The default adapter with the layered schedule once for every family of matmul kernels it
+/// can run.
+pub fn layered_all() -> Vec<(Gpu, Plan)> {
+    let gpu = gpu();
+    runnable_kernels(&gpu)
+        .into_iter()
+        .map(|k| (gpu.clone(), Plan::new(Schedule::Layered, k)))
+        .collect()
 }
 
 /// The default adapter once per way to train: the layered schedule with every family of
 /// matmul kernels it can run, then the fused schedule.
-pub fn every_schedule() -> Vec<Gpu> {
-    let mut out = gpus();
-    out.push(fused_gpu());
+pub fn every_schedule() -> Vec<(Gpu, Plan)> {
+    let mut out = layered_all();
+    out.push(fused());
     out
+}
+
+/// The GPU backend of `plan` on `gpu`, training `r` from `params` on `train`.
+pub fn backend(
+    (gpu, plan): (Gpu, Plan),
+    arch: &Arch,
+    r: &Recipe,
+    params: &[f32],
+    train: &Dataset,
+    test: &Dataset,
+) -> anyhow::Result<GpuBackend> {
+    GpuBackend::new(&gpu, plan, arch, r, params, train, test)
 }
 
 /// An empty scratch directory for one test (this process's own, so test binaries running

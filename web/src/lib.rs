@@ -17,9 +17,10 @@ use wasm_bindgen::prelude::*;
 use web_time::Instant;
 
 use mnist_wgpu::data::{self, CLASSES, Kind, Mnist};
-use mnist_wgpu::gpu::Gpu;
-use mnist_wgpu::gpu::context::browser_gpu;
-use mnist_wgpu::gpu::program::{Kernels, Schedule};
+use mnist_wgpu::gpu::device::{Gpu, browser_gpu};
+use mnist_wgpu::gpu::error::GpuError;
+use mnist_wgpu::gpu::plan::{Request, Schedule};
+use mnist_wgpu::gpu::wgsl::Kernels;
 use mnist_wgpu::model::Arch;
 use mnist_wgpu::predict::SIDE;
 use mnist_wgpu::train::{self, LoopOptions, Position, Recipe};
@@ -37,12 +38,10 @@ struct Model {
 
 #[derive(Default)]
 struct State {
-    /// The kernels asked for (`kernels=` in the URL); None: chosen for the adapter.
-    kernels: Option<Kernels>,
-    /// The schedule asked for (`schedule=` in the URL); None: auto, measured once per shape
-    /// and kept in local storage (`retune=1`: measured again).
-    schedule: Option<Schedule>,
-    retune: bool,
+    /// The kernels (`kernels=` in the URL; None: chosen for the adapter) and schedule asked
+    /// for (`schedule=`; None: auto, measured once per shape and kept in local storage,
+    /// `retune=1`: measured again).
+    request: Request,
     /// The adapter's name as the page found it.
     name: String,
     /// Whether the browser gave a WebGPU device (else the CPU backend runs).
@@ -113,15 +112,20 @@ pub async fn open_device(
             )));
         }
     };
-    with(|s| (s.kernels, s.schedule, s.retune, s.name) = (kernels, schedule, retune, name));
+    let request = Request {
+        schedule,
+        kernels,
+        retune,
+    };
+    with(|s| (s.request, s.name) = (request, name));
     let (webgpu, device, note) = match open_gpu().await {
-        Ok(gpu) => {
-            let line = gpu.to_string();
+        Ok((gpu, request)) => {
+            let line = format!("{gpu} | {}", request.describe(&gpu).map_err(error)?);
             with(|s| (s.webgpu, s.gpu) = (true, Some(gpu)));
             (true, line, String::new())
         }
         // Asked-for kernels the adapter cannot run are the user's to change, not a fallback.
-        Err(e @ gpu::GpuError::Kernels { .. }) => return Err(error(e)),
+        Err(e @ GpuError::Kernels { .. }) => return Err(error(e)),
         Err(e) => {
             let cpu = mnist_wgpu::cpu::CpuBackend::DESCRIPTION.to_string();
             (
@@ -162,27 +166,22 @@ pub fn load_data() -> Result<String, JsError> {
     Ok(line)
 }
 
-/// The browser's device with the kernels asked for, named as the page found the adapter where
-/// wgpu leaves the name empty.
-async fn open_gpu() -> Result<Gpu, gpu::GpuError> {
-    let (kernels, schedule, retune, name) =
-        with(|s| (s.kernels, s.schedule, s.retune, s.name.clone()));
-    let mut gpu = browser_gpu(kernels, &name).await?;
-    gpu.set_schedule(&gpu::AdapterQuery {
-        kernels,
-        schedule,
-        retune,
-        ..Default::default()
-    });
-    Ok(gpu)
+/// The browser's device, named as the page found the adapter where wgpu leaves the name
+/// empty, with what the page asks of it (kernels it cannot run are refused here).
+async fn open_gpu() -> Result<(Gpu, Request), GpuError> {
+    let (request, name) = with(|s| (s.request, s.name.clone()));
+    let gpu = browser_gpu(&name).await?;
+    request.fixed(&gpu)?;
+    Ok((gpu, request))
 }
 
-/// A device for the next run: the one opened and unused, or a new one.
-async fn take_gpu() -> Result<Option<Gpu>, JsError> {
-    let (webgpu, gpu) = with(|s| (s.webgpu, s.gpu.take()));
+/// A device for the next run, with what the page asks of it: the one opened and unused, or a
+/// new one.
+async fn take_gpu() -> Result<Option<(Gpu, Request)>, JsError> {
+    let (webgpu, gpu, request) = with(|s| (s.webgpu, s.gpu.take(), s.request));
     match (webgpu, gpu) {
         (false, _) => Ok(None),
-        (true, Some(g)) => Ok(Some(g)),
+        (true, Some(g)) => Ok(Some((g, request))),
         (true, None) => Ok(Some(open_gpu().await.map_err(error)?)),
     }
 }
@@ -256,16 +255,16 @@ pub async fn train(values: JsValue, on_event: Function) -> Result<JsValue, JsErr
         .await
         .map_err(error)?;
     let page = Page::new(on_event);
-    if let Some(line) = backend.tuned() {
+    if let Some(line) = backend.about().tuned.clone() {
         page.log(line).await;
     }
     let setup = t0.elapsed().as_secs_f64();
-    page.announce(&backend.describe(), &arch, &recipe, setup)
+    page.announce(&backend.about().device, &arch, &recipe, setup)
         .await;
     STOP.with(|s| s.set(false));
-    let interval = match backend.dispatches_per_step() {
-        0 => 25, // the CPU backend runs on the page's thread: yield often
-        _ => gpu::trainer::STEPS_PER_SUBMIT,
+    let interval = match backend.about().queues_work {
+        false => 25, // the CPU backend runs on the page's thread: yield often
+        true => gpu::backend::STEPS_PER_SUBMIT,
     };
     let options = LoopOptions {
         interval,
@@ -286,7 +285,7 @@ pub async fn train(values: JsValue, on_event: Function) -> Result<JsValue, JsErr
     let params = backend.params().await.map_err(error)?;
     let (stopped, line) = observer.closing(&outcome, recipe.steps_per_epoch(n)).await;
     let test = observer.last.map(|t| (t.loss, t.accuracy));
-    let adapter = backend.describe();
+    let adapter = backend.about().device.clone();
     let program = "mnist-wgpu web page";
     let metadata = modelfile::training_metadata(program, "mnist", &arch, &recipe, &adapter, test);
     with(|s| {
@@ -338,10 +337,10 @@ pub async fn evaluate(on_event: Function) -> Result<JsValue, JsError> {
         .await
         .map_err(error)?;
     let page = Page::new(on_event);
-    if let Some(line) = backend.tuned() {
+    if let Some(line) = backend.about().tuned.clone() {
         page.log(line).await;
     }
-    page.log(format!("evaluating on {}", backend.describe()))
+    page.log(format!("evaluating on {}", backend.about().device))
         .await;
     let ev = backend.evaluate().await.map_err(error)?;
     let line = train::accuracy_line(ev.correct, ev.total);
@@ -383,11 +382,15 @@ pub fn predict(rgba: Vec<u8>, width: u32, height: u32) -> Result<JsValue, JsErro
 #[wasm_bindgen]
 pub async fn selftest() -> Result<JsValue, JsError> {
     let _busy = Busy::claim()?;
-    let gpu = take_gpu()
+    let (gpu, request) = take_gpu()
         .await?
         .ok_or_else(|| error("no WebGPU device: the kernel checks need one"))?;
     let t0 = Instant::now();
-    let checks = gpu::selftest::all_checks(&gpu).await.map_err(error)?;
+    let kernels = request.kernels_on(&gpu);
+    let checks = gpu::selftest::checks(&gpu, kernels, &Schedule::ALL)
+        .await
+        .map_err(error)?;
+    let device = format!("{gpu} | {}", request.describe(&gpu).map_err(error)?);
     let failures = js_sys::Array::new();
     if let Err(lines) = gpu::selftest::failures(&checks) {
         for l in lines.lines() {
@@ -395,7 +398,7 @@ pub async fn selftest() -> Result<JsValue, JsError> {
         }
     }
     let result = obj(&[
-        ("device", gpu.to_string().into()),
+        ("device", device.into()),
         ("checks", (checks.len() as u32).into()),
         ("failed", failures.length().into()),
         ("failures", failures.into()),

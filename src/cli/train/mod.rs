@@ -16,8 +16,9 @@ use mnist_wgpu::checkpoint::{self, Recorder};
 use mnist_wgpu::data::{self, Dataset};
 use mnist_wgpu::fetch::Need;
 use mnist_wgpu::flags;
-use mnist_wgpu::gpu::Gpu;
-use mnist_wgpu::gpu::trainer::{STEPS_PER_SUBMIT, check_limits};
+use mnist_wgpu::gpu::backend::{STEPS_PER_SUBMIT, check_limits};
+use mnist_wgpu::gpu::device::Gpu;
+use mnist_wgpu::gpu::plan::Request;
 use mnist_wgpu::model::Arch;
 use mnist_wgpu::modelfile::{self, DEFAULT_MODEL_FILE};
 use mnist_wgpu::train::{Backend, Diverged, EpochReport, LoopOptions, Outcome, Position};
@@ -118,7 +119,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
         test,
     ))
     .map_err(usage)?;
-    if let (Some(line), false) = (backend.tuned(), args.quiet) {
+    if let (Some(line), false) = (&backend.about().tuned, args.quiet) {
         eprintln!("{line}");
     }
     let (position, metrics) = match &start.resumed {
@@ -139,7 +140,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
     let mut ui = header.ui(backend.as_ref(), run_args.dataset.name(), metrics);
     let profiling = args.profile && backend.start_profile();
     if args.profile && !profiling {
-        let adapter = backend.describe();
+        let adapter = &backend.about().device;
         eprintln!(
             "note: --profile: {adapter} has no timestamp queries inside compute passes; no kernel times"
         );
@@ -188,9 +189,9 @@ fn open_checked_device(
     arch: &Arch,
     batch: usize,
     quiet: bool,
-) -> Result<Option<Gpu>> {
+) -> Result<Option<(Gpu, Request)>> {
     let gpu = open_device(run_args.device, &run_args.adapter)?;
-    if let Some(gpu) = &gpu {
+    if let Some((gpu, _)) = &gpu {
         check_limits(gpu, arch, batch, 60_000).map_err(UsageError)?;
         let software = gpu.info.device_type == wgpu::DeviceType::Cpu;
         if run_args.device == DeviceChoice::Auto && software && !quiet {
@@ -254,7 +255,7 @@ impl Header<'_> {
             &self.start.plan.recipe,
             self.run_dir.display(),
         );
-        let adapter = backend.describe();
+        let adapter = &backend.about().device;
         if !self.args.quiet {
             println!("adapter: {adapter}");
             println!(
@@ -370,9 +371,9 @@ fn save_model(
 ) -> Result<()> {
     let (arch, r) = (&h.start.arch, &h.start.plan.recipe);
     let program = format!("mnist-wgpu {}", env!("CARGO_PKG_VERSION"));
-    let adapter = backend.describe();
+    let adapter = &backend.about().device;
     let test = Some((loss, accuracy));
-    let mut metadata = modelfile::training_metadata(&program, dataset, arch, r, &adapter, test);
+    let mut metadata = modelfile::training_metadata(&program, dataset, arch, r, adapter, test);
     metadata.insert("init".into(), h.init_shown());
     // The one read-back of the weights in a run (besides the checkpoints).
     let params = pollster::block_on(backend.params())?;

@@ -5,11 +5,12 @@
 use anyhow::{Result, ensure};
 
 use crate::cpu;
-use crate::gpu::check::{Check, Tally, buffer, random, read, run_op, steps_buffer, wide};
-use crate::gpu::context::Gpu;
-use crate::gpu::layout::pad4;
+use crate::gpu::check::{Check, FusedCase, FusedVerdicts, Tally, block};
+use crate::gpu::check::{buffer, random, read, run_dispatch, steps_buffer, wide};
+use crate::gpu::device::Gpu;
+use crate::gpu::dispatch::{Bind, Dispatch, DispatchDesc, need};
+use crate::gpu::layout::{layer_rows, pad4};
 use crate::gpu::ops::{Modules, WG};
-use crate::gpu::program::{Bind, Dispatch, Op, need};
 use crate::rng::Rng;
 
 pub struct Evaluate<'a> {
@@ -30,7 +31,7 @@ pub struct Evaluate<'a> {
 }
 
 impl Evaluate<'_> {
-    pub fn op(&self, gpu: &Gpu, m: &Modules, label: &str) -> Result<Op> {
+    pub fn dispatch(&self, gpu: &Gpu, m: &Modules, label: &str) -> Result<Dispatch> {
         ensure!(self.classes > 0 && self.bp > 0, "{label}: empty evaluation");
         need(label, "logits", self.logits, self.classes * self.bp * 4)?;
         need(label, "labels", self.labels, self.len * 4)?;
@@ -42,9 +43,9 @@ impl Evaluate<'_> {
             self.log_probs,
             self.len * self.classes * 4,
         )?;
-        Op::new(
+        Dispatch::new(
             gpu,
-            Dispatch {
+            DispatchDesc {
                 label: label.to_string(),
                 module: &m.evaluate,
                 entry: "evaluate",
@@ -105,7 +106,7 @@ async fn check_one(gpu: &Gpu, m: &Modules) -> Result<Vec<Check>> {
         correct: &correct,
         log_probs: &logp_b,
     };
-    run_op(gpu, &e.op(gpu, m, "evaluate")?, 0)?;
+    run_dispatch(gpu, &e.dispatch(gpu, m, "evaluate")?, 0)?;
     let got_c: Vec<u32> = read(gpu, &correct, n).await?;
     let got_l: Vec<f32> = read(gpu, &logp_b, n * classes).await?;
     let shape = format!("{classes} classes, batch {batch}");
@@ -141,4 +142,42 @@ async fn check_one(gpu: &Gpu, m: &Modules) -> Result<Vec<Check>> {
         tp.fail("wrote past the step".into());
     }
     Ok(vec![tp.done(), tl.done()])
+}
+
+/// eval_sample against cpu::argmax and cpu::log_softmax on the logits the GPU wrote.
+pub fn check_fused(case: &FusedCase, v: &FusedVerdicts) -> Check {
+    let (layout, bp, n) = (&case.layout, pad4(case.batch), case.data.len());
+    let classes = case.arch.output();
+    let (got_c, got_lp, a) = (&v.correct, &v.log_probs, &v.acts);
+    let last = *layer_rows(layout, bp).0.last().unwrap();
+    let (start, valid) = (case.step * case.batch, case.valid());
+    let z = block(a, last.y_off as usize, (valid, pad4(classes), classes));
+    let logp = cpu::log_softmax(&z, classes);
+    let zmax = z.iter().fold(0f64, |m, v| m.max(v.abs()));
+    let mut t = Tally::new("fused evaluate", case.shape());
+    for (b, &s) in case.order[start..start + valid].iter().enumerate() {
+        let s = s as usize;
+        let best = cpu::argmax(&z[b * classes..(b + 1) * classes]);
+        let want = (best == case.data.labels[s] as usize) as u32 | (best as u32) << 8;
+        t.close(
+            || format!("correct[{s}]"),
+            got_c[s] as f64,
+            want as f64,
+            0.0,
+        );
+        for k in 0..classes {
+            let (got, w) = (got_lp[s * classes + k] as f64, logp[b * classes + k]);
+            t.close(
+                || format!("logp[{s},{k}]"),
+                got,
+                w,
+                64.0 * 1.2e-7 * (1.0 + zmax),
+            );
+        }
+    }
+    let others = (0..n).filter(|&s| !case.order[start..start + valid].contains(&(s as u32)));
+    if others.into_iter().any(|s| got_c[s] != u32::MAX) {
+        t.fail("wrote the verdict of a sample outside the step".into());
+    }
+    t.done()
 }

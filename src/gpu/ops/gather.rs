@@ -6,11 +6,14 @@ use anyhow::Result;
 
 use crate::cpu;
 use crate::data::{Dataset, normalize_table};
-use crate::gpu::check::{Check, Pending, Tally, buffer, read, run_op, steps_buffer, together};
-use crate::gpu::context::Gpu;
+use crate::gpu::check::{
+    Check, Pending, Tally, buffer, read, run_dispatch, steps_buffer, together,
+};
+use crate::gpu::check::{FusedCase, FusedOutputs, block, padding_is_zero};
+use crate::gpu::device::Gpu;
+use crate::gpu::dispatch::{Bind, Dispatch, DispatchDesc, need, need_batch, need_vec4};
 use crate::gpu::layout::pad4;
 use crate::gpu::ops::{Modules, WG};
-use crate::gpu::program::{Bind, Dispatch, Op, need, need_batch, need_vec4};
 use crate::rng::Rng;
 
 /// Packs u8 images four to a u32, each image padded to whole words.
@@ -43,16 +46,16 @@ pub struct Gather<'a> {
 }
 
 impl Gather<'_> {
-    pub fn op(&self, gpu: &Gpu, m: &Modules, label: &str) -> Result<Op> {
+    pub fn dispatch(&self, gpu: &Gpu, m: &Modules, label: &str) -> Result<Dispatch> {
         let (p, bp) = (self.pixels, self.bp);
         need_batch(label, bp)?;
         let words = p.div_ceil(4);
         need(label, "table", self.table, 256 * 4)?;
         need_vec4(label, "X^T", self.x_t, p * bp)?;
         need_vec4(label, "X", self.x_rows, bp * pad4(p))?;
-        Op::new(
+        Dispatch::new(
             gpu,
-            Dispatch {
+            DispatchDesc {
                 label: label.to_string(),
                 module: &m.gather,
                 entry: "gather",
@@ -132,7 +135,7 @@ async fn check_one(
         x_rows: &x_rows,
     };
     let last = n.div_ceil(batch) - 1;
-    run_op(gpu, &g.op(gpu, m, "gather")?, last)?;
+    run_dispatch(gpu, &g.dispatch(gpu, m, "gather")?, last)?;
     let start = last * batch;
     let valid = (n - start).min(batch);
     let reference = cpu::gather(data, &order[start..start + valid]);
@@ -157,4 +160,28 @@ async fn check_one(
         }
     }
     Ok(t.done())
+}
+
+/// gather_samples against cpu::gather: exact, zero past `valid` and in the padding.
+pub fn check_fused(case: &FusedCase, o: &FusedOutputs) -> Check {
+    let mut t = Tally::new("fused gather+normalise", case.shape());
+    let (start, valid) = (case.step * case.batch, case.valid());
+    let want = cpu::gather(&case.data, &case.order[start..start + valid]);
+    let r0 = o.rows[0];
+    let (p, ld) = (case.data.pixels(), r0.ldw as usize);
+    let got = block(&o.acts, r0.x_off as usize, (o.bp, ld, p));
+    for c in 0..o.bp {
+        for i in 0..p {
+            let w = if c < valid {
+                want[c * p + i] as f64
+            } else {
+                0.0
+            };
+            t.close(|| format!("X[{c},{i}]"), got[c * p + i], w, 0.0);
+        }
+    }
+    if !padding_is_zero(&o.acts, r0.x_off as usize, (o.bp, ld, p)) {
+        t.fail("X's padding pixels are not zero".into());
+    }
+    t.done()
 }

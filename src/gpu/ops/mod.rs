@@ -1,5 +1,5 @@
 //! The operations of training, one module each: its WGSL (under `shaders/`), a typed launcher
-//! that checks its preconditions and returns an [`Op`](crate::gpu::program::Op), a pointer to
+//! that checks its preconditions and returns an [`Dispatch`](crate::gpu::dispatch::Dispatch), a pointer to
 //! its CPU twin in `cpu.rs`, and its self-test check against that twin.
 //!
 //! | op | WGSL | CPU twin |
@@ -23,7 +23,9 @@
 //! | nll head | nll_sample.wgsl `nll_samples` | `cpu::log_softmax`, `cpu::nll_loss_grad` |
 //! | evaluate | evaluate_sample.wgsl `evaluate_samples` | `cpu::argmax`, `cpu::log_softmax` |
 //!
-//! Their checks against the twins are `gpu::fused_check`, one per operation.
+//! Each op's `check_fused` (in `linear::fused` for the linear layer) checks what its fused
+//! function wrote in one fused step against the same CPU twin as its layered kernel;
+//! `gpu::selftest::fused_step_checks` runs the step and hands each op its tensors.
 
 pub mod evaluate;
 pub mod gather;
@@ -33,8 +35,8 @@ pub mod sgd;
 
 use anyhow::Result;
 
-use crate::gpu::context::Gpu;
-use crate::gpu::program::{Kernels, Module, module};
+use crate::gpu::device::Gpu;
+use crate::gpu::wgsl::{Kernels, Module, module};
 
 /// Workgroup size of the elementwise kernels (gather, loss, evaluation).
 pub const WG: u32 = 64;
@@ -57,7 +59,7 @@ impl Modules {
     /// The modules of the matmul kernels `kernels` (the subgroup loop needs a device opened
     /// with subgroups).
     pub fn new(gpu: &Gpu, kernels: Kernels) -> Result<Modules> {
-        let tile = kernels.tile_loop();
+        let tile = kernels;
         Ok(Modules {
             kernels,
             forward: module(gpu, "linear_forward.wgsl", tile)?,

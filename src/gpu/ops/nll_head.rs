@@ -6,12 +6,13 @@ use anyhow::{Result, ensure};
 
 use crate::cpu;
 use crate::gpu::check::together;
-use crate::gpu::check::{Check, Pending, Tally, buffer, random, read, run_op, steps_buffer};
+use crate::gpu::check::{Check, Pending, Tally, buffer, random, read, run_dispatch, steps_buffer};
+use crate::gpu::check::{FusedCase, FusedOutputs, block, padding_is_zero};
 use crate::gpu::check::{sum_tolerance, transpose, wide, wide_abs};
-use crate::gpu::context::Gpu;
+use crate::gpu::device::Gpu;
+use crate::gpu::dispatch::{Bind, Dispatch, DispatchDesc, need, need_batch, need_vec4};
 use crate::gpu::layout::{DeviceLayout, LayerAt, pad4};
 use crate::gpu::ops::{Modules, WG};
-use crate::gpu::program::{Bind, Dispatch, Op, need, need_batch, need_vec4};
 use crate::model::Arch;
 use crate::rng::Rng;
 
@@ -38,7 +39,7 @@ pub struct NllHead<'a> {
 }
 
 impl NllHead<'_> {
-    pub fn op(&self, gpu: &Gpu, m: &Modules, label: &str) -> Result<Op> {
+    pub fn dispatch(&self, gpu: &Gpu, m: &Modules, label: &str) -> Result<Dispatch> {
         let (a, bp) = (self.at, self.bp);
         ensure!(
             (1..=MAX_CLASSES).contains(&a.out),
@@ -50,9 +51,9 @@ impl NllHead<'_> {
         need_vec4(label, "H^T", self.h, a.inp * bp)?;
         need_vec4(label, "dZ^T", self.grad, a.out * bp)?;
         need(label, "losses", self.losses, self.steps_per_epoch * 4)?;
-        Op::new(
+        Dispatch::new(
             gpu,
-            Dispatch {
+            DispatchDesc {
                 label: label.to_string(),
                 module: &m.nll_head,
                 entry: "nll_head",
@@ -169,7 +170,7 @@ async fn check_one(
         losses: &losses,
         steps_per_epoch: 3,
     };
-    run_op(gpu, &head.op(gpu, m, "nll head")?, 2)?;
+    run_dispatch(gpu, &head.dispatch(gpu, m, "nll head")?, 2)?;
     let got_loss: Vec<f32> = read(gpu, &losses, 3).await?;
     let got: Vec<f32> = read(gpu, &grad, classes * bp).await?;
 
@@ -200,4 +201,40 @@ async fn check_one(
         }
     }
     Ok([tl.done(), tg.done()])
+}
+
+/// nll_samples against cpu::log_softmax and cpu::nll_loss_grad on the GPU's logits.
+pub fn check_fused(case: &FusedCase, o: &FusedOutputs) -> Check {
+    let mut t = Tally::new("fused log-softmax+nll loss+grad", case.shape());
+    let last = *o.rows.last().unwrap();
+    let (c, ld, valid) = (last.out as usize, pad4(last.out as usize), case.valid());
+    let z = block(&o.acts, last.y_off as usize, (valid, ld, c));
+    let start = case.step * case.batch;
+    let labels: Vec<u8> = case.order[start..start + valid]
+        .iter()
+        .map(|&s| case.data.labels[s as usize])
+        .collect();
+    let logp = cpu::log_softmax(&z, c);
+    let (_, want) = cpu::nll_loss_grad(&logp, &labels, c);
+    let zmax = z.iter().fold(0f64, |m, v| m.max(v.abs()));
+    let g = 1.0 / valid as f64;
+    // log-softmax in f32 is good to a few ulp of the largest logit; the gradient carries it
+    // scaled by g.
+    let tol = 64.0 * f32::EPSILON as f64 * (1.0 + zmax);
+    let dz = block(&o.dz, last.dz_off as usize, (o.bp, ld, c));
+    for b in 0..o.bp {
+        for k in 0..c {
+            let w = if b < valid { want[b * c + k] } else { 0.0 };
+            t.close(|| format!("dZ[{b},{k}]"), dz[b * c + k], w, tol * g);
+        }
+        let w = match b < valid {
+            true => -logp[b * c + labels[b] as usize],
+            false => 0.0,
+        };
+        t.close(|| format!("loss[{b}]"), o.sample_loss[b] as f64, w, tol);
+    }
+    if !padding_is_zero(&o.dz, last.dz_off as usize, (o.bp, ld, c)) {
+        t.fail("dZ's padding classes are not zero".into());
+    }
+    t.done()
 }

@@ -4,11 +4,11 @@
 use anyhow::Result;
 
 use crate::cpu;
-use crate::gpu::check::{Check, Pending, Tally, buffer, random, read, run_op, together};
-use crate::gpu::context::Gpu;
+use crate::gpu::check::{Check, Pending, Tally, buffer, random, read, run_dispatch, together};
+use crate::gpu::device::Gpu;
+use crate::gpu::dispatch::{Bind, Dispatch, DispatchDesc, need_vec4};
 use crate::gpu::layout::pad4;
 use crate::gpu::ops::Modules;
-use crate::gpu::program::{Bind, Dispatch, Op, need_vec4};
 use crate::rng::Rng;
 
 const SGD_WG: u32 = 256;
@@ -17,23 +17,25 @@ pub struct Sgd<'a> {
     /// floats in each buffer; the device layout's length, a multiple of 4
     pub len: usize,
     pub lr: f64,
+    /// SGD's momentum coefficient.
     pub momentum: f64,
     pub params: &'a wgpu::Buffer,
     pub grads: &'a wgpu::Buffer,
-    pub velocity: &'a wgpu::Buffer,
+    /// momentum_buffer: PyTorch's `momentum_buffer`, device layout
+    pub momentum_buffer: &'a wgpu::Buffer,
 }
 
 impl Sgd<'_> {
-    pub fn op(&self, gpu: &Gpu, m: &Modules, label: &str) -> Result<Op> {
+    pub fn dispatch(&self, gpu: &Gpu, m: &Modules, label: &str) -> Result<Dispatch> {
         need_vec4(label, "params", self.params, self.len)?;
         need_vec4(label, "grads", self.grads, self.len)?;
-        need_vec4(label, "momentum", self.velocity, self.len)?;
+        need_vec4(label, "momentum buffer", self.momentum_buffer, self.len)?;
         let count4 = self.len.div_ceil(4);
         let groups = (count4 as u32).div_ceil(SGD_WG);
         let row = groups.clamp(1, gpu.limits.max_compute_workgroups_per_dimension);
-        Op::new(
+        Dispatch::new(
             gpu,
-            Dispatch {
+            DispatchDesc {
                 label: label.to_string(),
                 module: &m.sgd,
                 entry: "sgd_momentum",
@@ -47,7 +49,7 @@ impl Sgd<'_> {
                 bindings: &[
                     (0, Bind::ReadWrite(self.params)),
                     (1, Bind::Read(self.grads)),
-                    (2, Bind::ReadWrite(self.velocity)),
+                    (2, Bind::ReadWrite(self.momentum_buffer)),
                 ],
                 groups: [row, groups.div_ceil(row).max(1), 1],
             },
@@ -90,9 +92,9 @@ async fn check_one(gpu: &Gpu, m: &Modules, rng: &mut Rng, count: usize) -> Resul
         momentum: 0.9,
         params: &pb,
         grads: &gb,
-        velocity: &vb,
+        momentum_buffer: &vb,
     };
-    run_op(gpu, &sgd.op(gpu, m, "sgd")?, 0)?;
+    run_dispatch(gpu, &sgd.dispatch(gpu, m, "sgd")?, 0)?;
     let (mut rp, mut rv) = (p.clone(), v.clone());
     cpu::sgd(&mut rp, &mut rv, &g, 0.003f32, 0.9f32);
     let gp: Vec<f32> = read(gpu, &pb, len).await?;

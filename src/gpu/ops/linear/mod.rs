@@ -7,26 +7,27 @@
 //! runs along the columns each invocation holds as vec4; parameters are in the device layout
 //! (`gpu::layout`).
 
+pub mod fused;
+
 use anyhow::{Result, ensure};
 
 use crate::cpu;
-use crate::gpu::check::{BATCHES, Check, INNER, OTHER, Tally, buffer, random, read, run_op};
+use crate::gpu::check::{BATCHES, Check, INNER, OTHER, Tally, buffer, random, read, run_dispatch};
 use crate::gpu::check::{Pending, together};
 use crate::gpu::check::{sum_tolerance, transpose, unpad, wide, wide_abs};
-use crate::gpu::context::Gpu;
+use crate::gpu::device::Gpu;
+use crate::gpu::dispatch::{Bind, Dispatch, DispatchDesc, need_batch, need_vec4};
 use crate::gpu::layout::{DeviceLayout, LayerAt, pad4};
 use crate::gpu::ops::Modules;
-use crate::gpu::program::{Bind, Dispatch, Op, TileLoop, need_batch, need_vec4};
+use crate::gpu::wgsl::LANES;
 use crate::model::Arch;
 use crate::rng::Rng;
 
-/// Rows of a tile (`ROWS` of tile_common.wgsl) and invocations of a matmul workgroup, each
-/// owning one vec4 of columns (`LANES` of tile_subgroup.wgsl; an override in tile_plain.wgsl).
+/// Rows of a tile (`ROWS` of tile_common.wgsl); a workgroup's columns are `wgsl::LANES`.
 pub const ROWS: u32 = 4;
-pub const LANES: u32 = 8;
 
 fn tile_constants(m: &Modules, c: &mut Vec<(&str, f64)>) {
-    if m.kernels.tile_loop() != TileLoop::Subgroup {
+    if !m.kernels.subgroups() {
         c.push(("LANES", LANES as f64));
         c.push(("ROW_GROUPS", m.kernels.row_groups() as f64));
     }
@@ -57,7 +58,7 @@ pub struct Forward<'a> {
 }
 
 impl Forward<'_> {
-    pub fn op(&self, gpu: &Gpu, m: &Modules, label: &str) -> Result<Op> {
+    pub fn dispatch(&self, gpu: &Gpu, m: &Modules, label: &str) -> Result<Dispatch> {
         let (a, bp) = (self.at, self.bp);
         need_batch(label, bp)?;
         need_vec4(label, "params", self.params, a.b_off + pad4(a.out))?;
@@ -75,9 +76,9 @@ impl Forward<'_> {
             ("RELU", self.relu as u8 as f64),
         ];
         tile_constants(m, &mut constants);
-        Op::new(
+        Dispatch::new(
             gpu,
-            Dispatch {
+            DispatchDesc {
                 label: label.to_string(),
                 module: &m.forward,
                 entry: "forward",
@@ -117,7 +118,7 @@ pub struct Backward<'a> {
 }
 
 impl Backward<'_> {
-    pub fn op(&self, gpu: &Gpu, m: &Modules, label: &str) -> Result<Op> {
+    pub fn dispatch(&self, gpu: &Gpu, m: &Modules, label: &str) -> Result<Dispatch> {
         let (a, bp) = (self.at, self.bp);
         need_batch(label, bp)?;
         ensure!(
@@ -158,9 +159,9 @@ impl Backward<'_> {
             bindings.push((2, Bind::ReadWrite(x.dx)));
             bindings.push((3, Bind::Read(x.mask)));
         }
-        Op::new(
+        Dispatch::new(
             gpu,
-            Dispatch {
+            DispatchDesc {
                 label: label.to_string(),
                 module: &m.backward,
                 entry: if self.input.is_some() {
@@ -233,7 +234,7 @@ pub async fn check_forward(
             z: &zb,
             z_rows: &zr,
         };
-        run_op(gpu, &f.op(gpu, m, "forward")?, 0)?;
+        run_dispatch(gpu, &f.dispatch(gpu, m, "forward")?, 0)?;
         let z = read(gpu, &zb, out * bp).await?;
         Ok((z, read(gpu, &zr, bp * pad4(out)).await?))
     };
@@ -344,7 +345,7 @@ impl BackwardCase {
             grads: &gb,
             input,
         };
-        run_op(gpu, &b.op(gpu, m, "backward")?, 0)?;
+        run_dispatch(gpu, &b.dispatch(gpu, m, "backward")?, 0)?;
         let grads = read(gpu, &gb, self.params.len()).await?;
         Ok((grads, read(gpu, &dxb, at.inp * bp).await?))
     }

@@ -1,10 +1,11 @@
-//! Choosing an adapter and opening a device on it.
+//! Choosing an adapter and opening a device on it: the device, its queue, what the adapter
+//! reports (name, limits, subgroups, timestamps) and GPU errors as values. Nothing here knows
+//! about kernels or schedules (`gpu::plan` does).
 
 use std::fmt;
 use std::sync::{Arc, Mutex};
 
-pub use crate::gpu::error::GpuError;
-use crate::gpu::program::{Kernels, Schedule};
+use crate::gpu::error::GpuError;
 
 /// Which graphics API to look on (`--backend`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -33,24 +34,9 @@ impl Api {
 pub struct AdapterQuery {
     pub api: Option<Api>,
     pub name: Option<String>,
-    /// The matmul kernels (`--kernels`); None: chosen for the adapter.
-    pub kernels: Option<Kernels>,
-    /// The schedule (`--schedule`); None: auto, measured by `gpu::tune` for the run's shape.
-    pub schedule: Option<Schedule>,
-    /// With auto: measure again rather than use the cached choice (`--retune`).
-    pub retune: bool,
 }
 
-/// What `--schedule auto` leaves to measurement (`gpu::tune`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Tuning {
-    /// Measure even where a choice is cached.
-    pub retune: bool,
-    /// Whether the kernel family is measured too (else `--kernels` fixed it).
-    pub kernels: bool,
-}
-
-/// A device and what the kernels need to know about it (a clone shares the device).
+/// A device and what the adapter reports about it (a clone shares the device).
 #[derive(Clone)]
 pub struct Gpu {
     pub device: wgpu::Device,
@@ -60,15 +46,7 @@ pub struct Gpu {
     /// Whether the device was opened with subgroups (the adapter has them, at least 8 lanes wide),
     /// so that it can run the subgroup kernels.
     pub subgroups: bool,
-    /// The matmul kernels training and evaluation use (with the layered schedule).
-    pub kernels: Kernels,
-    /// How a step is cut into dispatches; layered when opened, `--schedule` or the tuner
-    /// (`gpu::tune`) sets it.
-    pub schedule: Schedule,
-    /// Some while the schedule is still to be measured for the run's shape (`gpu::tune`).
-    pub tuning: Option<Tuning>,
-    /// What the measurement chose and why, one line, once it has run.
-    pub tuned: Option<String>,
+    /// Whether it has timestamp queries inside compute passes (for `--profile`).
     pub timestamps: bool,
     /// Errors no scope caught (wgpu's default would panic) and a lost device, in order.
     errors: Arc<Mutex<Vec<String>>>,
@@ -78,20 +56,9 @@ impl fmt::Display for Gpu {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "{} | {:?} | {:?} | ",
+            "{} | {:?} | {:?}",
             self.info.name, self.info.backend, self.info.device_type
-        )?;
-        match (self.tuning, self.schedule) {
-            (Some(_), _) => write!(f, "schedule: auto (measured when a run starts)"),
-            (None, Schedule::Layered) => {
-                write!(f, "kernels: {} | schedule: layered", self.kernels.name())
-            }
-            (None, Schedule::Fused) => write!(
-                f,
-                "kernels: {} | schedule: fused",
-                self.kernels.fused().name()
-            ),
-        }
+        )
     }
 }
 
@@ -185,79 +152,17 @@ pub fn adapter_has_subgroups(adapter: &wgpu::Adapter) -> bool {
         && adapter.get_info().subgroup_min_size >= 8
 }
 
-/// Whether the limits allow the wide kernels' workgroups (8 x 16 invocations, 8 KiB).
-pub fn wide_fits(l: &wgpu::Limits) -> bool {
-    let (lanes, rows) = (crate::gpu::ops::linear::LANES, Kernels::Wide.row_groups());
-    l.max_compute_invocations_per_workgroup >= lanes * rows
-        && l.max_compute_workgroup_size_x >= lanes
-        && l.max_compute_workgroup_size_y >= rows
-        && l.max_compute_workgroup_storage_size >= 8192
-}
-
-/// Why an adapter with (or without) usable subgroups and these limits cannot run `kernels`;
-/// None when it can.
-pub fn kernels_refused(
-    kernels: Kernels,
-    subgroups: bool,
-    limits: &wgpu::Limits,
-) -> Option<&'static str> {
-    match kernels {
-        Kernels::Subgroup if !subgroups => Some("no subgroups of 8 or more lanes"),
-        Kernels::Wide if !wide_fits(limits) => Some("workgroups too small"),
-        _ => None,
-    }
-}
-
-/// Every family of kernels an adapter with (or without) usable subgroups and these limits runs.
-pub fn kernels_that_fit(subgroups: bool, limits: &wgpu::Limits) -> Vec<Kernels> {
-    Kernels::ALL
-        .into_iter()
-        .filter(|k| kernels_refused(*k, subgroups, limits).is_none())
-        .collect()
-}
-
-/// The kernels `--kernels` leaves to the adapter, from what it reports:
-/// - subgroups exactly 8 wide (llvmpipe, where a subgroup is one 8-lane SIMD register):
-///   the subgroup kernels, the fastest there;
-/// - another CPU-type adapter (SwiftShader, llvmpipe through GL): the plain kernels, which
-///   measured faster there than staging A in workgroup memory;
-/// - a hardware GPU whose limits allow 8 x 16 invocations: the wide kernels, whose
-///   workgroups fill a 32- or 64-wide SIMD unit (not measured on one yet);
-/// - otherwise the plain kernels.
-pub fn auto_kernels(adapter: &wgpu::Adapter) -> Kernels {
-    let info = adapter.get_info();
-    if adapter_has_subgroups(adapter) && info.subgroup_max_size == 8 {
-        Kernels::Subgroup
-    } else if info.device_type != wgpu::DeviceType::Cpu && wide_fits(&adapter.limits()) {
-        Kernels::Wide
-    } else {
-        Kernels::Plain
-    }
-}
-
 impl Gpu {
-    /// Opens a device that runs the matmul kernels `kernels` (None: [`auto_kernels`]).
+    /// Opens a device on `adapter`, with subgroups and timestamp queries where it has them.
     #[cfg(not(target_arch = "wasm32"))]
-    pub fn open(adapter: &wgpu::Adapter, kernels: Option<Kernels>) -> Result<Gpu, GpuError> {
-        pollster::block_on(Gpu::open_async(adapter, kernels))
+    pub fn open(adapter: &wgpu::Adapter) -> Result<Gpu, GpuError> {
+        pollster::block_on(Gpu::open_async(adapter))
     }
 
     /// [`Gpu::open`], awaited (the browser's way).
-    pub async fn open_async(
-        adapter: &wgpu::Adapter,
-        kernels: Option<Kernels>,
-    ) -> Result<Gpu, GpuError> {
+    pub async fn open_async(adapter: &wgpu::Adapter) -> Result<Gpu, GpuError> {
         let info = adapter.get_info();
         let subgroups = adapter_has_subgroups(adapter);
-        let kernels = kernels.unwrap_or_else(|| auto_kernels(adapter));
-        if let Some(why) = kernels_refused(kernels, subgroups, &adapter.limits()) {
-            return Err(GpuError::Kernels {
-                adapter: info.name.clone(),
-                kernels: kernels.name(),
-                why,
-                browser: info.backend == wgpu::Backend::BrowserWebGpu,
-            });
-        }
         let timestamps = adapter.features().contains(
             wgpu::Features::TIMESTAMP_QUERY | wgpu::Features::TIMESTAMP_QUERY_INSIDE_PASSES,
         );
@@ -299,18 +204,9 @@ impl Gpu {
             info,
             limits,
             subgroups,
-            kernels,
-            schedule: Schedule::Layered,
-            tuning: None,
-            tuned: None,
             timestamps,
             errors,
         })
-    }
-
-    /// Every family of matmul kernels this device can run.
-    pub fn runnable_kernels(&self) -> Vec<Kernels> {
-        kernels_that_fit(self.subgroups, &self.limits)
     }
 
     /// The error of a GPU failure while doing `what`: one line naming the adapter.
@@ -385,29 +281,18 @@ impl Gpu {
         Err(self.failure(what, &first))
     }
 
-    /// The adapter of the query, with the query's kernels or those chosen for it.
+    /// The adapter of the query.
     #[cfg(not(target_arch = "wasm32"))]
     pub fn new(query: &AdapterQuery) -> Result<Gpu, GpuError> {
-        let mut gpu = Gpu::open(&pick_adapter(query)?, query.kernels)?;
-        gpu.set_schedule(query);
-        Ok(gpu)
-    }
-
-    /// The query's schedule, or auto: measured when the run's shape is known.
-    pub fn set_schedule(&mut self, query: &AdapterQuery) {
-        self.schedule = query.schedule.unwrap_or(Schedule::Layered);
-        self.tuning = query.schedule.is_none().then_some(Tuning {
-            retune: query.retune,
-            kernels: query.kernels.is_none(),
-        });
+        Gpu::open(&pick_adapter(query)?)
     }
 }
 
-/// The browser's WebGPU adapter (the one `navigator.gpu.requestAdapter()` gives), with
-/// `kernels` or those chosen for it, called `name` where wgpu finds no name (it maps only
-/// `GPUAdapter.info.description`, which Firefox leaves empty); a browser without WebGPU, or one
-/// that finds no adapter, is [`GpuError::NoWebGpu`].
-pub async fn browser_gpu(kernels: Option<Kernels>, name: &str) -> Result<Gpu, GpuError> {
+/// The browser's WebGPU adapter (the one `navigator.gpu.requestAdapter()` gives), called
+/// `name` where wgpu finds no name (it maps only `GPUAdapter.info.description`, which Firefox
+/// leaves empty); a browser without WebGPU, or one that finds no adapter, is
+/// [`GpuError::NoWebGpu`].
+pub async fn browser_gpu(name: &str) -> Result<Gpu, GpuError> {
     let mut desc = wgpu::InstanceDescriptor::new_without_display_handle();
     desc.backends = wgpu::Backends::BROWSER_WEBGPU;
     let instance = wgpu::Instance::new(desc);
@@ -419,32 +304,11 @@ pub async fn browser_gpu(kernels: Option<Kernels>, name: &str) -> Result<Gpu, Gp
         .request_adapter(&options)
         .await
         .map_err(|e| GpuError::NoWebGpu(one_line(&e.to_string())))?;
-    let named = |n: &mut String| {
-        if n.trim().is_empty() {
-            *n = name.to_string();
-        }
-    };
-    match Gpu::open_async(&adapter, kernels).await {
-        Ok(mut gpu) => {
-            named(&mut gpu.info.name);
-            Ok(gpu)
-        }
-        Err(GpuError::Kernels {
-            mut adapter,
-            kernels,
-            why,
-            browser,
-        }) => {
-            named(&mut adapter);
-            Err(GpuError::Kernels {
-                adapter,
-                kernels,
-                why,
-                browser,
-            })
-        }
-        Err(e) => Err(e),
+    let mut gpu = Gpu::open_async(&adapter).await?;
+    if gpu.info.name.trim().is_empty() {
+        gpu.info.name = name.to_string();
     }
+    Ok(gpu)
 }
 
 /// wgpu's messages span lines ("Caused by: ..."); an error here is one line.

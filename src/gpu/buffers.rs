@@ -1,13 +1,14 @@
-//! The device buffers of a run: a data split, and the activations of one batch.
+//! The device buffers both schedules share: how a buffer is made, a data split (images,
+//! labels, order, step uniforms), the normalisation table, and the bundles of buffers a
+//! schedule's training step and evaluation are built from. Each schedule keeps its own
+//! activations (`gpu::layered`, `gpu::fused`).
 
 use wgpu::util::DeviceExt;
 
 use crate::data::Dataset;
-use crate::gpu::context::Gpu;
-use crate::gpu::layout::pad4;
-use crate::gpu::ops::gather::pack_images;
-use crate::gpu::program::{step_stride, step_table};
-use crate::model::Arch;
+use crate::gpu::device::Gpu;
+use crate::gpu::dispatch::{step_stride, step_table};
+use crate::gpu::layout::{DeviceLayout, pad4};
 
 /// A buffer holding `bytes`, padded with zeros to whole vec4 (copied only when it needs the
 /// padding: the training images are 47 MB).
@@ -31,15 +32,28 @@ pub fn init(gpu: &Gpu, label: &str, bytes: &[u8], usage: wgpu::BufferUsages) -> 
         })
 }
 
-/// The 256-entry table that normalises a pixel value as ToTensor and Normalize((0.5,), (0.5,)).
-pub fn normalisation_table(gpu: &Gpu) -> wgpu::Buffer {
+/// The 256-entry table that normalises a pixel value as ToTensor and Normalize((0.5,), (0.5,)),
+/// as a storage buffer (the layered gather reads it) or a uniform one (the fused kernels).
+pub fn normalisation_table(gpu: &Gpu, usage: wgpu::BufferUsages) -> wgpu::Buffer {
     let table = crate::data::normalize_table();
     init(
         gpu,
         "normalisation table",
         bytemuck::cast_slice(&table),
-        wgpu::BufferUsages::STORAGE,
+        usage,
     )
+}
+
+/// Packs u8 images four to a u32, each image padded to whole words.
+pub fn pack_images(data: &Dataset) -> Vec<u32> {
+    let words = data.pixels().div_ceil(4);
+    let mut out = vec![0u32; data.len() * words];
+    for i in 0..data.len() {
+        for (p, &v) in data.image(i).iter().enumerate() {
+            out[i * words + p / 4] |= (v as u32) << (8 * (p % 4));
+        }
+    }
+    out
 }
 
 /// A zeroed storage buffer of `floats` (rounded up to whole vec4), also a copy source and
@@ -56,13 +70,21 @@ pub fn zeros(gpu: &Gpu, label: &str, floats: usize) -> wgpu::Buffer {
 }
 
 /// A data split on the device: packed images, labels, the order the steps read, and one step
-/// uniform per batch of `batch`.
+/// uniform per batch of `batch`. A clone shares the buffers (the tuner times every candidate on
+/// one upload).
+#[derive(Clone)]
 pub struct Split {
+    /// images: [len, ceil(pixels / 4)] u32, from [`pack_images`]
     pub images: wgpu::Buffer,
+    /// labels: [len] u32
     pub labels: wgpu::Buffer,
+    /// order: [len] u32, the epoch's order (identity for the test split)
     pub order: wgpu::Buffer,
+    /// steps: one `Step` per batch, at `step_stride`
     pub steps: wgpu::Buffer,
     pub len: usize,
+    /// Samples per step.
+    pub batch: usize,
     pub pixels: usize,
 }
 
@@ -97,6 +119,7 @@ impl Split {
                 wgpu::BufferUsages::UNIFORM,
             ),
             len: data.len(),
+            batch,
             pixels: data.pixels(),
         }
     }
@@ -106,43 +129,41 @@ impl Split {
     }
 }
 
-/// The activations of one batch of `bp` columns and, when training, their gradients.
-pub struct Activations {
-    pub bp: usize,
-    /// h_t[l]: H_l^T [s_l, bp], feature-major; h_t[0] is the input X^T
-    pub h_t: Vec<wgpu::Buffer>,
-    /// h_rows[l]: H_l [bp, pad4(s_l)], batch-major, zero past s_l
-    pub h_rows: Vec<wgpu::Buffer>,
-    /// dz[l]: dZ_l^T [s_{l+1}, bp], the gradient of layer l's output (empty when evaluating)
-    pub dz: Vec<wgpu::Buffer>,
+/// A model on the device, in the device layout (`gpu::layout`).
+pub struct Weights<'a> {
+    pub layout: &'a DeviceLayout,
+    /// params: the flat parameters, device layout
+    pub params: &'a wgpu::Buffer,
 }
 
-impl Activations {
-    pub fn new(gpu: &Gpu, arch: &Arch, bp: usize, gradients: bool) -> Activations {
-        let s = &arch.sizes;
-        Activations {
-            bp,
-            h_t: (0..s.len())
-                .map(|l| zeros(gpu, &format!("H{l}^T"), s[l] * bp))
-                .collect(),
-            h_rows: (0..s.len())
-                .map(|l| zeros(gpu, &format!("H{l}"), bp * pad4(s[l])))
-                .collect(),
-            dz: match gradients {
-                true => (0..arch.layers())
-                    .map(|l| zeros(gpu, &format!("dZ{l}^T"), s[l + 1] * bp))
-                    .collect(),
-                false => Vec::new(),
-            },
-        }
-    }
+/// What a training step reads and writes besides the parameters.
+pub struct StepInputs<'a> {
+    pub split: &'a Split,
+    /// momentum_buffer: [params], device layout, PyTorch's `momentum_buffer`
+    pub momentum_buffer: &'a wgpu::Buffer,
+    /// losses: [steps per epoch], each step's mean loss
+    pub losses: &'a wgpu::Buffer,
+    pub steps_per_epoch: usize,
+    pub lr: f64,
+    /// SGD's momentum coefficient.
+    pub momentum: f64,
+}
 
-    pub fn bytes(&self) -> u64 {
-        self.h_t
-            .iter()
-            .chain(&self.h_rows)
-            .chain(&self.dz)
-            .map(|b| b.size())
-            .sum()
-    }
+/// Where an evaluation writes each sample's verdict.
+pub struct Verdicts<'a> {
+    /// correct: [split] u32, is_correct | predicted << 8
+    pub correct: &'a wgpu::Buffer,
+    /// log_probs: [split, classes]
+    pub log_probs: &'a wgpu::Buffer,
+    pub classes: usize,
+}
+
+/// A schedule's training step or evaluation, built: its dispatches in order, and the bytes of
+/// the buffers only it holds (the dispatches keep those alive).
+pub struct Built {
+    pub dispatches: Vec<crate::gpu::dispatch::Dispatch>,
+    pub bytes: Vec<(String, u64)>,
+    /// The layered schedule's weight gradients (device layout), which the tests read; the fused
+    /// schedule applies each gradient where it sums it and keeps none.
+    pub grads: Option<wgpu::Buffer>,
 }

@@ -1,15 +1,14 @@
-//! What every operation is built from: the WGSL of `gpu::wgsl` (re-exported here), the `Step`
-//! uniform, a dispatch ready to record (`Op`, created once before step 0 with the WebGPU
-//! binding rules checked), submission and read-back.
+//! The dispatch plumbing every operation shares: the `Step` uniform, a launcher's description
+//! of a dispatch (`DispatchDesc`) and the dispatch built from it, ready to record (`Dispatch`:
+//! pipeline, bind group, grid, created once before step 0 with WebGPU's binding rules
+//! checked), the launchers' preconditions, and submission.
 
 use std::sync::Arc;
 
 use anyhow::{Result, ensure};
 
-use crate::gpu::context::Gpu;
-
-pub use crate::gpu::readback::{read_back, staging};
-pub use crate::gpu::wgsl::{Kernels, Module, SOURCES, Schedule, TileLoop, compose, module};
+use crate::gpu::device::Gpu;
+use crate::gpu::wgsl::Module;
 
 // ---- the Step uniform ----
 
@@ -71,8 +70,8 @@ impl<'a> Bind<'a> {
     }
 }
 
-/// What a launcher hands to [`Op::new`].
-pub struct Dispatch<'a> {
+/// What a launcher hands to [`Dispatch::new`].
+pub struct DispatchDesc<'a> {
     pub label: String,
     pub module: &'a Module,
     pub entry: &'a str,
@@ -85,7 +84,7 @@ pub struct Dispatch<'a> {
 /// A dispatch ready to record: pipeline, bind group, grid; `step` says whether its bind group
 /// takes the dynamic offset of the step being recorded.
 #[derive(Clone)]
-pub struct Op {
+pub struct Dispatch {
     pub label: String,
     /// What the pipeline was built from: module, entry point and override constants.
     pub source: PipelineSource,
@@ -162,10 +161,43 @@ fn group_entry<'a>(binding: u32, bind: &Bind<'a>) -> wgpu::BindGroupEntry<'a> {
     wgpu::BindGroupEntry { binding, resource }
 }
 
-impl Op {
+/// A new bind group layout and compute pipeline for `d`, whose layout entries are `entries`.
+fn build_pipeline(
+    gpu: &Gpu,
+    d: &DispatchDesc<'_>,
+    entries: &[wgpu::BindGroupLayoutEntry],
+) -> (wgpu::BindGroupLayout, wgpu::ComputePipeline) {
+    let label = Some(d.label.as_str());
+    let layout = gpu
+        .device
+        .create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor { label, entries });
+    let pipeline_layout = gpu
+        .device
+        .create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+            label,
+            bind_group_layouts: &[Some(&layout)],
+            immediate_size: 0,
+        });
+    let pipeline = gpu
+        .device
+        .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+            label,
+            layout: Some(&pipeline_layout),
+            module: &d.module.module,
+            entry_point: Some(d.entry),
+            compilation_options: wgpu::PipelineCompilationOptions {
+                constants: d.constants,
+                zero_initialize_workgroup_memory: false,
+            },
+            cache: None,
+        });
+    (layout, pipeline)
+}
+
+impl Dispatch {
     /// Builds the pipeline and bind group of `d`, after checking its grid against the adapter
     /// and its bindings against WebGPU's aliasing rule; a driver error is an error, not a panic.
-    pub fn new(gpu: &Gpu, d: Dispatch<'_>) -> Result<Op> {
+    pub fn new(gpu: &Gpu, d: DispatchDesc<'_>) -> Result<Dispatch> {
         let max = gpu.limits.max_compute_workgroups_per_dimension;
         ensure!(
             d.groups.iter().all(|&g| (1..=max).contains(&g)),
@@ -181,32 +213,9 @@ impl Op {
                 .iter()
                 .map(|(i, b)| layout_entry(*i, b))
                 .collect();
-            let layout = gpu
-                .device
-                .create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
-                    label,
-                    entries: &entries,
-                });
-            let pipeline_layout =
-                gpu.device
-                    .create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
-                        label,
-                        bind_group_layouts: &[Some(&layout)],
-                        immediate_size: 0,
-                    });
-            let pipeline = gpu
-                .device
-                .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-                    label,
-                    layout: Some(&pipeline_layout),
-                    module: &d.module.module,
-                    entry_point: Some(d.entry),
-                    compilation_options: wgpu::PipelineCompilationOptions {
-                        constants: d.constants,
-                        zero_initialize_workgroup_memory: false,
-                    },
-                    cache: None,
-                });
+            let (layout, pipeline) = d.module.pipeline(&entries, d.entry, d.constants, || {
+                build_pipeline(gpu, &d, &entries)
+            });
             let entries: Vec<_> = d.bindings.iter().map(|(i, b)| group_entry(*i, b)).collect();
             let bind_group = gpu.device.create_bind_group(&wgpu::BindGroupDescriptor {
                 label,
@@ -215,7 +224,7 @@ impl Op {
             });
             (pipeline, bind_group)
         })?;
-        Ok(Op {
+        Ok(Dispatch {
             source: PipelineSource {
                 module: d.module.name,
                 wgsl: d.module.wgsl.clone(),
@@ -279,11 +288,11 @@ pub fn need(label: &str, name: &str, buffer: &wgpu::Buffer, bytes: usize) -> Res
 pub fn submit(
     gpu: &Gpu,
     label: &str,
-    ops: &[Op],
+    ops: &[Dispatch],
     steps: std::ops::Range<usize>,
     stride: u64,
 ) -> Result<()> {
-    submit_then(gpu, label, (ops, steps, stride), |_| {}).map(drop)
+    submit_then(gpu, label, ops, steps, stride, |_| {}).map(drop)
 }
 
 /// [`submit`], with `then` recording more (a copy to read back) after the pass, in the same
@@ -291,7 +300,9 @@ pub fn submit(
 pub fn submit_then(
     gpu: &Gpu,
     label: &str,
-    (ops, steps, stride): (&[Op], std::ops::Range<usize>, u64),
+    ops: &[Dispatch],
+    steps: std::ops::Range<usize>,
+    stride: u64,
     then: impl FnOnce(&mut wgpu::CommandEncoder),
 ) -> Result<wgpu::SubmissionIndex> {
     let mut enc = gpu

@@ -1,0 +1,235 @@
+//! The layered schedule: one dispatch per layer-wide product, 12 a step for the tutorial's
+//! model, with the matmul kernels of the plan's family.
+//!
+//! Activations are feature-major, `H_l^T: [s_l, bp]`, with `bp` the batch rounded up to 4, so
+//! a batch runs along the columns each invocation owns as one vec4; the forward product also
+//! writes the batch-major copy `H_l: [bp, pad4(s_l)]`, the B operand of the next weight
+//! gradient. Columns of a batch past its valid count carry zero input and zero gradient, so a
+//! last partial batch needs no other pipelines.
+
+use anyhow::Result;
+
+use crate::gpu::buffers::{
+    Built, Split, StepInputs, Verdicts, Weights, normalisation_table, zeros,
+};
+use crate::gpu::device::Gpu;
+use crate::gpu::dispatch::Dispatch;
+use crate::gpu::layout::pad4;
+use crate::gpu::ops::Modules;
+use crate::gpu::ops::evaluate::Evaluate;
+use crate::gpu::ops::gather::Gather;
+use crate::gpu::ops::linear::{Backward, Forward, InputGrad};
+use crate::gpu::ops::nll_head::NllHead;
+use crate::gpu::ops::sgd::Sgd;
+
+/// The activations of one batch of `bp` columns and, when training, their gradients.
+pub struct Activations {
+    pub bp: usize,
+    /// h_t[l]: H_l^T [s_l, bp], feature-major; h_t[0] is the input X^T
+    pub h_t: Vec<wgpu::Buffer>,
+    /// h_rows[l]: H_l [bp, pad4(s_l)], batch-major, zero past s_l
+    pub h_rows: Vec<wgpu::Buffer>,
+    /// dz[l]: dZ_l^T [s_{l+1}, bp], the gradient of layer l's output (empty when evaluating)
+    pub dz: Vec<wgpu::Buffer>,
+}
+
+impl Activations {
+    /// For the layer sizes `sizes` (input first).
+    pub fn new(gpu: &Gpu, sizes: &[usize], bp: usize, gradients: bool) -> Activations {
+        let s = sizes;
+        Activations {
+            bp,
+            h_t: (0..s.len())
+                .map(|l| zeros(gpu, &format!("H{l}^T"), s[l] * bp))
+                .collect(),
+            h_rows: (0..s.len())
+                .map(|l| zeros(gpu, &format!("H{l}"), bp * pad4(s[l])))
+                .collect(),
+            dz: match gradients {
+                true => (0..s.len() - 1)
+                    .map(|l| zeros(gpu, &format!("dZ{l}^T"), s[l + 1] * bp))
+                    .collect(),
+                false => Vec::new(),
+            },
+        }
+    }
+
+    pub fn bytes(&self) -> u64 {
+        self.h_t
+            .iter()
+            .chain(&self.h_rows)
+            .chain(&self.dz)
+            .map(|b| b.size())
+            .sum()
+    }
+}
+
+/// One training step, in the order of the tutorial's loop (L layers, here L = 5):
+///
+/// ```text
+/// images, labels = batch            gather                          X^T, X
+/// output = model(images)            forward 0 .. L-2                H^T_l, H_l (ReLU fused)
+/// loss = criterion(output, labels)  forward L-1 + nll loss + grad   dZ^T_{L-1}, losses[step]
+/// loss.backward()                   backward L-1 .. 1               dX (masked), dW, db
+///                                   backward 0 (weight)             dW, db
+/// optimizer.step()                  sgd                             params, momentum buffer
+/// ```
+pub fn training(gpu: &Gpu, m: &Modules, w: &Weights<'_>, s: &StepInputs<'_>) -> Result<Built> {
+    let layers = &w.layout.layers;
+    let last = layers.len() - 1;
+    let a = Activations::new(gpu, &w.layout.sizes(), pad4(s.split.batch), true);
+    let grads = zeros(gpu, "grads", w.layout.len);
+    let table = normalisation_table(gpu, wgpu::BufferUsages::STORAGE);
+    let mut ops = vec![gather(gpu, m, s.split, &table, &a, "gather train")?];
+    ops.extend(forward_products(gpu, m, w, &a, last)?);
+    let head = NllHead {
+        at: layers[last],
+        bp: a.bp,
+        params: w.params,
+        h: &a.h_t[last],
+        labels: &s.split.labels,
+        order: &s.split.order,
+        steps: &s.split.steps,
+        grad: &a.dz[last],
+        losses: s.losses,
+        steps_per_epoch: s.steps_per_epoch,
+    };
+    ops.push(head.dispatch(gpu, m, &format!("forward {last} + nll loss + grad"))?);
+    for (l, &at) in layers.iter().enumerate().rev() {
+        // The input needs no gradient; every other layer's input gradient shares the dispatch.
+        let input = (l > 0).then(|| InputGrad {
+            dx: &a.dz[l - 1],
+            mask: &a.h_t[l],
+        });
+        let label = match l {
+            0 => "backward weight 0".to_string(),
+            _ => format!("backward {l} (input + weight)"),
+        };
+        let b = Backward {
+            at,
+            bp: a.bp,
+            params: w.params,
+            dz: &a.dz[l],
+            h_rows: &a.h_rows[l],
+            grads: &grads,
+            input,
+        };
+        ops.push(b.dispatch(gpu, m, &label)?);
+    }
+    let sgd = Sgd {
+        len: w.layout.len,
+        lr: s.lr,
+        momentum: s.momentum,
+        params: w.params,
+        grads: &grads,
+        momentum_buffer: s.momentum_buffer,
+    };
+    ops.push(sgd.dispatch(gpu, m, "sgd")?);
+    let bytes = vec![
+        ("activations + gradients".to_string(), a.bytes()),
+        ("grads".to_string(), grads.size()),
+    ];
+    Ok(Built {
+        dispatches: ops,
+        bytes,
+        grads: Some(grads),
+    })
+}
+
+/// One evaluation batch of `split.batch` samples: gather, every layer's forward product (the
+/// logits without ReLU), then each sample's prediction and log-probabilities.
+pub fn evaluation(
+    gpu: &Gpu,
+    m: &Modules,
+    w: &Weights<'_>,
+    split: &Split,
+    v: &Verdicts<'_>,
+) -> Result<Built> {
+    let layers = w.layout.layers.len();
+    let a = Activations::new(gpu, &w.layout.sizes(), pad4(split.batch), false);
+    let table = normalisation_table(gpu, wgpu::BufferUsages::STORAGE);
+    let mut ops = vec![gather(gpu, m, split, &table, &a, "gather test")?];
+    ops.extend(forward_products(gpu, m, w, &a, layers)?);
+    let e = Evaluate {
+        classes: v.classes,
+        bp: a.bp,
+        len: split.len,
+        logits: &a.h_t[layers],
+        labels: &split.labels,
+        order: &split.order,
+        steps: &split.steps,
+        correct: v.correct,
+        log_probs: v.log_probs,
+    };
+    ops.push(e.dispatch(gpu, m, "evaluate")?);
+    Ok(Built {
+        dispatches: ops,
+        bytes: vec![("activations".to_string(), a.bytes())],
+        grads: None,
+    })
+}
+
+/// Samples per evaluation step when `batch` are asked for on a split of `n`: whole vec4 of
+/// columns, at most the split.
+pub fn evaluation_batch(batch: usize, n: usize) -> usize {
+    let n = n.max(1);
+    pad4(batch.clamp(1, n)).min(n)
+}
+
+/// While training, evaluation asks for the training's batch: its forward pipelines are then
+/// the training's (the same module and constants, built once), which a software adapter
+/// compiles at several MB each. Results do not depend on the batch: every sample's column is
+/// computed alone, in the same order.
+pub fn evaluation_batch_in_training(training_batch: usize) -> usize {
+    training_batch
+}
+
+/// The forward products of layers `0 .. count` on `a`: bias and ReLU fused, the logits layer
+/// without ReLU.
+fn forward_products(
+    gpu: &Gpu,
+    m: &Modules,
+    w: &Weights<'_>,
+    a: &Activations,
+    count: usize,
+) -> Result<Vec<Dispatch>> {
+    let last = w.layout.layers.len() - 1;
+    let dispatch = |(l, &at): (usize, &crate::gpu::layout::LayerAt)| {
+        let f = Forward {
+            at,
+            bp: a.bp,
+            relu: l < last,
+            params: w.params,
+            h: &a.h_t[l],
+            z: &a.h_t[l + 1],
+            z_rows: &a.h_rows[l + 1],
+        };
+        f.dispatch(gpu, m, &format!("forward {l}"))
+    };
+    w.layout.layers[..count]
+        .iter()
+        .enumerate()
+        .map(dispatch)
+        .collect()
+}
+
+fn gather(
+    gpu: &Gpu,
+    m: &Modules,
+    split: &Split,
+    table: &wgpu::Buffer,
+    a: &Activations,
+    label: &str,
+) -> Result<Dispatch> {
+    let g = Gather {
+        pixels: split.pixels,
+        bp: a.bp,
+        images: &split.images,
+        order: &split.order,
+        table,
+        steps: &split.steps,
+        x_t: &a.h_t[0],
+        x_rows: &a.h_rows[0],
+    };
+    g.dispatch(gpu, m, label)
+}
