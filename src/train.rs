@@ -139,6 +139,17 @@ pub struct TestFigures {
     pub total: usize,
 }
 
+impl TestFigures {
+    pub fn of(ev: &Eval) -> TestFigures {
+        TestFigures {
+            loss: ev.mean_loss(),
+            accuracy: ev.accuracy(),
+            correct: ev.correct,
+            total: ev.total,
+        }
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct EpochReport {
     pub epoch: usize,
@@ -267,27 +278,78 @@ pub async fn run(
     observer: &mut dyn Observer,
 ) -> Result<Outcome> {
     let steps = recipe.steps_per_epoch(n_train);
-    let interval = options.interval.max(1);
-    let next = |from: usize| from..(from + interval).min(steps);
     let mut pos = start;
     while pos.epoch < recipe.epochs {
         backend.begin_epoch(&epoch_order(recipe.seed, pos.epoch, n_train))?;
-        // On a GPU one interval is read back while the next runs: it is queued before the
-        // losses before it are awaited, unless a stop was asked for (a stop then takes effect
-        // after the interval already queued).
+        let epoch = Epoch {
+            recipe,
+            steps,
+            interval: options.interval.max(1),
+        };
+        if epoch.run(backend, &mut pos, observer).await? {
+            return Ok(Outcome::Interrupted(pos));
+        }
+        let loss = pos.losses.iter().map(|&l| l as f64).sum::<f64>() / steps as f64;
+        let test = match options.evaluate {
+            true => Some(TestFigures::of(&backend.evaluate().await?)),
+            false => None,
+        };
+        let report = EpochReport {
+            epoch: pos.epoch,
+            loss,
+            seconds: pos.seconds,
+            images_per_s: n_train as f64 / pos.seconds,
+            step_losses: std::mem::take(&mut pos.losses),
+            test,
+        };
+        pos = Position {
+            epoch: pos.epoch + 1,
+            ..Default::default()
+        };
+        observer.epoch_done(backend, &report).await?;
+        if pos.epoch < recipe.epochs && observer.interrupted() {
+            return Ok(Outcome::Interrupted(pos));
+        }
+    }
+    Ok(Outcome::Finished)
+}
+
+/// The steps of one epoch, in intervals.
+struct Epoch<'a> {
+    recipe: &'a Recipe,
+    steps: usize,
+    interval: usize,
+}
+
+impl Epoch<'_> {
+    fn next(&self, from: usize) -> Range<usize> {
+        from..(from + self.interval).min(self.steps)
+    }
+
+    /// Runs the epoch's steps from `pos.step` on, interval by interval; true when the observer
+    /// stopped it before its end. On a GPU one interval is read back while the next runs: it
+    /// is queued before the losses before it are awaited, unless a stop was asked for (a stop
+    /// then takes effect after the interval already queued).
+    async fn run(
+        &self,
+        backend: &mut dyn Backend,
+        pos: &mut Position,
+        observer: &mut dyn Observer,
+    ) -> Result<bool> {
+        let (recipe, steps) = (self.recipe, self.steps);
         let mut clock = Instant::now();
         let mut queued = None;
         while pos.step < steps {
             let now = match queued.take() {
                 Some(r) => r,
                 None => {
-                    let r = next(pos.step);
+                    let r = self.next(pos.step);
                     backend.run_steps(r.clone()).await?;
                     r
                 }
             };
             if backend.about().queues_work && now.end < steps && !observer.interrupted() {
-                let r = next(now.end);
+                let r = self.next(now.end);
                 backend.run_steps(r.clone()).await?;
                 queued = Some(r);
             }
@@ -308,51 +370,22 @@ pub async fn run(
             }
             pos.losses.extend_from_slice(&losses);
             pos.step = now.end;
-            observer
-                .progress(&Progress {
-                    epoch: pos.epoch,
-                    epochs: recipe.epochs,
-                    step: pos.step,
-                    steps,
-                    losses: &pos.losses,
-                    seconds: pos.seconds,
-                    batch_size: recipe.batch_size,
-                })
-                .await;
+            let progress = Progress {
+                epoch: pos.epoch,
+                epochs: recipe.epochs,
+                step: pos.step,
+                steps,
+                losses: &pos.losses,
+                seconds: pos.seconds,
+                batch_size: recipe.batch_size,
+            };
+            observer.progress(&progress).await;
             if pos.step < steps && queued.is_none() && observer.interrupted() {
-                return Ok(Outcome::Interrupted(pos));
+                return Ok(true);
             }
         }
-        let loss = pos.losses.iter().map(|&l| l as f64).sum::<f64>() / steps as f64;
-        let test = if options.evaluate {
-            let ev = backend.evaluate().await?;
-            Some(TestFigures {
-                loss: ev.mean_loss(),
-                accuracy: ev.accuracy(),
-                correct: ev.correct,
-                total: ev.total,
-            })
-        } else {
-            None
-        };
-        let report = EpochReport {
-            epoch: pos.epoch,
-            loss,
-            seconds: pos.seconds,
-            images_per_s: n_train as f64 / pos.seconds,
-            step_losses: std::mem::take(&mut pos.losses),
-            test,
-        };
-        pos = Position {
-            epoch: pos.epoch + 1,
-            ..Default::default()
-        };
-        observer.epoch_done(backend, &report).await?;
-        if pos.epoch < recipe.epochs && observer.interrupted() {
-            return Ok(Outcome::Interrupted(pos));
-        }
+        Ok(false)
     }
-    Ok(Outcome::Finished)
 }
 
 /// Runs every epoch of `recipe` from the start, calling `on_epoch` after each; no evaluation

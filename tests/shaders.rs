@@ -95,9 +95,7 @@ fn no_dead_entry_points() {
         .map(|e| e.unwrap().path())
         .filter(|p| p.is_file())
         .chain(["src/gpu/fused.rs".into()]);
-    let ops: String = files
-        .map(|p| std::fs::read_to_string(p).unwrap())
-        .collect();
+    let ops: String = files.map(|p| std::fs::read_to_string(p).unwrap()).collect();
     for (label, module) in all_modules() {
         for ep in &module.entry_points {
             assert!(

@@ -2,7 +2,7 @@
 //! terminal, one line per epoch with the test figures, a checkpoint after every epoch, Ctrl-C
 //! that checkpoints and exits 130, and the model file at the end.
 
-mod plan;
+mod spec;
 mod ui;
 
 use std::path::{Path, PathBuf};
@@ -27,7 +27,7 @@ use super::args::{
     DeviceChoice, Hidden, Interrupted, RunArgs, UsageError, arch_string, at_least_one, data_dir,
     hidden, momentum, open_device, positive_finite, usage,
 };
-use plan::Start;
+use spec::Start;
 use ui::{Ui, install_interrupt_handler};
 
 /// Where runs go unless `--run-dir` says otherwise: `runs/run-001`, `runs/run-002`, ...
@@ -100,20 +100,20 @@ pub fn run(args: TrainArgs) -> Result<()> {
     let t_start = Instant::now();
     // MNIST's 28x28 inputs and 10 classes are the contract; a model file must fit them.
     let (input, classes) = (28 * 28, data::CLASSES);
-    let start = plan::start(&args, (input, classes))?;
-    let Start { plan, arch, .. } = &start;
+    let start = spec::start(&args, (input, classes))?;
+    let Start { spec, arch, .. } = &start;
     let mut run_args = args.run.clone();
     if start.resumed.is_some() {
-        run_args.dataset = plan.dataset;
-        run_args.data_dir = plan.data_dir.clone();
+        run_args.dataset = spec.dataset;
+        run_args.data_dir = spec.data_dir.clone();
     }
-    let gpu = open_checked_device(&run_args, arch, plan.recipe.batch_size, args.quiet)?;
+    let gpu = open_checked_device(&run_args, arch, spec.recipe.batch_size, args.quiet)?;
     let (train, test) = load_data(&run_args, arch)?;
     let n_train = train.len();
     let mut backend = pollster::block_on(backends::for_training(
         gpu,
         arch,
-        &plan.recipe,
+        &spec.recipe,
         start.params.clone(),
         train,
         test,
@@ -152,7 +152,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
     };
     let outcome = pollster::block_on(mnist_wgpu::train::run(
         backend.as_mut(),
-        &plan.recipe,
+        &spec.recipe,
         n_train,
         position.clone(),
         options,
@@ -162,7 +162,24 @@ pub fn run(args: TrainArgs) -> Result<()> {
         bar.finish_and_clear();
     }
     finish(outcome, &mut ui, backend.as_mut(), &header, n_train)?;
-    let (loss, accuracy) = summary(&ui, backend.as_mut(), &header)?;
+    conclude(
+        &header,
+        &mut ui,
+        backend.as_mut(),
+        profiling,
+        run_args.dataset.name(),
+    )
+}
+
+/// After the last epoch: the summary, the kernel profile and the model file.
+fn conclude(
+    header: &Header<'_>,
+    ui: &mut Ui,
+    backend: &mut dyn Backend,
+    profiling: bool,
+    dataset: &str,
+) -> Result<()> {
+    let (loss, accuracy) = summary(ui, backend, header)?;
     if profiling && let Some(p) = backend.profile() {
         println!(
             "\nper-kernel GPU time over the {} training steps (timestamp queries):",
@@ -170,14 +187,8 @@ pub fn run(args: TrainArgs) -> Result<()> {
         );
         print!("{}", p.table());
     }
-    if let Some(save) = &plan.save {
-        save_model(
-            save,
-            backend.as_mut(),
-            &header,
-            (loss, accuracy),
-            run_args.dataset.name(),
-        )?;
+    if let Some(save) = &header.start.spec.save {
+        save_model(save, backend, header, (loss, accuracy), dataset)?;
     }
     Ok(())
 }
@@ -244,7 +255,7 @@ struct Header<'a> {
 impl Header<'_> {
     /// `--init` as the user wrote it; a resumed run shows the absolute path it stored.
     fn init_shown(&self) -> String {
-        let init = self.args.init.as_ref().or(self.start.plan.init.as_ref());
+        let init = self.args.init.as_ref().or(self.start.spec.init.as_ref());
         init.map_or("random".to_string(), |p| p.display().to_string())
     }
 
@@ -252,7 +263,7 @@ impl Header<'_> {
     fn ui(&self, backend: &dyn Backend, dataset: &str, metrics: Vec<checkpoint::MetricsRow>) -> Ui {
         let (arch, r, dir) = (
             &self.start.arch,
-            &self.start.plan.recipe,
+            &self.start.spec.recipe,
             self.run_dir.display(),
         );
         let adapter = &backend.about().device;
@@ -279,7 +290,7 @@ impl Header<'_> {
                 ),
             }
         }
-        let plan = &self.start.plan;
+        let spec = &self.start.spec;
         let title = format!(
             "{} on {dataset} | batch {} | lr {} | momentum {} | {adapter}",
             arch_string(arch),
@@ -290,10 +301,10 @@ impl Header<'_> {
         let recorder = Recorder {
             run_dir: self.run_dir.to_path_buf(),
             arch: arch.clone(),
-            settings: plan.settings(arch),
+            settings: spec.settings(arch),
             metrics,
-            metrics_copy: plan.metrics.clone(),
-            plot: plan.plot.clone().map(|p| (p, title)),
+            metrics_copy: spec.metrics.clone(),
+            plot: spec.plot.clone().map(|p| (p, title)),
         };
         Ui {
             quiet: self.args.quiet,
@@ -323,7 +334,7 @@ fn finish(
                  resume with: mnist-wgpu train --resume {dir}",
                 pos.epoch,
                 pos.step,
-                h.start.plan.recipe.steps_per_epoch(n_train),
+                h.start.spec.recipe.steps_per_epoch(n_train),
                 h.run_dir.join(checkpoint::CHECKPOINT_FILE).display(),
             ))
             .into())
@@ -369,7 +380,7 @@ fn save_model(
     (loss, accuracy): (f64, f64),
     dataset: &str,
 ) -> Result<()> {
-    let (arch, r) = (&h.start.arch, &h.start.plan.recipe);
+    let (arch, r) = (&h.start.arch, &h.start.spec.recipe);
     let program = format!("mnist-wgpu {}", env!("CARGO_PKG_VERSION"));
     let adapter = &backend.about().device;
     let test = Some((loss, accuracy));

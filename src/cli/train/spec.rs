@@ -17,7 +17,7 @@ use crate::cli::args::{UsageError, hidden, hidden_string};
 
 /// Everything that defines a run; a checkpoint stores it so `--resume` needs no flags.
 #[derive(Clone, Debug)]
-pub struct Plan {
+pub struct RunSpec {
     pub recipe: Recipe,
     pub hidden: Option<Vec<usize>>,
     pub dataset: Kind,
@@ -33,9 +33,9 @@ fn absolute(p: &Path) -> PathBuf {
     std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf())
 }
 
-impl Plan {
-    fn from_args(a: &TrainArgs) -> Plan {
-        Plan {
+impl RunSpec {
+    fn from_args(a: &TrainArgs) -> RunSpec {
+        RunSpec {
             recipe: Recipe {
                 epochs: a.epochs,
                 batch_size: a.batch_size,
@@ -56,7 +56,7 @@ impl Plan {
 
     /// The output choices of `a` (`--save`, `--no-save`, `--metrics`, `--plot`) over those of
     /// `stored` (a resumed run's), or the defaults.
-    fn with_outputs(mut self, a: &TrainArgs, stored: Option<&Plan>) -> Plan {
+    fn with_outputs(mut self, a: &TrainArgs, stored: Option<&RunSpec>) -> RunSpec {
         let default_save = || Some(absolute(Path::new(DEFAULT_MODEL_FILE)));
         self.save = match (a.no_save, &a.save, stored) {
             (true, _, _) => None,
@@ -105,7 +105,7 @@ impl Plan {
         m
     }
 
-    fn from_settings(m: &BTreeMap<String, String>) -> Result<Plan, String> {
+    fn from_settings(m: &BTreeMap<String, String>) -> Result<RunSpec, String> {
         let get = |k: &str| m.get(k).ok_or_else(|| format!("no setting `{k}`"));
         let num = |k: &str| -> Result<f64, String> {
             get(k)?
@@ -119,7 +119,7 @@ impl Plan {
             "idx" => Kind::Idx,
             other => return Err(format!("unknown dataset `{other}`")),
         };
-        Ok(Plan {
+        Ok(RunSpec {
             recipe: Recipe {
                 epochs: num("epochs")? as usize,
                 batch_size: num("batch_size")? as usize,
@@ -140,9 +140,9 @@ impl Plan {
     }
 }
 
-/// Where a run starts: a fresh plan from the flags, or a checkpoint's.
+/// Where a run starts: a fresh spec from the flags, or a checkpoint's.
 pub struct Start {
-    pub plan: Plan,
+    pub spec: RunSpec,
     pub arch: Arch,
     pub params: Vec<f32>,
     pub run_dir: Option<PathBuf>,
@@ -154,21 +154,21 @@ pub fn start(args: &TrainArgs, (input, classes): (usize, usize)) -> Result<Start
     if let Some(dir) = &args.resume {
         let c = checkpoint::load(dir, input, classes)?;
         let file = dir.join(checkpoint::CHECKPOINT_FILE);
-        let stored = Plan::from_settings(&c.settings)
+        let stored = RunSpec::from_settings(&c.settings)
             .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
-        let plan = stored.clone().with_outputs(args, Some(&stored));
+        let spec = stored.clone().with_outputs(args, Some(&stored));
         if let (Some(save), false) = (&args.save, args.no_save) {
             check_save_path(save)?;
         }
         return Ok(Start {
-            plan,
+            spec,
             arch: c.arch.clone(),
             params: c.params.clone(),
             run_dir: Some(dir.clone()),
             resumed: Some(c),
         });
     }
-    let plan = Plan::from_args(args);
+    let spec = RunSpec::from_args(args);
     if !args.no_save {
         check_save_path(
             args.save
@@ -185,11 +185,11 @@ pub fn start(args: &TrainArgs, (input, classes): (usize, usize)) -> Result<Start
         );
         return Err(UsageError(msg).into());
     }
-    let init = match &plan.init {
+    let init = match &spec.init {
         Some(path) => Some(modelfile::load(path, input, classes)?),
         None => None,
     };
-    let arch = match (&init, &plan.hidden) {
+    let arch = match (&init, &spec.hidden) {
         (Some(m), Some(h)) if m.arch.sizes[1..m.arch.sizes.len() - 1] != h[..] => {
             let flag: Vec<String> = h.iter().map(|x| x.to_string()).collect();
             let msg = format!(
@@ -209,10 +209,10 @@ pub fn start(args: &TrainArgs, (input, classes): (usize, usize)) -> Result<Start
     };
     let params = match init {
         Some(m) => m.params,
-        None => arch.init(plan.recipe.seed),
+        None => arch.init(spec.recipe.seed),
     };
     Ok(Start {
-        plan,
+        spec,
         arch,
         params,
         run_dir: args.run_dir.clone(),
