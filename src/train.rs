@@ -79,6 +79,9 @@ pub struct About {
     pub kernels: &'static str,
     /// What `--schedule auto` chose and from what, one line (None where nothing was measured).
     pub tuned: Option<String>,
+    /// The milliseconds auto measured for what it chose, now or when it cached it (per
+    /// training step; per evaluation for an evaluator).
+    pub step_ms: Option<f64>,
     /// Dispatches one training step (or evaluation step) takes; 0 for the CPU.
     pub dispatches_per_step: usize,
     /// The device buffers and their sizes in bytes (none for the CPU).

@@ -264,8 +264,9 @@ impl GpuBackend {
     }
 
     /// Records what `--schedule auto` chose (for the header).
-    pub fn set_tuned(&mut self, line: Option<String>) {
-        self.about.tuned = line;
+    pub fn set_tuned(&mut self, line: String, ms: Option<f64>) {
+        self.about.tuned = Some(line);
+        self.about.step_ms = ms;
     }
 
     /// Every pipeline it built: the training step's and the evaluation's (for the tests).

@@ -105,8 +105,9 @@ impl Evaluator {
     }
 
     /// Records what `--schedule auto` chose (for the header).
-    pub fn set_tuned(&mut self, line: Option<String>) {
-        self.about.tuned = line;
+    pub fn set_tuned(&mut self, line: String, ms: Option<f64>) {
+        self.about.tuned = Some(line);
+        self.about.step_ms = ms;
     }
 }
 
@@ -151,6 +152,7 @@ pub fn about(gpu: &Gpu, plan: Plan, dispatches_per_step: usize) -> About {
         schedule: plan.schedule.name(),
         kernels: plan.kernels.name(),
         tuned: None,
+        step_ms: None,
         dispatches_per_step,
         buffers: Vec::new(),
         queues_work: true,

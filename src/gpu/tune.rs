@@ -22,9 +22,14 @@ use crate::gpu::wgsl::Kernels;
 use crate::model::Arch;
 use crate::train::{Evaluate, Recipe};
 
-/// Training steps timed per round, and rounds per candidate (the fastest round counts).
-const STEPS: usize = 40;
-const ROUNDS: usize = 3;
+/// Training steps in one timed block, rounds of blocks at most, the seconds the rounds may
+/// take in all, and how much slower than the best a candidate may be and still be timed.
+const BLOCK: usize = 16;
+const ROUNDS: usize = 8;
+const BUDGET_S: f64 = 1.0;
+const DROP: f64 = 1.3;
+/// Steps each candidate runs once before the rounds (the first use of its pipelines).
+const WARM_UP: usize = 2;
 
 /// The part of a cache key that names the adapter: name, API, driver, vendor and device ids.
 pub fn adapter_key(i: &wgpu::AdapterInfo) -> String {
@@ -70,18 +75,34 @@ fn chosen_line(gpu: &Gpu, choice: Plan, figures: &Figures, how: &str, unit: &str
     )
 }
 
-/// The cached choice for `key` unless `--retune`, with its line.
-fn cached(gpu: &Gpu, request: &Request, key: &str, unit: &str) -> Option<(Plan, String)> {
+/// What auto chose: the plan, the line that says so, and the plan's measured milliseconds.
+struct Choice {
+    plan: Plan,
+    line: String,
+    ms: Option<f64>,
+}
+
+impl Choice {
+    fn new(gpu: &Gpu, plan: Plan, figures: &Figures, how: &str, unit: &str) -> Choice {
+        Choice {
+            plan,
+            line: chosen_line(gpu, plan, figures, how, unit),
+            ms: figures.iter().find(|(p, _)| *p == plan).map(|f| f.1),
+        }
+    }
+}
+
+/// The cached choice for `key` unless `--retune`.
+fn cached(gpu: &Gpu, request: &Request, key: &str, unit: &str) -> Option<Choice> {
     if request.retune {
         return None;
     }
-    let (choice, figures) = cache::lookup(key)?;
-    let line = chosen_line(gpu, choice, &figures, &cache::cached_how(), unit);
-    Some((choice, line))
+    let (plan, figures) = cache::lookup(key)?;
+    Some(Choice::new(gpu, plan, &figures, &cache::cached_how(), unit))
 }
 
-/// The chosen plan from measured `figures`, stored in the cache, with its line.
-fn chosen(gpu: &Gpu, key: &str, figures: &Figures, unit: &str) -> Result<(Plan, String)> {
+/// The fastest plan of the measured `figures`, stored in the cache.
+fn chosen(gpu: &Gpu, key: &str, figures: &Figures, unit: &str) -> Result<Choice> {
     let Some(best) = fastest(figures) else {
         anyhow::bail!(
             "--schedule auto: no schedule could be built on {}",
@@ -89,7 +110,7 @@ fn chosen(gpu: &Gpu, key: &str, figures: &Figures, unit: &str) -> Result<(Plan, 
         );
     };
     let how = cache::store(key, best, figures);
-    Ok((best, chosen_line(gpu, best, figures, &how, unit)))
+    Ok(Choice::new(gpu, best, figures, &how, unit))
 }
 
 /// The modules of each kernel family, compiled once for every candidate that uses it.
@@ -129,62 +150,77 @@ pub async fn for_training(
     let unit = "ms per step";
     let split = Split::new(gpu, "train", train, recipe.batch_size);
     let mut modules = ModuleSets::default();
-    let (plan, line) = match cached(gpu, &request, &key, unit) {
+    let choice = match cached(gpu, &request, &key, unit) {
         Some(found) => found,
         None => {
-            let mut figures = Figures::new();
+            // A candidate the device cannot build (a limit, a driver's refusal) is left out.
+            let mut built = Vec::new();
             for c in request.candidates(gpu) {
-                // A candidate the device cannot build (a limit, a driver's refusal) is left out.
-                let built = modules
-                    .of(gpu, c.kernels)
-                    .and_then(|m| Trainer::new(gpu, c, m, arch, recipe, params, split.clone()));
-                let Ok(mut t) = built else {
-                    continue;
-                };
-                let best = figures.iter().map(|f| f.1).fold(f64::INFINITY, f64::min);
-                figures.push((c, time_steps(&mut t, recipe, best).await?));
+                let m = modules.of(gpu, c.kernels);
+                if let Ok(t) =
+                    m.and_then(|m| Trainer::new(gpu, c, m, arch, recipe, params, split.clone()))
+                {
+                    built.push((c, t));
+                }
             }
+            let figures = time_training(built, recipe).await?;
             chosen(gpu, &key, &figures, unit)?
         }
     };
+    let plan = choice.plan;
     let modules = modules.of(gpu, plan.kernels)?;
     let trainer = Trainer::new(gpu, plan, modules, arch, recipe, params, split)?;
     let mut backend = GpuBackend::from_trainer(trainer, test)?;
-    backend.set_tuned(Some(line));
+    backend.set_tuned(choice.line, choice.ms);
     Ok(backend)
 }
 
-/// Milliseconds per training step as `train` runs them (a loss read-back after each
-/// submission): a few steps to warm up, then the fastest of [`ROUNDS`] rounds of [`STEPS`];
-/// a candidate twice as slow as `rival` in a first short round, or half again as slow after a
-/// full one, is not timed further.
-async fn time_steps(t: &mut Trainer, recipe: &Recipe, rival: f64) -> Result<f64> {
-    let n = t.split_len();
-    let steps = STEPS.min(recipe.steps_per_epoch(n));
-    t.begin_epoch(&crate::rng::epoch_order(recipe.seed, 0, n))?;
-    // Five steps to warm up (the first use of a pipeline compiles it on some drivers), then
-    // five timed: a candidate twice as slow as the best so far is not timed further.
-    let probe = 5.min(steps);
-    t.run_steps(0..probe).await?;
-    t.losses(0..probe).await?;
-    let t0 = web_time::Instant::now();
-    t.run_steps(0..probe).await?;
-    t.losses(0..probe).await?;
-    let first = t0.elapsed().as_secs_f64() * 1e3 / probe as f64;
-    if first > 2.0 * rival {
-        return Ok(first);
+/// Milliseconds per training step of each candidate, as `train` runs them: each block of
+/// steps is two submissions, the second queued before the first one's losses are awaited.
+/// After [`WARM_UP`] steps (some drivers compile a pipeline on its first use), the
+/// candidates take turns, a block each per round, so that a busy moment of the machine falls
+/// on all of them; each keeps its fastest block. After every round a candidate slower than
+/// [`DROP`] times the best is not timed further; the rounds end after [`ROUNDS`], when one
+/// candidate is left, or when [`BUDGET_S`] seconds of timing have passed.
+async fn time_training(mut built: Vec<(Plan, Trainer)>, recipe: &Recipe) -> Result<Figures> {
+    let Some(n) = built.first().map(|(_, t)| t.split_len()) else {
+        return Ok(Figures::new());
+    };
+    let steps = BLOCK.min(recipe.steps_per_epoch(n));
+    let order = crate::rng::epoch_order(recipe.seed, 0, n);
+    for (_, t) in &mut built {
+        t.begin_epoch(&order)?;
+        time_block(t, WARM_UP.min(steps)).await?;
     }
-    let mut best = f64::INFINITY;
+    let mut best = vec![f64::INFINITY; built.len()];
+    let mut alive: Vec<usize> = (0..built.len()).collect();
+    let t0 = web_time::Instant::now();
     for _ in 0..ROUNDS {
-        let t0 = web_time::Instant::now();
-        t.run_steps(0..steps).await?;
-        t.losses(0..steps).await?;
-        best = best.min(t0.elapsed().as_secs_f64() * 1e3 / steps as f64);
-        if best > 1.5 * rival {
+        for &i in &alive {
+            best[i] = best[i].min(time_block(&mut built[i].1, steps).await?);
+        }
+        let fastest = alive.iter().map(|&i| best[i]).fold(f64::INFINITY, f64::min);
+        alive.retain(|&i| best[i] <= DROP * fastest);
+        if alive.len() <= 1 || t0.elapsed().as_secs_f64() > BUDGET_S {
             break;
         }
     }
-    Ok(best)
+    Ok(built.iter().map(|(c, _)| *c).zip(best).collect())
+}
+
+/// Milliseconds per step of one block of `steps`.
+async fn time_block(t: &mut Trainer, steps: usize) -> Result<f64> {
+    let (first, second) = (0..steps / 2, steps / 2..steps);
+    let t0 = web_time::Instant::now();
+    t.run_steps(first.clone()).await?;
+    if !second.is_empty() {
+        t.run_steps(second.clone()).await?;
+    }
+    t.losses(first).await?;
+    if !second.is_empty() {
+        t.losses(second).await?;
+    }
+    Ok(t0.elapsed().as_secs_f64() * 1e3 / steps as f64)
 }
 
 /// The evaluator of `test` in batches of `batch` with the plan the cache holds, or the fastest
@@ -204,7 +240,7 @@ pub async fn for_evaluation(
     );
     let key = key(&gpu.info, &request, &shape);
     let unit = "ms per evaluation";
-    let (plan, line) = match cached(gpu, &request, &key, unit) {
+    let choice = match cached(gpu, &request, &key, unit) {
         Some(found) => found,
         None => {
             let mut figures = Figures::new();
@@ -220,8 +256,8 @@ pub async fn for_evaluation(
             chosen(gpu, &key, &figures, unit)?
         }
     };
-    let mut evaluator = Evaluator::of_model(gpu, plan, arch, params, test, batch)?;
-    evaluator.set_tuned(Some(line));
+    let mut evaluator = Evaluator::of_model(gpu, choice.plan, arch, params, test, batch)?;
+    evaluator.set_tuned(choice.line, choice.ms);
     Ok(evaluator)
 }
 
@@ -342,5 +378,63 @@ pub mod cache {
             Some(()) => "measured now, kept in this browser's local storage".into(),
             None => "measured now (this browser keeps no local storage for the page)".into(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gpu::plan::Schedule;
+
+    fn info() -> wgpu::AdapterInfo {
+        wgpu::AdapterInfo {
+            name: "test\tadapter".into(),
+            vendor: 0x10005,
+            device: 0,
+            device_type: wgpu::DeviceType::Cpu,
+            device_pci_bus_id: String::new(),
+            driver: "driver".into(),
+            driver_info: "1.0".into(),
+            backend: wgpu::Backend::Vulkan,
+            subgroup_min_size: 8,
+            subgroup_max_size: 8,
+            transient_saves_memory: Some(false),
+            limit_bucket: None,
+        }
+    }
+
+    #[test]
+    fn the_fastest_is_chosen_and_the_cache_entry_reads_back() {
+        let (l, f) = (
+            Plan::new(Schedule::Layered, Kernels::Plain),
+            Plan::new(Schedule::Fused, Kernels::Subgroup),
+        );
+        let figures: Figures = vec![(l, 3.25), (f, 2.5)];
+        assert_eq!(fastest(&figures), Some(f));
+        assert_eq!(fastest(&Figures::new()), None);
+        let text = entry_text(f, &figures);
+        let (choice, figs) = text.split_once('\t').unwrap();
+        assert_eq!(parse_entry(choice, figs), Some((f, figures)));
+        assert_eq!(parse_entry("fused/none", figs), None);
+    }
+
+    #[test]
+    fn the_key_names_the_adapter_the_shape_and_the_families() {
+        let any = key(&info(), &Request::default(), "train 784-10 batch 32");
+        assert!(!any.contains('\t'), "{any}");
+        assert!(
+            any.starts_with("test adapter | Vulkan | driver 1.0 | 10005:0000 | "),
+            "{any}"
+        );
+        assert!(
+            any.ends_with("train 784-10 batch 32 | kernels any"),
+            "{any}"
+        );
+        let plain = Request {
+            kernels: Some(Kernels::Plain),
+            ..Request::default()
+        };
+        let fixed = key(&info(), &plain, "train 784-10 batch 32");
+        assert!(fixed.ends_with("| kernels plain"), "{fixed}");
     }
 }

@@ -13,6 +13,7 @@ use clap::Args;
 
 use mnist_wgpu::backends;
 use mnist_wgpu::checkpoint::{self, Recorder};
+use mnist_wgpu::cpu::CpuBackend;
 use mnist_wgpu::data::{self, Dataset};
 use mnist_wgpu::fetch::Need;
 use mnist_wgpu::flags;
@@ -21,7 +22,7 @@ use mnist_wgpu::gpu::device::Gpu;
 use mnist_wgpu::gpu::plan::Request;
 use mnist_wgpu::model::Arch;
 use mnist_wgpu::modelfile::{self, DEFAULT_MODEL_FILE};
-use mnist_wgpu::train::{Backend, Diverged, EpochReport, LoopOptions, Outcome, Position};
+use mnist_wgpu::train::{Backend, Diverged, EpochReport, LoopOptions, Outcome, Position, Recipe};
 
 use super::args::{
     DeviceChoice, Hidden, Interrupted, RunArgs, UsageError, arch_string, at_least_one, data_dir,
@@ -91,10 +92,8 @@ pub struct TrainArgs {
     pub run: RunArgs,
 }
 
-/// What a software adapter costs against the CPU backend: ms per step of the default recipe
-/// from `bench`, same session, on the 2-core machine of docs/PERFORMANCE.md.
-const SOFTWARE_COST: &str = "on a 2-core machine a training step took about 5 times as long on \
-lavapipe, 7 times on llvmpipe GL and 24 times on SwiftShader as with --device cpu";
+/// Training steps the CPU backend times for the note on software adapters.
+const CPU_PROBE_STEPS: usize = 20;
 
 pub fn run(args: TrainArgs) -> Result<()> {
     let t_start = Instant::now();
@@ -107,9 +106,19 @@ pub fn run(args: TrainArgs) -> Result<()> {
         run_args.dataset = spec.dataset;
         run_args.data_dir = spec.data_dir.clone();
     }
-    let gpu = open_checked_device(&run_args, arch, spec.recipe.batch_size, args.quiet)?;
+    let gpu = open_checked_device(&run_args, arch, spec.recipe.batch_size)?;
     let (train, test) = load_data(&run_args, arch)?;
     let n_train = train.len();
+    let software = gpu
+        .as_ref()
+        .filter(|(g, _)| g.info.device_type == wgpu::DeviceType::Cpu);
+    let note = match software {
+        Some((g, _)) if run_args.device == DeviceChoice::Auto && !args.quiet => {
+            let cpu_ms = cpu_ms_per_step(arch, &spec.recipe, &start.params, &train);
+            Some((g.info.name.clone(), cpu_ms))
+        }
+        _ => None,
+    };
     let mut backend = pollster::block_on(backends::for_training(
         gpu,
         arch,
@@ -119,6 +128,9 @@ pub fn run(args: TrainArgs) -> Result<()> {
         test,
     ))
     .map_err(usage)?;
+    if let Some((name, cpu_ms)) = note {
+        eprintln!("{}", software_note(&name, cpu_ms, backend.about().step_ms));
+    }
     if let (Some(line), false) = (&backend.about().tuned, args.quiet) {
         eprintln!("{line}");
     }
@@ -193,26 +205,50 @@ fn conclude(
     Ok(())
 }
 
-/// The device first: a batch too large for it is a usage error, before any data is read. A
-/// software adapter picked by `--device auto` gets a one-line note on what it costs.
+/// The device first: a batch too large for it is a usage error, before any data is read.
 fn open_checked_device(
     run_args: &RunArgs,
     arch: &Arch,
     batch: usize,
-    quiet: bool,
 ) -> Result<Option<(Gpu, Request)>> {
     let gpu = open_device(run_args.device, &run_args.adapter)?;
     if let Some((gpu, _)) = &gpu {
         check_limits(gpu, arch, batch, 60_000).map_err(UsageError)?;
-        let software = gpu.info.device_type == wgpu::DeviceType::Cpu;
-        if run_args.device == DeviceChoice::Auto && software && !quiet {
-            let name = &gpu.info.name;
-            eprintln!(
-                "note: {name} is a software adapter (the CPU emulating a GPU): {SOFTWARE_COST}"
-            );
-        }
     }
     Ok(gpu)
+}
+
+/// Milliseconds per training step of the CPU backend on this machine, now: a few steps of
+/// the run's own recipe on the head of its training set.
+fn cpu_ms_per_step(arch: &Arch, recipe: &Recipe, params: &[f32], train: &Dataset) -> f64 {
+    let steps = CPU_PROBE_STEPS.min(recipe.steps_per_epoch(train.len()));
+    let head = train.head(steps * recipe.batch_size);
+    let empty = Dataset::empty(train.rows, train.cols);
+    let mut cpu = CpuBackend::new(arch.clone(), recipe.clone(), params.to_vec(), head, empty);
+    let t0 = Instant::now();
+    let run = async {
+        cpu.begin_epoch(&(0..(steps * recipe.batch_size) as u32).collect::<Vec<_>>())?;
+        cpu.run_steps(0..steps).await
+    };
+    match pollster::block_on(run) {
+        Ok(()) => t0.elapsed().as_secs_f64() * 1e3 / steps as f64,
+        Err(_) => f64::NAN,
+    }
+}
+
+/// The note for a software adapter picked by `--device auto`: what a step costs there against
+/// the CPU backend, both measured on this machine (the adapter's by `--schedule auto`, now or
+/// when it was cached).
+fn software_note(name: &str, cpu_ms: f64, gpu_ms: Option<f64>) -> String {
+    let against = match gpu_ms {
+        Some(g) => format!(
+            "a training step took {g:.2} ms here as auto measured it, {:.1} times the {cpu_ms:.2} ms \
+             of --device cpu measured now",
+            g / cpu_ms
+        ),
+        None => format!("--device cpu measured now takes {cpu_ms:.2} ms a training step"),
+    };
+    format!("note: {name} is a software adapter (the CPU emulating a GPU): {against}")
 }
 
 fn load_data(run_args: &RunArgs, arch: &Arch) -> Result<(Dataset, Dataset)> {
