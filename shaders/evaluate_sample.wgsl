@@ -1,8 +1,8 @@
+//#needs BP, LAYERS, SAMPLES, WG, acts, correct, labels, layers, log_probs, log_sum_exp, order, step
 // Evaluation for the fused schedule, per sample (the twin of evaluate.wgsl): whether the first
-// largest logit is the label, and the log-probabilities, at the sample's position in the
-// split. CPU twins: `cpu::argmax`, `cpu::log_softmax`. Uses `log_sum_exp` (nll_sample.wgsl) and
-// the importing module's `acts`, `labels`, `order`, `correct`, `log_probs`, `layers`, `step`,
-// LAYERS, SAMPLES, WG and BP.
+// largest logit is the label, and the log-probabilities, at the sample's position in the split.
+// CPU twins: `cpu::argmax`, `cpu::log_softmax`. What it uses of its importer is its `//#needs`
+// line.
 
 fn evaluate_samples(s0: u32, li: u32) {
     let ly = layers[LAYERS - 1u];

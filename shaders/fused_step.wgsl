@@ -13,7 +13,8 @@
 //#import step.wgsl
 //#import layer_table.wgsl
 //#import gather_sample.wgsl
-//#import sample_loop.wgsl
+//#import sample_plain.wgsl if kernels = plain|wide
+//#import sample_subgroup.wgsl if kernels = subgroup
 //#import linear_sample.wgsl
 //#import nll_sample.wgsl
 //#import evaluate_sample.wgsl

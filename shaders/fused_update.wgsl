@@ -10,7 +10,8 @@
 //#import step.wgsl
 //#import layer_table.wgsl
 //#import sgd_rule.wgsl
-//#import sample_loop.wgsl
+//#import sample_plain.wgsl if kernels = plain|wide
+//#import sample_subgroup.wgsl if kernels = subgroup
 //#import linear_update.wgsl
 
 override LAYERS: u32;

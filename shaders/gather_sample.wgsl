@@ -1,9 +1,9 @@
+//#needs BP, PIXELS, SAMPLES, WG, WORDS, acts, images, layers, order, step, table
 // Batch assembly for the fused schedule (the per-sample twin of batch.wgsl): the workgroup's
 // samples fetched through the epoch's order and normalised into X [BP, 4 WORDS], batch-major,
 // one word (four pixels) per vec4. Samples past step.valid (a last, partial batch) and the
-// padding pixels are zeros. CPU twin: `cpu::gather`. Uses the importing module's `images`,
-// `order`, `table` (a uniform array<vec4<f32>, 64>), `acts`, `layers`, `step`, SAMPLES, WG,
-// BP, PIXELS and WORDS.
+// padding pixels are zeros. CPU twin: `cpu::gather`. What it uses of its importer is its
+// `//#needs` line.
 
 fn normalised(v: u32) -> f32 {
     return table[v / 4u][v % 4u];

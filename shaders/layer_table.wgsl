@@ -1,8 +1,9 @@
+//#needs BP, acts, dz
 // The fused schedule's table of layers: where each layer's parameters, activations and output
 // gradient live, read from a uniform buffer by both fused dispatches; and how both read four
-// samples' rows (from the importing module's `acts`, `dz` and BP). Host twin:
-// `gpu::fused::LayerRow` (#[repr(C)], held to this layout by tests/shaders.rs). Offsets are in
-// floats and multiples of 4; every row of a batch-major tensor is padded to a multiple of 4.
+// samples' rows. Host twin: `gpu::layout::LayerRow` (#[repr(C)], held to this layout by
+// tests/shaders.rs). Offsets are in floats and multiples of 4; every row of a batch-major
+// tensor is padded to a multiple of 4.
 struct Layer {
     // in and out features of the layer
     inp: u32,

@@ -21,7 +21,9 @@
 // needs no gradient. A workgroup of LANES x ROW_GROUPS invocations covers ROW_GROUPS x ROWS
 // rows and LANES vec4 columns.
 //#import tile_common.wgsl
-//#import tile_loop.wgsl
+//#import tile_plain.wgsl if kernels = plain
+//#import tile_subgroup.wgsl if kernels = subgroup
+//#import tile_shared.wgsl if kernels = wide
 
 override IN: u32;
 override OUT: u32;

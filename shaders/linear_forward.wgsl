@@ -12,7 +12,9 @@
 // of columns; grid (ceil(BP / 4 / LANES), ceil(OUT / (ROWS ROW_GROUPS))). BP is a multiple of 4. Out-of-range rows and columns are computed on
 // clamped addresses and never stored, so every access stays in bounds.
 //#import tile_common.wgsl
-//#import tile_loop.wgsl
+//#import tile_plain.wgsl if kernels = plain
+//#import tile_subgroup.wgsl if kernels = subgroup
+//#import tile_shared.wgsl if kernels = wide
 
 override IN: u32;
 override OUT: u32;

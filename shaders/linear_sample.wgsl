@@ -1,14 +1,13 @@
+//#needs BP, LANE4, LAYERS, Layer, Rows8, SAMPLES, WG, acts, acts4, acts8, dz, dz8, layers, params
 // Linear layers for the fused schedule, per sample (the twins of linear_forward.wgsl and the
 // input product of linear_backward.wgsl). CPU twins: `cpu::linear_forward`,
-// `cpu::linear_backward` (dx), `cpu::relu_backward`.
-//
-// Activations and gradients are batch-major, one row per sample (`layer_table.wgsl`), so a
-// sample's row and a row of W both run along the layer's inputs. One invocation takes a tile of
-// 4 features by 8 samples: per 4 inputs it reads four vec4 of W and eight of the samples for
-// 128 multiply-adds. The workgroup's invocations take the tiles of a layer in turn; what a
-// layer writes, the next reads after a storageBarrier in the entry point. Samples past BP
-// (a batch that is no multiple of 8) read a clamped row and store nothing. Uses the importing
-// module's `params`, `acts`, `dz`, `layers`, LAYERS, SAMPLES, WG and BP.
+// `cpu::linear_backward` (dx), `cpu::relu_backward`. Activations and gradients are batch-major,
+// one row per sample (`layer_table.wgsl`), so a sample's row and a row of W both run along the
+// layer's inputs. One invocation takes a tile of 4 features by 8 samples: per 4 inputs it reads
+// four vec4 of W and eight of the samples for 128 multiply-adds. The workgroup's invocations
+// take the tiles of a layer in turn; what a layer writes, the next reads after a storageBarrier
+// in the entry point. Samples past BP (a batch that is no multiple of 8) read a clamped row and
+// store nothing. What it uses of its importer is its `//#needs` line.
 
 // W[min(o, out - 1), 4 k4 .. 4 k4 + 4]: one vec4 of a row (rows past `out` are clamped, so
 // every load stays inside W; their products are masked by the caller).
@@ -39,7 +38,7 @@ fn store_acts4(at: u32, ld4: u32, c0: u32, v: mat4x4<f32>) {
 // Y = X W^T + bias, ReLU unless l is the logits layer, for the workgroup's samples s0 ..
 // s0 + SAMPLES, eight at a time. Y's padding features are written 0. Invocation li takes the
 // row tiles li, li + WG, ... of each eight samples; every loop runs the same trips in the whole
-// workgroup, as the subgroup flavour of sample_rows (sample_loop.wgsl) needs.
+// workgroup, as the subgroup flavour of sample_rows (sample_subgroup.wgsl) needs.
 fn forward_layer(l: u32, s0: u32, li: u32) {
     let ly = layers[l];
     let o4s = (ly.out + 3u) / 4u;

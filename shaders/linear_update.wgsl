@@ -1,14 +1,16 @@
+//#needs LANE4, Layer, Rows8, acts4, dz8, sgd_step, step
 // The weight gradient of a linear layer with the SGD step fused, for the fused schedule (the
 // twin of the weight product of linear_backward.wgsl followed by sgd.wgsl): one tile of 8 rows
 // of W by two vec4 of its columns sums dW = dZ^T X over the batch's valid samples, eight at a
-// time in order, then applies the momentum rule (sgd_rule.wgsl) to those 64 weights; the
-// tiles of the first columns also do the 8 biases (db = the column sums of dZ). No gradient is stored. CPU twins: `cpu::linear_backward` (dw, db), `cpu::sgd`. Uses
-// the importing module's `acts`, `dz`, `step`, what sgd_rule.wgsl and sample_loop.wgsl use.
+// time in order, then applies the momentum rule (sgd_rule.wgsl) to those 64 weights; the tiles
+// of the first columns also do the 8 biases (db = the column sums of dZ). No gradient is
+// stored. CPU twins: `cpu::linear_backward` (dw, db), `cpu::sgd`. What it uses of its importer
+// is its `//#needs` line (with what sgd_rule.wgsl and the sample loop use).
 
 // Tiles of a layer: ceil(out / 8) row blocks by ceil(ldw / 8) column pairs rounded up to a
 // multiple of 8, so that eight neighbouring invocations share their rows (host twin
-// `gpu::fused::layer_rows`). The rows' dZ of eight samples at a time comes through dz8
-// (sample_loop.wgsl): in the subgroup flavour one load per invocation, shared.
+// `gpu::layout::layer_rows`). The rows' dZ of eight samples at a time comes through dz8
+// (sample_plain.wgsl or sample_subgroup.wgsl): in the subgroup flavour one load per invocation, shared.
 fn update_tile(ly: Layer, t: u32, li: u32) {
     let k4s = ly.ldw / 4u;
     let o4s = (ly.out + 3u) / 4u;

@@ -1,10 +1,10 @@
+//#needs BP, LAYERS, SAMPLES, WG, acts, dz, labels, layers, order, sample_loss, step
 // LogSoftmax and NLLLoss for the fused schedule, per sample (the twin of the loss half of
 // nll_head.wgsl): each sample's loss -logp[label] into sample_loss (its mean over the batch is
 // taken by fused_update.wgsl), and the gradient of the logits as autograd computes it for the
 // batch's mean: g = -1/valid at the label, dz = g - exp(logp) * g. Samples past step.valid get
-// loss 0 and gradient 0. CPU twins: `cpu::log_softmax`, `cpu::nll_loss_grad`. Uses the
-// importing module's `acts`, `dz`, `labels`, `order`, `sample_loss`, `layers`, `step`, LAYERS,
-// SAMPLES, WG and BP.
+// loss 0 and gradient 0. CPU twins: `cpu::log_softmax`, `cpu::nll_loss_grad`. What it uses of
+// its importer is its `//#needs` line.
 
 // log(sum(exp(z))) of the logits row at vec4 index z4 (`out` of them), shifted by the max as
 // PyTorch does, summed in class order.

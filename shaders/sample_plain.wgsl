@@ -1,5 +1,7 @@
-// How the per-sample kernels read the rows of eight samples (imported as sample_loop.wgsl by
-// fused_step.wgsl, like tile_loop.wgsl): every invocation loads all eight itself. For any
+//#needs acts4, dz4
+// How the per-sample kernels read the rows of eight samples (fused_step.wgsl and
+// fused_update.wgsl import it for the plain and wide families): every invocation loads all
+// eight itself. For any
 // adapter. The subgroup flavour is sample_subgroup.wgsl.
 
 // Two 4 x 4 blocks: column j of `a` (`b`) is sample c0 + j (+ 4).

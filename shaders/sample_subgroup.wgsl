@@ -1,5 +1,6 @@
+//#needs BP, LANE4, acts, dz
 // How the per-sample kernels read the rows of eight samples, with subgroups of 8 or more lanes
-// (imported as sample_loop.wgsl by fused_step.wgsl): invocation li loads the row of sample
+// (fused_step.wgsl and fused_update.wgsl import it for the subgroup family): invocation li loads the row of sample
 // c0 + li % 8 and subgroupBroadcast hands it to the others, one load where the plain flavour
 // (sample_plain.wgsl) makes eight; on llvmpipe every load whose address differs per lane is
 // a loop over the lanes. It needs lane j of a subgroup to be an invocation with li % 8 == j

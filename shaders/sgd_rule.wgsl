@@ -1,3 +1,4 @@
+//#needs LR, MU, momentum, params
 // PyTorch's momentum rule (no dampening, weight decay or Nesterov) on one vec4 of parameters:
 // v = MU * v + g; p = p + (-LR) * v. Momentum starts at zero, so the first step gives v = g
 // exactly, as PyTorch's clone of the first gradient. The one home of the rule: sgd.wgsl (the

@@ -1,5 +1,5 @@
 // The per-step uniform: one entry per step of an epoch, read at a dynamic offset, so that 250
-// recorded steps need no host work between them. Host twin: `gpu::program::Step` (#[repr(C)]),
+// recorded steps need no host work between them. Host twin: `gpu::dispatch::Step` (#[repr(C)]),
 // held to this layout by tests/shaders.rs.
 struct Step {
     // position of the step's first sample in the split's order

@@ -1,7 +1,20 @@
-// What the matmul inner loops share: the accumulators of one tile, ROWS rows by one vec4 of
-// columns, and how a block of A is added to them. ROWS is a const (it sizes arrays); the host's
-// `gpu::ops::linear::ROWS` is held to it by tests/shaders.rs. Uses depth(p) and b_row of the
-// importing module (see tile_plain.wgsl).
+//#needs b_row, depth
+// What the three matmul inner loops share (tile_plain.wgsl, tile_subgroup.wgsl and
+// tile_shared.wgsl, one of which a module imports after this file, by its kernel family): the
+// accumulators of one tile, ROWS rows by one vec4 of columns, and how a block of A is added to
+// them. ROWS is a const (it sizes arrays); the host's `gpu::ops::linear::ROWS` is held to it by
+// tests/shaders.rs.
+//
+// The tile contract. The importing module (linear_forward.wgsl, linear_backward.wgsl) computes
+// C = A B for product p through four functions of its own:
+// - depth(p): K, the inner size of product p;
+// - a_rows(p, m0, k): A[m0 .. m0 + ROWS, k] as a vec4, zero outside A;
+// - a_block(p, m0, k0): a mat4x4 whose column j is a_rows(p, m0, k0 + j), read as whole vec4
+//   where A's rows run along k (columns past K may hold anything: fma_block zeroes them);
+// - b_row(p, k, col4): B[k, 4 col4 .. 4 col4 + 4], the row clamped into B.
+// Each loop fills a Tile for rows m0 .. m0 + ROWS and one vec4 of columns per invocation, the
+// sums over k in the same order, so plain and wide give the same sums; the workgroup is LANES
+// invocations along the columns (times ROW_GROUPS along the rows where the loop has them).
 
 const ROWS: u32 = 4u;
 

@@ -1,9 +1,10 @@
+//#needs ROWS, Tile, a_block, depth, fma_block
 // Matmul inner loop staged in workgroup memory, for workgroups of many invocations (hardware
 // GPUs, and adapters without subgroups): the LANES invocations of a row group all need the
 // same rows of A, so each loads one block of 4 k of them into workgroup memory, and all read
 // the LANES blocks from there: one load of A from the buffer per 4 LANES k instead of 4.
 //
-// Imported as tile_loop.wgsl, like tile_plain.wgsl (same contract). The workgroup is LANES x
+// The `wide` family's loop, under the tile contract of tile_common.wgsl. The workgroup is LANES x
 // ROW_GROUPS invocations (from the host, at most SHARED of them); the row group is recovered
 // from m0. Sums run over k in the same order as tile_plain.wgsl.
 

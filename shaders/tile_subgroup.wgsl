@@ -1,11 +1,12 @@
+//#needs Tile, a_rows, b_row, depth, fma_rows
 // Matmul inner loop for adapters whose subgroups are at least LANES = 8 wide (llvmpipe).
 //
-// Imported as tile_loop.wgsl, like tile_plain.wgsl (same contract). Each invocation loads A for
+// The `subgroup` family's loop, under the tile contract of tile_common.wgsl. Each invocation loads A for
 // one k of a chunk of LANES k-values and subgroupBroadcast hands the values to every
 // invocation: on llvmpipe a load whose address is not provably uniform is a loop over the
 // lanes, so this cuts A loads by LANES; B is one vec4 load per k for 16 multiply-adds.
 // LANES is a const because subgroupBroadcast takes a const-expression lane (so the chunk is
-// unrolled by hand); tests/shaders.rs holds it equal to the host's `gpu::ops::linear::LANES`.
+// unrolled by hand); tests/shaders.rs holds it equal to the host's `gpu::wgsl::LANES`.
 // Which k the value in lane j belongs to is broadcast once up front, so nothing assumes how
 // local invocations map to subgroup lanes.
 

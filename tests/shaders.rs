@@ -2,11 +2,13 @@
 //! the host on what both must know: a typo in a .wgsl file, a dead entry point or a constant
 //! changed on one side only fails `cargo test` here.
 
+use std::collections::BTreeSet;
+
 use mnist_wgpu::gpu::dispatch::Step;
 use mnist_wgpu::gpu::fused;
 use mnist_wgpu::gpu::layout::LayerRow;
 use mnist_wgpu::gpu::ops::{linear, nll_head};
-use mnist_wgpu::gpu::wgsl::{Kernels, LANES, SOURCES, compose};
+use mnist_wgpu::gpu::wgsl::{Kernels, LANES, SOURCES, compose, declared, needs};
 use wgpu::naga;
 
 /// The files that are whole modules (the others are parts that modules import).
@@ -74,10 +76,6 @@ fn every_part_is_imported_and_self_contained_parts_validate_alone() {
         let imported = MODULES.iter().any(|m| {
             let text = SOURCES.iter().find(|(n, _)| n == m).unwrap().1;
             text.contains(&format!("//#import {name}"))
-                || (name.starts_with("tile_")
-                    && name != "tile_common.wgsl"
-                    && text.contains("//#import tile_loop.wgsl"))
-                || (name.starts_with("sample_") && text.contains("//#import sample_loop.wgsl"))
         });
         assert!(imported, "{name} is imported by no module");
         if name == "step.wgsl" {
@@ -242,4 +240,67 @@ fn validation_catches_a_broken_shader() {
         )
         .is_err()
     );
+}
+
+/// The identifiers `code` refers to, comments aside (a field after `.` is not a name).
+fn references(code: &str) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    for line in code.lines() {
+        let line = line.split("//").next().unwrap();
+        let mut word = String::new();
+        let mut after_dot = false;
+        for c in line.chars().chain([' ']) {
+            if c.is_alphanumeric() || c == '_' {
+                word.push(c);
+                continue;
+            }
+            if !word.is_empty() && !after_dot && !word.starts_with(|c: char| c.is_ascii_digit()) {
+                out.insert(std::mem::take(&mut word));
+            }
+            word.clear();
+            after_dot = c == '.';
+        }
+    }
+    out
+}
+
+/// Every part states its interface: its `//#needs` lines name exactly what it uses of the
+/// files around it (its importer and the parts imported before it), in every module and
+/// family that imports it. `compose` itself refuses a need nobody declares.
+#[test]
+fn every_part_states_what_it_needs() {
+    for module in MODULES {
+        for kernels in Kernels::ALL {
+            let composed = compose(module, kernels).unwrap();
+            for section in composed.split("// ---- ").skip(1) {
+                let Some((file, body)) = section.split_once(" ----\n") else {
+                    continue;
+                };
+                if file.starts_with("end of ") {
+                    continue;
+                }
+                let part = SOURCES.iter().find(|(n, _)| *n == file).unwrap().1;
+                let around = composed.replace(part, "");
+                let own: BTreeSet<&str> = declared(part).into_iter().collect();
+                let outside: BTreeSet<&str> = declared(&around).into_iter().collect();
+                let refs = references(body);
+                let used: BTreeSet<&str> = refs
+                    .iter()
+                    .map(String::as_str)
+                    .filter(|r| outside.contains(r) && !own.contains(r))
+                    .collect();
+                let stated: BTreeSet<&str> = needs(part).into_iter().collect();
+                assert!(
+                    used.is_subset(&stated),
+                    "{file} in {module} ({kernels:?}) uses {:?} of its importer without stating it",
+                    used.difference(&stated).collect::<Vec<_>>()
+                );
+                let stale: Vec<&&str> = stated.iter().filter(|n| !refs.contains(**n)).collect();
+                assert!(
+                    stale.is_empty(),
+                    "{file} states needs it does not use: {stale:?}"
+                );
+            }
+        }
+    }
 }

@@ -83,8 +83,9 @@ pub const SOURCES: [(&str, &str); 22] = [
     ),
 ];
 
-/// A family of matmul kernels (`--kernels`): which inner loop a module imports as
-/// `tile_loop.wgsl` (and the fused kernels as `sample_loop.wgsl`), and the workgroup's shape.
+/// A family of matmul kernels (`--kernels`): which matmul inner loop a module imports
+/// (`//#import tile_plain.wgsl if kernels = plain`), which sample loop the fused kernels import,
+/// and the workgroup's shape.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, clap::ValueEnum)]
 pub enum Kernels {
     /// Workgroups of 8 invocations sharing A by subgroupBroadcast (subgroups of 8 or more):
@@ -103,24 +104,6 @@ pub const LANES: u32 = 8;
 
 impl Kernels {
     pub const ALL: [Kernels; 3] = [Kernels::Subgroup, Kernels::Plain, Kernels::Wide];
-
-    /// The matmul inner loop it imports as `tile_loop.wgsl`.
-    pub fn tile_file(self) -> &'static str {
-        match self {
-            Kernels::Subgroup => "tile_subgroup.wgsl",
-            Kernels::Plain => "tile_plain.wgsl",
-            Kernels::Wide => "tile_shared.wgsl",
-        }
-    }
-
-    /// How the fused schedule's per-sample kernels share the rows of eight samples
-    /// (`sample_loop.wgsl`).
-    pub fn sample_file(self) -> &'static str {
-        match self {
-            Kernels::Subgroup => "sample_subgroup.wgsl",
-            Kernels::Plain | Kernels::Wide => "sample_plain.wgsl",
-        }
-    }
 
     /// Whether its kernels need a device with subgroups.
     pub fn subgroups(self) -> bool {
@@ -153,39 +136,89 @@ impl Kernels {
     }
 }
 
-/// The one import step: a line `//#import NAME` is replaced by the file NAME of [`SOURCES`]
-/// (`tile_loop.wgsl` and `sample_loop.wgsl` by the files of `kernels`), one level deep; nothing else is rewritten. A part may
-/// use names of the module that imports it; every composed module validates, and every part
-/// is imported by one (tests/shaders.rs checks both).
+/// The one import step. A line `//#import FILE` is replaced by the file FILE of [`SOURCES`],
+/// one level deep; `//#import FILE if kernels = A|B` only when the family is one of those
+/// (every FILE named must exist, taken or not). Nothing else is rewritten. A part states what
+/// it uses of the file that imports it in a line `//#needs NAME, NAME` at its top; each must
+/// be declared by the importer or a part imported before (else an error names both).
+/// tests/shaders.rs checks that every composed module validates, that every part is imported,
+/// and that each part's `//#needs` is exactly what it uses of its importers.
 pub fn compose(name: &str, kernels: Kernels) -> Result<String> {
     let Some(src) = source(name) else {
         bail!("no WGSL file named {name}");
     };
     let mut out = String::with_capacity(src.len() * 2);
     for line in src.lines() {
-        match line.strip_prefix("//#import ") {
-            Some(import) => {
-                let import = match import {
-                    "tile_loop.wgsl" => kernels.tile_file(),
-                    "sample_loop.wgsl" => kernels.sample_file(),
-                    other => other,
-                };
-                let Some(part) = source(import) else {
-                    bail!("{name} imports {import}, which does not exist");
-                };
-                ensure!(
-                    !part.contains("//#import "),
-                    "{name} imports {import}, which imports again (one level only)"
-                );
-                out += &format!("// ---- {import} ----\n{part}// ---- end of {import} ----\n");
-            }
-            None => {
-                out += line;
-                out.push('\n');
-            }
+        let Some(import) = line.strip_prefix("//#import ") else {
+            out += line;
+            out.push('\n');
+            continue;
+        };
+        let (file, families) = match import.split_once(" if kernels = ") {
+            Some((file, families)) => (file, Some(families)),
+            None => (import, None),
+        };
+        let Some(part) = source(file) else {
+            bail!("{name} imports {file}, which does not exist");
+        };
+        ensure!(
+            !part.contains("//#import "),
+            "{name} imports {file}, which imports again (one level only)"
+        );
+        if families.is_some_and(|f| !f.split('|').any(|k| k == kernels.name())) {
+            continue;
         }
+        // Everything but the part itself: the importer, and the parts imported before.
+        let around = format!("{out}{}", src);
+        for need in needs(part) {
+            ensure!(
+                declared(&around).contains(&need),
+                "{file} needs `{need}` from {name}, which does not declare it"
+            );
+        }
+        out += &format!("// ---- {file} ----\n{part}// ---- end of {file} ----\n");
     }
     Ok(out)
+}
+
+/// What a part says it uses of its importer: the names of its `//#needs` lines.
+pub fn needs(part: &str) -> Vec<&str> {
+    part.lines()
+        .filter_map(|l| l.strip_prefix("//#needs "))
+        .flat_map(|l| l.split(','))
+        .map(str::trim)
+        .filter(|n| !n.is_empty())
+        .collect()
+}
+
+/// The names a WGSL text declares at module scope (unindented lines): functions, variables,
+/// overrides, constants, structs and aliases.
+pub fn declared(text: &str) -> Vec<&str> {
+    let ident = |s: &str| -> usize {
+        s.find(|c: char| !(c.is_alphanumeric() || c == '_'))
+            .unwrap_or(s.len())
+    };
+    text.lines()
+        .filter(|l| !l.starts_with(char::is_whitespace) && !l.starts_with("//"))
+        .filter_map(|l| {
+            // Past attributes such as @group(0) @binding(1) and a var's <address space>.
+            let mut rest = l;
+            while let Some(r) = rest.strip_prefix('@') {
+                rest = r.split_once(' ').map_or("", |(_, r)| r).trim_start();
+            }
+            let rest = ["fn ", "override ", "const ", "struct ", "alias ", "var "]
+                .iter()
+                .find_map(|k| rest.strip_prefix(k))
+                .or_else(|| {
+                    rest.strip_prefix("var<")
+                        .and_then(|r| r.split_once('>'))
+                        .map(|(_, r)| r)
+                })?
+                .trim_start();
+            let n = ident(rest);
+            (n > 0).then(|| &rest[..n])
+        })
+        .collect()
 }
 
 fn source(name: &str) -> Option<&'static str> {
