@@ -250,7 +250,23 @@ impl Module {
         constants: &[(&str, f64)],
         build: impl FnOnce() -> Pipeline,
     ) -> Pipeline {
-        let key = format!("{entry} {constants:?} {entries:?}");
+        let mut key = format!("{entry} {constants:?}");
+        for e in entries {
+            // Every binding here is a buffer: its number, kind and whether it takes an offset.
+            if let wgpu::BindingType::Buffer {
+                ty,
+                has_dynamic_offset,
+                ..
+            } = e.ty
+            {
+                let kind = match ty {
+                    wgpu::BufferBindingType::Uniform => "u",
+                    wgpu::BufferBindingType::Storage { read_only: true } => "r",
+                    wgpu::BufferBindingType::Storage { read_only: false } => "w",
+                };
+                key += &format!(" {}{kind}{}", e.binding, has_dynamic_offset as u8);
+            }
+        }
         let mut built = self.pipelines.lock().unwrap();
         if let Some((_, p)) = built.iter().find(|(k, _)| *k == key) {
             return p.clone();

@@ -92,8 +92,10 @@ pub struct TrainArgs {
     pub run: RunArgs,
 }
 
-/// Training steps the CPU backend times for the note on software adapters.
-const CPU_PROBE_STEPS: usize = 20;
+/// Training steps the CPU backend runs to warm up, then times, for the note on software
+/// adapters (about 30 ms in all).
+const CPU_WARM_UP: usize = 10;
+const CPU_PROBE_STEPS: usize = 50;
 
 pub fn run(args: TrainArgs) -> Result<()> {
     let t_start = Instant::now();
@@ -221,19 +223,23 @@ fn open_checked_device(
 /// Milliseconds per training step of the CPU backend on this machine, now: a few steps of
 /// the run's own recipe on the head of its training set.
 fn cpu_ms_per_step(arch: &Arch, recipe: &Recipe, params: &[f32], train: &Dataset) -> f64 {
-    let steps = CPU_PROBE_STEPS.min(recipe.steps_per_epoch(train.len()));
-    let head = train.head(steps * recipe.batch_size);
+    let all = recipe.steps_per_epoch(train.len());
+    let (warm, steps) = (
+        CPU_WARM_UP.min(all / 2),
+        CPU_PROBE_STEPS.min(all - all / 2).max(1),
+    );
+    let head = train.head((warm + steps) * recipe.batch_size);
+    let order: Vec<u32> = (0..head.len() as u32).collect();
     let empty = Dataset::empty(train.rows, train.cols);
     let mut cpu = CpuBackend::new(arch.clone(), recipe.clone(), params.to_vec(), head, empty);
-    let t0 = Instant::now();
     let run = async {
-        cpu.begin_epoch(&(0..(steps * recipe.batch_size) as u32).collect::<Vec<_>>())?;
-        cpu.run_steps(0..steps).await
+        cpu.begin_epoch(&order)?;
+        cpu.run_steps(0..warm).await?;
+        let t0 = Instant::now();
+        cpu.run_steps(warm..warm + steps).await?;
+        anyhow::Ok(t0.elapsed().as_secs_f64() * 1e3 / steps as f64)
     };
-    match pollster::block_on(run) {
-        Ok(()) => t0.elapsed().as_secs_f64() * 1e3 / steps as f64,
-        Err(_) => f64::NAN,
-    }
+    pollster::block_on(run).unwrap_or(f64::NAN)
 }
 
 /// The note for a software adapter picked by `--device auto`: what a step costs there against
