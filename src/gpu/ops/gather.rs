@@ -6,6 +6,7 @@ use anyhow::Result;
 
 use crate::cpu;
 use crate::data::{Dataset, normalize_table};
+use crate::gpu::buffers::pack_images;
 use crate::gpu::check::{
     Check, Pending, Tally, buffer, read, run_dispatch, steps_buffer, together,
 };
@@ -16,22 +17,10 @@ use crate::gpu::layout::pad4;
 use crate::gpu::ops::{Modules, WG};
 use crate::rng::Rng;
 
-/// Packs u8 images four to a u32, each image padded to whole words.
-pub fn pack_images(data: &Dataset) -> Vec<u32> {
-    let words = data.pixels().div_ceil(4);
-    let mut out = vec![0u32; data.len() * words];
-    for i in 0..data.len() {
-        for (p, &v) in data.image(i).iter().enumerate() {
-            out[i * words + p / 4] |= (v as u32) << (8 * (p % 4));
-        }
-    }
-    out
-}
-
 pub struct Gather<'a> {
     pub pixels: usize,
     pub bp: usize,
-    /// images: [split size, ceil(pixels / 4)] u32, from [`pack_images`]
+    /// images: [split size, ceil(pixels / 4)] u32, from `buffers::pack_images`
     pub images: &'a wgpu::Buffer,
     /// order: [split size], the epoch's order of the split
     pub order: &'a wgpu::Buffer,
