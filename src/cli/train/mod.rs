@@ -22,13 +22,14 @@ use mnist_wgpu::gpu::device::Gpu;
 use mnist_wgpu::gpu::plan::Request;
 use mnist_wgpu::model::Arch;
 use mnist_wgpu::modelfile::{self, DEFAULT_MODEL_FILE};
-use mnist_wgpu::train::{Backend, Diverged, EpochReport, LoopOptions, Outcome, Position, Recipe};
+use mnist_wgpu::train::{About, Backend, Diverged, EpochReport, LoopOptions, Outcome, Position};
+use wgpu::DeviceType;
 
 use super::args::{
     DeviceChoice, Hidden, Interrupted, RunArgs, UsageError, arch_string, at_least_one, data_dir,
     hidden, momentum, open_device, positive_finite, usage,
 };
-use spec::Start;
+use spec::{RunSpec, Start};
 use ui::{Ui, install_interrupt_handler};
 
 /// Where runs go unless `--run-dir` says otherwise: `runs/run-001`, `runs/run-002`, ...
@@ -111,16 +112,14 @@ pub fn run(args: TrainArgs) -> Result<()> {
     let gpu = open_checked_device(&run_args, arch, spec.recipe.batch_size)?;
     let (train, test) = load_data(&run_args, arch)?;
     let n_train = train.len();
-    let software = gpu
-        .as_ref()
-        .filter(|(g, _)| g.info.device_type == wgpu::DeviceType::Cpu);
-    let note = match software {
-        Some((g, _)) if run_args.device == DeviceChoice::Auto && !args.quiet => {
-            let cpu_ms = cpu_ms_per_step(arch, &spec.recipe, &start.params, &train);
-            Some((g.info.name.clone(), cpu_ms))
-        }
-        _ => None,
-    };
+    let auto = run_args.device == DeviceChoice::Auto && !args.quiet;
+    let note = software_probe(
+        gpu.as_ref().filter(|_| auto),
+        arch,
+        spec,
+        &start.params,
+        &train,
+    );
     let mut backend = pollster::block_on(backends::for_training(
         gpu,
         arch,
@@ -130,12 +129,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
         test,
     ))
     .map_err(usage)?;
-    if let Some((name, cpu_ms)) = note {
-        eprintln!("{}", software_note(&name, cpu_ms, backend.about().step_ms));
-    }
-    if let (Some(line), false) = (&backend.about().tuned, args.quiet) {
-        eprintln!("{line}");
-    }
+    announce(note, backend.about(), args.quiet);
     let (position, metrics) = match &start.resumed {
         Some(c) => {
             backend.load_state(&c.params, &c.momentum)?;
@@ -220,9 +214,28 @@ fn open_checked_device(
     Ok(gpu)
 }
 
+/// For a software adapter picked by `--device auto` (`gpu`), its name and what a step of the
+/// CPU backend costs on this machine now, for the note on what the adapter costs.
+fn software_probe(
+    gpu: Option<&(Gpu, Request)>,
+    arch: &Arch,
+    spec: &RunSpec,
+    params: &[f32],
+    train: &Dataset,
+) -> Option<(String, f64)> {
+    let info = &gpu?.0.info;
+    (info.device_type == DeviceType::Cpu).then(|| {
+        (
+            info.name.clone(),
+            cpu_ms_per_step(arch, spec, params, train),
+        )
+    })
+}
+
 /// Milliseconds per training step of the CPU backend on this machine, now: a few steps of
 /// the run's own recipe on the head of its training set.
-fn cpu_ms_per_step(arch: &Arch, recipe: &Recipe, params: &[f32], train: &Dataset) -> f64 {
+fn cpu_ms_per_step(arch: &Arch, spec: &RunSpec, params: &[f32], train: &Dataset) -> f64 {
+    let recipe = &spec.recipe;
     let all = recipe.steps_per_epoch(train.len());
     let (warm, steps) = (
         CPU_WARM_UP.min(all / 2),
@@ -240,6 +253,17 @@ fn cpu_ms_per_step(arch: &Arch, recipe: &Recipe, params: &[f32], train: &Dataset
         anyhow::Ok(t0.elapsed().as_secs_f64() * 1e3 / steps as f64)
     };
     pollster::block_on(run).unwrap_or(f64::NAN)
+}
+
+/// The lines before the header: the software adapter's note (its name and the CPU backend's
+/// ms per step), and what `--schedule auto` chose.
+fn announce(note: Option<(String, f64)>, about: &About, quiet: bool) {
+    if let Some((name, cpu_ms)) = note {
+        eprintln!("{}", software_note(&name, cpu_ms, about.step_ms));
+    }
+    if let (Some(line), false) = (&about.tuned, quiet) {
+        eprintln!("{line}");
+    }
 }
 
 /// The note for a software adapter picked by `--device auto`: what a step costs there against
