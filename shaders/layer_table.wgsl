@@ -1,4 +1,4 @@
-//#needs BP, acts, dz
+//#needs A_STRIDE, BP, D_STRIDE, P_STRIDE, acts, dz, layers
 // The fused schedule's table of layers: where each layer's parameters, activations and output
 // gradient live, read from a uniform buffer by both fused dispatches; and how both read four
 // samples' rows. Host twin: `gpu::layout::LayerRow` (#[repr(C)], held to this layout by
@@ -27,6 +27,23 @@ struct Layer {
 
 // The most layers the uniform table holds (host twin `gpu::fused::MAX_LAYERS`).
 const MAX_LAYERS: u32 = 32u;
+
+// The model the invocation works on (the grid's z), set first thing by the entry point. A set
+// of models trained side by side keeps model k's parameters (and momentum) at k * P_STRIDE
+// floats, its rows at k * A_STRIDE in acts and k * D_STRIDE in dz; the table is every
+// model's, so one table serves the set.
+var<private> model: u32;
+
+// Layer l of the invocation's model: the table's row, its offsets moved to that model's.
+fn layer(l: u32) -> Layer {
+    var ly = layers[l];
+    ly.w_off += model * P_STRIDE;
+    ly.b_off += model * P_STRIDE;
+    ly.x_off += model * A_STRIDE;
+    ly.y_off += model * A_STRIDE;
+    ly.dz_off += model * D_STRIDE;
+    return ly;
+}
 
 // The offsets 0 .. 3 of a vec4's components, for masks.
 const LANE4 = vec4<u32>(0u, 1u, 2u, 3u);

@@ -1,4 +1,4 @@
-//#needs BP, LANE4, LAYERS, Layer, Rows8, SAMPLES, WG, acts, acts4, acts8, dz, dz8, layers, params
+//#needs BP, LANE4, LAYERS, Layer, Rows8, SAMPLES, WG, acts, acts4, acts8, dz, dz8, layer, params
 // Linear layers for the fused schedule, per sample (the twins of linear_forward.wgsl and the
 // input product of linear_backward.wgsl). CPU twins: `cpu::linear_forward`,
 // `cpu::linear_backward` (dx), `cpu::relu_backward`. Activations and gradients are batch-major,
@@ -40,7 +40,7 @@ fn store_acts4(at: u32, ld4: u32, c0: u32, v: mat4x4<f32>) {
 // row tiles li, li + WG, ... of each eight samples; every loop runs the same trips in the whole
 // workgroup, as the subgroup flavour of sample_rows (sample_subgroup.wgsl) needs.
 fn forward_layer(l: u32, s0: u32, li: u32) {
-    let ly = layers[l];
+    let ly = layer(l);
     let o4s = (ly.out + 3u) / 4u;
     let k4s = ly.ldw / 4u;
     let relu = l + 1u < LAYERS;
@@ -97,8 +97,8 @@ fn epilogue(ly: Layer, o0: u32, relu: bool, acc: mat4x4<f32>) -> mat4x4<f32> {
 // of the layer below), for the workgroup's samples, eight at a time; padding features are
 // written 0. Invocation li takes the input tiles li, li + WG, ...; loops as in forward_layer.
 fn input_grad_layer(l: u32, s0: u32, li: u32) {
-    let ly = layers[l];
-    let below = layers[l - 1u];
+    let ly = layer(l);
+    let below = layer(l - 1u);
     let o4s = (ly.out + 3u) / 4u;
     let k4s = ly.ldw / 4u;
     let d_at = ly.dz_off / 4u;

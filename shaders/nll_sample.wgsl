@@ -1,4 +1,4 @@
-//#needs BP, LAYERS, SAMPLES, WG, acts, dz, labels, layers, order, sample_loss, step
+//#needs BP, LAYERS, O_STRIDE, SAMPLES, WG, acts, dz, labels, layer, model, order, sample_loss, step
 // LogSoftmax and NLLLoss for the fused schedule, per sample (the twin of the loss half of
 // nll_head.wgsl): each sample's loss -logp[label] into sample_loss (its mean over the batch is
 // taken by fused_update.wgsl), and the gradient of the logits as autograd computes it for the
@@ -21,7 +21,7 @@ fn log_sum_exp(z4: u32, out: u32) -> f32 {
 }
 
 fn nll_samples(s0: u32, li: u32) {
-    let ly = layers[LAYERS - 1u];
+    let ly = layer(LAYERS - 1u);
     let c4s = (ly.out + 3u) / 4u;
     let g = -(1.0 / f32(step.valid));
     for (var t = li; t < SAMPLES; t += WG) {
@@ -33,7 +33,7 @@ fn nll_samples(s0: u32, li: u32) {
         let ok = col < step.valid;
         var label = ly.out;
         if (ok) {
-            label = labels[order[step.start + col]];
+            label = labels[order[model * O_STRIDE + step.start + col]];
         }
         let lse = log_sum_exp(z4, ly.out);
         var loss = 0.0;
@@ -45,6 +45,6 @@ fn nll_samples(s0: u32, li: u32) {
             let d = select(vec4<f32>(0.0), vec4<f32>(g), is_label) - exp(logp) * g;
             dz[ly.dz_off / 4u + col * c4s + c4] = select(vec4<f32>(0.0), d, (c < vec4<u32>(ly.out)) & vec4<bool>(ok));
         }
-        sample_loss[col] = loss;
+        sample_loss[model * BP + col] = loss;
     }
 }

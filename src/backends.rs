@@ -30,16 +30,32 @@ pub async fn for_training(
     train: Dataset,
     test: Dataset,
 ) -> Result<Box<dyn Backend>> {
+    let recipes = std::slice::from_ref(recipe);
+    for_set(gpu, arch, recipes, vec![params], train, test).await
+}
+
+/// The same for a set of models trained side by side: `recipes[k]` from `params[k]`.
+pub async fn for_set(
+    gpu: Option<(Gpu, Request)>,
+    arch: &Arch,
+    recipes: &[Recipe],
+    mut params: Vec<Vec<f32>>,
+    train: Dataset,
+    test: Dataset,
+) -> Result<Box<dyn Backend>> {
+    crate::train::check_set(recipes)?;
     let Some((gpu, request)) = gpu else {
-        let cpu = CpuBackend::new(arch.clone(), recipe.clone(), params, train, test);
+        let cpu = CpuBackend::set(arch.clone(), recipes.to_vec(), params, train, test);
         return Ok(Box::new(cpu));
     };
+    let recipe = &recipes[0];
+    let params: Vec<f32> = params.drain(..).flatten().collect();
     let n = train.len().max(test.len());
     check_limits(&gpu, arch, recipe.batch_size, n).map_err(Unfit)?;
     let (p, train, test) = (params.as_slice(), &train, &test);
     Ok(Box::new(match request.fixed(&gpu)? {
-        Some(plan) => GpuBackend::new(&gpu, plan, arch, recipe, p, train, test)?,
-        None => tune::for_training(&gpu, request, arch, recipe, p, train, test).await?,
+        Some(plan) => GpuBackend::new(&gpu, plan, arch, recipes, p, train, test)?,
+        None => tune::for_training(&gpu, request, arch, recipes, p, train, test).await?,
     }))
 }
 

@@ -68,10 +68,12 @@ pub fn save(dir: &Path, c: &Checkpoint) -> Result<(), ModelFileError> {
             )
         })
         .collect();
+    // A checkpoint holds one model.
+    let losses = c.position.losses.first().map_or(&[][..], |l| l.as_slice());
     extra.push((
         format!("{OPTIMIZER_PREFIX}{EPOCH_LOSSES}"),
-        vec![c.position.losses.len()],
-        &c.position.losses,
+        vec![losses.len()],
+        losses,
     ));
     let bytes = modelfile::to_bytes_with(&c.arch, &c.params, &extra, &meta).map_err(|e| {
         ModelFileError::Write {
@@ -162,11 +164,11 @@ fn position(meta: &BTreeMap<String, String>, losses: Vec<f32>) -> Result<Positio
     let position = Position {
         epoch: number("epoch")? as usize,
         step: number("step")? as usize,
-        losses,
+        losses: vec![losses],
         seconds: number("seconds")?,
     };
-    if position.losses.len() != position.step {
-        let n = position.losses.len();
+    if position.losses[0].len() != position.step {
+        let n = position.losses[0].len();
         return Err(format!("holds {n} step losses for step {}", position.step));
     }
     Ok(position)
@@ -184,6 +186,11 @@ pub struct Recorder {
     pub metrics_copy: Option<PathBuf>,
     /// `--plot PATH` and the chart's title
     pub plot: Option<(PathBuf, String)>,
+    /// A set's models, by the values that vary (`seed3-lr0.01`); empty for a single run. A
+    /// set writes its metrics with a model column and keeps no checkpoint.
+    pub set: Vec<String>,
+    /// A set's rows so far, each with its model's name.
+    pub set_rows: Vec<(String, MetricsRow)>,
 }
 
 impl Recorder {
@@ -194,6 +201,15 @@ impl Recorder {
         report: &EpochReport,
     ) -> anyhow::Result<()> {
         self.metrics.push(MetricsRow::from_report(report));
+        if !self.set.is_empty() {
+            self.set_rows.extend(
+                self.set
+                    .iter()
+                    .enumerate()
+                    .map(|(k, name)| (name.clone(), MetricsRow::of_model(report, k))),
+            );
+            return self.write_metrics();
+        }
         let next = Position {
             epoch: report.epoch + 1,
             ..Default::default()
@@ -204,7 +220,10 @@ impl Recorder {
 
     /// Writes the metrics so far: `metrics.csv` in the run directory, `--metrics`, `--plot`.
     pub fn write_metrics(&self) -> anyhow::Result<()> {
-        let csv = metrics_csv(&self.metrics);
+        let csv = match self.set.is_empty() {
+            true => metrics_csv(&self.metrics),
+            false => crate::metrics::set_metrics_csv(&self.set_rows),
+        };
         let write = |path: &Path| {
             modelfile::write_atomic(path, csv.as_bytes())
                 .map_err(|e| anyhow::anyhow!("{}: cannot write the metrics: {e}", path.display()))
@@ -275,7 +294,7 @@ mod tests {
             position: Position {
                 epoch: 2,
                 step: 3,
-                losses: vec![0.5, 0.25, f32::MIN_POSITIVE],
+                losses: vec![vec![0.5, 0.25, f32::MIN_POSITIVE]],
                 seconds: 1.25,
             },
             settings: BTreeMap::from([("lr".to_string(), "0.003".to_string())]),

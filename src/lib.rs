@@ -28,4 +28,5 @@ pub mod plot;
 pub mod predict;
 pub mod profile;
 pub mod rng;
+pub mod sweep;
 pub mod train;

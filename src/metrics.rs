@@ -15,13 +15,20 @@ pub struct MetricsRow {
 }
 
 impl MetricsRow {
+    /// The row of a single run's epoch (the first model of a set).
     pub fn from_report(r: &EpochReport) -> MetricsRow {
-        let (test_loss, test_accuracy) = r
+        MetricsRow::of_model(r, 0)
+    }
+
+    /// Model k's row of an epoch of a set; seconds and images per second are the set's.
+    pub fn of_model(r: &EpochReport, k: usize) -> MetricsRow {
+        let m = &r.models[k];
+        let (test_loss, test_accuracy) = m
             .test
             .map_or((f64::NAN, f64::NAN), |t| (t.loss, t.accuracy));
         MetricsRow {
             epoch: r.epoch,
-            train_loss: r.loss,
+            train_loss: m.loss,
             test_loss,
             test_accuracy,
             seconds: r.seconds,
@@ -37,6 +44,19 @@ pub fn metrics_csv(rows: &[MetricsRow]) -> String {
     for r in rows {
         out += &format!(
             "{},{:.6},{:.6},{:.6},{:.3},{:.1}\n",
+            r.epoch, r.train_loss, r.test_loss, r.test_accuracy, r.seconds, r.images_per_s
+        );
+    }
+    out
+}
+
+/// A set's metrics: the same columns after a model column naming the model by what varies
+/// (`seed3-lr0.01`).
+pub fn set_metrics_csv(rows: &[(String, MetricsRow)]) -> String {
+    let mut out = format!("model,{METRICS_HEADER}\n");
+    for (name, r) in rows {
+        out += &format!(
+            "{name},{},{:.6},{:.6},{:.6},{:.3},{:.1}\n",
             r.epoch, r.train_loss, r.test_loss, r.test_accuracy, r.seconds, r.images_per_s
         );
     }

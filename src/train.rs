@@ -92,29 +92,44 @@ pub struct About {
     pub queues_work: bool,
 }
 
-/// Evaluation of one model on one test set, on either backend. The methods that wait for the
-/// device are async: awaited in the browser, blocked on natively (`pollster::block_on`).
+/// Evaluation of a set of models (one, or several trained side by side) on one test set, on
+/// either backend. The methods that wait for the device are async: awaited in the browser,
+/// blocked on natively (`pollster::block_on`).
 #[async_trait::async_trait(?Send)]
 pub trait Evaluate {
     fn about(&self) -> &About;
-    /// Accuracy and loss over the whole test set.
-    async fn evaluate(&mut self) -> Result<Eval>;
+    /// How many models it holds; every per-model value below comes model by model, in this
+    /// order.
+    fn models(&self) -> usize {
+        1
+    }
+    /// Accuracy and loss of every model over the whole test set.
+    async fn evaluate_all(&mut self) -> Result<Vec<Eval>>;
+    /// The same for a backend that holds one model.
+    async fn evaluate(&mut self) -> Result<Eval> {
+        let mut all = self.evaluate_all().await?;
+        anyhow::ensure!(all.len() == 1, "evaluate: {} models, not one", all.len());
+        Ok(all.remove(0))
+    }
 }
 
-/// What the epoch loop drives; steps index the batches of the current epoch's order. Each
-/// backend evaluates its current weights too ([`Evaluate`]).
+/// What the epoch loop drives; steps index the batches of the current epoch's orders. Each
+/// backend evaluates its current weights too ([`Evaluate`]). Per-model values are flat and
+/// model-major, as the device buffers hold them: model k's at `k * len .. (k + 1) * len`.
 #[async_trait::async_trait(?Send)]
 pub trait Backend: Evaluate {
-    /// Hands over the epoch's shuffled order of the training set.
-    fn begin_epoch(&mut self, order: &[u32]) -> Result<()>;
+    /// Hands over the epoch's shuffled orders of the training set, one per model: [models, n].
+    fn begin_epoch(&mut self, orders: &[u32]) -> Result<()>;
     /// Trains on the batches `steps` of the epoch; their losses stay with the backend.
     async fn run_steps(&mut self, steps: Range<usize>) -> Result<()>;
-    /// The mean loss of each of the batches `steps` (a read-back on the GPU).
+    /// The mean loss of each of the batches `steps` of each model: [models, steps.len()] (a
+    /// read-back on the GPU).
     async fn losses(&mut self, steps: Range<usize>) -> Result<Vec<f32>>;
-    /// The weights and PyTorch's momentum buffers, PyTorch's flat order (checkpoints).
+    /// The weights and PyTorch's momentum buffers, PyTorch's flat order, model after model:
+    /// [models, param_count] (checkpoints).
     async fn params(&mut self) -> Result<Vec<f32>>;
     async fn momentum(&mut self) -> Result<Vec<f32>>;
-    /// Replaces the weights and the momentum buffers (resuming a run).
+    /// Replaces the weights and the momentum buffers of every model (resuming a run).
     fn load_state(&mut self, params: &[f32], momentum: &[f32]) -> Result<()>;
     /// Times every kernel of the training steps from now on, where the device can; false
     /// where it cannot (no timestamp queries, or no GPU).
@@ -153,49 +168,112 @@ impl TestFigures {
     }
 }
 
+/// One model's figures of one epoch.
 #[derive(Clone, Debug)]
-pub struct EpochReport {
-    pub epoch: usize,
+pub struct ModelEpoch {
     /// Mean of the epoch's per-batch losses, summed in f64 as the tutorial's `running_loss`.
     pub loss: f64,
-    /// Seconds of training (not evaluation) in this epoch.
-    pub seconds: f64,
-    pub images_per_s: f64,
     /// Every batch's loss, in order.
     pub step_losses: Vec<f32>,
     /// The test set after the epoch, when evaluated.
     pub test: Option<TestFigures>,
 }
 
+#[derive(Clone, Debug)]
+pub struct EpochReport {
+    pub epoch: usize,
+    /// Seconds of training (not evaluation) in this epoch, all models together.
+    pub seconds: f64,
+    /// Training images per second over all models.
+    pub images_per_s: f64,
+    /// Each model's figures, in the set's order (one for a single run).
+    pub models: Vec<ModelEpoch>,
+}
+
 impl EpochReport {
+    /// The first (for a single run, the only) model's figures.
+    pub fn first(&self) -> &ModelEpoch {
+        &self.models[0]
+    }
+
     /// The tutorial's words first, then the test figures, time and throughput: one
-    /// fixed-width line per epoch.
+    /// fixed-width line per epoch. For a set, the mean and the spread across models, and the
+    /// range of the test accuracy.
     pub fn line(&self) -> String {
-        let test = match self.test {
-            Some(t) => format!(
-                " | test loss {:.4} | test accuracy {:6.2} %",
-                t.loss,
-                100.0 * t.accuracy
-            ),
+        let time = format!(
+            "   ({:5.1} s, {:5.1}k img/s)",
+            self.seconds,
+            self.images_per_s / 1000.0
+        );
+        if let [m] = &self.models[..] {
+            let test = match m.test {
+                Some(t) => format!(
+                    " | test loss {:.4} | test accuracy {:6.2} %",
+                    t.loss,
+                    100.0 * t.accuracy
+                ),
+                None => String::new(),
+            };
+            return format!(
+                "Epoch {} - Training loss: {:.4}{test}{time}",
+                self.epoch, m.loss
+            );
+        }
+        let loss = Spread::of(self.models.iter().map(|m| m.loss));
+        let tests: Option<Vec<TestFigures>> = self.models.iter().map(|m| m.test).collect();
+        let test = match tests {
+            Some(t) => {
+                let acc = Spread::of(t.iter().map(|t| 100.0 * t.accuracy));
+                format!(
+                    " | test accuracy {:.2} ± {:.2} % ({:.2} .. {:.2})",
+                    acc.mean, acc.std, acc.min, acc.max
+                )
+            }
             None => String::new(),
         };
         format!(
-            "Epoch {} - Training loss: {:.4}{test}   ({:5.1} s, {:5.1}k img/s)",
-            self.epoch,
-            self.loss,
-            self.seconds,
-            self.images_per_s / 1000.0
+            "Epoch {} - Training loss: {:.4} ± {:.4}{test}{time}",
+            self.epoch, loss.mean, loss.std
         )
     }
 }
 
-/// Where a run stands: the next step of `epoch`, with the losses and training seconds of the
-/// steps before it in that epoch. A checkpoint stores this.
+/// The mean, the sample standard deviation (0 for one value) and the range of a set of
+/// models' figures.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Spread {
+    pub mean: f64,
+    pub std: f64,
+    pub min: f64,
+    pub max: f64,
+}
+
+impl Spread {
+    pub fn of(values: impl Iterator<Item = f64>) -> Spread {
+        let v: Vec<f64> = values.collect();
+        let n = v.len().max(1) as f64;
+        let mean = v.iter().sum::<f64>() / n;
+        let var = match v.len() {
+            0 | 1 => 0.0,
+            k => v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (k - 1) as f64,
+        };
+        Spread {
+            mean,
+            std: var.sqrt(),
+            min: v.iter().copied().fold(f64::INFINITY, f64::min),
+            max: v.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+        }
+    }
+}
+
+/// Where a run stands: the next step of `epoch`, with each model's losses of the steps before
+/// it in that epoch and the training seconds. A checkpoint stores this.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Position {
     pub epoch: usize,
     pub step: usize,
-    pub losses: Vec<f32>,
+    /// losses: [models][steps so far]; empty at the start of an epoch
+    pub losses: Vec<Vec<f32>>,
     pub seconds: f64,
 }
 
@@ -207,18 +285,33 @@ pub struct Progress<'a> {
     /// Steps done in this epoch, of `steps`.
     pub step: usize,
     pub steps: usize,
-    /// The losses of this epoch's steps so far.
-    pub losses: &'a [f32],
+    /// Each model's losses of this epoch's steps so far.
+    pub losses: &'a [Vec<f32>],
     /// Training seconds of this epoch so far.
     pub seconds: f64,
     pub batch_size: usize,
 }
 
+impl Progress<'_> {
+    /// The mean over the models of each one's running loss of this epoch so far.
+    pub fn running_loss(&self) -> f64 {
+        let models = self.losses.len().max(1) as f64;
+        let sum: f64 = self.losses.iter().flatten().map(|&l| l as f64).sum();
+        sum / (self.losses.iter().map(Vec::len).max().unwrap_or(0).max(1) as f64 * models)
+    }
+
+    /// Training images per second of this epoch so far, over all models.
+    pub fn images_per_s(&self) -> f64 {
+        let models = self.losses.len().max(1);
+        (self.step * self.batch_size * models) as f64 / self.seconds.max(1e-9)
+    }
+}
+
 /// A non-finite loss: the run stops, its last checkpoint stays as it was.
 #[derive(Debug, thiserror::Error)]
 #[error(
-    "the training loss became {value} at step {at} of epoch {epoch} (steps {first} to {last} \
-     were read back together): the run diverged; try a smaller --lr (this run used {lr})"
+    "the training loss{model} became {value} at step {at} of epoch {epoch} (steps {first} to \
+     {last} were read back together): the run diverged; try a smaller --lr (this run used {lr})"
 )]
 pub struct Diverged {
     pub epoch: usize,
@@ -228,6 +321,8 @@ pub struct Diverged {
     pub at: usize,
     pub value: f32,
     pub lr: f64,
+    /// ` of model 3 (seed 4, lr 0.01, momentum 0.9)` in a set; empty for a single run.
+    pub model: String,
 }
 
 /// How a run ended.
@@ -269,44 +364,85 @@ pub struct LoopOptions {
     pub evaluate: bool,
 }
 
-/// Runs the recipe from `start` to the end of `recipe.epochs`, or until the observer asks to
-/// stop. The order of epoch `e` depends only on (seed, e), so a run resumed from a position
-/// repeats exactly what the uninterrupted run would have done.
+/// The recipes of a set of models trained side by side: one or more, the same epochs and
+/// batch size, each its own seed, learning rate and momentum.
+pub fn check_set(recipes: &[Recipe]) -> Result<()> {
+    let Some(r0) = recipes.first() else {
+        anyhow::bail!("a set of models needs at least one recipe");
+    };
+    let same = recipes
+        .iter()
+        .all(|r| r.epochs == r0.epochs && r.batch_size == r0.batch_size);
+    anyhow::ensure!(
+        same,
+        "the models of a set share their epochs and batch size"
+    );
+    Ok(())
+}
+
+/// Every model's order of epoch `epoch`, model-major: [models, n].
+pub fn epoch_orders(recipes: &[Recipe], epoch: usize, n: usize) -> Vec<u32> {
+    recipes
+        .iter()
+        .flat_map(|r| epoch_order(r.seed, epoch, n))
+        .collect()
+}
+
+/// Runs the recipes (one per model of the backend, side by side) from `start` to the end of
+/// their epochs, or until the observer asks to stop. The order of epoch `e` depends only on
+/// (seed, e), so a run resumed from a position repeats exactly what the uninterrupted run would
+/// have done.
 pub async fn run(
     backend: &mut dyn Backend,
-    recipe: &Recipe,
+    recipes: &[Recipe],
     n_train: usize,
     start: Position,
     options: LoopOptions,
     observer: &mut dyn Observer,
 ) -> Result<Outcome> {
+    check_set(recipes)?;
+    anyhow::ensure!(
+        backend.models() == recipes.len(),
+        "{} recipes for a backend of {} models",
+        recipes.len(),
+        backend.models()
+    );
+    let recipe = &recipes[0];
     let steps = recipe.steps_per_epoch(n_train);
     let mut pos = start;
+    pos.losses.resize(recipes.len(), Vec::new());
     while pos.epoch < recipe.epochs {
-        backend.begin_epoch(&epoch_order(recipe.seed, pos.epoch, n_train))?;
+        backend.begin_epoch(&epoch_orders(recipes, pos.epoch, n_train))?;
         let epoch = Epoch {
-            recipe,
+            recipes,
             steps,
             interval: options.interval.max(1),
         };
         if epoch.run(backend, &mut pos, observer).await? {
             return Ok(Outcome::Interrupted(pos));
         }
-        let loss = pos.losses.iter().map(|&l| l as f64).sum::<f64>() / steps as f64;
-        let test = match options.evaluate {
-            true => Some(TestFigures::of(&backend.evaluate().await?)),
+        let tests = match options.evaluate {
+            true => Some(backend.evaluate_all().await?),
             false => None,
         };
+        let models = std::mem::take(&mut pos.losses)
+            .into_iter()
+            .enumerate()
+            .map(|(k, step_losses)| ModelEpoch {
+                loss: step_losses.iter().map(|&l| l as f64).sum::<f64>() / steps as f64,
+                step_losses,
+                test: tests.as_ref().map(|t| TestFigures::of(&t[k])),
+            })
+            .collect();
         let report = EpochReport {
             epoch: pos.epoch,
-            loss,
             seconds: pos.seconds,
-            images_per_s: n_train as f64 / pos.seconds,
-            step_losses: std::mem::take(&mut pos.losses),
-            test,
+            images_per_s: (n_train * recipes.len()) as f64 / pos.seconds,
+            models,
         };
         pos = Position {
             epoch: pos.epoch + 1,
+            losses: vec![Vec::new(); recipes.len()],
             ..Default::default()
         };
         observer.epoch_done(backend, &report).await?;
@@ -317,9 +453,27 @@ pub async fn run(
     Ok(Outcome::Finished)
 }
 
+/// How a set names one of its models: ` of model 3 (seed 4, lr 0.01, momentum 0.9)`; empty for
+/// a single run.
+pub fn model_words(recipes: &[Recipe], k: usize) -> String {
+    match recipes.len() {
+        1 => String::new(),
+        _ => {
+            let r = &recipes[k];
+            format!(
+                " of model {} (seed {}, lr {}, momentum {})",
+                k + 1,
+                r.seed,
+                r.lr,
+                r.momentum
+            )
+        }
+    }
+}
+
 /// The steps of one epoch, in intervals.
 struct Epoch<'a> {
-    recipe: &'a Recipe,
+    recipes: &'a [Recipe],
     steps: usize,
     interval: usize,
 }
@@ -327,6 +481,32 @@ struct Epoch<'a> {
 impl Epoch<'_> {
     fn next(&self, from: usize) -> Range<usize> {
         from..(from + self.interval).min(self.steps)
+    }
+
+    /// The losses of `now` (model-major, as read back) added to each model's, or the first
+    /// non-finite one.
+    fn take_losses(&self, pos: &mut Position, now: &Range<usize>, losses: &[f32]) -> Result<()> {
+        let len = now.len();
+        for (k, chunk) in losses
+            .chunks(len.max(1))
+            .enumerate()
+            .take(self.recipes.len())
+        {
+            if let Some(i) = chunk.iter().position(|l| !l.is_finite()) {
+                return Err(Diverged {
+                    epoch: pos.epoch,
+                    first: now.start,
+                    last: now.end - 1,
+                    at: now.start + i,
+                    value: chunk[i],
+                    lr: self.recipes[k].lr,
+                    model: model_words(self.recipes, k),
+                }
+                .into());
+            }
+            pos.losses[k].extend_from_slice(chunk);
+        }
+        Ok(())
     }
 
     /// Runs the epoch's steps from `pos.step` on, interval by interval; true when the observer
@@ -339,7 +519,7 @@ impl Epoch<'_> {
         pos: &mut Position,
         observer: &mut dyn Observer,
     ) -> Result<bool> {
-        let (recipe, steps) = (self.recipe, self.steps);
+        let (recipe, steps) = (&self.recipes[0], self.steps);
         let mut clock = Instant::now();
         let mut queued = None;
         while pos.step < steps {
@@ -360,18 +540,7 @@ impl Epoch<'_> {
             // Wall-clock time: what the observer does in between overlaps the device's work.
             pos.seconds += clock.elapsed().as_secs_f64();
             clock = Instant::now();
-            if let Some(i) = losses.iter().position(|l| !l.is_finite()) {
-                return Err(Diverged {
-                    epoch: pos.epoch,
-                    first: now.start,
-                    last: now.end - 1,
-                    at: now.start + i,
-                    value: losses[i],
-                    lr: recipe.lr,
-                }
-                .into());
-            }
-            pos.losses.extend_from_slice(&losses);
+            self.take_losses(pos, &now, &losses)?;
             pos.step = now.end;
             let progress = Progress {
                 epoch: pos.epoch,
@@ -391,11 +560,11 @@ impl Epoch<'_> {
     }
 }
 
-/// Runs every epoch of `recipe` from the start, calling `on_epoch` after each; no evaluation
-/// between epochs. Returns every epoch's report.
+/// Runs every epoch of `recipes` (one per model) from the start, calling `on_epoch` after each;
+/// no evaluation between epochs. Returns every epoch's report.
 pub async fn train(
     backend: &mut dyn Backend,
-    recipe: &Recipe,
+    recipes: &[Recipe],
     n_train: usize,
     on_epoch: impl FnMut(&EpochReport),
 ) -> Result<Vec<EpochReport>> {
@@ -421,7 +590,7 @@ pub async fn train(
     };
     run(
         backend,
-        recipe,
+        recipes,
         n_train,
         Position::default(),
         options,

@@ -151,7 +151,7 @@ fn gpu_failures_are_one_line_errors() {
         cols: 4,
     };
     let params = buffer(&gpu, "params", &vec![0f32; layout.len]);
-    let eval_only = FusedActs::new(&gpu, &layout, 4, false).unwrap();
+    let eval_only = FusedActs::new(&gpu, &layout, 4, false, 1).unwrap();
     let split = Split::new(&gpu, "tiny", &data, 4);
     let sample = FusedSample {
         params: &params,

@@ -69,6 +69,8 @@ fn recorder(dir: &Path, arch: &Arch) -> Recorder {
         metrics: Vec::new(),
         metrics_copy: None,
         plot: None,
+        set: Vec::new(),
+        set_rows: Vec::new(),
     }
 }
 
@@ -100,7 +102,7 @@ fn interrupted_vs_straight(
     };
     let out = block_on(train::run(
         a.as_mut(),
-        r,
+        std::slice::from_ref(r),
         n,
         Position::default(),
         OPTIONS,
@@ -122,7 +124,7 @@ fn interrupted_vs_straight(
     };
     let out = block_on(train::run(
         b.as_mut(),
-        r,
+        std::slice::from_ref(r),
         n,
         Position::default(),
         OPTIONS,
@@ -146,7 +148,15 @@ fn interrupted_vs_straight(
         stop: |_: &Position| false,
         at: Position::default(),
     };
-    let out = block_on(train::run(b.as_mut(), r, n, c.position, OPTIONS, &mut obs)).unwrap();
+    let out = block_on(train::run(
+        b.as_mut(),
+        std::slice::from_ref(r),
+        n,
+        c.position,
+        OPTIONS,
+        &mut obs,
+    ))
+    .unwrap();
     assert!(matches!(out, Outcome::Finished));
     let resumed = (
         block_on(b.params()).unwrap(),
@@ -224,7 +234,7 @@ fn gpu_run_interrupted_mid_epoch_resumes_bit_identical() {
     let stop = |p: &Position| p.epoch == 1 && p.step >= 250;
     let (straight, resumed, pos) =
         interrupted_vs_straight(&make, &arch, &r, train.len(), stop, "gpu-mid");
-    assert_eq!((pos.epoch, pos.step, pos.losses.len()), (1, 500, 500));
+    assert_eq!((pos.epoch, pos.step, pos.losses[0].len()), (1, 500, 500));
     assert!(straight.0 == resumed.0, "weights differ after resuming");
     assert!(straight.1 == resumed.1, "momentum differs after resuming");
 }
@@ -303,7 +313,7 @@ fn cpu_run_interrupted_mid_epoch_resumes_bit_identical() {
         |p| p.epoch == 1 && p.step >= 750,
         "cpu",
     );
-    assert_eq!((pos.epoch, pos.step, pos.losses.len()), (1, 750, 750));
+    assert_eq!((pos.epoch, pos.step, pos.losses[0].len()), (1, 750, 750));
     assert!(straight.0 == resumed.0, "weights differ after resuming");
     assert!(straight.1 == resumed.1, "momentum differs after resuming");
 }
@@ -321,8 +331,8 @@ impl Evaluate for Poisoned {
     fn about(&self) -> &About {
         self.inner.about()
     }
-    async fn evaluate(&mut self) -> anyhow::Result<Eval> {
-        self.inner.evaluate().await
+    async fn evaluate_all(&mut self) -> anyhow::Result<Vec<Eval>> {
+        self.inner.evaluate_all().await
     }
 }
 
@@ -373,7 +383,7 @@ fn divergence_stops_the_run_and_keeps_the_last_checkpoint() {
     };
     let err = block_on(train::run(
         &mut b,
-        &r,
+        std::slice::from_ref(&r),
         60_000,
         Position::default(),
         OPTIONS,
@@ -390,7 +400,7 @@ fn divergence_stops_the_run_and_keeps_the_last_checkpoint() {
     assert_eq!(c.metrics.len(), 1);
     let m = mnist();
     let mut one = CpuBackend::new(arch.clone(), recipe(1), arch.init(1), m.train, m.test);
-    block_on(train::train(&mut one, &recipe(1), 60_000, |_| {})).unwrap();
+    block_on(train::train(&mut one, &[recipe(1)], 60_000, |_| {})).unwrap();
     assert!(
         c.params == block_on(one.params()).unwrap(),
         "the checkpoint is not epoch 0's"

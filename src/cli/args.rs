@@ -123,6 +123,33 @@ pub fn hidden(s: &str) -> Result<Hidden, String> {
     mnist_wgpu::flags::hidden(s).map(Hidden)
 }
 
+/// `--lr`, `--momentum`: one value or a comma list (a newtype, so that clap takes the list as
+/// one value).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Floats(pub Vec<f64>);
+
+impl std::fmt::Display for Floats {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&mnist_wgpu::sweep::floats_string(&self.0))
+    }
+}
+
+pub fn lr_list(s: &str) -> Result<Floats, String> {
+    mnist_wgpu::sweep::floats(s, positive_finite).map(Floats)
+}
+
+pub fn momentum_list(s: &str) -> Result<Floats, String> {
+    mnist_wgpu::sweep::floats(s, momentum).map(Floats)
+}
+
+/// `--seeds`: `1-10`, `1,4,9`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Seeds(pub Vec<u64>);
+
+pub fn seeds(s: &str) -> Result<Seeds, String> {
+    mnist_wgpu::sweep::seeds(s).map(Seeds)
+}
+
 /// A bad flag value found after parsing (it needs the adapter): exit code 2 like clap's.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]

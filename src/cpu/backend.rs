@@ -63,22 +63,50 @@ impl Evaluate for CpuEvaluator {
         &self.about
     }
 
-    async fn evaluate(&mut self) -> anyhow::Result<Eval> {
-        Ok(evaluate(&self.arch, &self.params, &self.test))
+    async fn evaluate_all(&mut self) -> anyhow::Result<Vec<Eval>> {
+        Ok(vec![evaluate(&self.arch, &self.params, &self.test)])
     }
 }
 
-/// The `--device cpu` backend: the same recipe, step by step, on the CPU reference.
-pub struct CpuBackend {
-    arch: Arch,
+/// One model of a CPU set: its recipe, weights, momentum buffers, order and losses.
+struct CpuModel {
     recipe: Recipe,
-    train: Dataset,
-    test: Dataset,
-    about: About,
     params: Vec<f32>,
     momentum: Vec<f32>,
     order: Vec<u32>,
     losses: Vec<f32>,
+}
+
+impl CpuModel {
+    fn run_steps(&mut self, arch: &Arch, train: &Dataset, steps: Range<usize>) {
+        let bs = self.recipe.batch_size;
+        for s in steps {
+            let idx = &self.order[s * bs..((s + 1) * bs).min(self.order.len())];
+            let x = gather(train, idx);
+            let labels: Vec<u8> = idx.iter().map(|&i| train.labels[i as usize]).collect();
+            let (loss, g) = loss_and_grad(arch, &self.params, &x, &labels);
+            sgd(
+                &mut self.params,
+                &mut self.momentum,
+                &g,
+                self.recipe.lr as f32,
+                self.recipe.momentum as f32,
+            );
+            self.losses[s] = loss;
+        }
+    }
+}
+
+/// The `--device cpu` backend: the same recipe, step by step, on the CPU reference; a set of
+/// models is spread over the machine's cores, each model on one thread at a time, so that each
+/// computes exactly what it computes alone.
+pub struct CpuBackend {
+    arch: Arch,
+    train: Dataset,
+    test: Dataset,
+    about: About,
+    models: Vec<CpuModel>,
+    threads: usize,
 }
 
 impl CpuBackend {
@@ -92,19 +120,53 @@ impl CpuBackend {
         train: Dataset,
         test: Dataset,
     ) -> Self {
-        let n = params.len();
-        let steps = recipe.steps_per_epoch(train.len());
+        CpuBackend::set(arch, vec![recipe], vec![params], train, test)
+    }
+
+    /// A set of models trained side by side: `recipes[k]` from `params[k]` (PyTorch's flat
+    /// order), on as many threads as the machine has cores.
+    pub fn set(
+        arch: Arch,
+        recipes: Vec<Recipe>,
+        params: Vec<Vec<f32>>,
+        train: Dataset,
+        test: Dataset,
+    ) -> Self {
+        assert_eq!(recipes.len(), params.len(), "one recipe per model");
+        let models = recipes
+            .into_iter()
+            .zip(params)
+            .map(|(recipe, params)| CpuModel {
+                losses: vec![0.0; recipe.steps_per_epoch(train.len())],
+                momentum: vec![0.0; params.len()],
+                recipe,
+                params,
+                order: Vec::new(),
+            })
+            .collect();
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
         CpuBackend {
             arch,
-            recipe,
             train,
             test,
             about: about(),
-            params,
-            momentum: vec![0.0; n],
-            order: Vec::new(),
-            losses: vec![0.0; steps],
+            models,
+            threads,
         }
+    }
+
+    /// Runs on `threads` threads at most (1: every model on the calling thread).
+    pub fn with_threads(mut self, threads: usize) -> Self {
+        self.threads = threads.max(1);
+        self
+    }
+
+    /// Each model's values concatenated, model-major.
+    fn flat(&self, f: impl Fn(&CpuModel) -> &[f32]) -> Vec<f32> {
+        self.models
+            .iter()
+            .flat_map(|m| f(m).iter().copied())
+            .collect()
     }
 }
 
@@ -114,54 +176,83 @@ impl Evaluate for CpuBackend {
         &self.about
     }
 
-    async fn evaluate(&mut self) -> anyhow::Result<Eval> {
-        Ok(evaluate(&self.arch, &self.params, &self.test))
+    fn models(&self) -> usize {
+        self.models.len()
+    }
+
+    async fn evaluate_all(&mut self) -> anyhow::Result<Vec<Eval>> {
+        let (arch, test) = (&self.arch, &self.test);
+        Ok(self
+            .models
+            .iter()
+            .map(|m| evaluate(arch, &m.params, test))
+            .collect())
     }
 }
 
 #[async_trait::async_trait(?Send)]
 impl Backend for CpuBackend {
-    fn begin_epoch(&mut self, order: &[u32]) -> anyhow::Result<()> {
-        self.order = order.to_vec();
-        Ok(())
-    }
-
-    async fn run_steps(&mut self, steps: Range<usize>) -> anyhow::Result<()> {
-        let bs = self.recipe.batch_size;
-        for s in steps {
-            let idx = &self.order[s * bs..((s + 1) * bs).min(self.order.len())];
-            let x = gather(&self.train, idx);
-            let labels: Vec<u8> = idx.iter().map(|&i| self.train.labels[i as usize]).collect();
-            let (loss, g) = loss_and_grad(&self.arch, &self.params, &x, &labels);
-            sgd(
-                &mut self.params,
-                &mut self.momentum,
-                &g,
-                self.recipe.lr as f32,
-                self.recipe.momentum as f32,
-            );
-            self.losses[s] = loss;
+    fn begin_epoch(&mut self, orders: &[u32]) -> anyhow::Result<()> {
+        let n = self.train.len();
+        anyhow::ensure!(
+            orders.len() == n * self.models.len(),
+            "orders of {} for {} models of {n} samples",
+            orders.len(),
+            self.models.len()
+        );
+        for (m, order) in self.models.iter_mut().zip(orders.chunks(n.max(1))) {
+            m.order = order.to_vec();
         }
         Ok(())
     }
 
+    async fn run_steps(&mut self, steps: Range<usize>) -> anyhow::Result<()> {
+        let (arch, train) = (&self.arch, &self.train);
+        let per_thread = self.models.len().div_ceil(self.threads);
+        if per_thread == self.models.len() {
+            for m in &mut self.models {
+                m.run_steps(arch, train, steps.clone());
+            }
+            return Ok(());
+        }
+        std::thread::scope(|scope| {
+            for chunk in self.models.chunks_mut(per_thread) {
+                let steps = steps.clone();
+                scope.spawn(move || {
+                    for m in chunk {
+                        m.run_steps(arch, train, steps.clone());
+                    }
+                });
+            }
+        });
+        Ok(())
+    }
+
     async fn losses(&mut self, steps: Range<usize>) -> anyhow::Result<Vec<f32>> {
-        Ok(self.losses[steps].to_vec())
+        Ok(self.flat(|m| &m.losses[steps.clone()]))
     }
 
     async fn params(&mut self) -> anyhow::Result<Vec<f32>> {
-        Ok(self.params.clone())
+        Ok(self.flat(|m| &m.params))
     }
 
     async fn momentum(&mut self) -> anyhow::Result<Vec<f32>> {
-        Ok(self.momentum.clone())
+        Ok(self.flat(|m| &m.momentum))
     }
 
     fn load_state(&mut self, params: &[f32], momentum: &[f32]) -> anyhow::Result<()> {
-        assert_eq!(params.len(), self.params.len());
-        assert_eq!(momentum.len(), self.momentum.len());
-        self.params.copy_from_slice(params);
-        self.momentum.copy_from_slice(momentum);
+        let n = self.arch.param_count();
+        let want = n * self.models.len();
+        anyhow::ensure!(
+            params.len() == want && momentum.len() == want,
+            "a state of {} parameters for {} models of {n}",
+            params.len(),
+            self.models.len()
+        );
+        for (k, m) in self.models.iter_mut().enumerate() {
+            m.params.copy_from_slice(&params[k * n..(k + 1) * n]);
+            m.momentum.copy_from_slice(&momentum[k * n..(k + 1) * n]);
+        }
         Ok(())
     }
 }

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use anyhow::{Result, ensure};
 
 use crate::data::Dataset;
-use crate::gpu::buffers::{Split, StepInputs, Weights, zeros};
+use crate::gpu::buffers::{Hyper, Split, StepInputs, Weights, zeros};
 use crate::gpu::device::Gpu;
 use crate::gpu::dispatch::{Dispatch, step_stride, submit, submit_then};
 use crate::gpu::evaluator::{Evaluator, about, upload};
@@ -54,7 +54,9 @@ pub fn check_limits(gpu: &Gpu, arch: &Arch, batch: usize, n_train: usize) -> Res
     Ok(())
 }
 
-/// Training on the device: the model's state, the training split, and one step's dispatches.
+/// Training on the device: the models' state, the training split, and one step's dispatches.
+/// A set of models trains side by side in the same dispatches, each model's tensors one model
+/// stride after the one before.
 pub struct Trainer {
     gpu: Gpu,
     pub plan: Plan,
@@ -62,10 +64,12 @@ pub struct Trainer {
     pub modules: Arc<Modules>,
     layout: DeviceLayout,
     param_count: usize,
-    /// params, momentum_buffer: [layout.len], device layout
+    /// Models side by side (1 for a single run).
+    models: usize,
+    /// params, momentum_buffer: [models, layout.len], device layout
     params: wgpu::Buffer,
     momentum_buffer: wgpu::Buffer,
-    /// losses: [steps per epoch], each step's mean loss of the current epoch
+    /// losses: [steps per epoch, models], each step's mean loss of the current epoch
     losses: wgpu::Buffer,
     /// Their read-backs in flight, one submission behind the device.
     reads: LossReads,
@@ -79,21 +83,25 @@ pub struct Trainer {
 }
 
 impl Trainer {
-    /// Trains `recipe` from the PyTorch-layout `params` of `arch` on `split` (the training
-    /// set, uploaded once: the tuner shares one among its candidates).
+    /// Trains `recipes` (one per model, side by side) from the PyTorch-layout `params` of
+    /// `arch` ([models, param_count]) on `split` (the training set, uploaded once: the tuner
+    /// shares one among its candidates).
     pub fn new(
         gpu: &Gpu,
         plan: Plan,
         modules: Arc<Modules>,
         arch: &Arch,
-        recipe: &Recipe,
+        recipes: &[Recipe],
         params: &[f32],
         split: Split,
     ) -> Result<Trainer> {
+        crate::train::check_set(recipes)?;
+        let (models, recipe) = (recipes.len(), &recipes[0]);
         ensure!(
-            params.len() == arch.param_count(),
+            params.len() == models * arch.param_count(),
             "parameters do not match the model"
         );
+        let split = split.with_orders(gpu, "train", models);
         ensure!(
             split.pixels == arch.input(),
             "images of {} pixels for a model of {}",
@@ -103,22 +111,29 @@ impl Trainer {
         let layout = DeviceLayout::new(arch);
         let steps_per_epoch = recipe.steps_per_epoch(split.len);
         let params_buf = upload(gpu, &layout, params);
-        let momentum_buffer = zeros(gpu, "momentum buffer", layout.len);
-        let losses = zeros(gpu, "losses", steps_per_epoch);
+        let momentum_buffer = zeros(gpu, "momentum buffer", models * layout.len);
+        let losses = zeros(gpu, "losses", steps_per_epoch * models);
+        let hyper: Vec<Hyper> = recipes
+            .iter()
+            .map(|r| Hyper {
+                lr: r.lr,
+                momentum: r.momentum,
+            })
+            .collect();
         let inputs = StepInputs {
             split: &split,
             momentum_buffer: &momentum_buffer,
             losses: &losses,
             steps_per_epoch,
-            lr: recipe.lr,
-            momentum: recipe.momentum,
+            hyper: &hyper,
         };
         let weights = Weights {
             layout: &layout,
             params: &params_buf,
+            models,
         };
         let built = Schedules::of(plan).training(gpu, &modules, &weights, &inputs)?;
-        let reads = LossReads::new(gpu, steps_per_epoch);
+        let reads = LossReads::new(gpu, steps_per_epoch * models);
         let mut bytes = vec![
             ("params".to_string(), params_buf.size()),
             ("train split".to_string(), split.bytes()),
@@ -130,7 +145,7 @@ impl Trainer {
         let staging = staging(
             gpu,
             "staging (read-back)",
-            4 * layout.len.max(steps_per_epoch),
+            4 * models * layout.len.max(steps_per_epoch),
         );
         bytes.push(("staging".to_string(), staging.size()));
         Ok(Trainer {
@@ -138,7 +153,8 @@ impl Trainer {
             plan,
             modules,
             layout,
-            param_count: params.len(),
+            param_count: arch.param_count(),
+            models,
             params: params_buf,
             momentum_buffer,
             losses,
@@ -162,18 +178,38 @@ impl Trainer {
         &self.step
     }
 
-    /// A device-layout buffer, read back in PyTorch's flat order.
+    /// A device-layout buffer of every model, read back in PyTorch's flat order, model after
+    /// model.
     async fn read_flat(&self, src: &wgpu::Buffer) -> Result<Vec<f32>> {
-        let device: Vec<f32> = read_back(&self.gpu, src, 0, self.layout.len, &self.staging).await?;
-        Ok(self.layout.from_device(&device))
+        let floats = self.models * self.layout.len;
+        let device: Vec<f32> = read_back(&self.gpu, src, 0, floats, &self.staging).await?;
+        Ok(self.layout.from_device_set(&device))
     }
 
-    /// Hands over the epoch's shuffled order of the training set.
+    /// The losses buffer's entries of `steps`: [steps, models], step-major.
+    fn entries(&self, steps: &Range<usize>) -> Range<usize> {
+        steps.start * self.models..steps.end * self.models
+    }
+
+    /// Step-major losses [steps, models] as the loop takes them: [models, steps].
+    fn by_model(&self, losses: Vec<f32>) -> Vec<f32> {
+        let m = self.models;
+        if m == 1 {
+            return losses;
+        }
+        let steps = losses.len() / m;
+        (0..m * steps)
+            .map(|i| losses[(i % steps) * m + i / steps])
+            .collect()
+    }
+
+    /// Hands over the epoch's shuffled orders of the training set: [models, n].
     pub fn begin_epoch(&mut self, order: &[u32]) -> Result<()> {
         ensure!(
-            order.len() == self.split.len,
-            "an order of {} for {} samples",
+            order.len() == self.models * self.split.len,
+            "orders of {} for {} models of {} samples",
             order.len(),
+            self.models,
             self.split.len
         );
         let order = bytemuck::cast_slice(order);
@@ -194,12 +230,13 @@ impl Trainer {
                 None if e < steps.end => submit(gpu, "train steps", &self.step, s..e, stride)?,
                 None => {
                     let slot = self.reads.free_slot(gpu).await?;
+                    let entries = self.entries(&steps);
                     let (reads, losses) = (&self.reads, &self.losses);
                     let copy = |enc: &mut wgpu::CommandEncoder| {
-                        reads.copy(enc, losses, &steps, slot);
+                        reads.copy(enc, losses, &entries, slot);
                     };
                     let index = submit_then(gpu, "train steps", &self.step, s..e, stride, copy)?;
-                    self.reads.submitted(steps.clone(), slot, index);
+                    self.reads.submitted(entries, slot, index);
                 }
             }
             s = e;
@@ -207,13 +244,16 @@ impl Trainer {
         Ok(())
     }
 
-    /// The losses of `steps`: the read in flight for exactly those steps, else a read-back.
+    /// The losses of `steps` of every model, [models, steps]: the read in flight for exactly
+    /// those steps, else a read-back.
     pub async fn losses(&mut self, steps: Range<usize>) -> Result<Vec<f32>> {
-        if let Some(losses) = self.reads.take(&self.gpu, &steps).await? {
-            return Ok(losses);
+        let entries = self.entries(&steps);
+        if let Some(losses) = self.reads.take(&self.gpu, &entries).await? {
+            return Ok(self.by_model(losses));
         }
-        let (start, len) = (steps.start, steps.len());
-        read_back(&self.gpu, &self.losses, start, len, &self.staging).await
+        let (start, len) = (entries.start, entries.len());
+        let losses = read_back(&self.gpu, &self.losses, start, len, &self.staging).await?;
+        Ok(self.by_model(losses))
     }
 }
 
@@ -225,20 +265,21 @@ pub struct GpuBackend {
 }
 
 impl GpuBackend {
-    /// A backend that trains `recipe` on `train` and evaluates on `test` from the PyTorch-layout
-    /// `params`, as `plan` says.
+    /// A backend that trains `recipes` (one per model, side by side) on `train` and evaluates
+    /// on `test` from the PyTorch-layout `params` ([models, param_count]), as `plan` says.
     pub fn new(
         gpu: &Gpu,
         plan: Plan,
         arch: &Arch,
-        recipe: &Recipe,
+        recipes: &[Recipe],
         params: &[f32],
         train: &Dataset,
         test: &Dataset,
     ) -> Result<GpuBackend> {
         let modules = Arc::new(Modules::new(gpu, plan.kernels)?);
-        let split = Split::new(gpu, "train", train, recipe.batch_size);
-        let trainer = Trainer::new(gpu, plan, modules, arch, recipe, params, split)?;
+        let batch = recipes.first().map_or(1, |r| r.batch_size);
+        let split = Split::new(gpu, "train", train, batch);
+        let trainer = Trainer::new(gpu, plan, modules, arch, recipes, params, split)?;
         GpuBackend::from_trainer(trainer, test)
     }
 
@@ -250,6 +291,7 @@ impl GpuBackend {
         let weights = Weights {
             layout: &trainer.layout,
             params: &trainer.params,
+            models: trainer.models,
         };
         let evaluator = Evaluator::new(gpu, trainer.plan, m, &weights, test, batch)?;
         let mut about = about(gpu, trainer.plan, trainer.step.len());
@@ -285,11 +327,11 @@ impl GpuBackend {
         t.read_flat(grads).await
     }
 
-    /// Writes new parameter values (PyTorch's flat order).
+    /// Writes new parameter values (PyTorch's flat order, model after model).
     pub fn set_params(&mut self, params: &[f32]) {
         let t = &self.trainer;
-        assert_eq!(params.len(), t.param_count);
-        let device = t.layout.to_device(params);
+        assert_eq!(params.len(), t.models * t.param_count);
+        let device = t.layout.to_device_set(params);
         t.gpu
             .queue
             .write_buffer(&t.params, 0, bytemuck::cast_slice(&device));
@@ -302,8 +344,12 @@ impl Evaluate for GpuBackend {
         &self.about
     }
 
-    async fn evaluate(&mut self) -> Result<Eval> {
-        self.evaluator.evaluate().await
+    fn models(&self) -> usize {
+        self.trainer.models
+    }
+
+    async fn evaluate_all(&mut self) -> Result<Vec<Eval>> {
+        self.evaluator.evaluate_all().await
     }
 }
 
@@ -330,13 +376,18 @@ impl Backend for GpuBackend {
     }
 
     fn load_state(&mut self, params: &[f32], momentum: &[f32]) -> Result<()> {
+        let t = &self.trainer;
+        let floats = t.models * t.param_count;
         ensure!(
-            momentum.len() == self.trainer.param_count,
-            "momentum does not match the model"
+            params.len() == floats && momentum.len() == floats,
+            "a state of {} parameters for {} models of {}",
+            params.len(),
+            t.models,
+            t.param_count
         );
         self.set_params(params);
         let t = &self.trainer;
-        let device = t.layout.to_device(momentum);
+        let device = t.layout.to_device_set(momentum);
         let bytes = bytemuck::cast_slice(&device);
         t.gpu.queue.write_buffer(&t.momentum_buffer, 0, bytes);
         Ok(())

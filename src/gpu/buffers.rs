@@ -78,8 +78,11 @@ pub struct Split {
     pub images: wgpu::Buffer,
     /// labels: [len] u32
     pub labels: wgpu::Buffer,
-    /// order: [len] u32, the epoch's order (identity for the test split)
+    /// order: [orders, len] u32, each model's order of the epoch (one identity order for the
+    /// test split)
     pub order: wgpu::Buffer,
+    /// The orders it holds: the models of a training set, 1 for an evaluation.
+    pub orders: usize,
     /// steps: one `Step` per batch, at `step_stride`
     pub steps: wgpu::Buffer,
     pub len: usize,
@@ -118,10 +121,20 @@ impl Split {
                 &step_table(data.len(), batch, step_stride(gpu)),
                 wgpu::BufferUsages::UNIFORM,
             ),
+            orders: 1,
             len: data.len(),
             batch,
             pixels: data.pixels(),
         }
+    }
+
+    /// The same split with room for one order per model of a set (written every epoch).
+    pub fn with_orders(mut self, gpu: &Gpu, name: &str, models: usize) -> Split {
+        if models > 1 {
+            self.order = zeros(gpu, &format!("{name} orders"), models * self.len);
+            self.orders = models;
+        }
+        self
     }
 
     pub fn bytes(&self) -> u64 {
@@ -132,28 +145,53 @@ impl Split {
 /// A model on the device, in the device layout (`gpu::layout`).
 pub struct Weights<'a> {
     pub layout: &'a DeviceLayout,
-    /// params: the flat parameters, device layout
+    /// params: [models, layout.len], each model's flat parameters, device layout
     pub params: &'a wgpu::Buffer,
+    /// Models side by side in `params` (1 for a single run).
+    pub models: usize,
 }
 
 /// What a training step reads and writes besides the parameters.
 pub struct StepInputs<'a> {
     pub split: &'a Split,
-    /// momentum_buffer: [params], device layout, PyTorch's `momentum_buffer`
+    /// momentum_buffer: [models, layout.len], device layout, PyTorch's `momentum_buffer`
     pub momentum_buffer: &'a wgpu::Buffer,
-    /// losses: [steps per epoch], each step's mean loss
+    /// losses: [steps per epoch, models], each step's mean loss
     pub losses: &'a wgpu::Buffer,
     pub steps_per_epoch: usize,
+    /// Each model's learning rate and SGD momentum coefficient.
+    pub hyper: &'a [Hyper],
+}
+
+/// One model's SGD hyper-parameters.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Hyper {
     pub lr: f64,
     /// SGD's momentum coefficient.
     pub momentum: f64,
 }
 
+impl Hyper {
+    /// As the kernels read them: [models] (lr, momentum) in f32.
+    pub fn buffer(gpu: &Gpu, hyper: &[Hyper]) -> wgpu::Buffer {
+        let values: Vec<[f32; 2]> = hyper
+            .iter()
+            .map(|h| [h.lr as f32, h.momentum as f32])
+            .collect();
+        init(
+            gpu,
+            "learning rates and momenta",
+            bytemuck::cast_slice(&values),
+            wgpu::BufferUsages::STORAGE,
+        )
+    }
+}
+
 /// Where an evaluation writes each sample's verdict.
 pub struct Verdicts<'a> {
-    /// correct: [split] u32, is_correct | predicted << 8
+    /// correct: [models, split] u32, is_correct | predicted << 8
     pub correct: &'a wgpu::Buffer,
-    /// log_probs: [split, classes]
+    /// log_probs: [models, split, classes]
     pub log_probs: &'a wgpu::Buffer,
     pub classes: usize,
 }

@@ -24,7 +24,8 @@ pub struct Evaluator {
     gpu: Gpu,
     about: About,
     split: Split,
-    /// correct: [test len] u32, is_correct | predicted << 8; log_probs: [test len, classes]
+    /// correct: [models, test len] u32, is_correct | predicted << 8; log_probs: [models, test
+    /// len, classes]
     correct: wgpu::Buffer,
     log_probs: wgpu::Buffer,
     staging: wgpu::Buffer,
@@ -32,6 +33,7 @@ pub struct Evaluator {
     labels: Vec<u8>,
     classes: usize,
     bytes: u64,
+    models: usize,
 }
 
 impl Evaluator {
@@ -50,15 +52,16 @@ impl Evaluator {
         let classes = layout.layers.last().map_or(0, |l| l.out);
         let batch = schedule.evaluation_batch(batch, test.len());
         let split = Split::new(gpu, "test", test, batch);
-        let correct = zeros(gpu, "eval correct", test.len());
-        let log_probs = zeros(gpu, "eval log-probs", test.len() * classes);
+        let models = weights.models;
+        let correct = zeros(gpu, "eval correct", models * test.len());
+        let log_probs = zeros(gpu, "eval log-probs", models * test.len() * classes);
         let verdicts = Verdicts {
             correct: &correct,
             log_probs: &log_probs,
             classes,
         };
         let built = schedule.evaluation(gpu, m, weights, &split, &verdicts)?;
-        let staging = staging(gpu, "eval read-back", test.len() * classes * 4);
+        let staging = staging(gpu, "eval read-back", models * test.len() * classes * 4);
         let own: u64 = built.bytes.iter().map(|(_, b)| b).sum();
         let bytes = split.bytes() + own + correct.size() + log_probs.size() + staging.size();
         Ok(Evaluator {
@@ -72,6 +75,7 @@ impl Evaluator {
             labels: test.labels.clone(),
             classes,
             bytes,
+            models,
         })
     }
 
@@ -90,6 +94,7 @@ impl Evaluator {
         let weights = Weights {
             layout: &layout,
             params: &params,
+            models: 1,
         };
         Evaluator::new(gpu, plan, &m, &weights, test, batch)
     }
@@ -117,8 +122,12 @@ impl Evaluate for Evaluator {
         &self.about
     }
 
-    /// Accuracy, loss, confusion matrix and every sample's log-probabilities.
-    async fn evaluate(&mut self) -> Result<Eval> {
+    fn models(&self) -> usize {
+        self.models
+    }
+
+    /// Each model's accuracy, loss, confusion matrix and every sample's log-probabilities.
+    async fn evaluate_all(&mut self) -> Result<Vec<Eval>> {
         let gpu = &self.gpu;
         let n = self.split.len;
         let steps = n.div_ceil(self.split.batch);
@@ -128,20 +137,24 @@ impl Evaluate for Evaluator {
             submit(gpu, "evaluate", &self.dispatches, s..e, step_stride(gpu))?;
             s = e;
         }
-        let correct: Vec<u32> = read_back(gpu, &self.correct, 0, n, &self.staging).await?;
+        let (models, classes) = (self.models, self.classes);
+        let correct: Vec<u32> = read_back(gpu, &self.correct, 0, models * n, &self.staging).await?;
         let log_probs: Vec<f32> =
-            read_back(gpu, &self.log_probs, 0, n * self.classes, &self.staging).await?;
-        let mut ev = Eval::new(self.classes);
-        for (i, (&c, logp)) in correct
-            .iter()
-            .zip(log_probs.chunks(self.classes))
-            .enumerate()
-        {
-            let label = self.labels[i] as usize;
-            ev.add((c >> 8) as usize, label, -logp[label] as f64);
-        }
-        ev.log_probs = log_probs;
-        Ok(ev)
+            read_back(gpu, &self.log_probs, 0, models * n * classes, &self.staging).await?;
+        let evals = correct
+            .chunks(n.max(1))
+            .zip(log_probs.chunks((n * classes).max(1)))
+            .map(|(correct, log_probs)| {
+                let mut ev = Eval::new(classes);
+                for (i, (&c, logp)) in correct.iter().zip(log_probs.chunks(classes)).enumerate() {
+                    let label = self.labels[i] as usize;
+                    ev.add((c >> 8) as usize, label, -logp[label] as f64);
+                }
+                ev.log_probs = log_probs.to_vec();
+                ev
+            })
+            .collect();
+        Ok(evals)
     }
 }
 
@@ -173,14 +186,15 @@ pub fn upload_layout(arch: &Arch, params: &[f32], data: &Dataset) -> Result<Devi
     Ok(DeviceLayout::new(arch))
 }
 
-/// PyTorch-layout `params` in the device layout, uploaded.
+/// PyTorch-layout `params` in the device layout, uploaded: one model's, or a set's model after
+/// model.
 pub fn upload(gpu: &Gpu, layout: &DeviceLayout, params: &[f32]) -> wgpu::Buffer {
     let usage =
         wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST;
     init(
         gpu,
         "params",
-        bytemuck::cast_slice(&layout.to_device(params)),
+        bytemuck::cast_slice(&layout.to_device_set(params)),
         usage,
     )
 }

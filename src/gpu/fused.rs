@@ -12,7 +12,7 @@
 use anyhow::{Result, ensure};
 
 use crate::gpu::buffers::{
-    Built, Split, StepInputs, Verdicts, Weights, init, normalisation_table, zeros,
+    Built, Hyper, Split, StepInputs, Verdicts, Weights, init, normalisation_table, zeros,
 };
 use crate::gpu::device::Gpu;
 use crate::gpu::dispatch::{Bind, Dispatch, DispatchDesc, need, need_batch, need_vec4};
@@ -29,12 +29,14 @@ pub const MAX_LAYERS: usize = 32;
 /// Samples per evaluation dispatch at most.
 pub const EVAL_BATCH: usize = 2048;
 
-/// The fused schedule's buffers for batches of `bp` columns.
+/// The fused schedule's buffers for batches of `bp` columns, for each of `models` side by side.
 pub struct FusedActs {
     pub bp: usize,
     pub layers: usize,
-    /// Floats the launchers require: params (the device layout), the input's pixels, every
-    /// layer's rows, and every layer's gradient rows (training).
+    pub models: usize,
+    /// Floats the launchers require of each model: params (the device layout), the input's
+    /// pixels, every layer's rows, and every layer's gradient rows (training); each is also the
+    /// stride between models.
     pub params_floats: usize,
     pub pixels: usize,
     pub act_floats: usize,
@@ -43,16 +45,22 @@ pub struct FusedActs {
     pub tiles: usize,
     /// table: [MAX_LAYERS] LayerRow, uniform
     pub table: wgpu::Buffer,
-    /// acts: X_0 [bp, ldw_0], then each layer's output Y_l [bp, pad4(out_l)]
+    /// acts: [models] of X_0 [bp, ldw_0], then each layer's output Y_l [bp, pad4(out_l)]
     pub acts: wgpu::Buffer,
-    /// dz: each layer's output gradient dZ_l [bp, pad4(out_l)] (training only)
+    /// dz: [models] of each layer's output gradient dZ_l [bp, pad4(out_l)] (training only)
     pub dz: Option<wgpu::Buffer>,
-    /// sample_loss: [bp]
+    /// sample_loss: [models, bp]
     pub sample_loss: wgpu::Buffer,
 }
 
 impl FusedActs {
-    pub fn new(gpu: &Gpu, layout: &DeviceLayout, bp: usize, gradients: bool) -> Result<FusedActs> {
+    pub fn new(
+        gpu: &Gpu,
+        layout: &DeviceLayout,
+        bp: usize,
+        gradients: bool,
+        models: usize,
+    ) -> Result<FusedActs> {
         ensure!(
             layout.layers.len() <= MAX_LAYERS,
             "the fused schedule takes models of at most {MAX_LAYERS} layers; this one has {} \
@@ -65,9 +73,11 @@ impl FusedActs {
         let last = rows.last().expect("a model has layers");
         let act_floats = last.y_off as usize + bp * pad4(last.out as usize);
         let dz_floats = last.dz_off as usize + bp * pad4(last.out as usize);
+        let dz = || zeros(gpu, "fused output gradients (rows)", models * dz_floats);
         Ok(FusedActs {
             bp,
             layers: rows.len(),
+            models,
             params_floats: layout.len,
             pixels: rows[0].inp as usize,
             act_floats,
@@ -79,9 +89,9 @@ impl FusedActs {
                 bytemuck::cast_slice(&table),
                 wgpu::BufferUsages::UNIFORM,
             ),
-            acts: zeros(gpu, "fused activations (rows)", act_floats),
-            dz: gradients.then(|| zeros(gpu, "fused output gradients (rows)", dz_floats)),
-            sample_loss: zeros(gpu, "fused per-sample losses", bp),
+            acts: zeros(gpu, "fused activations (rows)", models * act_floats),
+            dz: gradients.then(dz),
+            sample_loss: zeros(gpu, "fused per-sample losses", models * bp),
         })
     }
 
@@ -94,8 +104,21 @@ impl FusedActs {
     fn gradient_rows(&self, label: &str) -> Result<&wgpu::Buffer> {
         let dz = self.dz.as_ref();
         let dz = dz.ok_or_else(|| anyhow::anyhow!("{label}: these buffers hold no gradients"))?;
-        need_vec4(label, "gradient rows", dz, self.dz_floats)?;
+        need_vec4(label, "gradient rows", dz, self.models * self.dz_floats)?;
         Ok(dz)
+    }
+
+    /// The strides between models the kernels take (`layer_table.wgsl`).
+    fn strides(&self) -> [(&'static str, f64); 3] {
+        let dz = match self.dz {
+            Some(_) => self.dz_floats,
+            None => 0,
+        };
+        [
+            ("P_STRIDE", self.params_floats as f64),
+            ("A_STRIDE", self.act_floats as f64),
+            ("D_STRIDE", dz as f64),
+        ]
     }
 }
 
@@ -103,7 +126,7 @@ impl FusedActs {
 /// losses, or evaluation's verdicts.
 pub enum SampleOutputs<'a> {
     Train,
-    /// correct: [split] u32; log_probs: [split, classes]
+    /// correct: [models, split] u32; log_probs: [models, split, classes]
     Eval {
         correct: &'a wgpu::Buffer,
         log_probs: &'a wgpu::Buffer,
@@ -111,8 +134,10 @@ pub enum SampleOutputs<'a> {
 }
 
 /// The per-sample dispatch: gather, forward, and (training) loss and backward through the
-/// activations; (evaluation) each sample's prediction and log-probabilities.
+/// activations; (evaluation) each sample's prediction and log-probabilities. Every model of
+/// the set at once.
 pub struct FusedSample<'a> {
+    /// params: [models, layout.len]
     pub params: &'a wgpu::Buffer,
     pub acts: &'a FusedActs,
     pub split: &'a Split,
@@ -131,9 +156,20 @@ impl FusedSample<'_> {
             s.pixels,
             a.pixels
         );
-        need_vec4(label, "params", self.params, a.params_floats)?;
-        need_vec4(label, "activation rows", &a.acts, a.act_floats)?;
+        let models = a.models;
+        need_vec4(label, "params", self.params, models * a.params_floats)?;
+        need_vec4(label, "activation rows", &a.acts, models * a.act_floats)?;
         need(label, "normalisation table", self.norm, 256 * 4)?;
+        // Training reads each model's order; evaluation one order for all.
+        let order_stride = match self.outputs {
+            SampleOutputs::Train => s.len,
+            SampleOutputs::Eval { .. } => 0,
+        };
+        let orders = match self.outputs {
+            SampleOutputs::Train => models,
+            SampleOutputs::Eval { .. } => 1,
+        };
+        need(label, "order", &s.order, orders * s.len * 4)?;
         let words = s.pixels.div_ceil(4);
         let mut bindings = vec![
             (0, Bind::Read(self.params)),
@@ -152,60 +188,67 @@ impl FusedSample<'_> {
                 "train_sample"
             }
             SampleOutputs::Eval { correct, log_probs } => {
-                need(label, "correct", correct, s.len * 4)?;
+                need(label, "correct", correct, models * s.len * 4)?;
                 bindings.push((10, Bind::ReadWrite(correct)));
                 bindings.push((11, Bind::ReadWrite(log_probs)));
                 "eval_sample"
             }
         };
+        let mut constants = vec![
+            ("BP", a.bp as f64),
+            ("SAMPLES", SAMPLES as f64),
+            ("WG", WG as f64),
+            ("LAYERS", a.layers as f64),
+            ("PIXELS", s.pixels as f64),
+            ("WORDS", words as f64),
+            ("O_STRIDE", order_stride as f64),
+            ("SPLIT", s.len as f64),
+        ];
+        constants.extend(a.strides());
         Dispatch::new(
             gpu,
             DispatchDesc {
                 label: label.to_string(),
                 module: &m.fused_step,
                 entry,
-                constants: &[
-                    ("BP", a.bp as f64),
-                    ("SAMPLES", SAMPLES as f64),
-                    ("WG", WG as f64),
-                    ("LAYERS", a.layers as f64),
-                    ("PIXELS", s.pixels as f64),
-                    ("WORDS", words as f64),
-                ],
+                constants: &constants,
                 bindings: &bindings,
-                groups: [(a.bp as u32).div_ceil(SAMPLES), 1, 1],
+                groups: [(a.bp as u32).div_ceil(SAMPLES), 1, models as u32],
             },
         )
     }
 }
 
 /// The per-parameter dispatch: every weight and bias gets its gradient summed over the batch
-/// and PyTorch's momentum SGD step; the step's mean loss goes to `losses[step.index]`.
+/// and PyTorch's momentum SGD step, each model with its own learning rate and momentum; the
+/// step's mean loss goes to `losses[step.index, model]`.
 pub struct FusedUpdate<'a> {
     pub acts: &'a FusedActs,
+    /// params, momentum_buffer: [models, layout.len]
     pub params: &'a wgpu::Buffer,
     pub momentum_buffer: &'a wgpu::Buffer,
     /// steps: the split's step uniforms
     pub steps: &'a wgpu::Buffer,
-    /// losses: [steps per epoch]
+    /// losses: [steps per epoch, models]
     pub losses: &'a wgpu::Buffer,
     pub steps_per_epoch: usize,
-    pub lr: f64,
-    /// SGD's momentum coefficient.
-    pub momentum: f64,
+    /// hyper: [models] (lr, momentum) f32, `Hyper::buffer`
+    pub hyper: &'a wgpu::Buffer,
 }
 
 impl FusedUpdate<'_> {
     pub fn dispatch(&self, gpu: &Gpu, m: &Modules, label: &str) -> Result<Dispatch> {
-        let a = self.acts;
-        need(label, "losses", self.losses, self.steps_per_epoch * 4)?;
-        need_vec4(label, "params", self.params, a.params_floats)?;
-        need_vec4(
+        let (a, models) = (self.acts, self.acts.models);
+        need(
             label,
-            "momentum buffer",
-            self.momentum_buffer,
-            a.params_floats,
+            "losses",
+            self.losses,
+            models * self.steps_per_epoch * 4,
         )?;
+        need(label, "learning rates and momenta", self.hyper, models * 8)?;
+        let floats = models * a.params_floats;
+        need_vec4(label, "params", self.params, floats)?;
+        need_vec4(label, "momentum buffer", self.momentum_buffer, floats)?;
         let dz = a.gradient_rows(label)?;
         let groups = (a.tiles as u32).div_ceil(UPDATE_WG);
         let row = groups.clamp(1, gpu.limits.max_compute_workgroups_per_dimension);
@@ -221,8 +264,10 @@ impl FusedUpdate<'_> {
                     ("TILES", a.tiles as f64),
                     ("WG", UPDATE_WG as f64),
                     ("ROW_GROUPS", row as f64),
-                    ("LR", self.lr),
-                    ("MU", self.momentum),
+                    ("MODELS", models as f64),
+                    a.strides()[0],
+                    a.strides()[1],
+                    a.strides()[2],
                 ],
                 bindings: &[
                     (0, Bind::ReadWrite(self.params)),
@@ -233,8 +278,9 @@ impl FusedUpdate<'_> {
                     (5, Bind::Read(dz)),
                     (6, Bind::Read(&a.sample_loss)),
                     (7, Bind::ReadWrite(self.losses)),
+                    (8, Bind::Read(self.hyper)),
                 ],
-                groups: [row, groups.div_ceil(row).max(1), 1],
+                groups: [row, groups.div_ceil(row).max(1), models as u32],
             },
         )
     }
@@ -251,8 +297,9 @@ impl FusedUpdate<'_> {
 /// optimizer.step()                  /  over the batch, then SGD; the mean loss     momentum
 /// ```
 pub fn training(gpu: &Gpu, m: &Modules, w: &Weights<'_>, s: &StepInputs<'_>) -> Result<Built> {
-    let acts = FusedActs::new(gpu, w.layout, pad4(s.split.batch), true)?;
+    let acts = FusedActs::new(gpu, w.layout, pad4(s.split.batch), true, w.models)?;
     let norm = normalisation_table(gpu, wgpu::BufferUsages::UNIFORM);
+    let hyper = Hyper::buffer(gpu, s.hyper);
     let sample = FusedSample {
         params: w.params,
         acts: &acts,
@@ -267,8 +314,7 @@ pub fn training(gpu: &Gpu, m: &Modules, w: &Weights<'_>, s: &StepInputs<'_>) -> 
         steps: &s.split.steps,
         losses: s.losses,
         steps_per_epoch: s.steps_per_epoch,
-        lr: s.lr,
-        momentum: s.momentum,
+        hyper: &hyper,
     };
     Ok(Built {
         dispatches: vec![
@@ -288,7 +334,7 @@ pub fn evaluation(
     split: &Split,
     v: &Verdicts<'_>,
 ) -> Result<Built> {
-    let acts = FusedActs::new(gpu, w.layout, pad4(split.batch), false)?;
+    let acts = FusedActs::new(gpu, w.layout, pad4(split.batch), false, w.models)?;
     let norm = normalisation_table(gpu, wgpu::BufferUsages::UNIFORM);
     let sample = FusedSample {
         params: w.params,

@@ -75,6 +75,7 @@ impl Activations {
 /// optimizer.step()                  sgd                             params, momentum buffer
 /// ```
 pub fn training(gpu: &Gpu, m: &Modules, w: &Weights<'_>, s: &StepInputs<'_>) -> Result<Built> {
+    one_model(w)?;
     let layers = &w.layout.layers;
     let last = layers.len() - 1;
     let a = Activations::new(gpu, &w.layout.sizes(), pad4(s.split.batch), true);
@@ -118,8 +119,8 @@ pub fn training(gpu: &Gpu, m: &Modules, w: &Weights<'_>, s: &StepInputs<'_>) -> 
     }
     let sgd = Sgd {
         len: w.layout.len,
-        lr: s.lr,
-        momentum: s.momentum,
+        lr: s.hyper[0].lr,
+        momentum: s.hyper[0].momentum,
         params: w.params,
         grads: &grads,
         momentum_buffer: s.momentum_buffer,
@@ -145,6 +146,7 @@ pub fn evaluation(
     split: &Split,
     v: &Verdicts<'_>,
 ) -> Result<Built> {
+    one_model(w)?;
     let layers = w.layout.layers.len();
     let a = Activations::new(gpu, &w.layout.sizes(), pad4(split.batch), false);
     let table = normalisation_table(gpu, wgpu::BufferUsages::STORAGE);
@@ -232,4 +234,16 @@ fn gather(
         x_rows: &a.h_rows[0],
     };
     g.dispatch(gpu, m, label)
+}
+
+/// The layered schedule's kernels take one model; a set trains on the fused schedule, whose
+/// grid has a model axis.
+fn one_model(w: &Weights<'_>) -> Result<()> {
+    anyhow::ensure!(
+        w.models == 1,
+        "--schedule layered trains one model at a time; a set of {} models trains with \
+         --schedule fused (or --device cpu)",
+        w.models
+    );
+    Ok(())
 }

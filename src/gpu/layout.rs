@@ -84,6 +84,26 @@ impl DeviceLayout {
         out
     }
 
+    /// The parameters of one model in PyTorch's flat order.
+    pub fn param_count(&self) -> usize {
+        self.layers.iter().map(|l| l.out * (l.inp + 1)).sum()
+    }
+
+    /// A set's flat parameters (PyTorch's order, model after model) in this layout, each
+    /// model `len` floats after the one before.
+    pub fn to_device_set(&self, flat: &[f32]) -> Vec<f32> {
+        let n = self.param_count().max(1);
+        flat.chunks(n).flat_map(|p| self.to_device(p)).collect()
+    }
+
+    /// A set's device buffer in PyTorch's flat order, model after model.
+    pub fn from_device_set(&self, device: &[f32]) -> Vec<f32> {
+        device
+            .chunks(self.len.max(1))
+            .flat_map(|d| self.from_device(d))
+            .collect()
+    }
+
     /// The device's buffer in PyTorch's flat order.
     pub fn from_device(&self, device: &[f32]) -> Vec<f32> {
         let mut out = Vec::with_capacity(device.len());

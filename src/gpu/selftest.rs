@@ -8,7 +8,7 @@ use futures_util::future::join;
 
 use futures_util::future::try_join3;
 
-use crate::gpu::buffers::{Split, normalisation_table, zeros};
+use crate::gpu::buffers::{Hyper, Split, normalisation_table, zeros};
 use crate::gpu::check::{Check, FUSED_LR, FUSED_MOMENTUM, FusedCase, FusedOutputs, FusedVerdicts};
 use crate::gpu::check::{Pending, Tally, buffer, read, run_dispatch, together};
 use crate::gpu::device::Gpu;
@@ -153,7 +153,7 @@ async fn run(gpu: &Gpu, m: &Modules, case: &FusedCase) -> Result<FusedOutputs> {
     let split = Split::new(gpu, "fused check", &case.data, case.batch);
     gpu.queue
         .write_buffer(&split.order, 0, bytemuck::cast_slice(&case.order));
-    let acts = FusedActs::new(gpu, layout, bp, true)?;
+    let acts = FusedActs::new(gpu, layout, bp, true, 1)?;
     let dz_rows = acts.dz.as_ref().expect("training buffers hold gradients");
     for b in [&acts.acts, dz_rows, &acts.sample_loss] {
         let nan = vec![f32::NAN; b.size() as usize / 4];
@@ -182,6 +182,11 @@ async fn run(gpu: &Gpu, m: &Modules, case: &FusedCase) -> Result<FusedOutputs> {
         read(gpu, &acts.sample_loss, bp),
     )
     .await?;
+    let one = Hyper {
+        lr: FUSED_LR,
+        momentum: FUSED_MOMENTUM,
+    };
+    let hyper = Hyper::buffer(gpu, &[one]);
     let update = FusedUpdate {
         acts: &acts,
         params: &params,
@@ -189,8 +194,7 @@ async fn run(gpu: &Gpu, m: &Modules, case: &FusedCase) -> Result<FusedOutputs> {
         steps: &split.steps,
         losses: &losses,
         steps_per_epoch: steps,
-        lr: FUSED_LR,
-        momentum: FUSED_MOMENTUM,
+        hyper: &hyper,
     };
     run_dispatch(gpu, &update.dispatch(gpu, m, "fused update")?, case.step)?;
     let (losses, params, momentum): (Vec<f32>, _, _) = try_join3(
@@ -234,7 +238,7 @@ async fn check_eval(gpu: &Gpu, m: &Modules, case: &FusedCase) -> Result<Check> {
     let split = Split::new(gpu, "fused eval check", &case.data, case.batch);
     gpu.queue
         .write_buffer(&split.order, 0, bytemuck::cast_slice(&case.order));
-    let rows = FusedActs::new(gpu, layout, bp, false)?;
+    let rows = FusedActs::new(gpu, layout, bp, false, 1)?;
     let norm = normalisation_table(gpu, wgpu::BufferUsages::UNIFORM);
     let correct = buffer(gpu, "correct", &vec![u32::MAX; n]);
     let log_probs = buffer(gpu, "log-probs", &vec![f32::NAN; n * classes]);

@@ -128,24 +128,29 @@ impl ModuleSets {
     }
 }
 
-/// The training backend of `recipe` on `gpu`, with the plan the cache holds for this adapter
-/// and shape, or the fastest when each candidate is timed on the run's own data. Every
+/// The training backend of `recipes` (one per model of a set) on `gpu`, with the plan the
+/// cache holds for this adapter and shape (a set's model count is part of it), or the fastest
+/// when each candidate is timed on the run's own data. Every
 /// candidate trains on the one upload of the training split, and the chosen one's pipelines
 /// are built once.
 pub async fn for_training(
     gpu: &Gpu,
     request: Request,
     arch: &Arch,
-    recipe: &Recipe,
+    recipes: &[Recipe],
     params: &[f32],
     train: &Dataset,
     test: &Dataset,
 ) -> Result<GpuBackend> {
-    let shape = format!(
+    let recipe = &recipes[0];
+    let mut shape = format!(
         "train {} batch {}",
         crate::flags::arch_string(arch),
         recipe.batch_size
     );
+    if recipes.len() > 1 {
+        shape += &format!(" models {}", recipes.len());
+    }
     let key = key(&gpu.info, &request, &shape);
     let unit = "ms per step";
     let split = Split::new(gpu, "train", train, recipe.batch_size);
@@ -158,18 +163,18 @@ pub async fn for_training(
             for c in request.candidates(gpu) {
                 let m = modules.of(gpu, c.kernels);
                 if let Ok(t) =
-                    m.and_then(|m| Trainer::new(gpu, c, m, arch, recipe, params, split.clone()))
+                    m.and_then(|m| Trainer::new(gpu, c, m, arch, recipes, params, split.clone()))
                 {
                     built.push((c, t));
                 }
             }
-            let figures = time_training(built, recipe).await?;
+            let figures = time_training(built, recipes).await?;
             chosen(gpu, &key, &figures, unit)?
         }
     };
     let plan = choice.plan;
     let modules = modules.of(gpu, plan.kernels)?;
-    let trainer = Trainer::new(gpu, plan, modules, arch, recipe, params, split)?;
+    let trainer = Trainer::new(gpu, plan, modules, arch, recipes, params, split)?;
     let mut backend = GpuBackend::from_trainer(trainer, test)?;
     backend.set_tuned(choice.line, choice.ms);
     Ok(backend)
@@ -182,12 +187,12 @@ pub async fn for_training(
 /// on all of them; each keeps its fastest block. After every round a candidate slower than
 /// [`DROP`] times the best is not timed further; the rounds end after [`ROUNDS`], when one
 /// candidate is left, or when [`BUDGET_S`] seconds of timing have passed.
-async fn time_training(mut built: Vec<(Plan, Trainer)>, recipe: &Recipe) -> Result<Figures> {
+async fn time_training(mut built: Vec<(Plan, Trainer)>, recipes: &[Recipe]) -> Result<Figures> {
     let Some(n) = built.first().map(|(_, t)| t.split_len()) else {
         return Ok(Figures::new());
     };
-    let steps = BLOCK.min(recipe.steps_per_epoch(n));
-    let order = crate::rng::epoch_order(recipe.seed, 0, n);
+    let steps = BLOCK.min(recipes[0].steps_per_epoch(n));
+    let order = crate::train::epoch_orders(recipes, 0, n);
     for (_, t) in &mut built {
         t.begin_epoch(&order)?;
         time_block(t, WARM_UP.min(steps)).await?;

@@ -185,8 +185,14 @@ fn native_cpu_losses() -> Vec<f32> {
         mnist.train,
         mnist.test,
     );
-    let reports = pollster::block_on(train::train(&mut cpu, &recipe, n, |_| {})).unwrap();
-    reports[0].step_losses.clone()
+    let reports = pollster::block_on(train::train(
+        &mut cpu,
+        std::slice::from_ref(&recipe),
+        n,
+        |_| {},
+    ))
+    .unwrap();
+    reports[0].first().step_losses.clone()
 }
 
 /// One epoch from the default seed on the page's WebGPU with the layered schedule: each step's

@@ -61,7 +61,15 @@ pub fn backend(
     train: &Dataset,
     test: &Dataset,
 ) -> anyhow::Result<GpuBackend> {
-    GpuBackend::new(&gpu, plan, arch, r, params, train, test)
+    GpuBackend::new(
+        &gpu,
+        plan,
+        arch,
+        std::slice::from_ref(r),
+        params,
+        train,
+        test,
+    )
 }
 
 /// An empty scratch directory for one test (this process's own, so test binaries running

@@ -124,8 +124,7 @@ fn floats(values: &[f32]) -> JsValue {
 #[async_trait::async_trait(?Send)]
 impl<F: Fn() -> bool> train::Observer for Observer<F> {
     async fn progress(&mut self, p: &Progress<'_>) {
-        let running = p.losses.iter().map(|&l| l as f64).sum::<f64>() / p.losses.len() as f64;
-        let rate = (p.step * p.batch_size) as f64 / p.seconds.max(1e-9);
+        let (running, rate) = (p.running_loss(), p.images_per_s());
         let event = obj(&[
             ("kind", "progress".into()),
             ("epoch", (p.epoch as u32).into()),
@@ -140,20 +139,22 @@ impl<F: Fn() -> bool> train::Observer for Observer<F> {
     }
 
     async fn epoch_done(&mut self, _: &mut dyn Backend, r: &EpochReport) -> anyhow::Result<()> {
-        self.last = r.test;
+        // The page trains one model.
+        let m = r.first();
+        self.last = m.test;
         self.seconds += r.seconds;
-        let (test_loss, accuracy) = r
+        let (test_loss, accuracy) = m
             .test
             .map_or((f64::NAN, f64::NAN), |t| (t.loss, t.accuracy));
         let event = obj(&[
             ("kind", "epoch".into()),
             ("line", r.line().into()),
             ("epoch", (r.epoch as u32).into()),
-            ("train_loss", r.loss.into()),
+            ("train_loss", m.loss.into()),
             ("test_loss", test_loss.into()),
             ("accuracy", accuracy.into()),
             ("seconds", r.seconds.into()),
-            ("step_losses", floats(&r.step_losses)),
+            ("step_losses", floats(&m.step_losses)),
         ]);
         emit(&self.page.on_event, event).await;
         Ok(())

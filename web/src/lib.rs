@@ -274,7 +274,7 @@ pub async fn train(values: JsValue, on_event: Function) -> Result<JsValue, JsErr
     let n = mnist.train.len();
     let outcome = train::run(
         backend.as_mut(),
-        &recipe,
+        std::slice::from_ref(&recipe),
         n,
         Position::default(),
         options,

@@ -2,6 +2,7 @@
 //! terminal, one line per epoch with the test figures, a checkpoint after every epoch, Ctrl-C
 //! that checkpoints and exits 130, and the model file at the end.
 
+mod set;
 mod spec;
 mod ui;
 
@@ -22,12 +23,12 @@ use mnist_wgpu::gpu::device::Gpu;
 use mnist_wgpu::gpu::plan::Request;
 use mnist_wgpu::model::Arch;
 use mnist_wgpu::modelfile::{self, DEFAULT_MODEL_FILE};
-use mnist_wgpu::train::{About, Backend, Diverged, EpochReport, LoopOptions, Outcome, Position};
+use mnist_wgpu::train::{About, Backend, Diverged, LoopOptions, Outcome, Position};
 use wgpu::DeviceType;
 
 use super::args::{
-    DeviceChoice, Hidden, Interrupted, RunArgs, UsageError, arch_string, at_least_one, data_dir,
-    hidden, momentum, open_device, positive_finite, usage,
+    DeviceChoice, Floats, Hidden, Interrupted, RunArgs, Seeds, UsageError, arch_string,
+    at_least_one, data_dir, hidden, lr_list, momentum_list, open_device, seeds, usage,
 };
 use spec::{RunSpec, Start};
 use ui::{Ui, install_interrupt_handler};
@@ -43,18 +44,22 @@ pub struct TrainArgs {
     /// Images per step; the last batch of an epoch may be smaller.
     #[arg(long, default_value_t = flags::BATCH_SIZE, value_parser = at_least_one)]
     pub batch_size: usize,
-    /// SGD learning rate.
-    #[arg(long, default_value_t = flags::LR, value_parser = positive_finite, allow_negative_numbers = true)]
-    pub lr: f64,
-    /// SGD momentum (PyTorch's rule, no dampening).
-    #[arg(long, default_value_t = flags::MOMENTUM, value_parser = momentum, allow_negative_numbers = true)]
-    pub momentum: f64,
+    /// SGD learning rate; a comma list trains one model per value, side by side.
+    #[arg(long, value_name = "LR[,LR...]", default_value_t = Floats(vec![flags::LR]), value_parser = lr_list, allow_negative_numbers = true)]
+    pub lr: Floats,
+    /// SGD momentum (PyTorch's rule, no dampening); a comma list trains one model per value.
+    #[arg(long, value_name = "M[,M...]", default_value_t = Floats(vec![flags::MOMENTUM]), value_parser = momentum_list, allow_negative_numbers = true)]
+    pub momentum: Floats,
     /// Hidden layer sizes, comma-separated; one or more [default: 128,128,64,64, or those of --init]
     #[arg(long, value_parser = hidden)]
     pub hidden: Option<Hidden>,
     /// Seed of the initial weights and of every epoch's shuffle.
     #[arg(long, default_value_t = flags::SEED)]
     pub seed: u64,
+    /// Train one model per seed, side by side in the same dispatches: a range `1-10` or a list
+    /// `1,4,9` (with lists of --lr and --momentum, every combination).
+    #[arg(long, value_name = "LIST", value_parser = seeds, conflicts_with = "seed")]
+    pub seeds: Option<Seeds>,
     /// Start from the weights in this model file (safetensors) instead of a random initialisation.
     #[arg(long, value_name = "PATH")]
     pub init: Option<PathBuf>,
@@ -72,8 +77,8 @@ pub struct TrainArgs {
     /// Continue the run in DIR from its checkpoint, with the recipe it was started with (the
     /// outputs --save, --no-save, --metrics, --plot, --quiet and --profile may change).
     #[arg(long, value_name = "DIR", conflicts_with_all = [
-        "epochs", "batch_size", "lr", "momentum", "hidden", "seed", "init", "run_dir", "dataset",
-        "data_dir",
+        "epochs", "batch_size", "lr", "momentum", "hidden", "seed", "seeds", "init", "run_dir",
+        "dataset", "data_dir",
     ])]
     pub resume: Option<PathBuf>,
     /// Also write the per-epoch metrics as CSV here (the run directory always gets metrics.csv).
@@ -117,13 +122,14 @@ pub fn run(args: TrainArgs) -> Result<()> {
         gpu.as_ref().filter(|_| auto),
         arch,
         spec,
-        &start.params,
+        &start.params[0],
         &train,
     );
-    let mut backend = pollster::block_on(backends::for_training(
+    let recipes = spec.recipes();
+    let mut backend = pollster::block_on(backends::for_set(
         gpu,
         arch,
-        &spec.recipe,
+        &recipes,
         start.params.clone(),
         train,
         test,
@@ -160,7 +166,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
     };
     let outcome = pollster::block_on(mnist_wgpu::train::run(
         backend.as_mut(),
-        &spec.recipe,
+        &recipes,
         n_train,
         position.clone(),
         options,
@@ -187,6 +193,10 @@ fn conclude(
     profiling: bool,
     dataset: &str,
 ) -> Result<()> {
+    let spec = &header.start.spec;
+    if spec.sweep.len() > 1 {
+        return conclude_set(header, ui, backend, dataset);
+    }
     let (loss, accuracy) = summary(ui, backend, header)?;
     if profiling && let Some(p) = backend.profile() {
         println!(
@@ -335,18 +345,26 @@ impl Header<'_> {
         let adapter = &backend.about().device;
         if !self.args.quiet {
             println!("adapter: {adapter}");
+            let sweep = &self.start.spec.sweep;
+            let hyper = match sweep.len() {
+                1 => format!("lr {} | momentum {} | seed {}", r.lr, r.momentum, r.seed),
+                _ => set::hyper_words(sweep),
+            };
             println!(
-                "model: {} | {} parameters | batch {} | lr {} | momentum {} | seed {} | init {} | start-up {:.2} s",
+                "model: {} | {} parameters | batch {} | {hyper} | init {} | start-up {:.2} s",
                 arch_string(arch),
                 arch.param_count(),
                 r.batch_size,
-                r.lr,
-                r.momentum,
-                r.seed,
                 self.init_shown(),
                 self.t_start.elapsed().as_secs_f64()
             );
+            if let Some(set) = sweep.describe() {
+                println!(
+                    "set: {set}, side by side | run: {dir} | metrics per model; no checkpoint for a set (yet)"
+                );
+            }
             match &self.start.resumed {
+                _ if sweep.len() > 1 => {}
                 Some(_) => println!(
                     "run: {dir} | resumed at epoch {}, step {}",
                     self.position.epoch, self.position.step
@@ -371,6 +389,11 @@ impl Header<'_> {
             metrics,
             metrics_copy: spec.metrics.clone(),
             plot: spec.plot.clone().map(|p| (p, title)),
+            set: match spec.sweep.len() {
+                1 => Vec::new(),
+                _ => spec.recipes().iter().map(|r| spec.sweep.tag(r)).collect(),
+            },
+            set_rows: Vec::new(),
         };
         Ui {
             quiet: self.args.quiet,
@@ -379,6 +402,42 @@ impl Header<'_> {
             last: None,
         }
     }
+}
+
+/// A set's closing lines: the per-model table, the training time, and its model files.
+fn conclude_set(
+    h: &Header<'_>,
+    ui: &mut Ui,
+    backend: &mut dyn Backend,
+    dataset: &str,
+) -> Result<()> {
+    let spec = &h.start.spec;
+    let recipes = spec.recipes();
+    let last = ui
+        .last
+        .as_ref()
+        .expect("a set runs every epoch in one invocation");
+    let train_s: f64 = ui.recorder.metrics.iter().map(|m| m.seconds).sum();
+    if !h.args.quiet {
+        let total_s = h.t_start.elapsed().as_secs_f64();
+        println!(
+            "Training time {train_s:.1} s for {} models | total {total_s:.1} s",
+            recipes.len()
+        );
+    }
+    println!("{}", set::table(&recipes, last));
+    if let Some(save) = &spec.save {
+        let s = set::SaveSet {
+            sweep: &spec.sweep,
+            recipes: &recipes,
+            arch: &h.start.arch,
+            dataset,
+            init: h.init_shown(),
+            quiet: h.args.quiet,
+        };
+        set::save(&s, save, backend, last)?;
+    }
+    Ok(())
 }
 
 /// A diverged run names the checkpoint it kept; an interrupted one writes its checkpoint and
@@ -393,6 +452,12 @@ fn finish(
     let dir = h.run_dir.display();
     match outcome {
         Ok(Outcome::Finished) => Ok(()),
+        Ok(Outcome::Interrupted(pos)) if h.start.spec.sweep.len() > 1 => Err(Interrupted(format!(
+            "interrupted in epoch {} after step {}; a set of models keeps no checkpoint (yet), \
+             so it starts again from the beginning",
+            pos.epoch, pos.step
+        ))
+        .into()),
         Ok(Outcome::Interrupted(pos)) => {
             pollster::block_on(ui.recorder.save(backend, pos.clone()))?;
             Err(Interrupted(format!(
@@ -422,7 +487,7 @@ fn finish(
 fn summary(ui: &Ui, backend: &mut dyn Backend, h: &Header) -> Result<(f64, f64)> {
     let train_s: f64 = ui.recorder.metrics.iter().map(|m| m.seconds).sum();
     let (loss, accuracy, correct, total) = match &ui.last {
-        Some(EpochReport { test: Some(t), .. }) => (t.loss, t.accuracy, t.correct, t.total),
+        Some(r) if let Some(t) = r.first().test => (t.loss, t.accuracy, t.correct, t.total),
         _ => {
             // A resumed run that had already finished: evaluate what it holds, and write the
             // metrics where this invocation asks for them.

@@ -10,6 +10,7 @@ use mnist_wgpu::checkpoint::{self, Checkpoint};
 use mnist_wgpu::data::Kind;
 use mnist_wgpu::model::Arch;
 use mnist_wgpu::modelfile::{self, DEFAULT_MODEL_FILE};
+use mnist_wgpu::sweep::Sweep;
 use mnist_wgpu::train::Recipe;
 
 use super::TrainArgs;
@@ -18,7 +19,10 @@ use crate::cli::args::{UsageError, hidden, hidden_string};
 /// Everything that defines a run; a checkpoint stores it so `--resume` needs no flags.
 #[derive(Clone, Debug)]
 pub struct RunSpec {
+    /// The first model's recipe: a single run's, or what every model of a set shares.
     pub recipe: Recipe,
+    /// The lists of a set; one value each for a single run.
+    pub sweep: Sweep,
     pub hidden: Option<Vec<usize>>,
     pub dataset: Kind,
     pub data_dir: Option<PathBuf>,
@@ -35,14 +39,14 @@ fn absolute(p: &Path) -> PathBuf {
 
 impl RunSpec {
     fn from_args(a: &TrainArgs) -> RunSpec {
+        let sweep = Sweep {
+            seeds: a.seeds.as_ref().map_or(vec![a.seed], |s| s.0.clone()),
+            lrs: a.lr.0.clone(),
+            momenta: a.momentum.0.clone(),
+        };
         RunSpec {
-            recipe: Recipe {
-                epochs: a.epochs,
-                batch_size: a.batch_size,
-                lr: a.lr,
-                momentum: a.momentum,
-                seed: a.seed,
-            },
+            recipe: sweep.recipes(a.epochs, a.batch_size).remove(0),
+            sweep,
             hidden: a.hidden.as_ref().map(|h| h.0.clone()),
             dataset: a.run.dataset,
             data_dir: a.run.data_dir.as_deref().map(absolute),
@@ -75,6 +79,12 @@ impl RunSpec {
             .map(absolute)
             .or_else(|| stored.and_then(|s| s.plot.clone()));
         self
+    }
+
+    /// Every model's recipe, in the set's order (one for a single run).
+    pub fn recipes(&self) -> Vec<Recipe> {
+        let r = &self.recipe;
+        self.sweep.recipes(r.epochs, r.batch_size)
     }
 
     pub fn settings(&self, arch: &Arch) -> BTreeMap<String, String> {
@@ -119,16 +129,18 @@ impl RunSpec {
             "idx" => Kind::Idx,
             other => return Err(format!("unknown dataset `{other}`")),
         };
+        let recipe = Recipe {
+            epochs: num("epochs")? as usize,
+            batch_size: num("batch_size")? as usize,
+            lr: num("lr")?,
+            momentum: num("momentum")?,
+            seed: get("seed")?
+                .parse()
+                .map_err(|_| "setting `seed`".to_string())?,
+        };
         Ok(RunSpec {
-            recipe: Recipe {
-                epochs: num("epochs")? as usize,
-                batch_size: num("batch_size")? as usize,
-                lr: num("lr")?,
-                momentum: num("momentum")?,
-                seed: get("seed")?
-                    .parse()
-                    .map_err(|_| "setting `seed`".to_string())?,
-            },
+            sweep: Sweep::single(recipe.seed, recipe.lr, recipe.momentum),
+            recipe,
             hidden: Some(hidden(get("hidden")?)?.0),
             dataset,
             data_dir: path("data_dir"),
@@ -144,7 +156,8 @@ impl RunSpec {
 pub struct Start {
     pub spec: RunSpec,
     pub arch: Arch,
-    pub params: Vec<f32>,
+    /// params: [models][param_count], each model's starting weights
+    pub params: Vec<Vec<f32>>,
     pub run_dir: Option<PathBuf>,
     pub resumed: Option<Checkpoint>,
 }
@@ -163,12 +176,17 @@ pub fn start(args: &TrainArgs, (input, classes): (usize, usize)) -> Result<Start
         return Ok(Start {
             spec,
             arch: c.arch.clone(),
-            params: c.params.clone(),
+            params: vec![c.params.clone()],
             run_dir: Some(dir.clone()),
             resumed: Some(c),
         });
     }
     let spec = RunSpec::from_args(args);
+    if spec.sweep.len() > 1 && args.plot.is_some() {
+        let msg = "--plot: draws a single run; a set of models (--seeds, or lists of --lr or \
+                   --momentum) writes its per-model metrics to metrics.csv instead";
+        return Err(UsageError(msg.into()).into());
+    }
     if !args.no_save {
         check_save_path(
             args.save
@@ -207,9 +225,10 @@ pub fn start(args: &TrainArgs, (input, classes): (usize, usize)) -> Result<Start
             classes,
         ),
     };
+    let recipes = spec.recipes();
     let params = match init {
-        Some(m) => m.params,
-        None => arch.init(spec.recipe.seed),
+        Some(m) => vec![m.params; recipes.len()],
+        None => recipes.iter().map(|r| arch.init(r.seed)).collect(),
     };
     Ok(Start {
         spec,

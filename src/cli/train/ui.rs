@@ -56,8 +56,7 @@ impl Observer for Ui {
         if self.quiet || !std::io::stderr().is_terminal() {
             return;
         }
-        let running = p.losses.iter().map(|&l| l as f64).sum::<f64>() / p.losses.len() as f64;
-        let rate = (p.step * p.batch_size) as f64 / p.seconds.max(1e-9);
+        let (running, rate) = (p.running_loss(), p.images_per_s());
         let bar = self.bar_for(p);
         bar.set_position(p.step as u64);
         bar.set_message(format!("loss {running:.4} | {:5.1}k img/s", rate / 1000.0));

@@ -1,0 +1,119 @@
+//! `train` with a set of models (`--seeds`, or lists of `--lr` or `--momentum`): what differs
+//! from a single run is the header's model line, the closing table with one row per model and
+//! the mean ± standard deviation, and one model file per model.
+
+use std::path::Path;
+
+use anyhow::Result;
+
+use mnist_wgpu::modelfile;
+use mnist_wgpu::sweep::{Sweep, floats_string, seeds_string};
+use mnist_wgpu::train::{Backend, EpochReport, Recipe, Spread, TestFigures};
+
+/// The header's model line's hyper-parameters: `lr 0.003 | momentum 0.9 | seeds 1-10`.
+pub fn hyper_words(sweep: &Sweep) -> String {
+    format!(
+        "lr {} | momentum {} | seeds {}",
+        floats_string(&sweep.lrs),
+        floats_string(&sweep.momenta),
+        seeds_string(&sweep.seeds)
+    )
+}
+
+/// Each model's last figures: its final training loss and its test figures.
+fn finals(last: &EpochReport) -> Vec<(f64, TestFigures)> {
+    last.models
+        .iter()
+        .map(|m| {
+            (
+                m.loss,
+                m.test.expect("a set is evaluated after every epoch"),
+            )
+        })
+        .collect()
+}
+
+/// The closing table: one row per model (seed, lr, momentum, final training loss, test loss
+/// and accuracy), then the mean ± sample standard deviation and the range.
+pub fn table(recipes: &[Recipe], last: &EpochReport) -> String {
+    let rows = finals(last);
+    let mut out = format!(
+        "{:>5}  {:>6}  {:>8}  {:>8}  {:>10}  {:>9}  {:>13}\n",
+        "model", "seed", "lr", "momentum", "train loss", "test loss", "test accuracy"
+    );
+    for (k, (r, (loss, t))) in recipes.iter().zip(&rows).enumerate() {
+        out += &format!(
+            "{:>5}  {:>6}  {:>8}  {:>8}  {loss:>10.4}  {:>9.4}  {:>11.2} %\n",
+            k + 1,
+            r.seed,
+            r.lr,
+            r.momentum,
+            t.loss,
+            100.0 * t.accuracy
+        );
+    }
+    let loss = Spread::of(rows.iter().map(|r| r.0));
+    let test_loss = Spread::of(rows.iter().map(|r| r.1.loss));
+    let acc = Spread::of(rows.iter().map(|r| 100.0 * r.1.accuracy));
+    out += &format!(
+        "mean ± std of {} models: training loss {:.4} ± {:.4} | test loss {:.4} ± {:.4} | \
+         test accuracy {:.2} ± {:.2} % ({:.2} .. {:.2})",
+        rows.len(),
+        loss.mean,
+        loss.std,
+        test_loss.mean,
+        test_loss.std,
+        acc.mean,
+        acc.std,
+        acc.min,
+        acc.max
+    );
+    out
+}
+
+/// What saving a set needs of the run.
+pub struct SaveSet<'a> {
+    pub sweep: &'a Sweep,
+    pub recipes: &'a [Recipe],
+    pub arch: &'a mnist_wgpu::model::Arch,
+    pub dataset: &'a str,
+    pub init: String,
+    pub quiet: bool,
+}
+
+/// Writes one model file per model, `--save`'s name with the values that vary before the
+/// extension (`mnist_mlp-seed3-lr0.01.safetensors`), each with its own recipe and test figures.
+pub fn save(
+    s: &SaveSet<'_>,
+    save: &Path,
+    backend: &mut dyn Backend,
+    last: &EpochReport,
+) -> Result<()> {
+    let program = format!("mnist-wgpu {}", env!("CARGO_PKG_VERSION"));
+    let adapter = backend.about().device.clone();
+    // The one read-back of the weights in a run: every model's, model after model.
+    let params = pollster::block_on(backend.params())?;
+    let n = s.arch.param_count();
+    let rows = finals(last);
+    for (k, r) in s.recipes.iter().enumerate() {
+        let test = Some((rows[k].1.loss, rows[k].1.accuracy));
+        let mut metadata =
+            modelfile::training_metadata(&program, s.dataset, s.arch, r, &adapter, test);
+        metadata.insert("init".into(), s.init.clone());
+        metadata.insert("set".into(), s.sweep.describe().unwrap_or_default());
+        let path = s.sweep.file_for(save, r);
+        modelfile::save(&path, s.arch, &params[k * n..(k + 1) * n], &metadata)?;
+    }
+    if !s.quiet {
+        let first = s.sweep.file_for(save, &s.recipes[0]);
+        println!(
+            "saved {} model files ({} .. {})",
+            s.recipes.len(),
+            first.display(),
+            s.sweep
+                .file_for(save, &s.recipes[s.recipes.len() - 1])
+                .display()
+        );
+    }
+    Ok(())
+}
