@@ -9,8 +9,7 @@ use web_time::Instant;
 
 use crate::gpu::backend::STEPS_PER_SUBMIT;
 use crate::model::Arch;
-use crate::rng::epoch_order;
-use crate::train::{Backend, Recipe};
+use crate::train::{Backend, Recipe, epoch_orders};
 
 /// Floating-point operations of one training step per image: the forward products, the
 /// input-gradient products of every layer but the first, and the weight-gradient products,
@@ -29,11 +28,14 @@ pub struct Timing {
     pub seconds: f64,
     pub batch_size: usize,
     pub flops_per_image: f64,
+    /// Models trained side by side in each step.
+    pub models: usize,
 }
 
 impl Timing {
+    /// Training images per second over all models.
     pub fn images_per_s(&self) -> f64 {
-        (self.steps * self.batch_size) as f64 / self.seconds
+        (self.steps * self.batch_size * self.models) as f64 / self.seconds
     }
     pub fn ms_per_step(&self) -> f64 {
         1e3 * self.seconds / self.steps as f64
@@ -45,7 +47,7 @@ impl Timing {
 
 /// Where a benchmark stands in the epochs it crosses.
 struct Cursor<'a> {
-    recipe: &'a Recipe,
+    recipes: &'a [Recipe],
     n_train: usize,
     epoch: usize,
     /// The next step to submit in this epoch.
@@ -58,11 +60,11 @@ impl Cursor<'_> {
     /// Submits up to [`STEPS_PER_SUBMIT`] (and `limit`) steps, starting the next epoch first
     /// where this one is done.
     async fn submit(&mut self, backend: &mut dyn Backend, limit: usize) -> Result<Range<usize>> {
-        let per_epoch = self.recipe.steps_per_epoch(self.n_train);
+        let per_epoch = self.recipes[0].steps_per_epoch(self.n_train);
         if self.step == per_epoch {
             self.epoch += 1;
             self.step = 0;
-            let order = epoch_order(self.recipe.seed, self.epoch, self.n_train);
+            let order = epoch_orders(self.recipes, self.epoch, self.n_train);
             backend.begin_epoch(&order)?;
         }
         let steps = self.step..(self.step + STEPS_PER_SUBMIT.min(limit)).min(per_epoch);
@@ -84,7 +86,7 @@ impl Cursor<'_> {
             Some(r) => r,
             None => self.submit(backend, limit).await?,
         };
-        let per_epoch = self.recipe.steps_per_epoch(self.n_train);
+        let per_epoch = self.recipes[0].steps_per_epoch(self.n_train);
         if more && backend.about().queues_work && self.step < per_epoch {
             self.queued = Some(self.submit(backend, usize::MAX).await?);
         }
@@ -99,19 +101,20 @@ impl Cursor<'_> {
 
 /// Trains `warmup` steps, then at least `min_steps` and at least `seconds` of steps, in
 /// intervals of [`STEPS_PER_SUBMIT`] read back one behind as `train` runs them, crossing
-/// epochs as needed. Returns the timing of the part after the warm-up.
+/// epochs as needed; `recipes` are the backend's models, trained side by side. Returns the
+/// timing of the part after the warm-up.
 pub async fn time_training(
     backend: &mut dyn Backend,
     arch: &Arch,
-    recipe: &Recipe,
+    recipes: &[Recipe],
     n_train: usize,
     warmup: usize,
     min_steps: usize,
     seconds: f64,
 ) -> Result<Timing> {
-    backend.begin_epoch(&epoch_order(recipe.seed, 0, n_train))?;
+    backend.begin_epoch(&epoch_orders(recipes, 0, n_train))?;
     let mut at = Cursor {
-        recipe,
+        recipes,
         n_train,
         epoch: 0,
         step: 0,
@@ -131,8 +134,9 @@ pub async fn time_training(
     Ok(Timing {
         steps,
         seconds: t0.elapsed().as_secs_f64(),
-        batch_size: recipe.batch_size,
+        batch_size: recipes[0].batch_size,
         flops_per_image: flops_per_image(arch),
+        models: recipes.len(),
     })
 }
 
@@ -141,7 +145,7 @@ pub async fn time_evaluation(backend: &mut dyn Backend, repeats: usize) -> Resul
     let mut best = f64::INFINITY;
     for _ in 0..repeats.max(1) {
         let t0 = Instant::now();
-        backend.evaluate().await?;
+        backend.evaluate_all().await?;
         best = best.min(t0.elapsed().as_secs_f64());
     }
     Ok(best)

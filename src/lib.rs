@@ -27,6 +27,7 @@ pub mod modelfile;
 pub mod plot;
 pub mod predict;
 pub mod profile;
+pub mod report;
 pub mod rng;
 pub mod sweep;
 pub mod train;

@@ -15,8 +15,8 @@ use mnist_wgpu::model::Arch;
 use mnist_wgpu::train::Recipe;
 
 use super::args::{
-    Hidden, RunArgs, UsageError, arch_string, at_least_one, data_dir, hidden, json_str,
-    open_device, positive_finite, usage,
+    Floats, Hidden, RunArgs, Seeds, UsageError, arch_string, at_least_one, data_dir, hidden,
+    json_str, lr_list, momentum_list, open_device, positive_finite, seeds, usage,
 };
 
 #[derive(Args, Debug)]
@@ -39,6 +39,16 @@ pub struct BenchArgs {
     /// Also time every kernel with timestamp queries over 250 steps.
     #[arg(long)]
     pub profile: bool,
+    /// Time a set of models side by side, one per seed: `1-8`, `1,4,9` (with lists of --lr
+    /// and --momentum, every combination).
+    #[arg(long, value_name = "LIST", value_parser = seeds)]
+    pub seeds: Option<Seeds>,
+    /// SGD learning rates of the set (a comma list).
+    #[arg(long, value_name = "LR[,LR...]", default_value_t = Floats(vec![0.003]), value_parser = lr_list)]
+    pub lr: Floats,
+    /// SGD momenta of the set (a comma list).
+    #[arg(long, value_name = "M[,M...]", default_value_t = Floats(vec![0.9]), value_parser = momentum_list)]
+    pub momentum: Floats,
     /// Instead: a table across batch sizes 32 to 1024 and hidden widths 128 to 1024.
     #[arg(long)]
     pub scaling: bool,
@@ -46,14 +56,14 @@ pub struct BenchArgs {
     pub run: RunArgs,
 }
 
-fn recipe(batch_size: usize) -> Recipe {
-    Recipe {
-        epochs: 1,
-        batch_size,
-        lr: 0.003,
-        momentum: 0.9,
-        seed: 1,
-    }
+/// The set the flags ask for (one model by default), one epoch each.
+fn recipes(args: &BenchArgs, batch_size: usize) -> Vec<Recipe> {
+    let sweep = mnist_wgpu::sweep::Sweep {
+        seeds: args.seeds.as_ref().map_or(vec![1], |s| s.0.clone()),
+        lrs: args.lr.0.clone(),
+        momenta: args.momentum.0.clone(),
+    };
+    sweep.recipes(1, batch_size)
 }
 
 /// One configuration, timed.
@@ -86,12 +96,12 @@ fn measure(
     effort: Effort,
 ) -> Result<Measured> {
     let gpu = open_device(args.run.device, &args.run.adapter)?;
-    let r = recipe(batch);
-    let mut backend = pollster::block_on(mnist_wgpu::backends::for_training(
+    let r = recipes(args, batch);
+    let mut backend = pollster::block_on(mnist_wgpu::backends::for_set(
         gpu,
         arch,
         &r,
-        arch.init(r.seed),
+        r.iter().map(|r| arch.init(r.seed)).collect(),
         mnist.train.clone(),
         mnist.test.clone(),
     ))
@@ -131,7 +141,7 @@ fn measure(
         timing,
         eval_s,
         dispatches: about.dispatches_per_step,
-        submissions: submissions_per_epoch(r.steps_per_epoch(n)),
+        submissions: submissions_per_epoch(r[0].steps_per_epoch(n)),
         buffers: about.buffers.clone(),
         profile,
     })
@@ -178,7 +188,7 @@ fn print_json(m: &Measured, rss: f64) {
         .map(|(name, size)| format!("{{\"name\": {}, \"bytes\": {size}}}", json_str(name)))
         .collect();
     println!(
-        "{{\"device\": {}, \"schedule\": {}, \"kernels\": {}, \"model\": {}, \"batch_size\": {}, \"steps\": {}, \"seconds\": {:.4}, \
+        "{{\"device\": {}, \"schedule\": {}, \"kernels\": {}, \"model\": {}, \"models\": {}, \"batch_size\": {}, \"steps\": {}, \"seconds\": {:.4}, \
          \"images_per_s\": {:.1}, \"ms_per_step\": {:.4}, \"gflops\": {:.3}, \
          \"dispatches_per_step\": {}, \"submissions_per_epoch\": {}, \"eval_seconds\": {:.4}, \
          \"peak_rss_mb\": {:.1}, \"buffers\": [{}]}}",
@@ -186,6 +196,7 @@ fn print_json(m: &Measured, rss: f64) {
         json_str(&m.schedule),
         json_str(&m.kernels),
         json_str(&arch_string(&m.arch)),
+        t.models,
         t.batch_size,
         t.steps,
         t.seconds,
@@ -205,11 +216,13 @@ fn print_report(m: &Measured, (startup, warmup, rss): (f64, usize, f64), n_test:
     let t = &m.timing;
     println!("adapter: {}", m.device);
     println!(
-        "model: {} | {} parameters | batch {} | {:.2} MFLOP per image per step",
+        "model: {} | {} parameters | batch {} | {:.2} MFLOP per image per step | {} model{} side by side",
         arch_string(&m.arch),
         m.arch.param_count(),
         t.batch_size,
-        t.flops_per_image / 1e6
+        t.flops_per_image / 1e6,
+        t.models,
+        if t.models == 1 { "" } else { "s" }
     );
     println!(
         "start-up       {startup:.2} s (data, device, buffers, pipelines, warm-up {warmup} steps)"

@@ -54,6 +54,15 @@ pub fn check_limits(gpu: &Gpu, arch: &Arch, batch: usize, n_train: usize) -> Res
     Ok(())
 }
 
+/// Each model's learning rate and momentum, as the kernels take them.
+fn hypers(recipes: &[Recipe]) -> Vec<Hyper> {
+    let hyper = |r: &Recipe| Hyper {
+        lr: r.lr,
+        momentum: r.momentum,
+    };
+    recipes.iter().map(hyper).collect()
+}
+
 /// Training on the device: the models' state, the training split, and one step's dispatches.
 /// A set of models trains side by side in the same dispatches, each model's tensors one model
 /// stride after the one before.
@@ -113,13 +122,7 @@ impl Trainer {
         let params_buf = upload(gpu, &layout, params);
         let momentum_buffer = zeros(gpu, "momentum buffer", models * layout.len);
         let losses = zeros(gpu, "losses", steps_per_epoch * models);
-        let hyper: Vec<Hyper> = recipes
-            .iter()
-            .map(|r| Hyper {
-                lr: r.lr,
-                momentum: r.momentum,
-            })
-            .collect();
+        let hyper = hypers(recipes);
         let inputs = StepInputs {
             split: &split,
             momentum_buffer: &momentum_buffer,

@@ -2,6 +2,7 @@
 //! terminal, one line per epoch with the test figures, a checkpoint after every epoch, Ctrl-C
 //! that checkpoints and exits 130, and the model file at the end.
 
+mod note;
 mod set;
 mod spec;
 mod ui;
@@ -14,7 +15,6 @@ use clap::Args;
 
 use mnist_wgpu::backends;
 use mnist_wgpu::checkpoint::{self, Recorder};
-use mnist_wgpu::cpu::CpuBackend;
 use mnist_wgpu::data::{self, Dataset};
 use mnist_wgpu::fetch::Need;
 use mnist_wgpu::flags;
@@ -23,14 +23,14 @@ use mnist_wgpu::gpu::device::Gpu;
 use mnist_wgpu::gpu::plan::Request;
 use mnist_wgpu::model::Arch;
 use mnist_wgpu::modelfile::{self, DEFAULT_MODEL_FILE};
-use mnist_wgpu::train::{About, Backend, Diverged, LoopOptions, Outcome, Position};
-use wgpu::DeviceType;
+use mnist_wgpu::train::{Backend, Diverged, LoopOptions, Outcome, Position};
 
 use super::args::{
     DeviceChoice, Floats, Hidden, Interrupted, RunArgs, Seeds, UsageError, arch_string,
     at_least_one, data_dir, hidden, lr_list, momentum_list, open_device, seeds, usage,
 };
-use spec::{RunSpec, Start};
+use note::{announce, software_probe};
+use spec::Start;
 use ui::{Ui, install_interrupt_handler};
 
 /// Where runs go unless `--run-dir` says otherwise: `runs/run-001`, `runs/run-002`, ...
@@ -98,11 +98,6 @@ pub struct TrainArgs {
     pub run: RunArgs,
 }
 
-/// Training steps the CPU backend runs to warm up, then times, for the note on software
-/// adapters (about 30 ms in all).
-const CPU_WARM_UP: usize = 10;
-const CPU_PROBE_STEPS: usize = 50;
-
 pub fn run(args: TrainArgs) -> Result<()> {
     let t_start = Instant::now();
     // MNIST's 28x28 inputs and 10 classes are the contract; a model file must fit them.
@@ -118,13 +113,8 @@ pub fn run(args: TrainArgs) -> Result<()> {
     let (train, test) = load_data(&run_args, arch)?;
     let n_train = train.len();
     let auto = run_args.device == DeviceChoice::Auto && !args.quiet;
-    let note = software_probe(
-        gpu.as_ref().filter(|_| auto),
-        arch,
-        spec,
-        &start.params[0],
-        &train,
-    );
+    let probe = gpu.as_ref().filter(|_| auto);
+    let note = software_probe(probe, arch, spec, &start.params[0], &train);
     let recipes = spec.recipes();
     let mut backend = pollster::block_on(backends::for_set(
         gpu,
@@ -222,73 +212,6 @@ fn open_checked_device(
         check_limits(gpu, arch, batch, 60_000).map_err(UsageError)?;
     }
     Ok(gpu)
-}
-
-/// For a software adapter picked by `--device auto` (`gpu`), its name and what a step of the
-/// CPU backend costs on this machine now, for the note on what the adapter costs.
-fn software_probe(
-    gpu: Option<&(Gpu, Request)>,
-    arch: &Arch,
-    spec: &RunSpec,
-    params: &[f32],
-    train: &Dataset,
-) -> Option<(String, f64)> {
-    let info = &gpu?.0.info;
-    (info.device_type == DeviceType::Cpu).then(|| {
-        (
-            info.name.clone(),
-            cpu_ms_per_step(arch, spec, params, train),
-        )
-    })
-}
-
-/// Milliseconds per training step of the CPU backend on this machine, now: a few steps of
-/// the run's own recipe on the head of its training set.
-fn cpu_ms_per_step(arch: &Arch, spec: &RunSpec, params: &[f32], train: &Dataset) -> f64 {
-    let recipe = &spec.recipe;
-    let all = recipe.steps_per_epoch(train.len());
-    let (warm, steps) = (
-        CPU_WARM_UP.min(all / 2),
-        CPU_PROBE_STEPS.min(all - all / 2).max(1),
-    );
-    let head = train.head((warm + steps) * recipe.batch_size);
-    let order: Vec<u32> = (0..head.len() as u32).collect();
-    let empty = Dataset::empty(train.rows, train.cols);
-    let mut cpu = CpuBackend::new(arch.clone(), recipe.clone(), params.to_vec(), head, empty);
-    let run = async {
-        cpu.begin_epoch(&order)?;
-        cpu.run_steps(0..warm).await?;
-        let t0 = Instant::now();
-        cpu.run_steps(warm..warm + steps).await?;
-        anyhow::Ok(t0.elapsed().as_secs_f64() * 1e3 / steps as f64)
-    };
-    pollster::block_on(run).unwrap_or(f64::NAN)
-}
-
-/// The lines before the header: the software adapter's note (its name and the CPU backend's
-/// ms per step), and what `--schedule auto` chose.
-fn announce(note: Option<(String, f64)>, about: &About, quiet: bool) {
-    if let Some((name, cpu_ms)) = note {
-        eprintln!("{}", software_note(&name, cpu_ms, about.step_ms));
-    }
-    if let (Some(line), false) = (&about.tuned, quiet) {
-        eprintln!("{line}");
-    }
-}
-
-/// The note for a software adapter picked by `--device auto`: what a step costs there against
-/// the CPU backend, both measured on this machine (the adapter's by `--schedule auto`, now or
-/// when it was cached).
-fn software_note(name: &str, cpu_ms: f64, gpu_ms: Option<f64>) -> String {
-    let against = match gpu_ms {
-        Some(g) => format!(
-            "a training step took {g:.2} ms here as auto measured it, {:.1} times the {cpu_ms:.2} ms \
-             of --device cpu measured now",
-            g / cpu_ms
-        ),
-        None => format!("--device cpu measured now takes {cpu_ms:.2} ms a training step"),
-    };
-    format!("note: {name} is a software adapter (the CPU emulating a GPU): {against}")
 }
 
 fn load_data(run_args: &RunArgs, arch: &Arch) -> Result<(Dataset, Dataset)> {
