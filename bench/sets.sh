@@ -19,7 +19,7 @@ row() {
         local seeds=1
         [ "$n" -gt 1 ] && seeds="1-$n"
         local json
-        json=$("$@" bench --seeds "$seeds" --warmup 10 --seconds "$secs" --json 2>/dev/null)
+        json=$("$bin" bench "$@" --seeds "$seeds" --warmup 10 --seconds "$secs" --json 2>/dev/null)
         [ "$n" -eq 1 ] && one=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["ms_per_step"])' "$json")
         python3 - "$name" "$n" "$json" "$one" <<'PY'
 import json, sys
@@ -30,7 +30,7 @@ print(f"{name:28s} {n:3d} models  {ms:9.3f} ms/step  {d['images_per_s']/1e3:7.1f
 PY
     done
 }
-row "lavapipe fused/subgroup" "$bin" --schedule fused --kernels subgroup
-row "llvmpipe GL fused/plain" "$bin" --backend gl --schedule fused
-VK_ICD_FILENAMES=$swiftshader row "SwiftShader fused/plain" "$bin" --schedule fused
-row "CPU backend (2 threads)" "$bin" --device cpu
+row "lavapipe fused/subgroup" --schedule fused --kernels subgroup
+row "llvmpipe GL fused/plain" --backend gl --schedule fused
+VK_ICD_FILENAMES=$swiftshader row "SwiftShader fused/plain" --schedule fused
+row "CPU backend (2 threads)" --device cpu

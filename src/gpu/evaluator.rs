@@ -50,7 +50,7 @@ impl Evaluator {
         let layout = weights.layout;
         let schedule = Schedules::of(plan);
         let classes = layout.layers.last().map_or(0, |l| l.out);
-        let batch = schedule.evaluation_batch(batch, test.len());
+        let batch = schedule.evaluation_batch(gpu, weights, batch, test.len());
         let split = Split::new(gpu, "test", test, batch);
         let models = weights.models;
         let correct = zeros(gpu, "eval correct", models * test.len());

@@ -353,9 +353,23 @@ pub fn evaluation(
     })
 }
 
-/// Samples per evaluation dispatch when `batch` are asked for on a split of `n`.
-pub fn evaluation_batch(batch: usize, n: usize) -> usize {
-    batch.clamp(1, n.max(1))
+/// Samples per evaluation dispatch when `batch` are asked for on a split of `n`: halved while
+/// the rows of all the models of `w` would pass the adapter's storage binding limit (a set of
+/// 16 models of the tutorial's shape needs 155 MB at 2048 samples).
+pub fn evaluation_batch(gpu: &Gpu, w: &Weights<'_>, batch: usize, n: usize) -> usize {
+    let limit = gpu.limits.max_storage_buffer_binding_size;
+    let bytes = |b: usize| {
+        let (rows, _) = layer_rows(w.layout, pad4(b));
+        let last = rows
+            .last()
+            .map_or(0, |r| r.y_off as usize + pad4(b) * pad4(r.out as usize));
+        (4 * w.models * last) as u64
+    };
+    let mut batch = batch.clamp(1, n.max(1));
+    while batch > 4 && bytes(batch) > limit {
+        batch = batch.div_ceil(2);
+    }
+    batch
 }
 
 /// While training, evaluation asks for [`EVAL_BATCH`]: it builds pipelines of its own anyway.

@@ -173,7 +173,7 @@ pub fn evaluation(
 
 /// Samples per evaluation step when `batch` are asked for on a split of `n`: whole vec4 of
 /// columns, at most the split.
-pub fn evaluation_batch(batch: usize, n: usize) -> usize {
+pub fn evaluation_batch(_gpu: &Gpu, _w: &Weights<'_>, batch: usize, n: usize) -> usize {
     let n = n.max(1);
     pad4(batch.clamp(1, n)).min(n)
 }

@@ -15,7 +15,7 @@ pub struct Schedules {
     pub plan: Plan,
     training: fn(&Gpu, &Modules, &Weights<'_>, &StepInputs<'_>) -> Result<Built>,
     evaluation: fn(&Gpu, &Modules, &Weights<'_>, &Split, &Verdicts<'_>) -> Result<Built>,
-    evaluation_batch: fn(usize, usize) -> usize,
+    evaluation_batch: fn(&Gpu, &Weights<'_>, usize, usize) -> usize,
     evaluation_batch_in_training: fn(usize) -> usize,
 }
 
@@ -62,9 +62,10 @@ impl Schedules {
         (self.evaluation)(gpu, m, w, split, v)
     }
 
-    /// Samples per evaluation step when `batch` are asked for on a split of `n`.
-    pub fn evaluation_batch(&self, batch: usize, n: usize) -> usize {
-        (self.evaluation_batch)(batch, n)
+    /// Samples per evaluation step of the models of `w` when `batch` are asked for on a split
+    /// of `n` (fewer where the batch's buffers would pass the adapter's binding limit).
+    pub fn evaluation_batch(&self, gpu: &Gpu, w: &Weights<'_>, batch: usize, n: usize) -> usize {
+        (self.evaluation_batch)(gpu, w, batch, n)
     }
 
     /// The batch evaluation asks for while a run trains in batches of `training_batch`.
