@@ -81,8 +81,6 @@ pub struct Split {
     /// order: [orders, len] u32, each model's order of the epoch (one identity order for the
     /// test split)
     pub order: wgpu::Buffer,
-    /// The orders it holds: the models of a training set, 1 for an evaluation.
-    pub orders: usize,
     /// steps: one `Step` per batch, at `step_stride`
     pub steps: wgpu::Buffer,
     pub len: usize,
@@ -121,7 +119,6 @@ impl Split {
                 &step_table(data.len(), batch, step_stride(gpu)),
                 wgpu::BufferUsages::UNIFORM,
             ),
-            orders: 1,
             len: data.len(),
             batch,
             pixels: data.pixels(),
@@ -132,7 +129,6 @@ impl Split {
     pub fn with_orders(mut self, gpu: &Gpu, name: &str, models: usize) -> Split {
         if models > 1 {
             self.order = zeros(gpu, &format!("{name} orders"), models * self.len);
-            self.orders = models;
         }
         self
     }

@@ -252,23 +252,22 @@ impl FusedUpdate<'_> {
         let dz = a.gradient_rows(label)?;
         let groups = (a.tiles as u32).div_ceil(UPDATE_WG);
         let row = groups.clamp(1, gpu.limits.max_compute_workgroups_per_dimension);
+        let mut constants = vec![
+            ("LAYERS", a.layers as f64),
+            ("BP", a.bp as f64),
+            ("TILES", a.tiles as f64),
+            ("WG", UPDATE_WG as f64),
+            ("ROW_GROUPS", row as f64),
+            ("MODELS", models as f64),
+        ];
+        constants.extend(a.strides());
         Dispatch::new(
             gpu,
             DispatchDesc {
                 label: label.to_string(),
                 module: &m.fused_update,
                 entry: "update",
-                constants: &[
-                    ("LAYERS", a.layers as f64),
-                    ("BP", a.bp as f64),
-                    ("TILES", a.tiles as f64),
-                    ("WG", UPDATE_WG as f64),
-                    ("ROW_GROUPS", row as f64),
-                    ("MODELS", models as f64),
-                    a.strides()[0],
-                    a.strides()[1],
-                    a.strides()[2],
-                ],
+                constants: &constants,
                 bindings: &[
                     (0, Bind::ReadWrite(self.params)),
                     (1, Bind::ReadWrite(self.momentum_buffer)),
