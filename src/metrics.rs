@@ -70,24 +70,45 @@ pub fn parse_metrics_csv(text: &str) -> Result<Vec<MetricsRow>, String> {
     }
     lines
         .enumerate()
-        .map(|(i, l)| {
-            let f: Vec<&str> = l.split(',').collect();
-            let num = |j: usize| -> Result<f64, String> {
-                f.get(j)
-                    .and_then(|v| v.parse().ok())
-                    .ok_or_else(|| format!("metrics line {}: `{l}`", i + 2))
-            };
-            if f.len() != 6 {
-                return Err(format!("metrics line {}: expected 6 fields: `{l}`", i + 2));
+        .map(|(i, l)| parse_row(l, i + 2))
+        .collect()
+}
+
+/// The rows of [`set_metrics_csv`], each with its model's name.
+pub fn parse_set_metrics_csv(text: &str) -> Result<Vec<(String, MetricsRow)>, String> {
+    let mut lines = text.lines();
+    let header = format!("model,{METRICS_HEADER}");
+    if lines.next() != Some(header.as_str()) {
+        return Err(format!("set metrics: the first line is not `{header}`"));
+    }
+    lines
+        .enumerate()
+        .map(|(i, l)| match l.split_once(',') {
+            Some((name, rest)) if !name.is_empty() => {
+                Ok((name.to_string(), parse_row(rest, i + 2)?))
             }
-            Ok(MetricsRow {
-                epoch: num(0)? as usize,
-                train_loss: num(1)?,
-                test_loss: num(2)?,
-                test_accuracy: num(3)?,
-                seconds: num(4)?,
-                images_per_s: num(5)?,
-            })
+            _ => Err(format!("set metrics line {}: no model name: `{l}`", i + 2)),
         })
         .collect()
+}
+
+/// One row of the six metrics columns; `line` counts from 1 for the messages.
+fn parse_row(l: &str, line: usize) -> Result<MetricsRow, String> {
+    let f: Vec<&str> = l.split(',').collect();
+    let num = |j: usize| -> Result<f64, String> {
+        f.get(j)
+            .and_then(|v| v.parse().ok())
+            .ok_or_else(|| format!("metrics line {line}: `{l}`"))
+    };
+    if f.len() != 6 {
+        return Err(format!("metrics line {line}: expected 6 fields: `{l}`"));
+    }
+    Ok(MetricsRow {
+        epoch: num(0)? as usize,
+        train_loss: num(1)?,
+        test_loss: num(2)?,
+        test_accuracy: num(3)?,
+        seconds: num(4)?,
+        images_per_s: num(5)?,
+    })
 }

@@ -1,5 +1,7 @@
 //! The training chart (`train --plot PATH.png`): training and test loss per epoch beside the
-//! test accuracy, drawn with plotters into memory and written as a PNG atomically.
+//! test accuracy, drawn with plotters into memory and written as a PNG atomically. A set of
+//! models draws each figure's mean across the models, in a band from the lowest model to the
+//! highest.
 
 use std::path::Path;
 use std::sync::Once;
@@ -21,20 +23,21 @@ const TRAIN: RGBColor = RGBColor(31, 119, 180);
 const TEST: RGBColor = RGBColor(214, 39, 40);
 const ACCURACY: RGBColor = RGBColor(44, 160, 44);
 
-/// Draws `rows` under `title` and writes the PNG to `path`.
-pub fn write_png(path: &Path, rows: &[MetricsRow], title: &str) -> Result<(), String> {
-    let png = render(rows, title)?;
+/// Draws `models` (each model's rows, epoch by epoch; one model for a single run) under
+/// `title` and writes the PNG to `path`.
+pub fn write_png(path: &Path, models: &[Vec<MetricsRow>], title: &str) -> Result<(), String> {
+    let png = render(models, title)?;
     write_atomic(path, &png).map_err(|e| format!("{}: cannot write: {e}", path.display()))
 }
 
 /// The chart as PNG bytes.
-pub fn render(rows: &[MetricsRow], title: &str) -> Result<Vec<u8>, String> {
+pub fn render(models: &[Vec<MetricsRow>], title: &str) -> Result<Vec<u8>, String> {
     REGISTER.call_once(|| {
         plotters::style::register_font("sans-serif", FontStyle::Normal, FONT)
             .unwrap_or_else(|_| panic!("the bundled font is valid"));
     });
     let mut rgb = vec![255u8; (WIDTH * HEIGHT * 3) as usize];
-    draw(&mut rgb, rows, title).map_err(|e| format!("drawing the chart: {e}"))?;
+    draw(&mut rgb, models, title).map_err(|e| format!("drawing the chart: {e}"))?;
     let img = image::RgbImage::from_raw(WIDTH, HEIGHT, rgb).expect("buffer of WIDTH x HEIGHT");
     let mut png = std::io::Cursor::new(Vec::new());
     img.write_to(&mut png, image::ImageOutputFormat::Png)
@@ -47,19 +50,55 @@ type Failure = Box<dyn std::error::Error>;
 /// A line of the loss chart: its name, colour and value per epoch.
 type Series = (&'static str, RGBColor, fn(&MetricsRow) -> f64);
 
-fn draw(rgb: &mut [u8], rows: &[MetricsRow], title: &str) -> Result<(), Failure> {
+fn draw(rgb: &mut [u8], models: &[Vec<MetricsRow>], title: &str) -> Result<(), Failure> {
     let root = BitMapBackend::with_buffer(rgb, (WIDTH, HEIGHT)).into_drawing_area();
     root.fill(&WHITE)?;
     let root = root.titled(title, ("sans-serif", 20))?;
     let (left, right) = root.split_horizontally(WIDTH / 2);
-    draw_losses(&left, rows)?;
-    draw_accuracy(&right, rows)?;
+    let rows = models.first().map_or(&[][..], |m| m.as_slice());
+    draw_losses(&left, models, rows)?;
+    draw_accuracy(&right, models, rows)?;
     root.present()?;
     Ok(())
 }
 
 fn finite(v: f64) -> Option<f64> {
     v.is_finite().then_some(v)
+}
+
+/// One figure of one epoch across the models: (epoch, mean, lowest, highest).
+type Point = (f64, f64, f64, f64);
+
+/// `value` of every epoch that each model has a finite figure for, across the models.
+fn across(models: &[Vec<MetricsRow>], value: impl Fn(&MetricsRow) -> f64) -> Vec<Point> {
+    let epochs = models.iter().map(Vec::len).min().unwrap_or(0);
+    (0..epochs)
+        .filter_map(|e| {
+            let v: Vec<f64> = models.iter().filter_map(|m| finite(value(&m[e]))).collect();
+            (v.len() == models.len()).then(|| {
+                let mean = v.iter().sum::<f64>() / v.len() as f64;
+                let low = v.iter().copied().fold(f64::INFINITY, f64::min);
+                let high = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+                (models[0][e].epoch as f64, mean, low, high)
+            })
+        })
+        .collect()
+}
+
+/// A chart's caption, which says what a set's line and band are.
+fn caption(what: &str, models: usize) -> String {
+    match models {
+        1 => what.to_string(),
+        n => format!("{what}: mean of {n} models, band lowest to highest"),
+    }
+}
+
+/// The band from the lowest model to the highest, as one closed polygon.
+fn band(points: &[Point]) -> Vec<(f64, f64)> {
+    let upper = points.iter().map(|p| (p.0, p.3));
+    upper
+        .chain(points.iter().rev().map(|p| (p.0, p.2)))
+        .collect()
 }
 
 /// A chart over the epochs of `rows` with whole-epoch labels, from `low` to `high`.
@@ -94,24 +133,33 @@ fn epoch_chart<'a, 'b>(
 }
 
 /// Training and test loss per epoch.
-fn draw_losses(area: &Area<'_>, rows: &[MetricsRow]) -> Result<(), Failure> {
-    let top = rows
-        .iter()
-        .flat_map(|r| [finite(r.train_loss), finite(r.test_loss)])
-        .flatten()
-        .fold(0.0f64, f64::max)
-        .max(1e-3)
-        * 1.15;
-    let mut chart = epoch_chart(area, rows, ("NLL loss", "mean loss"), (0.0, top))?;
+fn draw_losses(
+    area: &Area<'_>,
+    models: &[Vec<MetricsRow>],
+    rows: &[MetricsRow],
+) -> Result<(), Failure> {
     let series: [Series; 2] = [
         ("training", TRAIN, |r| r.train_loss),
         ("test", TEST, |r| r.test_loss),
     ];
-    for (name, color, value) in series {
-        let pts: Vec<(f64, f64)> = rows
-            .iter()
-            .filter_map(|r| finite(value(r)).map(|v| (r.epoch as f64, v)))
-            .collect();
+    let points = series.map(|(_, _, value)| across(models, value));
+    let top = points
+        .iter()
+        .flatten()
+        .map(|p| p.3)
+        .fold(0.0f64, f64::max)
+        .max(1e-3)
+        * 1.15;
+    let caption = caption("NLL loss", models.len());
+    let mut chart = epoch_chart(area, rows, (&caption, "mean loss"), (0.0, top))?;
+    for ((name, color, _), points) in series.into_iter().zip(points) {
+        if models.len() > 1 {
+            chart.draw_series(std::iter::once(Polygon::new(
+                band(&points),
+                color.mix(0.2).filled(),
+            )))?;
+        }
+        let pts: Vec<(f64, f64)> = points.iter().map(|p| (p.0, p.1)).collect();
         chart
             .draw_series(LineSeries::new(pts.clone(), color.stroke_width(2)))?
             .label(name)
@@ -131,16 +179,23 @@ fn draw_losses(area: &Area<'_>, rows: &[MetricsRow]) -> Result<(), Failure> {
 }
 
 /// Test accuracy per epoch, in percent, each point labelled.
-fn draw_accuracy(area: &Area<'_>, rows: &[MetricsRow]) -> Result<(), Failure> {
-    let accs: Vec<(f64, f64)> = rows
-        .iter()
-        .filter_map(|r| finite(r.test_accuracy).map(|a| (r.epoch as f64, 100.0 * a)))
-        .collect();
-    let low = accs.iter().map(|p| p.1).fold(100.0f64, f64::min);
+fn draw_accuracy(
+    area: &Area<'_>,
+    models: &[Vec<MetricsRow>],
+    rows: &[MetricsRow],
+) -> Result<(), Failure> {
+    let points = across(models, |r| 100.0 * r.test_accuracy);
+    let accs: Vec<(f64, f64)> = points.iter().map(|p| (p.0, p.1)).collect();
+    let low = points.iter().map(|p| p.2).fold(100.0f64, f64::min);
     let low = (low - (100.0 - low).max(1.0) * 0.25)
         .clamp(0.0, 99.0)
         .floor();
-    let mut chart = epoch_chart(area, rows, ("test accuracy", "accuracy (%)"), (low, 100.0))?;
+    let caption = caption("test accuracy", models.len());
+    let mut chart = epoch_chart(area, rows, (&caption, "accuracy (%)"), (low, 100.0))?;
+    if models.len() > 1 {
+        let fill = ACCURACY.mix(0.2).filled();
+        chart.draw_series(std::iter::once(Polygon::new(band(&points), fill)))?;
+    }
     chart.draw_series(LineSeries::new(accs.clone(), ACCURACY.stroke_width(2)))?;
     chart.draw_series(accs.iter().map(|&p| Circle::new(p, 4, ACCURACY.filled())))?;
     chart.draw_series(accs.iter().map(|&(x, y)| {
@@ -167,7 +222,7 @@ mod tests {
             })
             .collect();
         for n in [1, 5] {
-            let png = render(&rows[..n], "784-128-128-64-64-10 on MNIST").unwrap();
+            let png = render(&[rows[..n].to_vec()], "784-128-128-64-64-10 on MNIST").unwrap();
             let img = image::load_from_memory(&png).unwrap();
             assert_eq!((img.width(), img.height()), (WIDTH, HEIGHT));
             // Something was drawn in each colour of the series.
@@ -179,5 +234,35 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// Pixels tinted but not white: the bands, the light grid lines, anti-aliased edges.
+    fn tinted(png: &[u8]) -> usize {
+        let img = image::load_from_memory(png).unwrap().to_rgb8();
+        let light = |p: &image::Rgb<u8>| p.0.iter().all(|&c| c > 170) && p.0 != [255; 3];
+        img.pixels().filter(|p| light(p)).count()
+    }
+
+    #[test]
+    fn a_set_draws_a_band_around_its_mean() {
+        let model = |k: usize| -> Vec<MetricsRow> {
+            let spread = 1.0 + 0.2 * k as f64;
+            (0..5)
+                .map(|e| MetricsRow {
+                    epoch: e,
+                    train_loss: 0.8 * spread / (e + 1) as f64,
+                    test_loss: 0.3 * spread / (e + 1) as f64 + 0.05,
+                    test_accuracy: 0.9 + 0.01 * spread * e as f64,
+                    seconds: 6.0,
+                    images_per_s: 10_000.0,
+                })
+                .collect()
+        };
+        let set: Vec<Vec<MetricsRow>> = (0..3).map(model).collect();
+        let one = render(&set[1..2], "one").unwrap();
+        let three = render(&set, "three").unwrap();
+        let (one, three) = (tinted(&one), tinted(&three));
+        // Three bands, each tens of pixels tall over most of the chart's width.
+        assert!(three > one + 5_000, "{three} tinted pixels against {one}");
     }
 }

@@ -282,12 +282,9 @@ impl Header<'_> {
                 self.t_start.elapsed().as_secs_f64()
             );
             if let Some(set) = sweep.describe() {
-                println!(
-                    "set: {set}, side by side | run: {dir} | metrics per model; no checkpoint for a set (yet)"
-                );
+                println!("set: {set}, side by side | metrics per model");
             }
             match &self.start.resumed {
-                _ if sweep.len() > 1 => {}
                 Some(_) => println!(
                     "run: {dir} | resumed at epoch {}, step {}",
                     self.position.epoch, self.position.step
@@ -298,12 +295,14 @@ impl Header<'_> {
             }
         }
         let spec = &self.start.spec;
+        let hyper = match spec.sweep.len() {
+            1 => format!("lr {} | momentum {}", r.lr, r.momentum),
+            _ => spec.sweep.describe().unwrap_or_default(),
+        };
         let title = format!(
-            "{} on {dataset} | batch {} | lr {} | momentum {} | {adapter}",
+            "{} on {dataset} | batch {} | {hyper} | {adapter}",
             arch_string(arch),
             r.batch_size,
-            r.lr,
-            r.momentum,
         );
         let recorder = Recorder {
             run_dir: self.run_dir.to_path_buf(),
@@ -316,7 +315,11 @@ impl Header<'_> {
                 1 => Vec::new(),
                 _ => spec.recipes().iter().map(|r| spec.sweep.tag(r)).collect(),
             },
-            set_rows: Vec::new(),
+            set_rows: self
+                .start
+                .resumed
+                .as_ref()
+                .map_or(Vec::new(), |c| c.set_metrics.clone()),
         };
         Ui {
             quiet: self.args.quiet,
@@ -336,10 +339,15 @@ fn conclude_set(
 ) -> Result<()> {
     let spec = &h.start.spec;
     let recipes = spec.recipes();
-    let last = ui
-        .last
-        .as_ref()
-        .expect("a set runs every epoch in one invocation");
+    let finals = match &ui.last {
+        Some(last) => set::finals(last),
+        None => {
+            // Resumed after its last epoch: evaluate what it holds, as a single run does.
+            ui.recorder.write_metrics()?;
+            let evals = pollster::block_on(backend.evaluate_all())?;
+            set::finals_resumed(&ui.recorder, &evals)
+        }
+    };
     let train_s: f64 = ui.recorder.metrics.iter().map(|m| m.seconds).sum();
     if !h.args.quiet {
         let total_s = h.t_start.elapsed().as_secs_f64();
@@ -348,7 +356,7 @@ fn conclude_set(
             recipes.len()
         );
     }
-    println!("{}", set::table(&recipes, last));
+    println!("{}", set::table(&recipes, &finals));
     if let Some(save) = &spec.save {
         let s = set::SaveSet {
             sweep: &spec.sweep,
@@ -358,7 +366,7 @@ fn conclude_set(
             init: h.init_shown(),
             quiet: h.args.quiet,
         };
-        set::save(&s, save, backend, last)?;
+        set::save(&s, save, backend, &finals)?;
     }
     Ok(())
 }
@@ -375,12 +383,6 @@ fn finish(
     let dir = h.run_dir.display();
     match outcome {
         Ok(Outcome::Finished) => Ok(()),
-        Ok(Outcome::Interrupted(pos)) if h.start.spec.sweep.len() > 1 => Err(Interrupted(format!(
-            "interrupted in epoch {} after step {}; a set of models keeps no checkpoint (yet), \
-             so it starts again from the beginning",
-            pos.epoch, pos.step
-        ))
-        .into()),
         Ok(Outcome::Interrupted(pos)) => {
             pollster::block_on(ui.recorder.save(backend, pos.clone()))?;
             Err(Interrupted(format!(

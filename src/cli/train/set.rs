@@ -6,9 +6,10 @@ use std::path::Path;
 
 use anyhow::Result;
 
+use mnist_wgpu::checkpoint::Recorder;
 use mnist_wgpu::modelfile;
 use mnist_wgpu::sweep::{Sweep, floats_string, seeds_string};
-use mnist_wgpu::train::{Backend, EpochReport, Recipe, Spread, TestFigures};
+use mnist_wgpu::train::{Backend, EpochReport, Eval, Recipe, Spread, TestFigures};
 
 /// The header's model line's hyper-parameters: `lr 0.003 | momentum 0.9 | seeds 1-10`.
 pub fn hyper_words(sweep: &Sweep) -> String {
@@ -20,8 +21,11 @@ pub fn hyper_words(sweep: &Sweep) -> String {
     )
 }
 
-/// Each model's last figures: its final training loss and its test figures.
-fn finals(last: &EpochReport) -> Vec<(f64, TestFigures)> {
+/// Each model's final training loss and test figures.
+pub type Finals = Vec<(f64, TestFigures)>;
+
+/// Each model's last figures, from the last epoch this invocation trained.
+pub fn finals(last: &EpochReport) -> Finals {
     last.models
         .iter()
         .map(|m| {
@@ -33,15 +37,31 @@ fn finals(last: &EpochReport) -> Vec<(f64, TestFigures)> {
         .collect()
 }
 
+/// The figures of a set resumed after its last epoch: each model's last training loss from
+/// its metrics, its test figures evaluated now.
+pub fn finals_resumed(recorder: &Recorder, evals: &[Eval]) -> Finals {
+    let metrics = recorder.per_model();
+    let loss = |k: usize| {
+        metrics
+            .get(k)
+            .and_then(|m| m.last())
+            .map_or(f64::NAN, |r| r.train_loss)
+    };
+    evals
+        .iter()
+        .enumerate()
+        .map(|(k, ev)| (loss(k), TestFigures::of(ev)))
+        .collect()
+}
+
 /// The closing table: one row per model (seed, lr, momentum, final training loss, test loss
 /// and accuracy), then the mean ± sample standard deviation and the range.
-pub fn table(recipes: &[Recipe], last: &EpochReport) -> String {
-    let rows = finals(last);
+pub fn table(recipes: &[Recipe], rows: &Finals) -> String {
     let mut out = format!(
         "{:>5}  {:>6}  {:>8}  {:>8}  {:>10}  {:>9}  {:>13}\n",
         "model", "seed", "lr", "momentum", "train loss", "test loss", "test accuracy"
     );
-    for (k, (r, (loss, t))) in recipes.iter().zip(&rows).enumerate() {
+    for (k, (r, (loss, t))) in recipes.iter().zip(rows).enumerate() {
         out += &format!(
             "{:>5}  {:>6}  {:>8}  {:>8}  {loss:>10.4}  {:>9.4}  {:>11.2} %\n",
             k + 1,
@@ -83,18 +103,12 @@ pub struct SaveSet<'a> {
 
 /// Writes one model file per model, `--save`'s name with the values that vary before the
 /// extension (`mnist_mlp-seed3-lr0.01.safetensors`), each with its own recipe and test figures.
-pub fn save(
-    s: &SaveSet<'_>,
-    save: &Path,
-    backend: &mut dyn Backend,
-    last: &EpochReport,
-) -> Result<()> {
+pub fn save(s: &SaveSet<'_>, save: &Path, backend: &mut dyn Backend, rows: &Finals) -> Result<()> {
     let program = format!("mnist-wgpu {}", env!("CARGO_PKG_VERSION"));
     let adapter = backend.about().device.clone();
     // The one read-back of the weights in a run: every model's, model after model.
     let params = pollster::block_on(backend.params())?;
     let n = s.arch.param_count();
-    let rows = finals(last);
     for (k, r) in s.recipes.iter().enumerate() {
         let test = Some((rows[k].1.loss, rows[k].1.accuracy));
         let mut metadata =

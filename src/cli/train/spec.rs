@@ -10,7 +10,7 @@ use mnist_wgpu::checkpoint::{self, Checkpoint};
 use mnist_wgpu::data::Kind;
 use mnist_wgpu::model::Arch;
 use mnist_wgpu::modelfile::{self, DEFAULT_MODEL_FILE};
-use mnist_wgpu::sweep::Sweep;
+use mnist_wgpu::sweep::{Sweep, floats, floats_string, seeds, seeds_string};
 use mnist_wgpu::train::Recipe;
 
 use super::TrainArgs;
@@ -101,6 +101,12 @@ impl RunSpec {
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))
         .collect();
+        if self.sweep.len() > 1 {
+            // A set's lists; `lr`, `momentum` and `seed` above are its first model's.
+            m.insert("seeds".into(), seeds_string(&self.sweep.seeds));
+            m.insert("lrs".into(), floats_string(&self.sweep.lrs));
+            m.insert("momenta".into(), floats_string(&self.sweep.momenta));
+        }
         for (k, p) in [
             ("data_dir", &self.data_dir),
             ("init", &self.init),
@@ -138,8 +144,20 @@ impl RunSpec {
                 .parse()
                 .map_err(|_| "setting `seed`".to_string())?,
         };
+        let number = |v: &str| {
+            v.parse::<f64>()
+                .map_err(|_| format!("`{v}` is not a number"))
+        };
+        let sweep = match (m.get("seeds"), m.get("lrs"), m.get("momenta")) {
+            (Some(s), Some(l), Some(mu)) => Sweep {
+                seeds: seeds(s).map_err(|e| format!("setting `seeds`: {e}"))?,
+                lrs: floats(l, number).map_err(|e| format!("setting `lrs`: {e}"))?,
+                momenta: floats(mu, number).map_err(|e| format!("setting `momenta`: {e}"))?,
+            },
+            _ => Sweep::single(recipe.seed, recipe.lr, recipe.momentum),
+        };
         Ok(RunSpec {
-            sweep: Sweep::single(recipe.seed, recipe.lr, recipe.momentum),
+            sweep,
             recipe,
             hidden: Some(hidden(get("hidden")?)?.0),
             dataset,
@@ -173,20 +191,21 @@ pub fn start(args: &TrainArgs, (input, classes): (usize, usize)) -> Result<Start
         if let (Some(save), false) = (&args.save, args.no_save) {
             check_save_path(save)?;
         }
+        if c.models() != spec.sweep.len() {
+            let (got, want) = (c.models(), spec.sweep.len());
+            let msg = format!("holds {got} models; its settings describe {want}");
+            anyhow::bail!("{}: {msg}", file.display());
+        }
+        let n = c.arch.param_count();
         return Ok(Start {
             spec,
             arch: c.arch.clone(),
-            params: vec![c.params.clone()],
+            params: c.params.chunks(n).map(<[f32]>::to_vec).collect(),
             run_dir: Some(dir.clone()),
             resumed: Some(c),
         });
     }
     let spec = RunSpec::from_args(args);
-    if spec.sweep.len() > 1 && args.plot.is_some() {
-        let msg = "--plot: draws a single run; a set of models (--seeds, or lists of --lr or \
-                   --momentum) writes its per-model metrics to metrics.csv instead";
-        return Err(UsageError(msg.into()).into());
-    }
     if !args.no_save {
         check_save_path(
             args.save
