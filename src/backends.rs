@@ -51,7 +51,7 @@ pub async fn for_set(
     let recipe = &recipes[0];
     let params: Vec<f32> = params.drain(..).flatten().collect();
     let n = train.len().max(test.len());
-    check_limits(&gpu, arch, recipe.batch_size, n).map_err(Unfit)?;
+    check_limits(&gpu, arch, recipe.batch_size, n, recipes.len()).map_err(Unfit)?;
     let (p, train, test) = (params.as_slice(), &train, &test);
     Ok(Box::new(match request.fixed(&gpu)? {
         Some(plan) => GpuBackend::new(&gpu, plan, arch, recipes, p, train, test)?,
@@ -70,7 +70,7 @@ pub async fn for_evaluation(
     let Some((gpu, request)) = gpu else {
         return Ok(Box::new(CpuEvaluator::new(arch.clone(), params, test)));
     };
-    check_limits(&gpu, arch, batch, test.len()).map_err(Unfit)?;
+    check_limits(&gpu, arch, batch, test.len(), 1).map_err(Unfit)?;
     let p = params.as_slice();
     Ok(Box::new(match request.fixed(&gpu)? {
         Some(plan) => Evaluator::of_model(&gpu, plan, arch, p, &test, batch)?,

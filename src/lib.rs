@@ -20,6 +20,7 @@ pub mod data;
 pub mod fetch;
 pub mod flags;
 pub mod gpu;
+pub mod limits;
 pub mod metrics;
 pub mod model;
 pub mod modelfile;

@@ -171,3 +171,37 @@ fn a_set_plots_and_eval_prints_the_table_of_its_files() {
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// Models too large for the adapter's binding or the host's memory are refused before anything
+/// is allocated, naming the flag and the largest value that fits (this run once grew to 24 GB
+/// of host memory and was killed).
+#[test]
+fn models_too_large_are_refused_with_what_fits() {
+    let dir = scratch("limits");
+    for (device, limit) in [
+        ("gpu", "storage binding limit"),
+        ("cpu", "host's available memory"),
+    ] {
+        let args = ["train", "--hidden", "65536,65536", "--device", device];
+        let t = std::time::Instant::now();
+        let (code, _, err) = run_in(&dir, &args);
+        assert_eq!(code, 2, "{err}");
+        assert!(err.starts_with("error: --hidden 65536,65536: "), "{err}");
+        assert!(
+            err.contains(limit) && err.contains("widest that fits is --hidden "),
+            "{err}"
+        );
+        assert!(t.elapsed() < Duration::from_secs(20), "{:?}", t.elapsed());
+    }
+    // A set whose models fit one by one but not together is told how many do.
+    let args = [
+        "train", "--hidden", "20000", "--seeds", "1-4000", "--device", "cpu",
+    ];
+    let (code, _, err) = run_in(&dir, &args);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("4000 models") && err.contains("models of this size fit"),
+        "{err}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}

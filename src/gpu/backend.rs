@@ -28,7 +28,13 @@ use crate::train::{About, Backend, Eval, Evaluate, Recipe};
 pub const STEPS_PER_SUBMIT: usize = 250;
 
 /// Bytes and grid sizes a run needs, checked against the adapter before anything is built.
-pub fn check_limits(gpu: &Gpu, arch: &Arch, batch: usize, n_train: usize) -> Result<(), String> {
+pub fn check_limits(
+    gpu: &Gpu,
+    arch: &Arch,
+    batch: usize,
+    n_train: usize,
+    models: usize,
+) -> Result<(), String> {
     let bp = pad4(batch) as u64;
     let widest = *arch.sizes.iter().max().unwrap() as u64;
     let act_bytes = widest.next_multiple_of(4) * bp * 4;
@@ -51,7 +57,13 @@ pub fn check_limits(gpu: &Gpu, arch: &Arch, batch: usize, n_train: usize) -> Res
             "the training images ({images} bytes) exceed the adapter's {max_bind}-byte storage binding limit"
         ));
     }
-    Ok(())
+    // Every model's parameters (and, alike, momentum and gradients) in one binding.
+    let budget = crate::limits::Budget {
+        bytes: max_bind.min(gpu.limits.max_buffer_size),
+        what: "the adapter's storage binding limit".into(),
+    };
+    let need = |a: &Arch| DeviceLayout::new(a).len as u64 * 4;
+    crate::limits::fit(arch, models, need, &budget)
 }
 
 /// Each model's learning rate and momentum, as the kernels take them.

@@ -21,6 +21,7 @@ use mnist_wgpu::flags;
 use mnist_wgpu::gpu::backend::{STEPS_PER_SUBMIT, check_limits};
 use mnist_wgpu::gpu::device::Gpu;
 use mnist_wgpu::gpu::plan::Request;
+use mnist_wgpu::limits;
 use mnist_wgpu::model::Arch;
 use mnist_wgpu::modelfile::{self, DEFAULT_MODEL_FILE};
 use mnist_wgpu::train::{Backend, Diverged, LoopOptions, Outcome, Position};
@@ -102,14 +103,15 @@ pub fn run(args: TrainArgs) -> Result<()> {
     let t_start = Instant::now();
     // MNIST's 28x28 inputs and 10 classes are the contract; a model file must fit them.
     let (input, classes) = (28 * 28, data::CLASSES);
-    let start = spec::start(&args, (input, classes))?;
-    let Start { spec, arch, .. } = &start;
+    let mut start = spec::start(&args, (input, classes))?;
     let mut run_args = args.run.clone();
     if start.resumed.is_some() {
-        run_args.dataset = spec.dataset;
-        run_args.data_dir = spec.data_dir.clone();
+        run_args.dataset = start.spec.dataset;
+        run_args.data_dir = start.spec.data_dir.clone();
     }
-    let gpu = open_checked_device(&run_args, arch, spec.recipe.batch_size)?;
+    let gpu = open_checked_device(&run_args, &start)?;
+    start.initialise();
+    let Start { spec, arch, .. } = &start;
     let (train, test) = load_data(&run_args, arch)?;
     let n_train = train.len();
     let auto = run_args.device == DeviceChoice::Auto && !args.quiet;
@@ -201,17 +203,30 @@ fn conclude(
     Ok(())
 }
 
-/// The device first: a batch too large for it is a usage error, before any data is read.
-fn open_checked_device(
-    run_args: &RunArgs,
-    arch: &Arch,
-    batch: usize,
-) -> Result<Option<(Gpu, Request)>> {
+/// The device first: a batch or a set too large for it, or for the host's memory, is a usage
+/// error, before any data is read or any weight initialised.
+fn open_checked_device(run_args: &RunArgs, start: &Start) -> Result<Option<(Gpu, Request)>> {
+    let (arch, batch) = (&start.arch, start.spec.recipe.batch_size);
+    let models = start.spec.sweep.len();
     let gpu = open_device(run_args.device, &run_args.adapter)?;
     if let Some((gpu, _)) = &gpu {
-        check_limits(gpu, arch, batch, 60_000).map_err(UsageError)?;
+        check_limits(gpu, arch, batch, 60_000, models).map_err(UsageError)?;
+    }
+    if let Some(bytes) = limits::host_available() {
+        let budget = limits::Budget {
+            bytes,
+            what: "the host's available memory".into(),
+        };
+        limits::fit(arch, models, host_bytes, &budget).map_err(UsageError)?;
     }
     Ok(gpu)
+}
+
+/// What one model keeps in host memory at most, about: its initial weights and the backend's
+/// copies, momentum and gradients on the CPU, and a checkpoint's read-backs and file (six
+/// copies of its parameters).
+fn host_bytes(arch: &Arch) -> u64 {
+    arch.param_count() as u64 * 4 * 6
 }
 
 fn load_data(run_args: &RunArgs, arch: &Arch) -> Result<(Dataset, Dataset)> {

@@ -174,10 +174,27 @@ impl RunSpec {
 pub struct Start {
     pub spec: RunSpec,
     pub arch: Arch,
-    /// params: [models][param_count], each model's starting weights
+    /// params: [models][param_count], each model's starting weights (after [`Start::initialise`])
     pub params: Vec<Vec<f32>>,
+    /// `--init`'s weights, which every model starts from
+    init: Option<Vec<f32>>,
     pub run_dir: Option<PathBuf>,
     pub resumed: Option<Checkpoint>,
+}
+
+impl Start {
+    /// Each model's starting weights: the checkpoint's, --init's, or its seed's initialisation,
+    /// made only once the limits are checked (a model too large never allocates).
+    pub fn initialise(&mut self) {
+        if !self.params.is_empty() {
+            return;
+        }
+        let recipes = self.spec.recipes();
+        self.params = match self.init.take() {
+            Some(p) => vec![p; recipes.len()],
+            None => recipes.iter().map(|r| self.arch.init(r.seed)).collect(),
+        };
+    }
 }
 
 /// The run the flags ask for, checked before any device or data is touched.
@@ -201,6 +218,7 @@ pub fn start(args: &TrainArgs, (input, classes): (usize, usize)) -> Result<Start
             spec,
             arch: c.arch.clone(),
             params: c.params.chunks(n).map(<[f32]>::to_vec).collect(),
+            init: None,
             run_dir: Some(dir.clone()),
             resumed: Some(c),
         });
@@ -244,15 +262,11 @@ pub fn start(args: &TrainArgs, (input, classes): (usize, usize)) -> Result<Start
             classes,
         ),
     };
-    let recipes = spec.recipes();
-    let params = match init {
-        Some(m) => vec![m.params; recipes.len()],
-        None => recipes.iter().map(|r| arch.init(r.seed)).collect(),
-    };
     Ok(Start {
         spec,
         arch,
-        params,
+        params: Vec::new(),
+        init: init.map(|m| m.params),
         run_dir: args.run_dir.clone(),
         resumed: None,
     })
