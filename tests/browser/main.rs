@@ -8,6 +8,7 @@
 
 #[path = "../common/mod.rs"]
 mod common;
+mod sets;
 mod webdriver;
 
 use std::path::{Path, PathBuf};
@@ -51,6 +52,9 @@ in_both_engines!(
     without_webgpu_the_page_trains_on_the_cpu,
     training_stays_responsive_and_stops,
 );
+
+use sets::four_seeds_train_side_by_side_with_a_band;
+in_both_engines!(four_seeds_train_side_by_side_with_a_band);
 
 const PYTORCH_MODEL: &str = "torch_tutorial.safetensors";
 

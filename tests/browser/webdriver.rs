@@ -122,6 +122,9 @@ fn chromium_caps(webgpu: bool, downloads: &Path) -> Value {
             "prefs": {
                 "download.default_directory": downloads,
                 "download.prompt_for_download": false,
+                // Scripted clicks are no user gesture, so Chromium would ask before a second
+                // download (the set's per-model buttons); a person's clicks never are asked.
+                "profile.default_content_setting_values.automatic_downloads": 1,
             },
         },
         "goog:loggingPrefs": {"browser": "ALL"},

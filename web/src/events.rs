@@ -7,7 +7,10 @@ use wasm_bindgen_futures::JsFuture;
 
 use mnist_wgpu::flags;
 use mnist_wgpu::model::Arch;
-use mnist_wgpu::train::{self, Backend, EpochReport, Outcome, Progress, Recipe, TestFigures};
+use mnist_wgpu::sweep::{Sweep, floats_string, seeds_string};
+use mnist_wgpu::train::{
+    self, Backend, EpochReport, ModelEpoch, Outcome, Progress, Recipe, Spread, TestFigures,
+};
 
 /// A JS object of `pairs`.
 pub fn obj(pairs: &[(&str, JsValue)]) -> JsValue {
@@ -54,19 +57,34 @@ impl Page {
 
     /// The native `train`'s first lines, then `{kind: "ready"}`: everything is built, `setup`
     /// seconds after the run was asked for.
-    pub async fn announce(&self, adapter: &str, arch: &Arch, r: &Recipe, setup: f64) {
+    pub async fn announce(
+        &self,
+        adapter: &str,
+        arch: &Arch,
+        sweep: &Sweep,
+        r: &Recipe,
+        setup: f64,
+    ) {
         self.log(format!("adapter: {adapter}")).await;
+        let hyper = match sweep.len() {
+            1 => format!("lr {} | momentum {} | seed {}", r.lr, r.momentum, r.seed),
+            _ => format!(
+                "lr {} | momentum {} | seeds {}",
+                floats_string(&sweep.lrs),
+                floats_string(&sweep.momenta),
+                seeds_string(&sweep.seeds)
+            ),
+        };
         self.log(format!(
-            "model: {} | {} parameters | batch {} | lr {} | momentum {} | seed {} | init random \
-             | start-up {setup:.2} s",
+            "model: {} | {} parameters | batch {} | {hyper} | init random | start-up {setup:.2} s",
             flags::arch_string(arch),
             arch.param_count(),
             r.batch_size,
-            r.lr,
-            r.momentum,
-            r.seed
         ))
         .await;
+        if let Some(set) = sweep.describe() {
+            self.log(format!("set: {set}, side by side")).await;
+        }
         let ready = obj(&[("kind", "ready".into()), ("seconds", setup.into())]);
         emit(&self.on_event, ready).await;
     }
@@ -76,8 +94,8 @@ impl Page {
 pub struct Observer<F: Fn() -> bool> {
     pub page: Page,
     stop: F,
-    /// The test figures of the last epoch done.
-    pub last: Option<TestFigures>,
+    /// The last epoch done.
+    pub last: Option<EpochReport>,
     /// Training seconds of the epochs done.
     pub seconds: f64,
 }
@@ -94,7 +112,8 @@ impl<F: Fn() -> bool> Observer<F> {
     /// The native `train`'s closing lines (or where a Stop left the run), logged; whether it
     /// was stopped, and the last line.
     pub async fn closing(&self, outcome: &Outcome, steps: usize) -> (bool, String) {
-        let (stopped, line) = match (outcome, &self.last) {
+        let last = self.last.as_ref();
+        let (stopped, line) = match (outcome, last.and_then(|r| r.first().test)) {
             (Outcome::Interrupted(p), _) => (
                 true,
                 format!(
@@ -102,6 +121,15 @@ impl<F: Fn() -> bool> Observer<F> {
                     p.epoch, p.step
                 ),
             ),
+            (Outcome::Finished, Some(_)) if let Some(r) = last.filter(|r| r.models.len() > 1) => {
+                let time = format!(
+                    "Training time {:.1} s for {} models",
+                    self.seconds,
+                    r.models.len()
+                );
+                self.page.log(time).await;
+                (false, set_line(r))
+            }
             (Outcome::Finished, Some(t)) => {
                 let time = format!(
                     "Training time {:.1} s | test loss {:.4}",
@@ -115,10 +143,39 @@ impl<F: Fn() -> bool> Observer<F> {
         self.page.log(line.clone()).await;
         (stopped, line)
     }
+
+    /// Model k's test figures after the last epoch done.
+    pub fn test_of(&self, k: usize) -> Option<TestFigures> {
+        self.last.as_ref().and_then(|r| r.models.get(k)?.test)
+    }
+}
+
+/// A set's closing line: its test accuracy's mean ± std and range.
+fn set_line(r: &EpochReport) -> String {
+    let acc = Spread::of(
+        r.models
+            .iter()
+            .filter_map(|m| m.test)
+            .map(|t| 100.0 * t.accuracy),
+    );
+    format!(
+        "mean ± std of {} models: test accuracy {:.2} ± {:.2} % ({:.2} .. {:.2})",
+        r.models.len(),
+        acc.mean,
+        acc.std,
+        acc.min,
+        acc.max
+    )
 }
 
 fn floats(values: &[f32]) -> JsValue {
     js_sys::Float32Array::from(values).into()
+}
+
+/// Each model's figure, as JS numbers.
+fn per_model(r: &EpochReport, f: impl Fn(&ModelEpoch) -> f64) -> JsValue {
+    let values: Vec<f64> = r.models.iter().map(f).collect();
+    js_sys::Float64Array::from(&values[..]).into()
 }
 
 #[async_trait::async_trait(?Send)]
@@ -138,14 +195,17 @@ impl<F: Fn() -> bool> train::Observer for Observer<F> {
         emit(&self.page.on_event, event).await;
     }
 
+    /// The epoch in the native program's line; its figures are the first model's (a single
+    /// run's), and for a set each model's in `models_*` (the chart's band spans them).
     async fn epoch_done(&mut self, _: &mut dyn Backend, r: &EpochReport) -> anyhow::Result<()> {
-        // The page trains one model.
         let m = r.first();
-        self.last = m.test;
+        self.last = Some(r.clone());
         self.seconds += r.seconds;
-        let (test_loss, accuracy) = m
-            .test
-            .map_or((f64::NAN, f64::NAN), |t| (t.loss, t.accuracy));
+        let test = |m: &ModelEpoch| {
+            m.test
+                .map_or((f64::NAN, f64::NAN), |t| (t.loss, t.accuracy))
+        };
+        let (test_loss, accuracy) = test(m);
         let event = obj(&[
             ("kind", "epoch".into()),
             ("line", r.line().into()),
@@ -155,6 +215,10 @@ impl<F: Fn() -> bool> train::Observer for Observer<F> {
             ("accuracy", accuracy.into()),
             ("seconds", r.seconds.into()),
             ("step_losses", floats(&m.step_losses)),
+            ("models", (r.models.len() as u32).into()),
+            ("models_train_loss", per_model(r, |m| m.loss)),
+            ("models_test_loss", per_model(r, |m| test(m).0)),
+            ("models_accuracy", per_model(r, |m| test(m).1)),
         ]);
         emit(&self.page.on_event, event).await;
         Ok(())

@@ -23,6 +23,7 @@ use mnist_wgpu::gpu::plan::{Request, Schedule};
 use mnist_wgpu::gpu::wgsl::Kernels;
 use mnist_wgpu::model::Arch;
 use mnist_wgpu::predict::SIDE;
+use mnist_wgpu::sweep::{self, Sweep};
 use mnist_wgpu::train::{self, LoopOptions, Position, Recipe};
 use mnist_wgpu::{backends, flags, gpu, modelfile};
 
@@ -51,7 +52,11 @@ struct State {
     /// The four data files as fetched, until `load_data` parses them.
     fetched: Vec<(String, Vec<u8>)>,
     mnist: Option<Rc<Mnist>>,
+    /// The model drawn on and evaluated: the one loaded, or the first of those trained.
     model: Option<Rc<Model>>,
+    /// Every model of the last run, with the file name it downloads as
+    /// (`mnist_mlp-seed3.safetensors` in a set, as `train --save` names them).
+    trained: Vec<(String, Rc<Model>)>,
     busy: bool,
 }
 
@@ -74,7 +79,7 @@ pub fn defaults() -> JsValue {
         ("lr", flags::LR.to_string().into()),
         ("momentum", flags::MOMENTUM.to_string().into()),
         ("hidden", hidden.into()),
-        ("seed", flags::SEED.to_string().into()),
+        ("seeds", flags::SEED.to_string().into()),
     ])
 }
 
@@ -226,40 +231,52 @@ fn flag<T>(
     }
 }
 
-fn recipe(values: &JsValue) -> Result<(Recipe, Vec<usize>), JsError> {
-    let recipe = Recipe {
-        epochs: flag(values, "epochs", flags::at_least_one, flags::EPOCHS)?,
-        batch_size: flag(values, "batch-size", flags::at_least_one, flags::BATCH_SIZE)?,
-        lr: flag(values, "lr", flags::positive_finite, flags::LR)?,
-        momentum: flag(values, "momentum", flags::momentum, flags::MOMENTUM)?,
-        seed: flag(values, "seed", flags::seed, flags::SEED)?,
+/// The run the form asks for: every model's recipe (one per combination of the seeds, lr
+/// and momentum lists, as `train --seeds` makes them), the set, and the hidden sizes.
+fn recipes(values: &JsValue) -> Result<(Vec<Recipe>, Sweep, Vec<usize>), JsError> {
+    let epochs = flag(values, "epochs", flags::at_least_one, flags::EPOCHS)?;
+    let batch = flag(values, "batch-size", flags::at_least_one, flags::BATCH_SIZE)?;
+    let sweep = Sweep {
+        seeds: flag(values, "seeds", sweep::seeds, vec![flags::SEED])?,
+        lrs: flag(
+            values,
+            "lr",
+            |s| sweep::floats(s, flags::positive_finite),
+            vec![flags::LR],
+        )?,
+        momenta: flag(
+            values,
+            "momentum",
+            |s| sweep::floats(s, flags::momentum),
+            vec![flags::MOMENTUM],
+        )?,
     };
     let hidden = flag(values, "hidden", flags::hidden, flags::HIDDEN.to_vec())?;
-    Ok((recipe, hidden))
+    Ok((sweep.recipes(epochs, batch), sweep, hidden))
 }
 
-/// Trains the recipe in `values` (the `train` flags by name) from its seed's initial weights,
-/// sending `{kind: "log" | "ready" | "progress" | "epoch", ...}` to `on_event` and awaiting
-/// what it returns; keeps the weights (also when stopped) for drawing and download.
+/// Trains the recipes in `values` (the `train` flags by name; lists of seeds, lr and
+/// momentum train a set side by side) from their seeds' initial weights, sending `{kind:
+/// "log" | "ready" | "progress" | "epoch", ...}` to `on_event` and awaiting what it returns;
+/// keeps the weights (also when stopped) for drawing and download.
 #[wasm_bindgen]
 pub async fn train(values: JsValue, on_event: Function) -> Result<JsValue, JsError> {
     let _busy = Busy::claim()?;
-    let (recipe, hidden) = recipe(&values)?;
+    let (recipes, sweep, hidden) = recipes(&values)?;
     let mnist = mnist()?;
     let arch = Arch::new(mnist.train.pixels(), &hidden, CLASSES);
     let gpu = take_gpu().await?;
     let t0 = Instant::now();
     let (train_set, test_set) = (mnist.train.clone(), mnist.test.clone());
-    let params = arch.init(recipe.seed);
-    let mut backend = backends::for_training(gpu, &arch, &recipe, params, train_set, test_set)
-        .await
-        .map_err(error)?;
+    let params = recipes.iter().map(|r| arch.init(r.seed)).collect();
+    let built = backends::for_set(gpu, &arch, &recipes, params, train_set, test_set);
+    let mut backend = built.await.map_err(error)?;
     let page = Page::new(on_event);
     if let Some(line) = backend.about().tuned.clone() {
         page.log(line).await;
     }
     let setup = t0.elapsed().as_secs_f64();
-    page.announce(&backend.about().device, &arch, &recipe, setup)
+    page.announce(&backend.about().device, &arch, &sweep, &recipes[0], setup)
         .await;
     STOP.with(|s| s.set(false));
     let interval = match backend.about().queues_work {
@@ -272,30 +289,54 @@ pub async fn train(values: JsValue, on_event: Function) -> Result<JsValue, JsErr
     };
     let mut observer = events::Observer::new(page, || STOP.with(|s| s.get()));
     let n = mnist.train.len();
-    let outcome = train::run(
+    let run = train::run(
         backend.as_mut(),
-        std::slice::from_ref(&recipe),
+        &recipes,
         n,
         Position::default(),
         options,
         &mut observer,
-    )
-    .await
-    .map_err(error)?;
+    );
+    let outcome = run.await.map_err(error)?;
     let params = backend.params().await.map_err(error)?;
-    let (stopped, line) = observer.closing(&outcome, recipe.steps_per_epoch(n)).await;
-    let test = observer.last.map(|t| (t.loss, t.accuracy));
+    let steps = recipes[0].steps_per_epoch(n);
+    let (stopped, line) = observer.closing(&outcome, steps).await;
     let adapter = backend.about().device.clone();
     let program = "mnist-wgpu web page";
-    let metadata = modelfile::training_metadata(program, "mnist", &arch, &recipe, &adapter, test);
+    let p = arch.param_count();
+    let trained: Vec<(String, Rc<Model>)> = recipes
+        .iter()
+        .enumerate()
+        .map(|(k, r)| {
+            let test = observer.test_of(k).map(|t| (t.loss, t.accuracy));
+            let mut metadata =
+                modelfile::training_metadata(program, "mnist", &arch, r, &adapter, test);
+            if let Some(set) = sweep.describe() {
+                metadata.insert("set".into(), set);
+            }
+            let params = params[k * p..(k + 1) * p].to_vec();
+            let model = Model {
+                arch: arch.clone(),
+                params,
+                metadata,
+            };
+            let file = sweep.file_for(std::path::Path::new(modelfile::DEFAULT_MODEL_FILE), r);
+            (file.display().to_string(), Rc::new(model))
+        })
+        .collect();
+    let files = js_sys::Array::new();
+    for (name, _) in &trained {
+        files.push(&name.into());
+    }
     with(|s| {
-        s.model = Some(Rc::new(Model {
-            arch,
-            params,
-            metadata,
-        }))
+        s.model = Some(trained[0].1.clone());
+        s.trained = trained;
     });
-    Ok(obj(&[("stopped", stopped.into()), ("line", line.into())]))
+    Ok(obj(&[
+        ("stopped", stopped.into()),
+        ("line", line.into()),
+        ("files", files.into()),
+    ]))
 }
 
 /// Stops a training run after its current submission.
@@ -320,7 +361,10 @@ pub fn load_model(name: String, bytes: Vec<u8>) -> Result<String, JsError> {
         params: m.params,
         metadata: m.metadata,
     };
-    with(|s| s.model = Some(Rc::new(model)));
+    with(|s| {
+        s.model = Some(Rc::new(model));
+        s.trained.clear();
+    });
     Ok(line)
 }
 
@@ -354,10 +398,16 @@ pub async fn evaluate(on_event: Function) -> Result<JsValue, JsError> {
     ]))
 }
 
-/// The model the page holds as safetensors with PyTorch's keys (what `train --save` writes).
+/// A model as safetensors with PyTorch's keys (what `train --save` writes): model `k` of the
+/// last run (its file name is `files[k]` of `train`'s result), or with no `k` the one the page
+/// holds.
 #[wasm_bindgen]
-pub fn model_bytes() -> Result<Vec<u8>, JsError> {
-    let model = with(|s| s.model.clone()).ok_or_else(|| error("no model: train or load one"))?;
+pub fn model_bytes(k: Option<usize>) -> Result<Vec<u8>, JsError> {
+    let model = with(|s| match k {
+        Some(k) => s.trained.get(k).map(|t| t.1.clone()),
+        None => s.model.clone(),
+    })
+    .ok_or_else(|| error("no model: train or load one"))?;
     modelfile::to_bytes(&model.arch, &model.params, &model.metadata).map_err(error)
 }
 

@@ -6,7 +6,7 @@ import init, * as wasm from './pkg/mnist_wgpu_web.js';
 import { Chart } from './chart.js';
 
 const FILES = ['train-images-idx3-ubyte', 'train-labels-idx1-ubyte', 't10k-images-idx3-ubyte', 't10k-labels-idx1-ubyte'];
-const FLAGS = ['epochs', 'batch-size', 'lr', 'momentum', 'hidden', 'seed'];
+const FLAGS = ['epochs', 'batch-size', 'lr', 'momentum', 'hidden', 'seeds'];
 const $ = (id) => document.getElementById(id);
 const params = new URLSearchParams(location.search);
 
@@ -25,6 +25,7 @@ const state = (window.mnist = {
   selftest: null,
   prediction: null,
   timeToFirstStep: null, // seconds from navigation start to the first training step done
+  chartBands: 0, // the bands the chart drew after the last epoch (one per figure for a set)
 });
 
 const chart = new Chart($('chart'));
@@ -92,9 +93,16 @@ function onEvent(e) {
       break;
     }
     case 'epoch':
-      state.epochs.push({ ...e, step_losses: Array.from(e.step_losses) });
+      state.epochs.push({
+        ...e,
+        step_losses: Array.from(e.step_losses),
+        models_train_loss: Array.from(e.models_train_loss),
+        models_test_loss: Array.from(e.models_test_loss),
+        models_accuracy: Array.from(e.models_accuracy),
+      });
       log(e.line);
       chart.epoch(e);
+      state.chartBands = chart.bands;
       break;
   }
   return yieldNow();
@@ -105,11 +113,13 @@ async function train() {
   state.phase = 'training';
   state.epochs = [];
   state.result = null;
+  $('downloads').hidden = true;
   buttons();
   chart.reset(Number(values.epochs) || 5);
   try {
     state.result = await wasm.train(values, onEvent);
     state.haveModel = true;
+    downloadLinks(state.result.files);
     state.phase = state.result.stopped ? 'stopped' : 'done';
     predictNow();
   } catch (e) {
@@ -150,16 +160,36 @@ async function selftest() {
 
 function loadModel(name, bytes) {
   log(wasm.load_model(name, bytes));
+  downloadLinks([]);
+  $('downloads').hidden = true;
   state.haveModel = true;
   predictNow();
 }
 
-function download() {
-  const bytes = wasm.model_bytes();
+// A set's models, one button each, named as `train --save` names their files.
+function downloadLinks(files) {
+  const box = $('downloads');
+  box.replaceChildren();
+  if (files.length < 2) return;
+  box.append(`${files.length} models: `);
+  files.forEach((name, k) => {
+    const b = document.createElement('button');
+    b.textContent = name.replace(/^mnist_mlp-|\.safetensors$/g, '');
+    b.title = `download ${name}`;
+    b.className = 'model-download';
+    b.onclick = () => download(k, name);
+    box.append(b, ' ');
+  });
+  box.hidden = false;
+}
+
+// Model k of the last run (or, without k, the model the page holds) as a file.
+function download(k, name) {
+  const bytes = wasm.model_bytes(k);
   const url = URL.createObjectURL(new Blob([bytes], { type: 'application/octet-stream' }));
   const a = document.createElement('a');
   a.href = url;
-  a.download = 'mnist_mlp.safetensors';
+  a.download = name ?? 'mnist_mlp.safetensors';
   document.body.appendChild(a);
   a.click();
   a.remove();
@@ -275,7 +305,8 @@ function browserName() {
 async function main() {
   await init();
   const defaults = wasm.defaults();
-  for (const name of FLAGS) $('flags').elements[name].value = params.get(name) ?? defaults[name];
+  // seed= (one model) is what older links say.
+  for (const name of FLAGS) $('flags').elements[name].value = params.get(name) ?? (name === 'seeds' ? params.get('seed') : null) ?? defaults[name];
   const dev = await wasm.open_device(params.get('kernels') ?? 'auto', params.get('schedule') ?? 'auto', params.get('retune') === '1', await adapterName());
   Object.assign(state, { webgpu: dev.webgpu, device: dev.device, note: dev.note, browser: browserName() });
   $('device').textContent = `${state.browser} | ${dev.webgpu ? 'WebGPU' : 'no WebGPU'}: ${dev.device}`;
@@ -300,7 +331,7 @@ async function main() {
 $('start').onclick = train;
 $('stop').onclick = () => wasm.stop();
 $('evaluate').onclick = evaluate;
-$('download').onclick = download;
+$('download').onclick = () => download();
 $('selftest').onclick = selftest;
 $('clear').onclick = clearPad;
 $('model-file').onchange = async (e) => {
