@@ -61,7 +61,7 @@ fn largest(fits: impl Fn(usize) -> bool) -> usize {
         return 0;
     }
     let (mut lo, mut hi) = (1usize, 2usize);
-    while hi < 1 << 40 && fits(hi) {
+    while hi <= usize::MAX / 4 && fits(hi) {
         (lo, hi) = (hi, hi * 2);
     }
     while hi - lo > 1 {
