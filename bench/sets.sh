@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Models side by side: ms per step of the whole set and images per second over all models, for
-# 1, 2, 4, 8 and 16 models (seeds 1..N) on every adapter here with the fused schedule (the one
-# with a model axis) and on the CPU backend, in one session. One line per run:
+# 1, 2, 4, 8 and 16 models (seeds 1..N) on every adapter here with both schedules (each has a
+# model axis in its grid) and on the CPU backend, in one session. One line per run:
 #
 #     bench/sets.sh [SECONDS]       (default 2 seconds of timed steps per run)
 #
@@ -31,6 +31,9 @@ PY
     done
 }
 row "lavapipe fused/subgroup" --schedule fused --kernels subgroup
+row "lavapipe layered/subgroup" --schedule layered --kernels subgroup
 row "llvmpipe GL fused/plain" --backend gl --schedule fused
+row "llvmpipe GL layered/plain" --backend gl --schedule layered --kernels plain
 VK_ICD_FILENAMES=$swiftshader row "SwiftShader fused/plain" --schedule fused
+VK_ICD_FILENAMES=$swiftshader row "SwiftShader layered/plain" --schedule layered --kernels plain
 row "CPU backend (2 threads)" --device cpu

@@ -7,7 +7,9 @@
 // copy's padding pixels. Each invocation takes one word (four pixels) of four adjacent
 // columns, so that both outputs are written as vec4 (on llvmpipe a store to a per-invocation
 // address is a loop over the lanes; one vec4 store does four floats). BP and LDX are
-// multiples of 4. Grid: (ceil(WORDS / WG), BP / 4). CPU twin: `cpu::gather`.
+// multiples of 4. Grid: (ceil(WORDS / WG), BP / 4, models): a set of models has one order
+// each (O_STRIDE apart; 0 when they share one) and one x^T and x each, model after model.
+// CPU twin: `cpu::gather`.
 //#import step.wgsl
 
 override PIXELS: u32;
@@ -15,6 +17,7 @@ override WORDS: u32;
 override BP: u32;
 override LDX: u32;
 override WG: u32;
+override O_STRIDE: u32 = 0u;
 
 @group(0) @binding(0) var<storage, read> images: array<u32>;
 @group(0) @binding(1) var<storage, read> order: array<u32>;
@@ -27,27 +30,31 @@ override WG: u32;
 fn gather(@builtin(global_invocation_id) gid: vec3<u32>) {
     let w = gid.x;
     let c4 = gid.y;
+    let model = gid.z;
     if (w >= WORDS || c4 * 4u >= BP) {
         return;
     }
+    let o = model * O_STRIDE + step.start;
+    let xt0 = model * (PIXELS * BP / 4u);
+    let xb0 = model * (BP * LDX / 4u);
     // v[q][j]: pixel 4w + j of column 4 * c4 + q
     var v: array<vec4<f32>, 4>;
     for (var q = 0u; q < 4u; q++) {
         let col = c4 * 4u + q;
         if (col < step.valid) {
-            let word = images[order[step.start + col] * WORDS + w];
+            let word = images[order[o + col] * WORDS + w];
             for (var j = 0u; j < 4u; j++) {
                 if (w * 4u + j < PIXELS) {
                     v[q][j] = table[(word >> (8u * j)) & 255u];
                 }
             }
         }
-        xb[(col * LDX) / 4u + w] = v[q];
+        xb[xb0 + (col * LDX) / 4u + w] = v[q];
     }
     for (var j = 0u; j < 4u; j++) {
         let p = w * 4u + j;
         if (p < PIXELS) {
-            xt[(p * BP) / 4u + c4] = vec4<f32>(v[0][j], v[1][j], v[2][j], v[3][j]);
+            xt[xt0 + (p * BP) / 4u + c4] = vec4<f32>(v[0][j], v[1][j], v[2][j], v[3][j]);
         }
     }
 }

@@ -8,12 +8,15 @@
 //   correct   [split size]             is_correct | predicted << 8, at the sample's position
 //   log_probs [split size, CLASSES]    at the sample's position (its loss is -logp[label])
 //
-// One invocation per column; grid ceil(BP / WG).
+// One invocation per column; grid (ceil(BP / WG), 1, models): a set of models has its logits
+// one whole tensor after the one before, and its verdicts SPLIT samples after (the order is
+// shared).
 //#import step.wgsl
 
 override CLASSES: u32;
 override BP: u32;
 override WG: u32;
+override SPLIT: u32 = 0u;
 
 @group(0) @binding(0) var<storage, read> logits: array<f32>;
 @group(0) @binding(1) var<storage, read> labels: array<u32>;
@@ -28,25 +31,27 @@ fn evaluate(@builtin(global_invocation_id) gid: vec3<u32>) {
     if (b >= step.valid || b >= BP) {
         return;
     }
+    let z0 = gid.z * CLASSES * BP;
     let sample = order[step.start + b];
+    let at = gid.z * SPLIT + sample;
     let label = labels[sample];
     var best = 0u;
-    var m = logits[b];
+    var m = logits[z0 + b];
     for (var c = 1u; c < CLASSES; c++) {
-        let v = logits[c * BP + b];
+        let v = logits[z0 + c * BP + b];
         if (v > m) {
             best = c;
             m = v;
         }
     }
-    correct[sample] = select(0u, 1u, best == label) | (best << 8u);
+    correct[at] = select(0u, 1u, best == label) | (best << 8u);
     // log(sum(exp(z))), shifted by the max as PyTorch does
     var s = 0.0;
     for (var c = 0u; c < CLASSES; c++) {
-        s += exp(logits[c * BP + b] - m);
+        s += exp(logits[z0 + c * BP + b] - m);
     }
     let lse = m + log(s);
     for (var c = 0u; c < CLASSES; c++) {
-        log_probs[sample * CLASSES + c] = logits[c * BP + b] - lse;
+        log_probs[at * CLASSES + c] = logits[z0 + c * BP + b] - lse;
     }
 }

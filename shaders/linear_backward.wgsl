@@ -19,7 +19,9 @@
 // WEIGHT (W_GX across); which one is workgroup-uniform, so the subgroup loop stays in uniform
 // control flow. Entry `backward_weight` runs WEIGHT alone, for the first layer, whose input
 // needs no gradient. A workgroup of LANES x ROW_GROUPS invocations covers ROW_GROUPS x ROWS
-// rows and LANES vec4 columns.
+// rows and LANES vec4 columns. A set of models runs along the grid's z: model k's parameters
+// and gradients are P_STRIDE floats after model k-1's, its dz, dx, mask and h_rows one whole
+// tensor after.
 //#import tile_common.wgsl
 //#import tile_plain.wgsl if kernels = plain
 //#import tile_subgroup.wgsl if kernels = subgroup
@@ -36,6 +38,12 @@ override X_GROUPS: u32;
 override W_GX: u32;
 override BP4: u32 = BP / 4u;
 override LDW4: u32 = LDW / 4u;
+override P_STRIDE: u32 = 0u;
+
+// This invocation's model (the grid's z) and where its parameters and dZ^T start (floats).
+var<private> model: u32;
+var<private> p0: u32;
+var<private> dz0: u32;
 
 const INPUT: u32 = 0u;
 const WEIGHT: u32 = 1u;
@@ -63,11 +71,11 @@ fn a_rows(p: u32, m0: u32, k: u32) -> vec4<f32> {
     let kc = min(k, depth(p) - 1u);
     let inside = vec4<bool>(k < depth(p)) & (vec4<u32>(m0) + vec4<u32>(0u, 1u, 2u, 3u) < vec4<u32>(rows_of(p)));
     if (p == INPUT) {
-        return select(vec4<f32>(0.0), params[(W_OFF + kc * LDW + m0) / 4u], inside);
+        return select(vec4<f32>(0.0), params[(p0 + W_OFF + kc * LDW + m0) / 4u], inside);
     }
     var v: vec4<f32>;
     for (var r = 0u; r < ROWS; r++) {
-        let i = min(m0 + r, OUT - 1u) * BP + kc;
+        let i = dz0 + min(m0 + r, OUT - 1u) * BP + kc;
         v[r] = dz[i / 4u][i % 4u];
     }
     return select(vec4<f32>(0.0), v, inside);
@@ -75,7 +83,7 @@ fn a_rows(p: u32, m0: u32, k: u32) -> vec4<f32> {
 
 // dZ^T[m, k0 .. k0 + 4] (row clamped, zero past OUT): one vec4 (BP is a multiple of 4).
 fn dz_row(m: u32, k0: u32) -> vec4<f32> {
-    return select(vec4<f32>(0.0), dz[(min(m, OUT - 1u) * BP + k0) / 4u], m < OUT);
+    return select(vec4<f32>(0.0), dz[(dz0 + min(m, OUT - 1u) * BP + k0) / 4u], m < OUT);
 }
 
 // Column j = A[m0 .. m0 + ROWS, k0 + j] (k0 a multiple of 4), zero outside. INPUT: four of
@@ -89,9 +97,15 @@ fn a_block(p: u32, m0: u32, k0: u32) -> mat4x4<f32> {
 
 fn b_row(p: u32, k: u32, col4: u32) -> vec4<f32> {
     if (p == INPUT) {
-        return dz[min(k, OUT - 1u) * BP4 + col4];
+        return dz[dz0 / 4u + min(k, OUT - 1u) * BP4 + col4];
     }
-    return h_rows[min(k, BP - 1u) * LDW4 + col4];
+    return h_rows[model * BP * LDW4 + min(k, BP - 1u) * LDW4 + col4];
+}
+
+fn set_model(z: u32) {
+    model = z;
+    p0 = model * P_STRIDE;
+    dz0 = model * OUT * BP;
 }
 
 // Workgroup g of the INPUT product: dX^T, masked.
@@ -102,11 +116,12 @@ fn input_gradient(g: u32, lid: vec3<u32>) {
     if (col4 >= BP4) {
         return;
     }
+    let x0 = model * IN * BP4;
     for (var r = 0u; r < ROWS; r++) {
         let m = m0 + r;
         if (m < IN) {
-            let h = mask[m * BP4 + col4];
-            dx[m * BP4 + col4] = select(vec4<f32>(0.0), t.acc[r], h > vec4<f32>(0.0));
+            let h = mask[x0 + m * BP4 + col4];
+            dx[x0 + m * BP4 + col4] = select(vec4<f32>(0.0), t.acc[r], h > vec4<f32>(0.0));
         }
     }
 }
@@ -120,14 +135,14 @@ fn weight_gradient(g: u32, lid: vec3<u32>) {
     if (col4 < LDW4) {
         for (var r = 0u; r < ROWS; r++) {
             if (m0 + r < OUT) {
-                grads[(W_OFF + (m0 + r) * LDW) / 4u + col4] = t.acc[r];
+                grads[(p0 + W_OFF + (m0 + r) * LDW) / 4u + col4] = t.acc[r];
             }
         }
     }
     // Rows past OUT have rowsum 0 (a_rows is zero there) and land in the bias's padding; a
     // row group wholly past OUT stores nothing.
     if (gx == 0u && lid.x == 0u && m0 < OUT) {
-        grads[(B_OFF + m0) / 4u] = t.rowsum;
+        grads[(p0 + B_OFF + m0) / 4u] = t.rowsum;
     }
 }
 
@@ -136,6 +151,7 @@ fn backward(
     @builtin(workgroup_id) wg: vec3<u32>,
     @builtin(local_invocation_id) lid: vec3<u32>,
 ) {
+    set_model(wg.z);
     if (wg.x < X_GROUPS) {
         input_gradient(wg.x, lid);
     } else {
@@ -148,5 +164,6 @@ fn backward_weight(
     @builtin(workgroup_id) wg: vec3<u32>,
     @builtin(local_invocation_id) lid: vec3<u32>,
 ) {
+    set_model(wg.z);
     weight_gradient(wg.x, lid);
 }

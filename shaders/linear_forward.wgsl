@@ -10,7 +10,9 @@
 //
 // A workgroup of LANES x ROW_GROUPS invocations computes ROW_GROUPS x ROWS rows by LANES vec4
 // of columns; grid (ceil(BP / 4 / LANES), ceil(OUT / (ROWS ROW_GROUPS))). BP is a multiple of 4. Out-of-range rows and columns are computed on
-// clamped addresses and never stored, so every access stays in bounds.
+// clamped addresses and never stored, so every access stays in bounds. A set of models runs
+// along the grid's z: model k's parameters are P_STRIDE floats after model k-1's, and its h, z
+// and z_rows one whole tensor after.
 //#import tile_common.wgsl
 //#import tile_plain.wgsl if kernels = plain
 //#import tile_subgroup.wgsl if kernels = subgroup
@@ -26,6 +28,12 @@ override RELU: bool;
 override LDW: u32;
 override LDZ: u32;
 override BP4: u32 = BP / 4u;
+override P_STRIDE: u32 = 0u;
+
+// This invocation's model (the grid's z), and where its tensors start.
+var<private> model: u32;
+var<private> p0: u32;
+var<private> h0: u32;
 
 // The flat parameters as vec4 (every tensor starts at a multiple of 4 floats, rows of W too).
 @group(0) @binding(0) var<storage, read> params: array<vec4<f32>>;
@@ -42,7 +50,7 @@ fn a_rows(p: u32, m0: u32, k: u32) -> vec4<f32> {
     let kc = min(k, IN - 1u);
     var v: vec4<f32>;
     for (var r = 0u; r < ROWS; r++) {
-        let i = W_OFF + min(m0 + r, OUT - 1u) * LDW + kc;
+        let i = p0 + W_OFF + min(m0 + r, OUT - 1u) * LDW + kc;
         v[r] = select(0.0, params[i / 4u][i % 4u], m0 + r < OUT && k < IN);
     }
     return v;
@@ -50,7 +58,7 @@ fn a_rows(p: u32, m0: u32, k: u32) -> vec4<f32> {
 
 // W[m, k0 .. k0 + 4] (row clamped, zero past OUT): one vec4, inside the row's padding.
 fn w_row(m: u32, k0: u32) -> vec4<f32> {
-    let row = params[(W_OFF + min(m, OUT - 1u) * LDW + k0) / 4u];
+    let row = params[(p0 + W_OFF + min(m, OUT - 1u) * LDW + k0) / 4u];
     return select(vec4<f32>(0.0), row, m < OUT);
 }
 
@@ -61,7 +69,7 @@ fn a_block(p: u32, m0: u32, k0: u32) -> mat4x4<f32> {
 }
 
 fn b_row(p: u32, k: u32, col4: u32) -> vec4<f32> {
-    return h[min(k, IN - 1u) * BP4 + col4];
+    return h[h0 + min(k, IN - 1u) * BP4 + col4];
 }
 
 @compute @workgroup_size(LANES, ROW_GROUPS)
@@ -69,6 +77,9 @@ fn forward(
     @builtin(workgroup_id) wg: vec3<u32>,
     @builtin(local_invocation_id) lid: vec3<u32>,
 ) {
+    model = wg.z;
+    p0 = model * P_STRIDE;
+    h0 = model * IN * BP4;
     let m0 = (wg.y * ROW_GROUPS + lid.y) * ROWS;
     let col4 = wg.x * LANES + lid.x;
     // Lanes past the last column compute on it (all lanes take part in a subgroup loop).
@@ -80,17 +91,17 @@ fn forward(
     for (var r = 0u; r < ROWS; r++) {
         let m = m0 + r;
         if (m < OUT) {
-            var v = t.acc[r] + vec4<f32>(params[(B_OFF + m0) / 4u][r]);
+            var v = t.acc[r] + vec4<f32>(params[(p0 + B_OFF + m0) / 4u][r]);
             if (RELU) {
                 v = select(vec4<f32>(0.0), v, v > vec4<f32>(0.0));
             }
-            z[m * BP4 + col4] = v;
+            z[model * OUT * BP4 + m * BP4 + col4] = v;
             out[r] = v;
         }
     }
     // The tile's four rows at one column are one vec4 of the batch-major copy (m0 + 3 < LDZ).
     for (var j = 0u; j < 4u; j++) {
         let n = col4 * 4u + j;
-        z_rows[(n * LDZ + m0) / 4u] = vec4<f32>(out[0][j], out[1][j], out[2][j], out[3][j]);
+        z_rows[model * (BP * LDZ / 4u) + (n * LDZ + m0) / 4u] = vec4<f32>(out[0][j], out[1][j], out[2][j], out[3][j]);
     }
 }

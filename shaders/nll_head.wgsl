@@ -12,7 +12,10 @@
 // One workgroup of WG invocations; each takes four adjacent columns as one vec4 at a time, so
 // every load of H^T and store of the gradient does four samples. The batch is summed in a
 // fixed order, so the loss is deterministic. CLASSES <= MAX_CLASSES (host twin
-// `gpu::ops::nll_head::MAX_CLASSES`, held equal by tests/shaders.rs).
+// `gpu::ops::nll_head::MAX_CLASSES`, held equal by tests/shaders.rs). A set of models has one
+// workgroup each (the grid's z): model k's parameters P_STRIDE floats after model k-1's, its
+// order O_STRIDE after (0 when shared), its h and grad one whole tensor after, and its loss at
+// losses[step.index * MODELS + k].
 //#import step.wgsl
 
 override CLASSES: u32;
@@ -22,6 +25,9 @@ override W_OFF: u32;
 override B_OFF: u32;
 override LDW: u32;
 override WG: u32;
+override P_STRIDE: u32 = 0u;
+override O_STRIDE: u32 = 0u;
+override MODELS: u32 = 1u;
 
 const MAX_CLASSES: u32 = 16u;
 
@@ -36,10 +42,17 @@ const MAX_CLASSES: u32 = 16u;
 var<workgroup> partial: array<f32, WG>;
 
 @compute @workgroup_size(WG)
-fn nll_head(@builtin(local_invocation_index) li: u32) {
+fn nll_head(
+    @builtin(local_invocation_index) li: u32,
+    @builtin(workgroup_id) wg: vec3<u32>,
+) {
+    let model = wg.z;
+    let p0 = model * P_STRIDE;
     let valid = step.valid;
     let g = -(1.0 / f32(valid));
     let bp4 = BP / 4u;
+    let h0 = model * IN * bp4;
+    let g0 = model * CLASSES * bp4;
     var sum = 0.0;
     for (var c4 = li; c4 < bp4; c4 += WG) {
         // z[c] = W h + bias for the four columns, summed over k in order like linear_forward
@@ -48,9 +61,9 @@ fn nll_head(@builtin(local_invocation_index) li: u32) {
         for (var c = 0u; c < CLASSES; c++) {
             var acc = vec4<f32>(0.0);
             for (var k = 0u; k < IN; k++) {
-                acc += params[W_OFF + c * LDW + k] * h[k * bp4 + c4];
+                acc += params[p0 + W_OFF + c * LDW + k] * h[h0 + k * bp4 + c4];
             }
-            z[c] = acc + vec4<f32>(params[B_OFF + c]);
+            z[c] = acc + vec4<f32>(params[p0 + B_OFF + c]);
             m = max(m, z[c]);
         }
         var e = vec4<f32>(0.0);
@@ -65,7 +78,7 @@ fn nll_head(@builtin(local_invocation_index) li: u32) {
             let col = c4 * 4u + j;
             if (col < valid) {
                 ok[j] = true;
-                label[j] = labels[order[step.start + col]];
+                label[j] = labels[order[model * O_STRIDE + step.start + col]];
             }
         }
         for (var c = 0u; c < CLASSES; c++) {
@@ -73,7 +86,7 @@ fn nll_head(@builtin(local_invocation_index) li: u32) {
             let is_label = label == vec4<u32>(c);
             sum -= dot(select(vec4<f32>(0.0), logp, is_label), vec4<f32>(1.0));
             let d = select(vec4<f32>(0.0), vec4<f32>(g), is_label) - exp(logp) * g;
-            grad[c * bp4 + c4] = select(vec4<f32>(0.0), d, ok);
+            grad[g0 + c * bp4 + c4] = select(vec4<f32>(0.0), d, ok);
         }
     }
     // The step's mean loss from every invocation's partial sum, added in a fixed order.
@@ -84,6 +97,6 @@ fn nll_head(@builtin(local_invocation_index) li: u32) {
         for (var i = 0u; i < WG; i++) {
             total += partial[i];
         }
-        losses[step.index] = total / f32(valid);
+        losses[step.index * MODELS + model] = total / f32(valid);
     }
 }

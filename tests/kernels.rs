@@ -115,6 +115,7 @@ fn gpu_failures_are_one_line_errors() {
         h: &a,
         z: &b,
         z_rows: &b,
+        models: mnist_wgpu::gpu::dispatch::ModelAxis::ONE,
     };
     let e = aliased
         .dispatch(&gpu, &m, "aliased")
@@ -124,10 +125,17 @@ fn gpu_failures_are_one_line_errors() {
     assert!(e.contains("aliasing"), "{e}");
     // A buffer too small for what the dispatch reaches.
     let small = buffer(&gpu, "small", &[0f32; 4]);
+    let hyper = mnist_wgpu::gpu::buffers::Hyper::buffer(
+        &gpu,
+        &[mnist_wgpu::gpu::buffers::Hyper {
+            lr: 0.1,
+            momentum: 0.9,
+        }],
+    );
     let sgd = Sgd {
         len: 8,
-        lr: 0.1,
-        momentum: 0.9,
+        models: 1,
+        hyper: &hyper,
         params: &small,
         grads: &a,
         momentum_buffer: &b,

@@ -10,6 +10,8 @@ use pollster::block_on;
 use mnist_wgpu::cpu::CpuBackend;
 use mnist_wgpu::data::{Dataset, default_data_dir, load_mnist};
 use mnist_wgpu::gpu::backend::GpuBackend;
+use mnist_wgpu::gpu::device::Gpu;
+use mnist_wgpu::gpu::plan::Plan;
 use mnist_wgpu::model::Arch;
 use mnist_wgpu::sweep::Sweep;
 use mnist_wgpu::train::{self, Backend, Recipe};
@@ -64,47 +66,73 @@ fn one_ulp_up(lr: f64) -> f64 {
     f32::from_bits((lr as f32).to_bits() + 1) as f64
 }
 
-fn gpu_backend(recipes: &[Recipe], arch: &Arch, train: &Dataset, test: &Dataset) -> GpuBackend {
-    let (gpu, plan) = common::fused();
+/// The GPU backend of `plan` training `recipes` side by side from their seeds.
+fn gpu_backend(
+    (gpu, plan): &(Gpu, Plan),
+    recipes: &[Recipe],
+    arch: &Arch,
+    train: &Dataset,
+    test: &Dataset,
+) -> GpuBackend {
     let params: Vec<f32> = recipes.iter().flat_map(|r| arch.init(r.seed)).collect();
-    GpuBackend::new(&gpu, plan, arch, recipes, &params, train, test).unwrap()
+    GpuBackend::new(gpu, *plan, arch, recipes, &params, train, test).unwrap()
 }
 
+/// On every schedule and kernel family: the layered schedule's dispatches and the fused
+/// schedule's both carry the set.
 #[test]
 fn gpu_set_models_equal_their_single_runs() {
     let (arch, tr, te, recipes) = case();
     let n = tr.len();
-    let set = trained(
-        &mut gpu_backend(&recipes, &arch, &tr, &te),
-        &recipes,
-        &arch,
-        n,
-    );
-    for (k, r) in recipes.iter().enumerate() {
-        let one = std::slice::from_ref(r);
-        let single = trained(&mut gpu_backend(one, &arch, &tr, &te), one, &arch, n);
-        assert_eq!(differs(&set, k, &single), None, "{r:?}");
+    for way in common::every_schedule() {
+        let set = trained(
+            &mut gpu_backend(&way, &recipes, &arch, &tr, &te),
+            &recipes,
+            &arch,
+            n,
+        );
+        for (k, r) in recipes.iter().enumerate() {
+            let one = std::slice::from_ref(r);
+            let single = trained(&mut gpu_backend(&way, one, &arch, &tr, &te), one, &arch, n);
+            assert_eq!(differs(&set, k, &single), None, "{}: {r:?}", way.1);
+        }
+        // The check sees one ulp: model 0's run with its learning rate one ulp higher differs.
+        let off = Recipe {
+            lr: one_ulp_up(recipes[0].lr),
+            ..recipes[0].clone()
+        };
+        let offs = std::slice::from_ref(&off);
+        let single = trained(
+            &mut gpu_backend(&way, offs, &arch, &tr, &te),
+            offs,
+            &arch,
+            n,
+        );
+        assert!(
+            differs(&set, 0, &single).is_some(),
+            "{}: one ulp of lr went unseen",
+            way.1
+        );
     }
-    // The check sees one ulp: model 0's run with its learning rate one ulp higher differs.
-    let off = Recipe {
-        lr: one_ulp_up(recipes[0].lr),
-        ..recipes[0].clone()
-    };
-    let params = arch.init(off.seed);
-    let (gpu, plan) = common::fused();
-    let offs = std::slice::from_ref(&off);
-    let mut b = GpuBackend::new(&gpu, plan, &arch, offs, &params, &tr, &te).unwrap();
-    let single = trained(&mut b, offs, &arch, n);
-    assert!(
-        differs(&set, 0, &single).is_some(),
-        "one ulp of lr went unseen"
-    );
 }
 
 #[test]
 fn gpu_set_evaluates_every_model() {
     let (arch, tr, te, recipes) = case();
-    let mut set = gpu_backend(&recipes, &arch, &tr, &te);
+    for way in common::every_schedule() {
+        evaluates_every_model(&way, &arch, &tr, &te, &recipes);
+    }
+}
+
+fn evaluates_every_model(
+    way: &(Gpu, Plan),
+    arch: &Arch,
+    tr: &Dataset,
+    te: &Dataset,
+    recipes: &[Recipe],
+) {
+    let (arch, recipes) = (arch.clone(), recipes.to_vec());
+    let mut set = gpu_backend(way, &recipes, &arch, tr, te);
     block_on(train::train(&mut set, &recipes, tr.len(), |_| {})).unwrap();
     let evals = block_on(mnist_wgpu::train::Evaluate::evaluate_all(&mut set)).unwrap();
     let params = block_on(set.params()).unwrap();
@@ -116,10 +144,11 @@ fn gpu_set_evaluates_every_model() {
             te.clone(),
         );
         let want = block_on(mnist_wgpu::train::Evaluate::evaluate(&mut cpu)).unwrap();
-        assert_eq!(ev.correct, want.correct, "model {k}: correct");
+        assert_eq!(ev.correct, want.correct, "{}: model {k}: correct", way.1);
         assert!(
             (ev.mean_loss() - want.mean_loss()).abs() < 1e-4,
-            "model {k}: loss"
+            "{}: model {k}: loss",
+            way.1
         );
     }
 }

@@ -273,6 +273,25 @@ pub fn need_batch(label: &str, bp: usize) -> Result<()> {
     Ok(())
 }
 
+/// Where a set of models sits in a layered dispatch's buffers: the grid's z is the model;
+/// model k's parameters (and gradients, momentum) are `params` floats after model k-1's, its
+/// order `order` entries after (0: one order shared), and its activations one whole tensor
+/// after. One model: [`ModelAxis::ONE`].
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ModelAxis {
+    pub models: usize,
+    pub params: usize,
+    pub order: usize,
+}
+
+impl ModelAxis {
+    pub const ONE: ModelAxis = ModelAxis {
+        models: 1,
+        params: 0,
+        order: 0,
+    };
+}
+
 /// A launcher's precondition: `buffer` holds at least `bytes`.
 pub fn need(label: &str, name: &str, buffer: &wgpu::Buffer, bytes: usize) -> Result<()> {
     ensure!(

@@ -6,14 +6,18 @@
 //! writes the batch-major copy `H_l: [bp, pad4(s_l)]`, the B operand of the next weight
 //! gradient. Columns of a batch past its valid count carry zero input and zero gradient, so a
 //! last partial batch needs no other pipelines.
+//!
+//! A set of models runs in the same dispatches: the grid's z is the model, every activation
+//! buffer holds one tensor per model, model after model, and the parameters, gradients and
+//! momentum one device layout per model (`ModelAxis`).
 
 use anyhow::Result;
 
 use crate::gpu::buffers::{
-    Built, Split, StepInputs, Verdicts, Weights, normalisation_table, zeros,
+    Built, Hyper, Split, StepInputs, Verdicts, Weights, normalisation_table, zeros,
 };
 use crate::gpu::device::Gpu;
-use crate::gpu::dispatch::Dispatch;
+use crate::gpu::dispatch::{Dispatch, ModelAxis};
 use crate::gpu::layout::pad4;
 use crate::gpu::ops::Modules;
 use crate::gpu::ops::evaluate::Evaluate;
@@ -22,7 +26,8 @@ use crate::gpu::ops::linear::{Backward, Forward, InputGrad};
 use crate::gpu::ops::nll_head::NllHead;
 use crate::gpu::ops::sgd::Sgd;
 
-/// The activations of one batch of `bp` columns and, when training, their gradients.
+/// The activations of one batch of `bp` columns and, when training, their gradients, for
+/// each model of a set (one tensor per model in each buffer).
 pub struct Activations {
     pub bp: usize,
     /// h_t[l]: H_l^T [s_l, bp], feature-major; h_t[0] is the input X^T
@@ -34,20 +39,26 @@ pub struct Activations {
 }
 
 impl Activations {
-    /// For the layer sizes `sizes` (input first).
-    pub fn new(gpu: &Gpu, sizes: &[usize], bp: usize, gradients: bool) -> Activations {
-        let s = sizes;
+    /// For the layer sizes `sizes` (input first) of `models` models.
+    pub fn new(
+        gpu: &Gpu,
+        sizes: &[usize],
+        bp: usize,
+        gradients: bool,
+        models: usize,
+    ) -> Activations {
+        let (s, k) = (sizes, models);
         Activations {
             bp,
             h_t: (0..s.len())
-                .map(|l| zeros(gpu, &format!("H{l}^T"), s[l] * bp))
+                .map(|l| zeros(gpu, &format!("H{l}^T"), k * s[l] * bp))
                 .collect(),
             h_rows: (0..s.len())
-                .map(|l| zeros(gpu, &format!("H{l}"), bp * pad4(s[l])))
+                .map(|l| zeros(gpu, &format!("H{l}"), k * bp * pad4(s[l])))
                 .collect(),
             dz: match gradients {
                 true => (0..s.len() - 1)
-                    .map(|l| zeros(gpu, &format!("dZ{l}^T"), s[l + 1] * bp))
+                    .map(|l| zeros(gpu, &format!("dZ{l}^T"), k * s[l + 1] * bp))
                     .collect(),
                 false => Vec::new(),
             },
@@ -75,14 +86,20 @@ impl Activations {
 /// optimizer.step()                  sgd                             params, momentum buffer
 /// ```
 pub fn training(gpu: &Gpu, m: &Modules, w: &Weights<'_>, s: &StepInputs<'_>) -> Result<Built> {
-    one_model(w)?;
     let layers = &w.layout.layers;
     let last = layers.len() - 1;
-    let a = Activations::new(gpu, &w.layout.sizes(), pad4(s.split.batch), true);
-    let grads = zeros(gpu, "grads", w.layout.len);
+    let models = w.models;
+    // Each model its own order of the epoch, one split's length apart.
+    let axis = ModelAxis {
+        models,
+        params: w.layout.len,
+        order: if models > 1 { s.split.len } else { 0 },
+    };
+    let a = Activations::new(gpu, &w.layout.sizes(), pad4(s.split.batch), true, models);
+    let grads = zeros(gpu, "grads", models * w.layout.len);
     let table = normalisation_table(gpu, wgpu::BufferUsages::STORAGE);
-    let mut ops = vec![gather(gpu, m, s.split, &table, &a, "gather train")?];
-    ops.extend(forward_products(gpu, m, w, &a, last)?);
+    let mut ops = vec![gather(gpu, m, s.split, &table, &a, axis, "gather train")?];
+    ops.extend(forward_products(gpu, m, w, &a, axis, last)?);
     let head = NllHead {
         at: layers[last],
         bp: a.bp,
@@ -94,6 +111,7 @@ pub fn training(gpu: &Gpu, m: &Modules, w: &Weights<'_>, s: &StepInputs<'_>) -> 
         grad: &a.dz[last],
         losses: s.losses,
         steps_per_epoch: s.steps_per_epoch,
+        axis,
     };
     ops.push(head.dispatch(gpu, m, &format!("forward {last} + nll loss + grad"))?);
     for (l, &at) in layers.iter().enumerate().rev() {
@@ -114,13 +132,15 @@ pub fn training(gpu: &Gpu, m: &Modules, w: &Weights<'_>, s: &StepInputs<'_>) -> 
             h_rows: &a.h_rows[l],
             grads: &grads,
             input,
+            models: axis,
         };
         ops.push(b.dispatch(gpu, m, &label)?);
     }
+    let hyper = Hyper::buffer(gpu, s.hyper);
     let sgd = Sgd {
         len: w.layout.len,
-        lr: s.hyper[0].lr,
-        momentum: s.hyper[0].momentum,
+        models,
+        hyper: &hyper,
         params: w.params,
         grads: &grads,
         momentum_buffer: s.momentum_buffer,
@@ -146,12 +166,17 @@ pub fn evaluation(
     split: &Split,
     v: &Verdicts<'_>,
 ) -> Result<Built> {
-    one_model(w)?;
     let layers = w.layout.layers.len();
-    let a = Activations::new(gpu, &w.layout.sizes(), pad4(split.batch), false);
+    // Every model reads the one identity order of the test split.
+    let axis = ModelAxis {
+        models: w.models,
+        params: w.layout.len,
+        order: 0,
+    };
+    let a = Activations::new(gpu, &w.layout.sizes(), pad4(split.batch), false, w.models);
     let table = normalisation_table(gpu, wgpu::BufferUsages::STORAGE);
-    let mut ops = vec![gather(gpu, m, split, &table, &a, "gather test")?];
-    ops.extend(forward_products(gpu, m, w, &a, layers)?);
+    let mut ops = vec![gather(gpu, m, split, &table, &a, axis, "gather test")?];
+    ops.extend(forward_products(gpu, m, w, &a, axis, layers)?);
     let e = Evaluate {
         classes: v.classes,
         bp: a.bp,
@@ -162,6 +187,7 @@ pub fn evaluation(
         steps: &split.steps,
         correct: v.correct,
         log_probs: v.log_probs,
+        models: w.models,
     };
     ops.push(e.dispatch(gpu, m, "evaluate")?);
     Ok(Built {
@@ -193,6 +219,7 @@ fn forward_products(
     m: &Modules,
     w: &Weights<'_>,
     a: &Activations,
+    axis: ModelAxis,
     count: usize,
 ) -> Result<Vec<Dispatch>> {
     let last = w.layout.layers.len() - 1;
@@ -205,6 +232,7 @@ fn forward_products(
             h: &a.h_t[l],
             z: &a.h_t[l + 1],
             z_rows: &a.h_rows[l + 1],
+            models: axis,
         };
         f.dispatch(gpu, m, &format!("forward {l}"))
     };
@@ -221,6 +249,7 @@ fn gather(
     split: &Split,
     table: &wgpu::Buffer,
     a: &Activations,
+    axis: ModelAxis,
     label: &str,
 ) -> Result<Dispatch> {
     let g = Gather {
@@ -232,18 +261,7 @@ fn gather(
         steps: &split.steps,
         x_t: &a.h_t[0],
         x_rows: &a.h_rows[0],
+        axis,
     };
     g.dispatch(gpu, m, label)
-}
-
-/// The layered schedule's kernels take one model; a set trains on the fused schedule, whose
-/// grid has a model axis.
-fn one_model(w: &Weights<'_>) -> Result<()> {
-    anyhow::ensure!(
-        w.models == 1,
-        "--schedule layered trains one model at a time; a set of {} models trains with \
-         --schedule fused (or --device cpu)",
-        w.models
-    );
-    Ok(())
 }

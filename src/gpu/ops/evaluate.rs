@@ -28,21 +28,20 @@ pub struct Evaluate<'a> {
     pub correct: &'a wgpu::Buffer,
     /// log_probs: [len, classes]
     pub log_probs: &'a wgpu::Buffer,
+    /// Models side by side: logits, correct and log_probs per model, one after another.
+    pub models: usize,
 }
 
 impl Evaluate<'_> {
     pub fn dispatch(&self, gpu: &Gpu, m: &Modules, label: &str) -> Result<Dispatch> {
         ensure!(self.classes > 0 && self.bp > 0, "{label}: empty evaluation");
-        need(label, "logits", self.logits, self.classes * self.bp * 4)?;
+        let k = self.models;
+        need(label, "logits", self.logits, k * self.classes * self.bp * 4)?;
         need(label, "labels", self.labels, self.len * 4)?;
         need(label, "order", self.order, self.len * 4)?;
-        need(label, "correct", self.correct, self.len * 4)?;
-        need(
-            label,
-            "log-probs",
-            self.log_probs,
-            self.len * self.classes * 4,
-        )?;
+        need(label, "correct", self.correct, k * self.len * 4)?;
+        let floats = k * self.len * self.classes;
+        need(label, "log-probs", self.log_probs, floats * 4)?;
         Dispatch::new(
             gpu,
             DispatchDesc {
@@ -53,6 +52,7 @@ impl Evaluate<'_> {
                     ("CLASSES", self.classes as f64),
                     ("BP", self.bp as f64),
                     ("WG", WG as f64),
+                    ("SPLIT", self.len as f64),
                 ],
                 bindings: &[
                     (0, Bind::Read(self.logits)),
@@ -62,7 +62,7 @@ impl Evaluate<'_> {
                     (4, Bind::ReadWrite(self.correct)),
                     (5, Bind::ReadWrite(self.log_probs)),
                 ],
-                groups: [(self.bp as u32).div_ceil(WG), 1, 1],
+                groups: [(self.bp as u32).div_ceil(WG), 1, k as u32],
             },
         )
     }
@@ -105,6 +105,7 @@ async fn check_one(gpu: &Gpu, m: &Modules) -> Result<Vec<Check>> {
         steps: &steps,
         correct: &correct,
         log_probs: &logp_b,
+        models: 1,
     };
     run_dispatch(gpu, &e.dispatch(gpu, m, "evaluate")?, 0)?;
     let got_c: Vec<u32> = read(gpu, &correct, n).await?;

@@ -12,7 +12,7 @@ use crate::gpu::check::{
 };
 use crate::gpu::check::{FusedCase, FusedOutputs, block, padding_is_zero};
 use crate::gpu::device::Gpu;
-use crate::gpu::dispatch::{Bind, Dispatch, DispatchDesc, need, need_batch, need_vec4};
+use crate::gpu::dispatch::{Bind, Dispatch, DispatchDesc, ModelAxis, need, need_batch, need_vec4};
 use crate::gpu::layout::pad4;
 use crate::gpu::ops::{Modules, WG};
 use crate::rng::Rng;
@@ -32,6 +32,8 @@ pub struct Gather<'a> {
     pub x_t: &'a wgpu::Buffer,
     /// x_rows: X [bp, pad4(pixels)]
     pub x_rows: &'a wgpu::Buffer,
+    /// A set: X^T and X per model, one order per model `axis.order` apart.
+    pub axis: ModelAxis,
 }
 
 impl Gather<'_> {
@@ -40,8 +42,9 @@ impl Gather<'_> {
         need_batch(label, bp)?;
         let words = p.div_ceil(4);
         need(label, "table", self.table, 256 * 4)?;
-        need_vec4(label, "X^T", self.x_t, p * bp)?;
-        need_vec4(label, "X", self.x_rows, bp * pad4(p))?;
+        let models = self.axis.models;
+        need_vec4(label, "X^T", self.x_t, models * p * bp)?;
+        need_vec4(label, "X", self.x_rows, models * bp * pad4(p))?;
         Dispatch::new(
             gpu,
             DispatchDesc {
@@ -54,6 +57,7 @@ impl Gather<'_> {
                     ("BP", bp as f64),
                     ("LDX", pad4(p) as f64),
                     ("WG", WG as f64),
+                    ("O_STRIDE", self.axis.order as f64),
                 ],
                 bindings: &[
                     (0, Bind::Read(self.images)),
@@ -63,7 +67,7 @@ impl Gather<'_> {
                     (4, Bind::ReadWrite(self.x_t)),
                     (5, Bind::ReadWrite(self.x_rows)),
                 ],
-                groups: [(words as u32).div_ceil(WG), bp as u32 / 4, 1],
+                groups: [(words as u32).div_ceil(WG), bp as u32 / 4, models as u32],
             },
         )
     }
@@ -122,6 +126,7 @@ async fn check_one(
         steps: &steps,
         x_t: &x_t,
         x_rows: &x_rows,
+        axis: ModelAxis::ONE,
     };
     let last = n.div_ceil(batch) - 1;
     run_dispatch(gpu, &g.dispatch(gpu, m, "gather")?, last)?;

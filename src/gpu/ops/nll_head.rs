@@ -10,7 +10,7 @@ use crate::gpu::check::{Check, Pending, Tally, buffer, random, read, run_dispatc
 use crate::gpu::check::{FusedCase, FusedOutputs, block, padding_is_zero};
 use crate::gpu::check::{sum_tolerance, transpose, wide, wide_abs};
 use crate::gpu::device::Gpu;
-use crate::gpu::dispatch::{Bind, Dispatch, DispatchDesc, need, need_batch, need_vec4};
+use crate::gpu::dispatch::{Bind, Dispatch, DispatchDesc, ModelAxis, need, need_batch, need_vec4};
 use crate::gpu::layout::{DeviceLayout, LayerAt, pad4};
 use crate::gpu::ops::{Modules, WG};
 use crate::model::Arch;
@@ -33,9 +33,11 @@ pub struct NllHead<'a> {
     pub steps: &'a wgpu::Buffer,
     /// grad: dZ^T [classes, bp]
     pub grad: &'a wgpu::Buffer,
-    /// losses: [steps per epoch]
+    /// losses: [steps per epoch, models]
     pub losses: &'a wgpu::Buffer,
     pub steps_per_epoch: usize,
+    /// A set: one workgroup, H^T, dZ^T and order per model.
+    pub axis: ModelAxis,
 }
 
 impl NllHead<'_> {
@@ -47,10 +49,18 @@ impl NllHead<'_> {
             a.out
         );
         need_batch(label, bp)?;
-        need_vec4(label, "params", self.params, a.b_off + pad4(a.out))?;
-        need_vec4(label, "H^T", self.h, a.inp * bp)?;
-        need_vec4(label, "dZ^T", self.grad, a.out * bp)?;
-        need(label, "losses", self.losses, self.steps_per_epoch * 4)?;
+        let x = self.axis;
+        ensure!(x.models >= 1, "{label}: no model");
+        let last = (x.models - 1) * x.params;
+        need_vec4(label, "params", self.params, last + a.b_off + pad4(a.out))?;
+        need_vec4(label, "H^T", self.h, x.models * a.inp * bp)?;
+        need_vec4(label, "dZ^T", self.grad, x.models * a.out * bp)?;
+        need(
+            label,
+            "losses",
+            self.losses,
+            x.models * self.steps_per_epoch * 4,
+        )?;
         Dispatch::new(
             gpu,
             DispatchDesc {
@@ -65,6 +75,9 @@ impl NllHead<'_> {
                     ("B_OFF", a.b_off as f64),
                     ("LDW", a.ldw as f64),
                     ("WG", WG as f64),
+                    ("P_STRIDE", x.params as f64),
+                    ("O_STRIDE", x.order as f64),
+                    ("MODELS", x.models as f64),
                 ],
                 bindings: &[
                     (0, Bind::Read(self.params)),
@@ -75,7 +88,7 @@ impl NllHead<'_> {
                     (5, Bind::ReadWrite(self.grad)),
                     (6, Bind::ReadWrite(self.losses)),
                 ],
-                groups: [1, 1, 1],
+                groups: [1, 1, x.models as u32],
             },
         )
     }
@@ -169,6 +182,7 @@ async fn check_one(
         grad: &grad,
         losses: &losses,
         steps_per_epoch: 3,
+        axis: ModelAxis::ONE,
     };
     run_dispatch(gpu, &head.dispatch(gpu, m, "nll head")?, 2)?;
     let got_loss: Vec<f32> = read(gpu, &losses, 3).await?;

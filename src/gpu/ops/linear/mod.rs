@@ -16,7 +16,7 @@ use crate::gpu::check::{BATCHES, Check, INNER, OTHER, Tally, buffer, random, rea
 use crate::gpu::check::{Pending, together};
 use crate::gpu::check::{sum_tolerance, transpose, unpad, wide, wide_abs};
 use crate::gpu::device::Gpu;
-use crate::gpu::dispatch::{Bind, Dispatch, DispatchDesc, need_batch, need_vec4};
+use crate::gpu::dispatch::{Bind, Dispatch, DispatchDesc, ModelAxis, need_batch, need_vec4};
 use crate::gpu::layout::{DeviceLayout, LayerAt, pad4};
 use crate::gpu::ops::Modules;
 use crate::gpu::wgsl::LANES;
@@ -55,16 +55,23 @@ pub struct Forward<'a> {
     pub z: &'a wgpu::Buffer,
     /// z_rows: Z [bp, pad4(out)]
     pub z_rows: &'a wgpu::Buffer,
+    /// A set: each model's parameters `models.params` floats apart, its H^T, Z^T and Z whole.
+    pub models: ModelAxis,
 }
 
 impl Forward<'_> {
     pub fn dispatch(&self, gpu: &Gpu, m: &Modules, label: &str) -> Result<Dispatch> {
-        let (a, bp) = (self.at, self.bp);
+        let (a, bp, x) = (self.at, self.bp, self.models);
         need_batch(label, bp)?;
-        need_vec4(label, "params", self.params, a.b_off + pad4(a.out))?;
-        need_vec4(label, "H^T", self.h, a.inp * bp)?;
-        need_vec4(label, "Z^T", self.z, a.out * bp)?;
-        need_vec4(label, "Z", self.z_rows, bp * pad4(a.out))?;
+        ensure!(
+            x.models >= 1 && x.params.is_multiple_of(4),
+            "{label}: {x:?}"
+        );
+        let last = (x.models - 1) * x.params;
+        need_vec4(label, "params", self.params, last + a.b_off + pad4(a.out))?;
+        need_vec4(label, "H^T", self.h, x.models * a.inp * bp)?;
+        need_vec4(label, "Z^T", self.z, x.models * a.out * bp)?;
+        need_vec4(label, "Z", self.z_rows, x.models * bp * pad4(a.out))?;
         let mut constants = vec![
             ("IN", a.inp as f64),
             ("OUT", a.out as f64),
@@ -74,6 +81,7 @@ impl Forward<'_> {
             ("LDW", a.ldw as f64),
             ("LDZ", pad4(a.out) as f64),
             ("RELU", self.relu as u8 as f64),
+            ("P_STRIDE", x.params as f64),
         ];
         tile_constants(m, &mut constants);
         Dispatch::new(
@@ -89,7 +97,11 @@ impl Forward<'_> {
                     (2, Bind::ReadWrite(self.z)),
                     (3, Bind::ReadWrite(self.z_rows)),
                 ],
-                groups: [div(bp / 4, LANES), div(a.out, rows_per_group(m)), 1],
+                groups: [
+                    div(bp / 4, LANES),
+                    div(a.out, rows_per_group(m)),
+                    x.models as u32,
+                ],
             },
         )
     }
@@ -115,6 +127,9 @@ pub struct Backward<'a> {
     /// grads: the flat gradients, device layout
     pub grads: &'a wgpu::Buffer,
     pub input: Option<InputGrad<'a>>,
+    /// A set: each model's parameters and gradients `models.params` floats apart, its dZ^T,
+    /// H, dX^T and mask whole.
+    pub models: ModelAxis,
 }
 
 impl Backward<'_> {
@@ -125,10 +140,16 @@ impl Backward<'_> {
             a.w_off.is_multiple_of(4) && a.b_off.is_multiple_of(4) && a.ldw.is_multiple_of(4),
             "{label}: {a:?} is not vec4-aligned"
         );
-        need_vec4(label, "params", self.params, a.b_off + pad4(a.out))?;
-        need_vec4(label, "grads", self.grads, a.b_off + pad4(a.out))?;
-        need_vec4(label, "dZ^T", self.dz, a.out * bp)?;
-        need_vec4(label, "H", self.h_rows, bp * a.ldw)?;
+        let x = self.models;
+        ensure!(
+            x.models >= 1 && x.params.is_multiple_of(4),
+            "{label}: {x:?}"
+        );
+        let (last, k) = ((x.models - 1) * x.params, x.models);
+        need_vec4(label, "params", self.params, last + a.b_off + pad4(a.out))?;
+        need_vec4(label, "grads", self.grads, last + a.b_off + pad4(a.out))?;
+        need_vec4(label, "dZ^T", self.dz, k * a.out * bp)?;
+        need_vec4(label, "H", self.h_rows, k * bp * a.ldw)?;
         let (x_gx, w_gx) = (div(bp / 4, LANES), div(a.ldw / 4, LANES));
         let x_groups = if self.input.is_some() {
             x_gx * div(a.inp, rows_per_group(m))
@@ -145,6 +166,7 @@ impl Backward<'_> {
             ("X_GX", x_gx as f64),
             ("X_GROUPS", x_groups as f64),
             ("W_GX", w_gx as f64),
+            ("P_STRIDE", x.params as f64),
         ];
         tile_constants(m, &mut constants);
         let mut bindings = vec![
@@ -154,8 +176,8 @@ impl Backward<'_> {
             (5, Bind::ReadWrite(self.grads)),
         ];
         if let Some(x) = &self.input {
-            need_vec4(label, "dX^T", x.dx, a.inp * bp)?;
-            need_vec4(label, "H^T", x.mask, a.inp * bp)?;
+            need_vec4(label, "dX^T", x.dx, k * a.inp * bp)?;
+            need_vec4(label, "H^T", x.mask, k * a.inp * bp)?;
             bindings.push((2, Bind::ReadWrite(x.dx)));
             bindings.push((3, Bind::Read(x.mask)));
         }
@@ -171,7 +193,7 @@ impl Backward<'_> {
                 },
                 constants: &constants,
                 bindings: &bindings,
-                groups: [x_groups + w_gx * div(a.out, rows_per_group(m)), 1, 1],
+                groups: [x_groups + w_gx * div(a.out, rows_per_group(m)), 1, k as u32],
             },
         )
     }
@@ -233,6 +255,7 @@ pub async fn check_forward(
             h: &hb,
             z: &zb,
             z_rows: &zr,
+            models: ModelAxis::ONE,
         };
         run_dispatch(gpu, &f.dispatch(gpu, m, "forward")?, 0)?;
         let z = read(gpu, &zb, out * bp).await?;
@@ -344,6 +367,7 @@ impl BackwardCase {
             h_rows: &hb,
             grads: &gb,
             input,
+            models: ModelAxis::ONE,
         };
         run_dispatch(gpu, &b.dispatch(gpu, m, "backward")?, 0)?;
         let grads = read(gpu, &gb, self.params.len()).await?;
