@@ -20,11 +20,12 @@ impl MetricsRow {
         MetricsRow::of_model(r, 0)
     }
 
-    /// Model k's row of an epoch of a set; seconds and images per second are the set's.
+    /// Model k's row of an epoch of a set; seconds and images per second are the set's. A
+    /// diverged model's test figures are NaN, as its training loss is.
     pub fn of_model(r: &EpochReport, k: usize) -> MetricsRow {
         let m = &r.models[k];
         let (test_loss, test_accuracy) = m
-            .test
+            .fair_test()
             .map_or((f64::NAN, f64::NAN), |t| (t.loss, t.accuracy));
         MetricsRow {
             epoch: r.epoch,

@@ -69,13 +69,14 @@ fn finite(v: f64) -> Option<f64> {
 /// One figure of one epoch across the models: (epoch, mean, lowest, highest).
 type Point = (f64, f64, f64, f64);
 
-/// `value` of every epoch that each model has a finite figure for, across the models.
+/// `value` of every epoch across the models that have a finite figure for it (a diverged
+/// model of a set has none).
 fn across(models: &[Vec<MetricsRow>], value: impl Fn(&MetricsRow) -> f64) -> Vec<Point> {
     let epochs = models.iter().map(Vec::len).min().unwrap_or(0);
     (0..epochs)
         .filter_map(|e| {
             let v: Vec<f64> = models.iter().filter_map(|m| finite(value(&m[e]))).collect();
-            (v.len() == models.len()).then(|| {
+            (!v.is_empty()).then(|| {
                 let mean = v.iter().sum::<f64>() / v.len() as f64;
                 let low = v.iter().copied().fold(f64::INFINITY, f64::min);
                 let high = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);

@@ -80,6 +80,19 @@ pub struct ModelEpoch {
     pub test: Option<TestFigures>,
 }
 
+impl ModelEpoch {
+    /// A model of a set whose training loss became NaN or infinite: it trains on (its own
+    /// buffers), but no figure of it counts.
+    pub fn diverged(&self) -> bool {
+        !self.loss.is_finite()
+    }
+
+    /// Its test figures, unless it diverged.
+    pub fn fair_test(&self) -> Option<TestFigures> {
+        self.test.filter(|_| !self.diverged())
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct EpochReport {
     pub epoch: usize,
@@ -120,20 +133,25 @@ impl EpochReport {
                 self.epoch, m.loss
             );
         }
-        let loss = Spread::of(self.models.iter().map(|m| m.loss));
-        let tests: Option<Vec<TestFigures>> = self.models.iter().map(|m| m.test).collect();
+        let alive: Vec<&ModelEpoch> = self.models.iter().filter(|m| !m.diverged()).collect();
+        let loss = Spread::of(alive.iter().map(|m| m.loss));
+        let tests: Option<Vec<TestFigures>> = alive.iter().map(|m| m.test).collect();
+        let gone = match self.models.len() - alive.len() {
+            0 => String::new(),
+            n => format!(" | {n} of {} diverged", self.models.len()),
+        };
         let test = match tests {
-            Some(t) => {
+            Some(t) if !t.is_empty() => {
                 let acc = Spread::of(t.iter().map(|t| 100.0 * t.accuracy));
                 format!(
                     " | test accuracy {:.2} ± {:.2} % ({:.2} .. {:.2})",
                     acc.mean, acc.std, acc.min, acc.max
                 )
             }
-            None => String::new(),
+            _ => String::new(),
         };
         format!(
-            "Epoch {} - Training loss: {:.4} ± {:.4}{test}{time}",
+            "Epoch {} - Training loss: {:.4} ± {:.4}{test}{gone}{time}",
             self.epoch, loss.mean, loss.std
         )
     }

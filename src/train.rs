@@ -318,30 +318,37 @@ impl Epoch<'_> {
         from..(from + self.interval).min(self.steps)
     }
 
-    /// The losses of `now` (model-major, as read back) added to each model's, or the first
-    /// non-finite one.
+    /// The losses of `now` (model-major, as read back) added to each model's. A non-finite
+    /// loss ends a single run; in a set it marks that model diverged (its epoch loss is then
+    /// not finite, and the reports leave it out), and the run ends only when every model has.
     fn take_losses(&self, pos: &mut Position, now: &Range<usize>, losses: &[f32]) -> Result<()> {
         let len = now.len();
+        let (mut first, mut all) = (None, true);
         for (k, chunk) in losses
             .chunks(len.max(1))
             .enumerate()
             .take(self.recipes.len())
         {
-            if let Some(i) = chunk.iter().position(|l| !l.is_finite()) {
-                return Err(Diverged {
-                    epoch: pos.epoch,
-                    first: now.start,
-                    last: now.end - 1,
-                    at: now.start + i,
-                    value: chunk[i],
-                    lr: self.recipes[k].lr,
-                    model: model_words(self.recipes, k),
+            match chunk.iter().position(|l| !l.is_finite()) {
+                Some(i) => {
+                    first.get_or_insert(Diverged {
+                        epoch: pos.epoch,
+                        first: now.start,
+                        last: now.end - 1,
+                        at: now.start + i,
+                        value: chunk[i],
+                        lr: self.recipes[k].lr,
+                        model: model_words(self.recipes, k),
+                    });
                 }
-                .into());
+                None => all = false,
             }
             pos.losses[k].extend_from_slice(chunk);
         }
-        Ok(())
+        match first {
+            Some(d) if all => Err(d.into()),
+            _ => Ok(()),
+        }
     }
 
     /// Runs the epoch's steps from `pos.step` on, interval by interval; true when the observer

@@ -205,3 +205,51 @@ fn models_too_large_are_refused_with_what_fits() {
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// A learning rate too large ends a single run; in a set only that model stops counting: the
+/// others train on, its row says so, its NaN weights are not saved, and the mean leaves it out.
+/// Only when every model has diverged does the set end with the single run's error.
+#[test]
+fn a_diverged_model_leaves_the_rest_of_its_set_training() {
+    let dir = scratch("set-diverged");
+    // The tutorial's shape: lr 10 overflows it within the first epoch.
+    let args = ["train", "--device", "cpu", "--epochs", "1"];
+    let mut mixed = args.to_vec();
+    mixed.extend(["--lr", "0.003,10", "--save", "d.safetensors"]);
+    let (code, out, err) = run_in(&dir, &mixed);
+    assert_eq!(code, 0, "{err}");
+    let row = out
+        .lines()
+        .find(|l| l.contains("  10  "))
+        .unwrap_or_else(|| panic!("{out}"));
+    assert!(row.contains("diverged"), "{row}");
+    assert!(
+        out.contains("mean ± std of 1 models (1 diverged, left out)"),
+        "{out}"
+    );
+    assert!(out.contains("| 1 of 2 diverged"), "{out}");
+    assert!(err.contains("not saved: lr10 diverged"), "{err}");
+    assert!(dir.join("d-lr0.003.safetensors").exists());
+    assert!(!dir.join("d-lr10.safetensors").exists());
+    // The model that trained is its own single run's.
+    let (code, single, err) = run_in(&dir, &[&args[..], &["--save", "one.safetensors"]].concat());
+    assert_eq!(code, 0, "{err}");
+    let last = |t: &str| {
+        t.lines()
+            .find(|l| l.starts_with("Model Accuracy"))
+            .map(str::to_string)
+    };
+    let a = modelfile::load(&dir.join("d-lr0.003.safetensors"), 784, 10).unwrap();
+    let b = modelfile::load(&dir.join("one.safetensors"), 784, 10).unwrap();
+    assert!(a.params == b.params, "{:?}", last(&single));
+
+    let mut all = args.to_vec();
+    all.extend(["--lr", "10,20", "--no-save"]);
+    let (code, _, err) = run_in(&dir, &all);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("the run diverged") && err.contains("of model 1"),
+        "{err}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}

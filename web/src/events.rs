@@ -152,15 +152,16 @@ impl<F: Fn() -> bool> Observer<F> {
 
 /// A set's closing line: its test accuracy's mean ± std and range.
 fn set_line(r: &EpochReport) -> String {
-    let acc = Spread::of(
-        r.models
-            .iter()
-            .filter_map(|m| m.test)
-            .map(|t| 100.0 * t.accuracy),
-    );
+    // A diverged model's figures count in no mean.
+    let tests: Vec<TestFigures> = r.models.iter().filter_map(|m| m.fair_test()).collect();
+    let acc = Spread::of(tests.iter().map(|t| 100.0 * t.accuracy));
+    let gone = match r.models.len() - tests.len() {
+        0 => String::new(),
+        n => format!(" ({n} diverged, left out)"),
+    };
     format!(
-        "mean ± std of {} models: test accuracy {:.2} ± {:.2} % ({:.2} .. {:.2})",
-        r.models.len(),
+        "mean ± std of {} models{gone}: test accuracy {:.2} ± {:.2} % ({:.2} .. {:.2})",
+        tests.len(),
         acc.mean,
         acc.std,
         acc.min,
@@ -202,8 +203,8 @@ impl<F: Fn() -> bool> train::Observer for Observer<F> {
         self.last = Some(r.clone());
         self.seconds += r.seconds;
         let test = |m: &ModelEpoch| {
-            m.test
-                .map_or((f64::NAN, f64::NAN), |t| (t.loss, t.accuracy))
+            let t = m.fair_test();
+            t.map_or((f64::NAN, f64::NAN), |t| (t.loss, t.accuracy))
         };
         let (test_loss, accuracy) = test(m);
         let event = obj(&[

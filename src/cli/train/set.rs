@@ -62,23 +62,35 @@ pub fn table(recipes: &[Recipe], rows: &Finals) -> String {
         "model", "seed", "lr", "momentum", "train loss", "test loss", "test accuracy"
     );
     for (k, (r, (loss, t))) in recipes.iter().zip(rows).enumerate() {
+        let figures = match loss.is_finite() {
+            true => format!(
+                "{loss:>10.4}  {:>9.4}  {:>11.2} %",
+                t.loss,
+                100.0 * t.accuracy
+            ),
+            false => format!("{:>10}  {:>9}  {:>13}", "diverged", "-", "-"),
+        };
         out += &format!(
-            "{:>5}  {:>6}  {:>8}  {:>8}  {loss:>10.4}  {:>9.4}  {:>11.2} %\n",
+            "{:>5}  {:>6}  {:>8}  {:>8}  {figures}\n",
             k + 1,
             r.seed,
             r.lr,
             r.momentum,
-            t.loss,
-            100.0 * t.accuracy
         );
     }
-    let loss = Spread::of(rows.iter().map(|r| r.0));
-    let test_loss = Spread::of(rows.iter().map(|r| r.1.loss));
-    let acc = Spread::of(rows.iter().map(|r| 100.0 * r.1.accuracy));
+    // A diverged model's figures count in no mean.
+    let alive: Vec<&(f64, TestFigures)> = rows.iter().filter(|r| r.0.is_finite()).collect();
+    let gone = match rows.len() - alive.len() {
+        0 => String::new(),
+        n => format!(" ({n} diverged, left out)"),
+    };
+    let loss = Spread::of(alive.iter().map(|r| r.0));
+    let test_loss = Spread::of(alive.iter().map(|r| r.1.loss));
+    let acc = Spread::of(alive.iter().map(|r| 100.0 * r.1.accuracy));
     out += &format!(
-        "mean ± std of {} models: training loss {:.4} ± {:.4} | test loss {:.4} ± {:.4} | \
+        "mean ± std of {} models{gone}: training loss {:.4} ± {:.4} | test loss {:.4} ± {:.4} | \
          test accuracy {:.2} ± {:.2} % ({:.2} .. {:.2})",
-        rows.len(),
+        alive.len(),
         loss.mean,
         loss.std,
         test_loss.mean,
@@ -109,7 +121,14 @@ pub fn save(s: &SaveSet<'_>, save: &Path, backend: &mut dyn Backend, rows: &Fina
     // The one read-back of the weights in a run: every model's, model after model.
     let params = pollster::block_on(backend.params())?;
     let n = s.arch.param_count();
+    let mut saved = Vec::new();
     for (k, r) in s.recipes.iter().enumerate() {
+        if !rows[k].0.is_finite() {
+            // Weights that are NaN are no model: say so rather than write them.
+            eprintln!("not saved: {} diverged", s.sweep.tag(r));
+            continue;
+        }
+        saved.push(k);
         let test = Some((rows[k].1.loss, rows[k].1.accuracy));
         let mut metadata =
             modelfile::training_metadata(&program, s.dataset, s.arch, r, &adapter, test);
@@ -118,15 +137,12 @@ pub fn save(s: &SaveSet<'_>, save: &Path, backend: &mut dyn Backend, rows: &Fina
         let path = s.sweep.file_for(save, r);
         modelfile::save(&path, s.arch, &params[k * n..(k + 1) * n], &metadata)?;
     }
-    if !s.quiet {
-        let first = s.sweep.file_for(save, &s.recipes[0]);
+    if let (false, Some(&a), Some(&b)) = (s.quiet, saved.first(), saved.last()) {
         println!(
             "saved {} model files ({} .. {})",
-            s.recipes.len(),
-            first.display(),
-            s.sweep
-                .file_for(save, &s.recipes[s.recipes.len() - 1])
-                .display()
+            saved.len(),
+            s.sweep.file_for(save, &s.recipes[a]).display(),
+            s.sweep.file_for(save, &s.recipes[b]).display()
         );
     }
     Ok(())
