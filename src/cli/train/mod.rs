@@ -402,11 +402,12 @@ fn finish(
             pollster::block_on(ui.recorder.save(backend, pos.clone()))?;
             Err(Interrupted(format!(
                 "interrupted in epoch {} after step {} of {}; checkpoint written to {}\n\
-                 resume with: mnist-wgpu train --resume {dir}",
+                 resume with: mnist-wgpu train --resume {dir}{}",
                 pos.epoch,
                 pos.step,
                 h.start.spec.recipe.steps_per_epoch(n_train),
                 h.run_dir.join(checkpoint::CHECKPOINT_FILE).display(),
+                spec::same_device(&h.args.run, backend.about()),
             ))
             .into())
         }

@@ -296,3 +296,25 @@ fn check_save_path(path: &Path) -> Result<()> {
     }
     Ok(())
 }
+
+/// The flags that put a resumed run on the device and plan this one ran on, so that it ends
+/// bit-identical (a checkpoint keeps the recipe, not the device: `--resume` alone picks a
+/// device and plan as a new run does): ` --device cpu`, or the adapter flags given and
+/// ` --schedule fused --kernels subgroup`.
+pub fn same_device(run: &crate::cli::args::RunArgs, about: &mnist_wgpu::train::About) -> String {
+    if about.schedule == "cpu" {
+        return " --device cpu".to_string();
+    }
+    let a = &run.adapter;
+    let mut out = String::new();
+    if let Some(api) = a
+        .backend
+        .and_then(|b| clap::ValueEnum::to_possible_value(&b))
+    {
+        out += &format!(" --backend {}", api.get_name());
+    }
+    if let Some(name) = &a.adapter {
+        out += &format!(" --adapter '{name}'");
+    }
+    out + &format!(" --schedule {} --kernels {}", about.schedule, about.kernels)
+}
