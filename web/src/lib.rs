@@ -304,9 +304,17 @@ pub async fn train(values: JsValue, on_event: Function) -> Result<JsValue, JsErr
     let adapter = backend.about().device.clone();
     let program = "mnist-wgpu web page";
     let p = arch.param_count();
+    // A diverged model of a set (NaN weights) is no model to draw on or download.
+    let diverged = |k: usize| {
+        observer
+            .last
+            .as_ref()
+            .is_some_and(|r| r.models[k].diverged())
+    };
     let trained: Vec<(String, Rc<Model>)> = recipes
         .iter()
         .enumerate()
+        .filter(|&(k, _)| !diverged(k))
         .map(|(k, r)| {
             let test = observer.test_of(k).map(|t| (t.loss, t.accuracy));
             let mut metadata =
@@ -329,7 +337,7 @@ pub async fn train(values: JsValue, on_event: Function) -> Result<JsValue, JsErr
         files.push(&name.into());
     }
     with(|s| {
-        s.model = Some(trained[0].1.clone());
+        s.model = trained.first().map(|t| t.1.clone());
         s.trained = trained;
     });
     Ok(obj(&[
