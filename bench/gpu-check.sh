@@ -97,6 +97,14 @@ for k in $families; do
         "$bin" bench --json --kernels "$k" --schedule layered --seconds "$seconds"
 done
 step "bench --json --schedule fused" "$bin" bench --json --schedule fused --seconds "$seconds"
+# The fused schedule's per-sample workgroups, one model and 64 side by side: fewer samples
+# per workgroup should pay on a wide GPU (what auto's search finds, measured here in full).
+for p in 16x64 8x64 4x64 2x32 1x32; do
+    for seeds in 1 1-64; do
+        step "bench --json --schedule fused --per-sample $p --seeds $seeds" \
+            "$bin" bench --json --schedule fused --per-sample "$p" --seeds "$seeds" --seconds 2
+    done
+done
 step "bench --schedule auto (measures every schedule and family, keeps the fastest)" \
     "$bin" bench --retune --seconds "$seconds"
 step "adapters (with the cached choice)" "$bin" adapters

@@ -21,7 +21,9 @@
 //#import nll_sample.wgsl
 //#import evaluate_sample.wgsl
 
-// BP: the batch's columns, a multiple of 4; SAMPLES: a multiple of 4
+// BP: the batch's columns, a multiple of 4; SAMPLES: the samples of one workgroup, any from 1
+// (`gpu::plan::PerSample`, which auto measures); WG: its invocations, a multiple of 8 (the
+// subgroup flavour shares rows among 8 neighbouring lanes)
 override BP: u32;
 override SAMPLES: u32;
 override WG: u32;

@@ -1,4 +1,4 @@
-//#needs A_STRIDE, BP, D_STRIDE, P_STRIDE, acts, dz, layers
+//#needs A_STRIDE, D_STRIDE, P_STRIDE, acts, dz, layers
 // The fused schedule's table of layers: where each layer's parameters, activations and output
 // gradient live, read from a uniform buffer by both fused dispatches; and how both read four
 // samples' rows. Host twin: `gpu::layout::LayerRow` (#[repr(C)], held to this layout by
@@ -49,15 +49,17 @@ fn layer(l: u32) -> Layer {
 const LANE4 = vec4<u32>(0u, 1u, 2u, 3u);
 
 // The vec4 at column k4 of rows c0 .. c0 + 4 of a batch-major tensor at vec4 offset `at`
-// with rows of `ld4` vec4, as the columns of a matrix (rows past BP clamped). Matrices, not
-// arrays: SwiftShader keeps a local array in memory and clamps every access to it.
-fn acts4(at: u32, ld4: u32, c0: u32, k4: u32) -> mat4x4<f32> {
-    let r = vec4<u32>(at) + min(vec4<u32>(c0) + LANE4, vec4<u32>(BP - 1u)) * ld4 + vec4<u32>(k4);
+// with rows of `ld4` vec4, as the columns of a matrix; rows past `last` read row `last` (the
+// caller masks them). `last` is BP - 1 for the whole batch, or a per-sample workgroup's last
+// sample, so that it never reads rows another workgroup is writing. Matrices, not arrays:
+// SwiftShader keeps a local array in memory and clamps every access to it.
+fn acts4(at: u32, ld4: u32, c0: u32, k4: u32, last: u32) -> mat4x4<f32> {
+    let r = vec4<u32>(at) + min(vec4<u32>(c0) + LANE4, vec4<u32>(last)) * ld4 + vec4<u32>(k4);
     return mat4x4<f32>(acts[r.x], acts[r.y], acts[r.z], acts[r.w]);
 }
 
 // The same from dz.
-fn dz4(at: u32, ld4: u32, c0: u32, k4: u32) -> mat4x4<f32> {
-    let r = vec4<u32>(at) + min(vec4<u32>(c0) + LANE4, vec4<u32>(BP - 1u)) * ld4 + vec4<u32>(k4);
+fn dz4(at: u32, ld4: u32, c0: u32, k4: u32, last: u32) -> mat4x4<f32> {
+    let r = vec4<u32>(at) + min(vec4<u32>(c0) + LANE4, vec4<u32>(last)) * ld4 + vec4<u32>(k4);
     return mat4x4<f32>(dz[r.x], dz[r.y], dz[r.z], dz[r.w]);
 }

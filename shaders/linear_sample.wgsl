@@ -6,8 +6,11 @@
 // layer's inputs. One invocation takes a tile of 4 features by 8 samples: per 4 inputs it reads
 // four vec4 of W and eight of the samples for 128 multiply-adds. The workgroup's invocations
 // take the tiles of a layer in turn; what a layer writes, the next reads after a storageBarrier
-// in the entry point. Samples past BP (a batch that is no multiple of 8) read a clamped row and
-// store nothing. What it uses of its importer is its `//#needs` line.
+// in the entry point. A workgroup takes the samples s0 .. end (end = min(s0 + SAMPLES, BP)); a
+// tile's samples past `end` (SAMPLES or a batch that is no multiple of 8) read the row end - 1,
+// never another workgroup's, and store nothing, so that one or two samples per workgroup work
+// the same arithmetic on each sample as sixteen do. What it uses of its importer is its
+// `//#needs` line.
 
 // W[min(o, out - 1), 4 k4 .. 4 k4 + 4]: one vec4 of a row (rows past `out` are clamped, so
 // every load stays inside W; their products are masked by the caller).
@@ -16,20 +19,20 @@ fn w_vec(ly: Layer, o: u32, k4: u32) -> vec4<f32> {
 }
 
 // Stores column j of `v` to row c0 + j of dz at vec4 offset `at` (rows of `ld4` vec4), for the
-// rows before BP.
-fn store_dz4(at: u32, ld4: u32, c0: u32, v: mat4x4<f32>) {
+// rows before `end`.
+fn store_dz4(at: u32, ld4: u32, c0: u32, end: u32, v: mat4x4<f32>) {
     for (var j = 0u; j < 4u; j++) {
-        if (c0 + j < BP) {
+        if (c0 + j < end) {
             dz[at + (c0 + j) * ld4] = v[j];
         }
     }
 }
 
 // Stores column j of `v` to row c0 + j of acts at vec4 offset `at` (rows of `ld4` vec4),
-// for the rows before BP.
-fn store_acts4(at: u32, ld4: u32, c0: u32, v: mat4x4<f32>) {
+// for the rows before `end`.
+fn store_acts4(at: u32, ld4: u32, c0: u32, end: u32, v: mat4x4<f32>) {
     for (var j = 0u; j < 4u; j++) {
-        if (c0 + j < BP) {
+        if (c0 + j < end) {
             acts[at + (c0 + j) * ld4] = v[j];
         }
     }
@@ -45,7 +48,8 @@ fn forward_layer(l: u32, s0: u32, li: u32) {
     let k4s = ly.ldw / 4u;
     let relu = l + 1u < LAYERS;
     let x_at = ly.x_off / 4u;
-    for (var c0 = s0; c0 < min(s0 + SAMPLES, BP); c0 += 8u) {
+    let end = min(s0 + SAMPLES, BP);
+    for (var c0 = s0; c0 < end; c0 += 8u) {
         for (var base = 0u; base < o4s; base += WG) {
             // A tile past the last is computed on the last one's rows and not stored; eight
             // invocations wholly past it (a subgroup, in the subgroup flavour) skip it.
@@ -66,14 +70,14 @@ fn forward_layer(l: u32, s0: u32, li: u32) {
                     select(zero, w_vec(ly, o0 + 2u, k4), inside),
                     select(zero, w_vec(ly, o0 + 3u, k4), inside),
                 ));
-                let x = acts8(x_at, k4s, c0, k4, li);
+                let x = acts8(x_at, k4s, c0, k4, end - 1u, li);
                 acc.a += w * x.a;
                 acc.b += w * x.b;
             }
             if (t < o4s) {
                 let y_at = ly.y_off / 4u + t;
-                store_acts4(y_at, o4s, c0, epilogue(ly, o0, relu, acc.a));
-                store_acts4(y_at, o4s, c0 + 4u, epilogue(ly, o0, relu, acc.b));
+                store_acts4(y_at, o4s, c0, end, epilogue(ly, o0, relu, acc.a));
+                store_acts4(y_at, o4s, c0 + 4u, end, epilogue(ly, o0, relu, acc.b));
             }
         }
     }
@@ -102,7 +106,8 @@ fn input_grad_layer(l: u32, s0: u32, li: u32) {
     let o4s = (ly.out + 3u) / 4u;
     let k4s = ly.ldw / 4u;
     let d_at = ly.dz_off / 4u;
-    for (var c0 = s0; c0 < min(s0 + SAMPLES, BP); c0 += 8u) {
+    let end = min(s0 + SAMPLES, BP);
+    for (var c0 = s0; c0 < end; c0 += 8u) {
         for (var base = 0u; base < k4s; base += WG) {
             let t = base + li;
             if (t - t % 8u >= k4s) {
@@ -115,13 +120,13 @@ fn input_grad_layer(l: u32, s0: u32, li: u32) {
             for (var o4 = 0u; o4 < o4s; o4++) {
                 let o = o4 * 4u;
                 let w = mat4x4<f32>(w_vec(ly, o, i4), w_vec(ly, o + 1u, i4), w_vec(ly, o + 2u, i4), w_vec(ly, o + 3u, i4));
-                let d = dz8(d_at, o4s, c0, o4, li);
+                let d = dz8(d_at, o4s, c0, o4, end - 1u, li);
                 acc.a += w * d.a;
                 acc.b += w * d.b;
             }
             let inside = vec4<u32>(i4 * 4u) + LANE4 < vec4<u32>(ly.inp);
-            let h_a = acts4(ly.x_off / 4u, k4s, c0, i4);
-            let h_b = acts4(ly.x_off / 4u, k4s, c0 + 4u, i4);
+            let h_a = acts4(ly.x_off / 4u, k4s, c0, i4, end - 1u);
+            let h_b = acts4(ly.x_off / 4u, k4s, c0 + 4u, i4, end - 1u);
             let zero = vec4<f32>(0.0);
             for (var j = 0u; j < 4u; j++) {
                 acc.a[j] = select(zero, acc.a[j], inside & (h_a[j] > zero));
@@ -129,8 +134,8 @@ fn input_grad_layer(l: u32, s0: u32, li: u32) {
             }
             if (t < k4s) {
                 let out_at = below.dz_off / 4u + i4;
-                store_dz4(out_at, k4s, c0, acc.a);
-                store_dz4(out_at, k4s, c0 + 4u, acc.b);
+                store_dz4(out_at, k4s, c0, end, acc.a);
+                store_dz4(out_at, k4s, c0 + 4u, end, acc.b);
             }
         }
     }

@@ -1,4 +1,4 @@
-//#needs LANE4, Layer, Rows8, acts4, dz8, sgd_step, step
+//#needs BP, LANE4, Layer, Rows8, acts4, dz8, sgd_step, step
 // The weight gradient of a linear layer with the SGD step fused, for the fused schedule (the
 // twin of the weight product of linear_backward.wgsl followed by sgd.wgsl): one tile of 8 rows
 // of W by two vec4 of its columns sums dW = dZ^T X over the batch's valid samples, eight at a
@@ -36,8 +36,8 @@ fn update_tile(ly: Layer, t: u32, li: u32) {
     let d_at = ly.dz_off / 4u;
     let x_at = ly.x_off / 4u;
     for (var c0 = 0u; c0 < step.valid; c0 += 8u) {
-        let dsa = dz8(d_at, o4s, c0, o4, li);
-        let dsb = dz8(d_at, o4s, c0, o4b, li);
+        let dsa = dz8(d_at, o4s, c0, o4, BP - 1u, li);
+        let dsb = dz8(d_at, o4s, c0, o4b, BP - 1u, li);
         var da = dsa;
         var db = dsb;
         // Samples past `valid`, and rows past the tensor, count as zero.
@@ -48,8 +48,8 @@ fn update_tile(ly: Layer, t: u32, li: u32) {
         if (!has_o) {
             db = Rows8(mat4x4<f32>(), mat4x4<f32>());
         }
-        let xa = Rows8(acts4(x_at, k4s, c0, ia), acts4(x_at, k4s, c0 + 4u, ia));
-        let xb = Rows8(acts4(x_at, k4s, c0, ib), acts4(x_at, k4s, c0 + 4u, ib));
+        let xa = Rows8(acts4(x_at, k4s, c0, ia, BP - 1u), acts4(x_at, k4s, c0 + 4u, ia, BP - 1u));
+        let xb = Rows8(acts4(x_at, k4s, c0, ib, BP - 1u), acts4(x_at, k4s, c0 + 4u, ib, BP - 1u));
         let dta = transpose(da.a);
         let dta2 = transpose(da.b);
         let dtb = transpose(db.a);

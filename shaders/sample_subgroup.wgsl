@@ -1,4 +1,4 @@
-//#needs BP, LANE4, acts, dz
+//#needs LANE4, acts, dz
 // How the per-sample kernels read the rows of eight samples, with subgroups of 8 or more lanes
 // (fused_step.wgsl and fused_update.wgsl import it for the subgroup family): invocation li loads the row of sample
 // c0 + li % 8 and subgroupBroadcast hands it to the others, one load where the plain flavour
@@ -28,12 +28,13 @@ fn share8(mine: vec4<f32>) -> Rows8 {
     );
 }
 
-fn acts8(at: u32, ld4: u32, c0: u32, k4: u32, li: u32) -> Rows8 {
-    let mine = acts[at + min(c0 + li % 8u, BP - 1u) * ld4 + k4];
+// The vec4 at column k4 of the rows c0 .. c0 + 8 of acts (rows past `last` read row `last`).
+fn acts8(at: u32, ld4: u32, c0: u32, k4: u32, last: u32, li: u32) -> Rows8 {
+    let mine = acts[at + min(c0 + li % 8u, last) * ld4 + k4];
     return share8(mine);
 }
 
-fn dz8(at: u32, ld4: u32, c0: u32, k4: u32, li: u32) -> Rows8 {
-    let mine = dz[at + min(c0 + li % 8u, BP - 1u) * ld4 + k4];
+fn dz8(at: u32, ld4: u32, c0: u32, k4: u32, last: u32, li: u32) -> Rows8 {
+    let mine = dz[at + min(c0 + li % 8u, last) * ld4 + k4];
     return share8(mine);
 }

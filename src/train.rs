@@ -36,6 +36,9 @@ pub struct About {
     pub schedule: &'static str,
     /// The kernel family (`cpu` for the CPU backend).
     pub kernels: &'static str,
+    /// The fused schedule's per-sample workgroups, `2x32`, where they are not the default
+    /// (`gpu::plan::PerSample`); None otherwise.
+    pub per_sample: Option<String>,
     /// What `--schedule auto` chose and from what, one line (None where nothing was measured).
     pub tuned: Option<String>,
     /// The milliseconds auto measured for what it chose, now or when it cached it (per

@@ -60,6 +60,12 @@ fn nonsensical_flags_exit_2_with_one_line() {
         ),
         (&["serve", "--dir", "no/such/page"], "web/build.sh"),
         (&["serve", "--port", "70000"], "--port"),
+        (&["train", "--per-sample", "2x30"], "--per-sample"),
+        (&["train", "--per-sample", "0x32"], "--per-sample"),
+        (
+            &["train", "--schedule", "layered", "--per-sample", "2x32"],
+            "--per-sample 2x32: the layered schedule",
+        ),
     ] {
         let (code, stdout, stderr) = mnist_wgpu(args);
         let lines = errors(&stderr);
@@ -646,6 +652,18 @@ fn schedule_auto_measures_once_and_caches_the_choice() {
             .next()
             .unwrap()
             .ends_with("| schedule: fused"),
+        "{stdout}"
+    );
+    // Per-sample workgroups other than the default are named, and auto is not asked.
+    let small = [&train[..], &["--schedule", "fused", "--per-sample", "2x32"]].concat();
+    let (code, stdout, stderr) = run(&small);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stdout
+            .lines()
+            .next()
+            .unwrap()
+            .ends_with("| schedule: fused 2x32 (samples x invocations per workgroup)"),
         "{stdout}"
     );
     for (schedule, dispatches) in [("fused", "2"), ("layered", "6")] {

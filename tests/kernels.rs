@@ -167,6 +167,7 @@ fn gpu_failures_are_one_line_errors() {
         split: &split,
         norm: &normalisation_table(&gpu, wgpu::BufferUsages::UNIFORM),
         outputs: SampleOutputs::Train,
+        per_sample: mnist_wgpu::gpu::plan::PerSample::DEFAULT,
     };
     let e = sample
         .dispatch(&gpu, &m, "fused per-sample")

@@ -11,7 +11,7 @@ use mnist_wgpu::cpu::CpuBackend;
 use mnist_wgpu::data::{Dataset, default_data_dir, load_mnist};
 use mnist_wgpu::gpu::backend::GpuBackend;
 use mnist_wgpu::gpu::device::Gpu;
-use mnist_wgpu::gpu::plan::Plan;
+use mnist_wgpu::gpu::plan::{PerSample, Plan};
 use mnist_wgpu::model::Arch;
 use mnist_wgpu::sweep::Sweep;
 use mnist_wgpu::train::{self, Backend, Recipe};
@@ -113,6 +113,39 @@ fn gpu_set_models_equal_their_single_runs() {
             "{}: one ulp of lr went unseen",
             way.1
         );
+    }
+}
+
+/// The fused schedule's per-sample workgroups change which invocation computes what, never the
+/// arithmetic: a set trained with each shape auto measures (and with 3 samples of 40
+/// invocations, which no tile of 8 divides) equals the default shape's, every model bit for
+/// bit, and evaluates the same.
+#[test]
+fn gpu_fused_per_sample_shapes_train_the_same_bits() {
+    let (arch, tr, te, recipes) = case();
+    let n = tr.len();
+    let (gpu, plan) = common::fused();
+    let reference = trained(
+        &mut gpu_backend(&(gpu.clone(), plan), &recipes, &arch, &tr, &te),
+        &recipes,
+        &arch,
+        n,
+    );
+    let mut shapes = PerSample::CANDIDATES.to_vec();
+    shapes.push(PerSample::new(3, 40));
+    for p in shapes {
+        let way = (gpu.clone(), plan.with(p));
+        let set = trained(
+            &mut gpu_backend(&way, &recipes, &arch, &tr, &te),
+            &recipes,
+            &arch,
+            n,
+        );
+        for (k, one) in reference.iter().enumerate() {
+            let one = vec![one.clone()];
+            assert_eq!(differs(&set, k, &one), None, "{}", way.1);
+        }
+        evaluates_every_model(&way, &arch, &tr, &te, &recipes);
     }
 }
 

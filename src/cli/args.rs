@@ -11,7 +11,7 @@ use mnist_wgpu::data::{Kind, default_data_dir, has_all_files};
 use mnist_wgpu::fetch::{self, FetchConfig, Need};
 use mnist_wgpu::gpu::device::{AdapterQuery, Api, Gpu};
 use mnist_wgpu::gpu::error::GpuError;
-use mnist_wgpu::gpu::plan::{Request, Schedule};
+use mnist_wgpu::gpu::plan::{PerSample, Request, Schedule};
 use mnist_wgpu::gpu::wgsl::Kernels;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -43,9 +43,18 @@ pub struct AdapterArgs {
     /// shape, the fastest cached; `adapters` shows the cache)
     #[arg(long, value_enum, default_value_t = ScheduleArg::Auto)]
     pub schedule: ScheduleArg,
+    /// The fused schedule's per-sample workgroups, SAMPLESxINVOCATIONS such as 2x32: how many
+    /// of the batch's samples one workgroup takes, and its invocations (a multiple of 8)
+    /// [default: auto measures 16x64, 8x64, 4x64, 2x32 and 1x32; 16x64 with --schedule fused]
+    #[arg(long, value_name = "SxI", value_parser = per_sample)]
+    pub per_sample: Option<PerSample>,
     /// With --schedule auto: measure again instead of using the cached choice
     #[arg(long)]
     pub retune: bool,
+}
+
+fn per_sample(s: &str) -> Result<PerSample, String> {
+    PerSample::parse(s)
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -78,6 +87,7 @@ impl AdapterArgs {
         Request {
             schedule: self.schedule.fixed(),
             kernels: self.kernels,
+            per_sample: self.per_sample,
             retune: self.retune,
         }
     }
@@ -158,6 +168,14 @@ pub struct UsageError(pub String);
 /// Opens the adapter the flags ask for, with what they ask of it (kernels it cannot run are
 /// refused here); None means the CPU backend.
 pub fn open_device(device: DeviceChoice, adapter: &AdapterArgs) -> Result<Option<(Gpu, Request)>> {
+    if let (Some(p), ScheduleArg::Layered) = (adapter.per_sample, adapter.schedule) {
+        let msg = format!(
+            "--per-sample {}: the layered schedule has no per-sample workgroups (it is the fused \
+             schedule's; use --schedule fused or auto)",
+            p.name()
+        );
+        return Err(UsageError(msg).into());
+    }
     let query = adapter.query();
     let gpu = match device {
         DeviceChoice::Cpu => None,

@@ -11,6 +11,7 @@ use mnist_wgpu::bench::{
 };
 use mnist_wgpu::data::{self, Mnist};
 use mnist_wgpu::fetch::Need;
+use mnist_wgpu::gpu::plan::PerSample;
 use mnist_wgpu::model::Arch;
 use mnist_wgpu::train::Recipe;
 
@@ -71,6 +72,8 @@ struct Measured {
     device: String,
     schedule: String,
     kernels: String,
+    /// the fused schedule's per-sample workgroups (`16x64`); None for the others
+    per_sample: Option<String>,
     arch: Arch,
     timing: Timing,
     eval_s: f64,
@@ -136,6 +139,15 @@ fn measure(
     Ok(Measured {
         schedule: about.schedule.to_string(),
         kernels: about.kernels.to_string(),
+        per_sample: match about.schedule {
+            "fused" => Some(
+                about
+                    .per_sample
+                    .clone()
+                    .unwrap_or(PerSample::DEFAULT.name()),
+            ),
+            _ => None,
+        },
         device: about.device.clone(),
         arch: arch.clone(),
         timing,
@@ -188,13 +200,14 @@ fn print_json(m: &Measured, rss: f64) {
         .map(|(name, size)| format!("{{\"name\": {}, \"bytes\": {size}}}", json_str(name)))
         .collect();
     println!(
-        "{{\"device\": {}, \"schedule\": {}, \"kernels\": {}, \"model\": {}, \"models\": {}, \"batch_size\": {}, \"steps\": {}, \"seconds\": {:.4}, \
+        "{{\"device\": {}, \"schedule\": {}, \"kernels\": {}, \"per_sample\": {}, \"model\": {}, \"models\": {}, \"batch_size\": {}, \"steps\": {}, \"seconds\": {:.4}, \
          \"images_per_s\": {:.1}, \"ms_per_step\": {:.4}, \"gflops\": {:.3}, \
          \"dispatches_per_step\": {}, \"submissions_per_epoch\": {}, \"eval_seconds\": {:.4}, \
          \"peak_rss_mb\": {:.1}, \"buffers\": [{}]}}",
         json_str(&m.device),
         json_str(&m.schedule),
         json_str(&m.kernels),
+        m.per_sample.as_deref().map_or("null".into(), json_str),
         json_str(&arch_string(&m.arch)),
         t.models,
         t.batch_size,

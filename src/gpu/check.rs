@@ -10,6 +10,7 @@ use crate::gpu::buffers::init;
 use crate::gpu::device::Gpu;
 use crate::gpu::dispatch::{Dispatch, step_stride, step_table, submit};
 use crate::gpu::layout::{DeviceLayout, LayerRow};
+use crate::gpu::plan::PerSample;
 use crate::gpu::readback::{read_back, staging};
 use crate::model::Arch;
 use crate::rng::Rng;
@@ -189,6 +190,8 @@ pub struct FusedCase {
     pub order: Vec<u32>,
     pub batch: usize,
     pub step: usize,
+    /// the per-sample dispatch's workgroups
+    pub per_sample: PerSample,
     /// params, momentum: PyTorch's flat order
     pub params: Vec<f32>,
     pub momentum: Vec<f32>,
@@ -223,6 +226,7 @@ impl FusedCase {
             order,
             batch: 0,
             step: 0,
+            per_sample: PerSample::DEFAULT,
             momentum,
         }
     }

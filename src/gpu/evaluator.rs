@@ -164,6 +164,7 @@ pub fn about(gpu: &Gpu, plan: Plan, dispatches_per_step: usize) -> About {
         device: format!("{gpu} | {plan}"),
         schedule: plan.schedule.name(),
         kernels: plan.kernels.name(),
+        per_sample: plan.names_per_sample().then(|| plan.per_sample.name()),
         tuned: None,
         step_ms: None,
         dispatches_per_step,

@@ -7,7 +7,8 @@
 //! `SAMPLES` samples per workgroup, and writes every layer's input rows and output-gradient rows
 //! (batch-major) to storage; the second sums dW = dZ^T X over the batch per tile of weights and
 //! applies SGD in place. Evaluation is the forward half of the first, in batches as large as the
-//! limits allow.
+//! limits allow. How many samples a per-sample workgroup takes, and its invocations, is the
+//! plan's [`PerSample`] (auto measures it).
 
 use anyhow::{Result, ensure};
 
@@ -18,10 +19,8 @@ use crate::gpu::device::Gpu;
 use crate::gpu::dispatch::{Bind, Dispatch, DispatchDesc, need, need_batch, need_vec4};
 use crate::gpu::layout::{DeviceLayout, LayerRow, layer_rows, pad4};
 use crate::gpu::ops::Modules;
+use crate::gpu::plan::PerSample;
 
-/// Samples per workgroup of the per-sample dispatch, and its invocations.
-pub const SAMPLES: u32 = 16;
-pub const WG: u32 = 64;
 /// Invocations per workgroup of the update dispatch (one weight tile each).
 pub const UPDATE_WG: u32 = 64;
 /// Rows of the layer table (`MAX_LAYERS` of layer_table.wgsl).
@@ -144,6 +143,8 @@ pub struct FusedSample<'a> {
     /// norm: [256] f32 uniform, `buffers::normalisation_table`
     pub norm: &'a wgpu::Buffer,
     pub outputs: SampleOutputs<'a>,
+    /// samples and invocations of each workgroup
+    pub per_sample: PerSample,
 }
 
 impl FusedSample<'_> {
@@ -156,7 +157,16 @@ impl FusedSample<'_> {
             s.pixels,
             a.pixels
         );
-        let models = a.models;
+        let (models, shape) = (a.models, self.per_sample);
+        let groups = (a.bp as u32).div_ceil(shape.samples);
+        let most = gpu.limits.max_compute_workgroups_per_dimension;
+        ensure!(
+            groups <= most,
+            "{label}: {} columns of {} samples per workgroup need {groups} workgroups, over the \
+             adapter's {most} (use --per-sample with more samples, or a smaller batch)",
+            a.bp,
+            shape.samples
+        );
         need_vec4(label, "params", self.params, models * a.params_floats)?;
         need_vec4(label, "activation rows", &a.acts, models * a.act_floats)?;
         need(label, "normalisation table", self.norm, 256 * 4)?;
@@ -196,8 +206,8 @@ impl FusedSample<'_> {
         };
         let mut constants = vec![
             ("BP", a.bp as f64),
-            ("SAMPLES", SAMPLES as f64),
-            ("WG", WG as f64),
+            ("SAMPLES", shape.samples as f64),
+            ("WG", shape.invocations as f64),
             ("LAYERS", a.layers as f64),
             ("PIXELS", s.pixels as f64),
             ("WORDS", words as f64),
@@ -213,7 +223,7 @@ impl FusedSample<'_> {
                 entry,
                 constants: &constants,
                 bindings: &bindings,
-                groups: [(a.bp as u32).div_ceil(SAMPLES), 1, models as u32],
+                groups: [groups, 1, models as u32],
             },
         )
     }
@@ -295,7 +305,13 @@ impl FusedUpdate<'_> {
 /// loss.backward() (weights)         \  update: per tile of weights, dW summed      params,
 /// optimizer.step()                  /  over the batch, then SGD; the mean loss     momentum
 /// ```
-pub fn training(gpu: &Gpu, m: &Modules, w: &Weights<'_>, s: &StepInputs<'_>) -> Result<Built> {
+pub fn training(
+    gpu: &Gpu,
+    m: &Modules,
+    per_sample: PerSample,
+    w: &Weights<'_>,
+    s: &StepInputs<'_>,
+) -> Result<Built> {
     let acts = FusedActs::new(gpu, w.layout, pad4(s.split.batch), true, w.models)?;
     let norm = normalisation_table(gpu, wgpu::BufferUsages::UNIFORM);
     let hyper = Hyper::buffer(gpu, s.hyper);
@@ -305,6 +321,7 @@ pub fn training(gpu: &Gpu, m: &Modules, w: &Weights<'_>, s: &StepInputs<'_>) -> 
         split: s.split,
         norm: &norm,
         outputs: SampleOutputs::Train,
+        per_sample,
     };
     let update = FusedUpdate {
         acts: &acts,
@@ -329,6 +346,7 @@ pub fn training(gpu: &Gpu, m: &Modules, w: &Weights<'_>, s: &StepInputs<'_>) -> 
 pub fn evaluation(
     gpu: &Gpu,
     m: &Modules,
+    per_sample: PerSample,
     w: &Weights<'_>,
     split: &Split,
     v: &Verdicts<'_>,
@@ -344,6 +362,7 @@ pub fn evaluation(
             correct: v.correct,
             log_probs: v.log_probs,
         },
+        per_sample,
     };
     Ok(Built {
         dispatches: vec![sample.dispatch(gpu, m, "evaluate (per sample)")?],

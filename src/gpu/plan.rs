@@ -1,7 +1,8 @@
 //! How a run computes on a device, as one value: the schedule (how a step is cut into
-//! dispatches) and the kernel family (which matmul inner loop). `--schedule` and `--kernels`
-//! make one ([`Request`]); `gpu::tune` measures and returns one. Which families a device can
-//! run is decided here, from what the adapter reports.
+//! dispatches), the kernel family (which matmul inner loop) and, for the fused schedule, the
+//! shape of its per-sample workgroups. `--schedule`, `--kernels` and `--per-sample` make one
+//! ([`Request`]); `gpu::tune` measures and returns one. Which families a device can run is
+//! decided here, from what the adapter reports.
 
 use std::fmt;
 
@@ -32,12 +33,81 @@ impl Schedule {
     }
 }
 
-/// A schedule with the kernel family it runs. The fused schedule runs `wide` as `plain`
-/// ([`Kernels::fused`]), so a fused plan never holds `wide`.
+/// The fused schedule's per-sample workgroups (`--per-sample 2x32`): how many of the batch's
+/// samples one workgroup takes through the whole step, and its invocations. Sixteen by 64 keep
+/// both cores of a software adapter busy at batch 32; a wide GPU fills its compute units with
+/// one or two samples per workgroup. Every shape does the same arithmetic on each sample, so
+/// the choice changes the time of a step and never its result.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct PerSample {
+    pub samples: u32,
+    pub invocations: u32,
+}
+
+impl PerSample {
+    /// What a fixed fused schedule runs unless `--per-sample` says otherwise.
+    pub const DEFAULT: PerSample = PerSample::new(16, 64);
+    /// What auto times for the fused schedule: the default, then fewer samples per workgroup
+    /// until a shape is slower than the best (`gpu::tune`).
+    pub const CANDIDATES: [PerSample; 5] = [
+        PerSample::DEFAULT,
+        PerSample::new(8, 64),
+        PerSample::new(4, 64),
+        PerSample::new(2, 32),
+        PerSample::new(1, 32),
+    ];
+    /// The most of either `--per-sample` takes: WebGPU guarantees 256 invocations per
+    /// workgroup on every adapter.
+    pub const MAX: u32 = 256;
+
+    pub const fn new(samples: u32, invocations: u32) -> PerSample {
+        PerSample {
+            samples,
+            invocations,
+        }
+    }
+
+    /// `16x64`: samples by invocations.
+    pub fn name(self) -> String {
+        format!("{}x{}", self.samples, self.invocations)
+    }
+
+    /// The inverse of [`PerSample::name`], with why a shape is refused: samples from 1 and
+    /// invocations a multiple of 8 (the subgroup flavour shares rows among 8 lanes), both at
+    /// most [`PerSample::MAX`].
+    pub fn parse(s: &str) -> Result<PerSample, String> {
+        let shape = s
+            .split_once('x')
+            .and_then(|(a, b)| Some((a.parse().ok()?, b.parse().ok()?)));
+        let Some((samples, invocations)) = shape else {
+            return Err(format!(
+                "expected SAMPLESxINVOCATIONS, such as 2x32, not {s:?}"
+            ));
+        };
+        if !(1..=Self::MAX).contains(&samples) {
+            return Err(format!(
+                "{samples} samples per workgroup: expected 1 to {}",
+                Self::MAX
+            ));
+        }
+        if invocations % 8 != 0 || !(8..=Self::MAX).contains(&invocations) {
+            return Err(format!(
+                "{invocations} invocations per workgroup: expected a multiple of 8 from 8 to {}",
+                Self::MAX
+            ));
+        }
+        Ok(PerSample::new(samples, invocations))
+    }
+}
+
+/// A schedule with the kernel family it runs and, fused, its per-sample workgroups. The fused
+/// schedule runs `wide` as `plain` ([`Kernels::fused`]), so a fused plan never holds `wide`; a
+/// layered plan holds [`PerSample::DEFAULT`], which it does not use.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Plan {
     pub schedule: Schedule,
     pub kernels: Kernels,
+    pub per_sample: PerSample,
 }
 
 impl Plan {
@@ -46,24 +116,61 @@ impl Plan {
             Schedule::Layered => kernels,
             Schedule::Fused => kernels.fused(),
         };
-        Plan { schedule, kernels }
+        Plan {
+            schedule,
+            kernels,
+            per_sample: PerSample::DEFAULT,
+        }
     }
 
-    /// `layered/subgroup`, `fused/plain`: how the tuner's line and cache name it.
+    /// The plan with per-sample workgroups of `per_sample` (fused; a layered plan is returned
+    /// as it is).
+    pub fn with(self, per_sample: PerSample) -> Plan {
+        match self.schedule {
+            Schedule::Layered => self,
+            Schedule::Fused => Plan { per_sample, ..self },
+        }
+    }
+
+    /// Whether the per-sample workgroups are other than the default (and so worth naming).
+    pub fn names_per_sample(self) -> bool {
+        self.per_sample != PerSample::DEFAULT
+    }
+
+    /// `layered/subgroup`, `fused/plain`, `fused/plain/2x32`: how the tuner's line and cache
+    /// name it (the default per-sample workgroups are not named).
     pub fn name(self) -> String {
-        format!("{}/{}", self.schedule.name(), self.kernels.name())
+        let mut out = format!("{}/{}", self.schedule.name(), self.kernels.name());
+        if self.names_per_sample() {
+            out += &format!("/{}", self.per_sample.name());
+        }
+        out
     }
 
     /// The inverse of [`Plan::name`].
     pub fn parse(s: &str) -> Option<Plan> {
-        let (schedule, kernels) = s.split_once('/')?;
+        let mut parts = s.split('/');
+        let (schedule, kernels) = (parts.next()?, parts.next()?);
         let schedule = Schedule::ALL.into_iter().find(|x| x.name() == schedule)?;
         let kernels = Kernels::ALL.into_iter().find(|k| k.name() == kernels)?;
-        Some(Plan { schedule, kernels })
+        let per_sample = match parts.next() {
+            Some(p) if schedule == Schedule::Fused => PerSample::parse(p).ok()?,
+            Some(_) => return None,
+            None => PerSample::DEFAULT,
+        };
+        if parts.next().is_some() {
+            return None;
+        }
+        Some(Plan {
+            schedule,
+            kernels,
+            per_sample,
+        })
     }
 }
 
-/// The header's words: `kernels: subgroup | schedule: fused`.
+/// The header's words: `kernels: subgroup | schedule: fused`, and `fused 2x32` where the
+/// per-sample workgroups are not the default.
 impl fmt::Display for Plan {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
@@ -71,17 +178,27 @@ impl fmt::Display for Plan {
             "kernels: {} | schedule: {}",
             self.kernels.name(),
             self.schedule.name()
-        )
+        )?;
+        if self.names_per_sample() {
+            write!(
+                f,
+                " {} (samples x invocations per workgroup)",
+                self.per_sample.name()
+            )?;
+        }
+        Ok(())
     }
 }
 
 /// What the flags ask for: a schedule (None: auto, measured for the run's shape), a kernel
-/// family (None: chosen for the adapter, or measured with auto) and whether auto measures
+/// family (None: chosen for the adapter, or measured with auto), the fused schedule's
+/// per-sample workgroups (None: the default, or measured with auto) and whether auto measures
 /// again rather than read its cache (`--retune`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Request {
     pub schedule: Option<Schedule>,
     pub kernels: Option<Kernels>,
+    pub per_sample: Option<PerSample>,
     pub retune: bool,
 }
 
@@ -98,7 +215,10 @@ impl Request {
                 browser: gpu.info.backend == wgpu::Backend::BrowserWebGpu,
             });
         }
-        Ok(self.schedule.map(|s| Plan::new(s, kernels)))
+        let per_sample = self.per_sample.unwrap_or(PerSample::DEFAULT);
+        Ok(self
+            .schedule
+            .map(|s| Plan::new(s, kernels).with(per_sample)))
     }
 
     /// The kernel family asked for, else the one chosen for `gpu`.
@@ -115,23 +235,34 @@ impl Request {
         })
     }
 
-    /// What auto times on `gpu`: each schedule with every family the flags leave open (the
-    /// fused schedule runs `wide` as `plain`, so that pair is timed once).
+    /// What auto times first on `gpu`: each schedule with every family the flags leave open
+    /// (the fused schedule runs `wide` as `plain`, so that pair is timed once), fused with the
+    /// per-sample workgroups of `--per-sample`, else the default.
     pub fn candidates(&self, gpu: &Gpu) -> Vec<Plan> {
         let families = match self.kernels {
             None => runnable_kernels(gpu),
             Some(k) => vec![k],
         };
+        let shape = self.per_sample.unwrap_or(PerSample::DEFAULT);
         let mut out = Vec::new();
         for schedule in Schedule::ALL {
             for &k in &families {
-                let plan = Plan::new(schedule, k);
+                let plan = Plan::new(schedule, k).with(shape);
                 if !out.contains(&plan) {
                     out.push(plan);
                 }
             }
         }
         out
+    }
+
+    /// The per-sample workgroups auto tries next on the fastest fused plan, fewest samples
+    /// last (none when `--per-sample` fixes them).
+    pub fn smaller_shapes(&self) -> Vec<PerSample> {
+        match self.per_sample {
+            None => PerSample::CANDIDATES[1..].to_vec(),
+            Some(_) => Vec::new(),
+        }
     }
 }
 
@@ -208,6 +339,30 @@ mod tests {
         assert_eq!(Plan::parse("layered/wide"), Some(l));
         assert_eq!(Plan::parse("fused/none"), None);
         assert_eq!(l.to_string(), "kernels: wide | schedule: layered");
+        let small = p.with(PerSample::new(2, 32));
+        assert_eq!(small.name(), "fused/plain/2x32");
+        assert_eq!(Plan::parse("fused/plain/2x32"), Some(small));
+        assert_eq!(l.with(PerSample::new(2, 32)), l);
+        assert_eq!(Plan::parse("layered/plain/2x32"), None);
+        assert_eq!(Plan::parse("fused/plain/2x31"), None);
+        assert_eq!(
+            small.to_string(),
+            "kernels: plain | schedule: fused 2x32 (samples x invocations per workgroup)"
+        );
+    }
+
+    #[test]
+    fn per_sample_shapes_parse_within_what_every_adapter_allows() {
+        assert_eq!(PerSample::parse("1x32"), Ok(PerSample::new(1, 32)));
+        assert_eq!(PerSample::DEFAULT.name(), "16x64");
+        for bad in ["0x32", "2x30", "2x512", "2", "ax32", "300x8"] {
+            assert!(PerSample::parse(bad).is_err(), "{bad}");
+        }
+        assert!(
+            PerSample::parse("2x30")
+                .unwrap_err()
+                .contains("multiple of 8")
+        );
     }
 
     #[test]

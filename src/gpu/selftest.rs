@@ -15,7 +15,7 @@ use crate::gpu::device::Gpu;
 use crate::gpu::fused::{FusedActs, FusedSample, FusedUpdate, SampleOutputs};
 use crate::gpu::layout::{layer_rows, pad4};
 use crate::gpu::ops::{Modules, evaluate, gather, linear, nll_head, sgd};
-use crate::gpu::plan::{Schedule, default_kernels, runnable_kernels};
+use crate::gpu::plan::{PerSample, Schedule, default_kernels, runnable_kernels};
 use crate::gpu::wgsl::Kernels;
 /// The linear products' checks for every family of kernels the device can run, not only the
 /// one it trains with.
@@ -99,8 +99,17 @@ pub fn failures(checks: &[Check]) -> Result<(), String> {
     }
 }
 
-/// A case: seed, image rows and columns, hidden sizes, classes, batch, the step to run.
-type CaseShape = (u64, (usize, usize), &'static [usize], usize, usize, usize);
+/// A case: seed, image rows and columns, hidden sizes, classes, batch, the step to run, and
+/// the per-sample workgroups (samples, invocations).
+type CaseShape = (
+    u64,
+    (usize, usize),
+    &'static [usize],
+    usize,
+    usize,
+    usize,
+    (u32, u32),
+);
 
 /// The fused schedule's kernels against their CPU twins, one check per operation: a step of
 /// each dispatch on random weights, momentum and images, then every tensor it wrote handed to
@@ -108,22 +117,30 @@ type CaseShape = (u64, (usize, usize), &'static [usize], usize, usize, usize);
 /// in `cpu` (in f64) computed from the tensors the dispatch read, so that a fault is named by
 /// the operation that made it and errors do not compound. Shapes include widths that are no
 /// multiple of 4 or 8, a last partial batch, a batch past a workgroup's samples, a batch of
-/// one, and the tutorial's model; each case's checks come in dispatch order.
+/// one, and the tutorial's model, with the default per-sample workgroups and with fewer
+/// samples and invocations than a tile of 8 samples (each case's rows start NaN, so a row no
+/// workgroup writes fails); each case's checks come in dispatch order.
 pub async fn fused_step_checks(gpu: &Gpu, m: &Modules) -> Vec<Check> {
-    let cases: [CaseShape; 4] = [
+    let cases: [CaseShape; 7] = [
         // widths no multiple of 4, a last partial batch of 3 in 40 columns
-        (1, (7, 13), &[13, 6], 5, 37, 1),
+        (1, (7, 13), &[13, 6], 5, 37, 1, (16, 64)),
         // 36 columns: a workgroup holds 4 of its 8 samples
-        (2, (7, 13), &[9], 10, 33, 0),
-        (3, (5, 3), &[5, 3], 3, 1, 2),
-        (4, (28, 28), &[128, 128, 64, 64], 10, 32, 0),
+        (2, (7, 13), &[9], 10, 33, 0, (16, 64)),
+        (3, (5, 3), &[5, 3], 3, 1, 2, (16, 64)),
+        (4, (28, 28), &[128, 128, 64, 64], 10, 32, 0, (16, 64)),
+        // one sample per workgroup, each of its tiles of 8 storing one
+        (1, (7, 13), &[13, 6], 5, 37, 1, (1, 32)),
+        // 4 samples, the last workgroup's 36 - 32 of them
+        (2, (7, 13), &[9], 10, 33, 0, (4, 64)),
+        (4, (28, 28), &[128, 128, 64, 64], 10, 32, 0, (2, 32)),
     ];
     let mut all: Pending<'_> = Vec::new();
-    for (seed, image, hidden, classes, batch, step) in cases {
+    for (seed, image, hidden, classes, batch, step, (samples, invocations)) in cases {
         all.push(Box::pin(async move {
             let mut case = FusedCase::new(seed, image, hidden, classes);
             case.batch = batch;
             case.step = step;
+            case.per_sample = PerSample::new(samples, invocations);
             let mut out = match run(gpu, m, &case).await {
                 Ok(o) => compare(&case, &o),
                 Err(e) => vec![Tally::broken("fused step", case.shape(), e)],
@@ -133,15 +150,15 @@ pub async fn fused_step_checks(gpu: &Gpu, m: &Modules) -> Vec<Check> {
                     .await
                     .unwrap_or_else(|e| Tally::broken("fused evaluate", case.shape(), e)),
             );
+            // Which flavour and workgroups ran, as the layered checks name their family.
+            let how = format!("{}, {}", m.kernels.fused().name(), case.per_sample.name());
+            for c in &mut out {
+                c.kernel = format!("{} ({how})", c.kernel);
+            }
             out
         }));
     }
-    let mut out = together(all).await;
-    // Which flavour ran, as the layered checks name their family.
-    for c in &mut out {
-        c.kernel = format!("{} ({})", c.kernel, m.kernels.fused().name());
-    }
-    out
+    together(all).await
 }
 
 /// Both dispatches of step `case.step`, with NaN in every row buffer beforehand (so that an
@@ -168,6 +185,7 @@ async fn run(gpu: &Gpu, m: &Modules, case: &FusedCase) -> Result<FusedOutputs> {
         split: &split,
         norm: &norm,
         outputs: SampleOutputs::Train,
+        per_sample: case.per_sample,
     };
     run_dispatch(
         gpu,
@@ -251,6 +269,7 @@ async fn check_eval(gpu: &Gpu, m: &Modules, case: &FusedCase) -> Result<Check> {
             correct: &correct,
             log_probs: &log_probs,
         },
+        per_sample: case.per_sample,
     }
     .dispatch(gpu, m, "fused evaluate")?;
     run_dispatch(gpu, &op, case.step)?;

@@ -1,5 +1,6 @@
 //! `--schedule auto`: measured, not guessed. On the first use of an adapter and a shape, every
-//! schedule and kernel family the adapter can run is timed for a fraction of a second the way
+//! schedule and kernel family the adapter can run, the fused schedule with each of its
+//! per-sample workgroup shapes (`PerSample::CANDIDATES`), is timed for a fraction of a second the way
 //! the command runs it (training steps with their loss read-backs, or one evaluation of the
 //! test set), the fastest is kept in a cache file keyed by adapter, driver and shape, and one
 //! line says what was chosen and from what. Later runs read the choice back (`--retune`
@@ -17,10 +18,12 @@ use crate::gpu::buffers::Split;
 use crate::gpu::device::Gpu;
 use crate::gpu::evaluator::Evaluator;
 use crate::gpu::ops::Modules;
-use crate::gpu::plan::{Plan, Request};
+use crate::gpu::plan::{Plan, Request, Schedule};
 use crate::gpu::wgsl::Kernels;
 use crate::model::Arch;
 use crate::train::{Evaluate, Recipe};
+
+pub mod cache;
 
 /// Training steps in one timed block, rounds of blocks at most, the seconds the rounds may
 /// take in all, and how much slower than the best a candidate may be and still be timed.
@@ -40,10 +43,17 @@ pub fn adapter_key(i: &wgpu::AdapterInfo) -> String {
     .replace('\t', " ")
 }
 
-/// The cache key: the adapter, the shape a choice is for, and which families it chose from.
+/// The cache key: the adapter, the shape a choice is for, and which families and per-sample
+/// workgroups it chose from (a key without the latter, from before auto measured them, is
+/// not found and measured again).
 pub fn key(info: &wgpu::AdapterInfo, request: &Request, shape: &str) -> String {
     let family = request.kernels.map_or("any", Kernels::name);
-    format!("{}{shape} | kernels {family}", adapter_key(info)).replace('\t', " ")
+    let per_sample = request.per_sample.map_or("any".into(), |p| p.name());
+    let key = format!(
+        "{}{shape} | kernels {family} | per-sample {per_sample}",
+        adapter_key(info)
+    );
+    key.replace('\t', " ")
 }
 
 /// Measured figures: each candidate and its milliseconds (per step, or per evaluation).
@@ -158,17 +168,15 @@ pub async fn for_training(
     let choice = match cached(gpu, &request, &key, unit) {
         Some(found) => found,
         None => {
-            // A candidate the device cannot build (a limit, a driver's refusal) is left out.
-            let mut built = Vec::new();
-            for c in request.candidates(gpu) {
-                let m = modules.of(gpu, c.kernels);
-                if let Ok(t) =
-                    m.and_then(|m| Trainer::new(gpu, c, m, arch, recipes, params, split.clone()))
-                {
-                    built.push((c, t));
-                }
-            }
-            let figures = time_training(built, recipes).await?;
+            let run = Run {
+                gpu,
+                arch,
+                recipes,
+                params,
+                split: &split,
+            };
+            let mut figures = run.time(&mut modules, request.candidates(gpu)).await?;
+            figures.extend(run.smaller_shapes(&mut modules, &request, &figures).await?);
             chosen(gpu, &key, &figures, unit)?
         }
     };
@@ -178,6 +186,66 @@ pub async fn for_training(
     let mut backend = GpuBackend::from_trainer(trainer, test)?;
     backend.set_tuned(choice.line, choice.ms);
     Ok(backend)
+}
+
+/// What a training candidate is built for: the run's device, model, recipes, first weights
+/// and training split.
+struct Run<'a> {
+    gpu: &'a Gpu,
+    arch: &'a Arch,
+    recipes: &'a [Recipe],
+    params: &'a [f32],
+    split: &'a Split,
+}
+
+impl Run<'_> {
+    /// Milliseconds per step of each of `plans` the device can build (a limit or a driver's
+    /// refusal leaves one out), timed together (`time_training`).
+    async fn time(&self, modules: &mut ModuleSets, plans: Vec<Plan>) -> Result<Figures> {
+        let mut built = Vec::new();
+        for c in plans {
+            let m = modules.of(self.gpu, c.kernels);
+            let (arch, recipes, params) = (self.arch, self.recipes, self.params);
+            let split = self.split.clone();
+            if let Ok(t) =
+                m.and_then(|m| Trainer::new(self.gpu, c, m, arch, recipes, params, split))
+            {
+                built.push((c, t));
+            }
+        }
+        time_training(built, self.recipes).await
+    }
+
+    /// The fastest fused plan of `figures` with fewer samples per workgroup, one shape after
+    /// another, until one is slower than [`DROP`] times the best so far: on a software adapter
+    /// fewer samples than a tile of 8 only repeat work, while a wide GPU gains workgroups until
+    /// it is full, so the search stops where the device does.
+    async fn smaller_shapes(
+        &self,
+        modules: &mut ModuleSets,
+        request: &Request,
+        figures: &Figures,
+    ) -> Result<Figures> {
+        let fused = figures
+            .iter()
+            .filter(|(p, _)| p.schedule == Schedule::Fused);
+        let Some(&(base, mut best)) = fused.min_by(|a, b| a.1.total_cmp(&b.1)) else {
+            return Ok(Figures::new());
+        };
+        let mut out = Figures::new();
+        for shape in request.smaller_shapes() {
+            let Some(&(plan, ms)) = self.time(modules, vec![base.with(shape)]).await?.first()
+            else {
+                break;
+            };
+            out.push((plan, ms));
+            if ms > DROP * best {
+                break;
+            }
+            best = best.min(ms);
+        }
+        Ok(out)
+    }
 }
 
 /// Milliseconds per training step of each candidate, as `train` runs them: each block of
@@ -266,130 +334,11 @@ pub async fn for_evaluation(
     Ok(evaluator)
 }
 
-/// One cached choice as text: `choice \t figures` (the file adds the key in front).
-fn entry_text(choice: Plan, figures: &Figures) -> String {
-    let figs: Vec<String> = figures
-        .iter()
-        .map(|(c, ms)| format!("{} {ms:.4}", c.name()))
-        .collect();
-    format!("{}\t{}", choice.name(), figs.join(", "))
-}
-
-/// The inverse of [`entry_text`]; None for text that does not parse (measured again).
-fn parse_entry(choice: &str, figs: &str) -> Option<(Plan, Figures)> {
-    let figures = figs
-        .split(", ")
-        .map(|f| {
-            let (c, ms) = f.split_once(' ')?;
-            Some((Plan::parse(c)?, ms.parse().ok()?))
-        })
-        .collect::<Option<Figures>>()?;
-    Some((Plan::parse(choice)?, figures))
-}
-
-/// The cache file: one line per key, `key \t choice \t figures`, rewritten whole through a
-/// temporary file. A line that does not parse is ignored (measured again).
-#[cfg(not(target_arch = "wasm32"))]
-pub mod cache {
-    use std::path::PathBuf;
-
-    use super::{Figures, Plan, entry_text, parse_entry};
-
-    /// `$MNIST_WGPU_CACHE_DIR/schedules.tsv`, else the user cache directory's
-    /// `mnist-wgpu/schedules.tsv`.
-    pub fn path() -> Option<PathBuf> {
-        let dir = match std::env::var_os("MNIST_WGPU_CACHE_DIR") {
-            Some(d) => PathBuf::from(d),
-            None => dirs::cache_dir()?.join("mnist-wgpu"),
-        };
-        Some(dir.join("schedules.tsv"))
-    }
-
-    /// Every entry: (key, choice, figures).
-    pub fn entries() -> Vec<(String, Plan, Figures)> {
-        let Some(text) = path().and_then(|p| std::fs::read_to_string(p).ok()) else {
-            return Vec::new();
-        };
-        text.lines()
-            .filter_map(|line| {
-                let mut cols = line.split('\t');
-                let (key, choice, figs) = (cols.next()?, cols.next()?, cols.next()?);
-                let (c, f) = parse_entry(choice, figs)?;
-                Some((key.to_string(), c, f))
-            })
-            .collect()
-    }
-
-    pub fn lookup(key: &str) -> Option<(Plan, Figures)> {
-        entries()
-            .into_iter()
-            .find(|(k, _, _)| k == key)
-            .map(|(_, c, f)| (c, f))
-    }
-
-    pub fn cached_how() -> String {
-        let at = path().map_or("the cache".into(), |p| p.display().to_string());
-        format!("measured earlier, cached in {at} (--retune measures again)")
-    }
-
-    /// Records `choice` for `key`; says where, or why it could not.
-    pub fn store(key: &str, choice: Plan, figures: &Figures) -> String {
-        let Some(path) = path() else {
-            return "measured now; no cache directory to keep it in".into();
-        };
-        let mut lines: Vec<String> = entries()
-            .into_iter()
-            .filter(|(k, _, _)| k != key)
-            .map(|(k, c, f)| format!("{k}\t{}", entry_text(c, &f)))
-            .collect();
-        lines.push(format!("{key}\t{}", entry_text(choice, figures)));
-        let write = std::fs::create_dir_all(path.parent().unwrap()).and_then(|_| {
-            crate::modelfile::write_atomic(&path, (lines.join("\n") + "\n").as_bytes())
-        });
-        match write {
-            Ok(()) => format!("measured now, cached in {}", path.display()),
-            Err(e) => format!("measured now; {}: not cached ({e})", path.display()),
-        }
-    }
-}
-
-/// In the browser the choice is kept in the page's local storage, one item per key.
-#[cfg(target_arch = "wasm32")]
-pub mod cache {
-    use super::{Figures, Plan, entry_text, parse_entry};
-
-    fn storage() -> Option<web_sys::Storage> {
-        web_sys::window()?.local_storage().ok()?
-    }
-
-    fn item(key: &str) -> String {
-        format!("mnist-wgpu schedule | {key}")
-    }
-
-    pub fn lookup(key: &str) -> Option<(Plan, Figures)> {
-        let text = storage()?.get_item(&item(key)).ok()??;
-        let (choice, figs) = text.split_once('\t')?;
-        parse_entry(choice, figs)
-    }
-
-    pub fn cached_how() -> String {
-        "measured earlier, kept in this browser's local storage (retune=1 measures again)".into()
-    }
-
-    pub fn store(key: &str, choice: Plan, figures: &Figures) -> String {
-        let kept =
-            storage().and_then(|s| s.set_item(&item(key), &entry_text(choice, figures)).ok());
-        match kept {
-            Some(()) => "measured now, kept in this browser's local storage".into(),
-            None => "measured now (this browser keeps no local storage for the page)".into(),
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use super::cache::{entry_text, parse_entry};
     use super::*;
-    use crate::gpu::plan::Schedule;
+    use crate::gpu::plan::{PerSample, Schedule};
 
     fn info() -> wgpu::AdapterInfo {
         wgpu::AdapterInfo {
@@ -432,14 +381,18 @@ mod tests {
             "{any}"
         );
         assert!(
-            any.ends_with("train 784-10 batch 32 | kernels any"),
+            any.ends_with("train 784-10 batch 32 | kernels any | per-sample any"),
             "{any}"
         );
         let plain = Request {
             kernels: Some(Kernels::Plain),
+            per_sample: Some(PerSample::new(2, 32)),
             ..Request::default()
         };
         let fixed = key(&info(), &plain, "train 784-10 batch 32");
-        assert!(fixed.ends_with("| kernels plain"), "{fixed}");
+        assert!(
+            fixed.ends_with("| kernels plain | per-sample 2x32"),
+            "{fixed}"
+        );
     }
 }

@@ -117,9 +117,12 @@ pub async fn open_device(
             )));
         }
     };
+    // The fused schedule's per-sample workgroups: the default with a fixed schedule, measured
+    // with auto.
     let request = Request {
         schedule,
         kernels,
+        per_sample: None,
         retune,
     };
     with(|s| (s.request, s.name) = (request, name));

@@ -300,7 +300,8 @@ fn check_save_path(path: &Path) -> Result<()> {
 /// The flags that put a resumed run on the device and plan this one ran on, so that it ends
 /// bit-identical (a checkpoint keeps the recipe, not the device: `--resume` alone picks a
 /// device and plan as a new run does): ` --device cpu`, or the adapter flags given and
-/// ` --schedule fused --kernels subgroup`.
+/// ` --schedule fused --kernels subgroup` (with ` --per-sample 2x32` where auto chose other
+/// than the default).
 pub fn same_device(run: &crate::cli::args::RunArgs, about: &mnist_wgpu::train::About) -> String {
     if about.schedule == "cpu" {
         return " --device cpu".to_string();
@@ -316,5 +317,9 @@ pub fn same_device(run: &crate::cli::args::RunArgs, about: &mnist_wgpu::train::A
     if let Some(name) = &a.adapter {
         out += &format!(" --adapter '{name}'");
     }
-    out + &format!(" --schedule {} --kernels {}", about.schedule, about.kernels)
+    out += &format!(" --schedule {} --kernels {}", about.schedule, about.kernels);
+    if let Some(p) = &about.per_sample {
+        out += &format!(" --per-sample {p}");
+    }
+    out
 }
