@@ -8,7 +8,7 @@
 use std::path::Path;
 
 use mnist_wgpu::cpu;
-use mnist_wgpu::data::{default_data_dir, load_mnist, normalize_table};
+use mnist_wgpu::data::{Normalize, default_data_dir, load_mnist};
 use mnist_wgpu::modelfile;
 use mnist_wgpu::predict::{render_digit, to_mnist};
 
@@ -21,7 +21,7 @@ fn main() -> anyhow::Result<()> {
         10,
     )?;
     let params: Vec<f64> = model.params.iter().map(|&v| v as f64).collect();
-    let table = normalize_table();
+    let table = Normalize::TUTORIAL.table();
     let classify = |imgs: &[Vec<u8>]| -> Vec<usize> {
         let x: Vec<f64> = imgs
             .iter()

@@ -29,7 +29,7 @@ struct Layer {
 const MAX_LAYERS: u32 = 32u;
 
 // The model the invocation works on (the grid's z), set first thing by the entry point. A set
-// of models trained side by side keeps model k's parameters (and momentum) at k * P_STRIDE
+// of models trained side by side keeps model k's parameters (and optimizer state) at k * P_STRIDE
 // floats, its rows at k * A_STRIDE in acts and k * D_STRIDE in dz; the table is every
 // model's, so one table serves the set.
 var<private> model: u32;

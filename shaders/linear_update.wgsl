@@ -1,11 +1,11 @@
-//#needs BP, LANE4, Layer, Rows8, acts4, dz8, sgd_step, step
-// The weight gradient of a linear layer with the SGD step fused, for the fused schedule (the
-// twin of the weight product of linear_backward.wgsl followed by sgd.wgsl): one tile of 8 rows
-// of W by two vec4 of its columns sums dW = dZ^T X over the batch's valid samples, eight at a
-// time in order, then applies the momentum rule (sgd_rule.wgsl) to those 64 weights; the tiles
-// of the first columns also do the 8 biases (db = the column sums of dZ). No gradient is
-// stored. CPU twins: `cpu::linear_backward` (dw, db), `cpu::sgd`. What it uses of its importer
-// is its `//#needs` line (with what sgd_rule.wgsl and the sample loop use).
+//#needs BP, LANE4, Layer, Rows8, acts4, dz8, optimizer_step, step
+// The weight gradient of a linear layer with the optimizer's step fused, for the fused schedule
+// (the twin of the weight product of linear_backward.wgsl followed by optimizer.wgsl): one tile
+// of 8 rows of W by two vec4 of its columns sums dW = dZ^T X over the batch's valid samples,
+// eight at a time in order, then applies the optimizer's rule (optimizer_rule.wgsl) to those 64
+// weights; the tiles of the first columns also do the 8 biases (db = the column sums of dZ). No
+// gradient is stored. CPU twins: `cpu::linear_backward` (dw, db), `optim::step`. What it uses
+// of its importer is its `//#needs` line (with what optimizer_rule.wgsl and the sample loop use).
 
 // Tiles of a layer: ceil(out / 8) row blocks by ceil(ldw / 8) column pairs rounded up to a
 // multiple of 8, so that eight neighbouring invocations share their rows (host twin
@@ -67,23 +67,23 @@ fn update_tile(ly: Layer, t: u32, li: u32) {
             let row = (ly.w_off + o * ly.ldw) / 4u + i4;
             let row_b = (ly.w_off + (o + 4u) * ly.ldw) / 4u + i4;
             if (o < ly.out) {
-                sgd_step(row, w_aa[r]);
+                optimizer_step(row, w_aa[r]);
                 if (i4 + 1u < k4s) {
-                    sgd_step(row + 1u, w_ab[r]);
+                    optimizer_step(row + 1u, w_ab[r]);
                 }
             }
             if (o + 4u < ly.out) {
-                sgd_step(row_b, w_ba[r]);
+                optimizer_step(row_b, w_ba[r]);
                 if (i4 + 1u < k4s) {
-                    sgd_step(row_b + 1u, w_bb[r]);
+                    optimizer_step(row_b + 1u, w_bb[r]);
                 }
             }
         }
     }
     if (i4 == 0u) {
-        sgd_step(ly.b_off / 4u + o4, bias_a);
+        optimizer_step(ly.b_off / 4u + o4, bias_a);
         if (has_o) {
-            sgd_step(ly.b_off / 4u + o4 + 1u, bias_b);
+            optimizer_step(ly.b_off / 4u + o4 + 1u, bias_b);
         }
     }
 }

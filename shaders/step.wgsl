@@ -9,4 +9,10 @@ struct Step {
     // the step's number within the epoch
     index: u32,
     pad: u32,
+    // what the optimizer's rule takes from the host for this step of the run (Adam's bias
+    // corrections 1 - beta1^t and sqrt(1 - beta2^t); 1 otherwise), rewritten every epoch
+    correction1: f32,
+    correction2: f32,
+    pad2: u32,
+    pad3: u32,
 }

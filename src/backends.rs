@@ -11,7 +11,8 @@ use crate::gpu::evaluator::Evaluator;
 use crate::gpu::plan::Request;
 use crate::gpu::tune;
 use crate::model::Arch;
-use crate::train::{Backend, Evaluate, Recipe};
+use crate::recipe::Recipe;
+use crate::train::{Backend, Evaluate};
 
 /// A model or batch the adapter's limits cannot hold: the user's choice to change, not a
 /// failure of the device.

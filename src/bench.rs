@@ -9,7 +9,8 @@ use web_time::Instant;
 
 use crate::gpu::backend::STEPS_PER_SUBMIT;
 use crate::model::Arch;
-use crate::train::{Backend, Recipe, epoch_orders};
+use crate::recipe::Recipe;
+use crate::train::{Backend, epoch_orders};
 
 /// Floating-point operations of one training step per image: the forward products, the
 /// input-gradient products of every layer but the first, and the weight-gradient products,
@@ -65,7 +66,7 @@ impl Cursor<'_> {
             self.epoch += 1;
             self.step = 0;
             let order = epoch_orders(self.recipes, self.epoch, self.n_train);
-            backend.begin_epoch(&order)?;
+            backend.begin_epoch(self.epoch, &order)?;
         }
         let steps = self.step..(self.step + STEPS_PER_SUBMIT.min(limit)).min(per_epoch);
         backend.run_steps(steps.clone()).await?;
@@ -112,7 +113,7 @@ pub async fn time_training(
     min_steps: usize,
     seconds: f64,
 ) -> Result<Timing> {
-    backend.begin_epoch(&epoch_orders(recipes, 0, n_train))?;
+    backend.begin_epoch(0, &epoch_orders(recipes, 0, n_train))?;
     let mut at = Cursor {
         recipes,
         n_train,

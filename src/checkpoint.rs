@@ -1,11 +1,13 @@
-//! Run directories, checkpoints and the per-epoch metrics.
+//! Run directories and checkpoints (what `recorder::Recorder` writes after every epoch).
 //!
 //! A checkpoint is one safetensors file, written atomically: the model under the tutorial's
-//! state_dict keys (so `eval --model` reads it), the momentum buffers under
-//! `optimizer.momentum.<key>`, the current epoch's step losses under `optimizer.epoch_losses`,
-//! and in the metadata the position (epoch, step), the run's settings and the metrics so far.
+//! state_dict keys (so `eval --model` reads it), the optimizer's state tensors under PyTorch's
+//! names, `optimizer.<name>.<key>` (`momentum_buffer`; `exp_avg`, `exp_avg_sq`; `square_avg`,
+//! `acc_delta`), Adam's `optimizer.step`, the current epoch's step losses under
+//! `optimizer.epoch_losses`, and in the metadata the position (epoch, step), the epoch's
+//! learning rate, the run's settings (the optimizer among them) and the metrics so far.
 //! A set of models keeps the same for its first model, and each further model k under
-//! `optimizer.model<k>.` (weights, `momentum.<key>`, `epoch_losses`), with `models` and the
+//! `optimizer.model<k>.` (weights, `<name>.<key>`, `epoch_losses`), with `models` and the
 //! per-model metrics in the metadata: one file, written atomically, so that no crash leaves the
 //! models of a set at different epochs.
 //! The shuffles need no stored generator state: epoch `e`'s order is a function of the seed
@@ -21,7 +23,7 @@ use safetensors::{Dtype, SafeTensors};
 pub use crate::metrics::{METRICS_HEADER, MetricsRow, metrics_csv, parse_metrics_csv};
 use crate::model::Arch;
 use crate::modelfile::{self, ModelFileError, OPTIMIZER_PREFIX};
-use crate::train::{Backend, EpochReport, Position};
+use crate::train::Position;
 
 pub const CHECKPOINT_FILE: &str = "checkpoint.safetensors";
 pub const METRICS_FILE: &str = "metrics.csv";
@@ -30,10 +32,13 @@ pub const METRICS_FILE: &str = "metrics.csv";
 #[derive(Clone, Debug)]
 pub struct Checkpoint {
     pub arch: Arch,
-    /// params, momentum: [models, param_count], each model the flat table of `arch`
+    /// params: [models, param_count], each model the flat table of `arch`
     pub params: Vec<f32>,
-    pub momentum: Vec<f32>,
+    /// The optimizer's state tensors (`Optimizer::state_names` of `optimizer()`), each as params.
+    pub state: Vec<Vec<f32>>,
     pub position: Position,
+    /// Optimizer steps taken before `position` (PyTorch's `step` of Adam's state).
+    pub steps_done: u64,
     /// The run's flags, to resume with (see the `train` command).
     pub settings: BTreeMap<String, String>,
     /// The first model's metrics (a single run's).
@@ -46,9 +51,31 @@ impl Checkpoint {
     pub fn models(&self) -> usize {
         self.params.len() / self.arch.param_count().max(1)
     }
+
+    /// The optimizer the run trains with, from its settings (SGD in checkpoints written before
+    /// there was a choice).
+    pub fn optimizer(&self) -> &'static str {
+        optimizer_of(&self.settings)
+    }
 }
 
-const MOMENTUM: &str = "momentum.";
+fn optimizer_of(settings: &BTreeMap<String, String>) -> &'static str {
+    let name = settings.get("optimizer").map_or("sgd", String::as_str);
+    crate::optim::NAMES
+        .into_iter()
+        .find(|n| *n == name)
+        .unwrap_or("sgd")
+}
+
+/// The names of `optimizer`'s state tensors.
+fn state_names(optimizer: &str) -> &'static [&'static str] {
+    crate::optim::Optimizer::named(optimizer, 0.0).map_or(&["momentum_buffer"], |o| o.state_names())
+}
+
+/// Where checkpoints written before the optimizer was a choice kept SGD's momentum buffers.
+const LEGACY_MOMENTUM: &str = "momentum";
+/// Adam's step count, as PyTorch's `state[p]["step"]` (one value for every tensor).
+const STEP: &str = "step";
 const EPOCH_LOSSES: &str = "epoch_losses";
 const MODELS: &str = "models";
 const SET_METRICS: &str = "set_metrics";
@@ -72,6 +99,10 @@ pub fn save(dir: &Path, c: &Checkpoint) -> Result<(), ModelFileError> {
         ),
         ("epoch".to_string(), c.position.epoch.to_string()),
         ("step".to_string(), c.position.step.to_string()),
+        (
+            "epoch_lr".to_string(),
+            epoch_lr(&c.settings, c.position.epoch),
+        ),
         ("seconds".to_string(), c.position.seconds.to_string()),
         ("metrics".to_string(), metrics_csv(&c.metrics)),
         (
@@ -89,15 +120,22 @@ pub fn save(dir: &Path, c: &Checkpoint) -> Result<(), ModelFileError> {
         meta.insert(SET_METRICS.to_string(), csv);
     }
     let (table, n) = (c.arch.table(), c.arch.param_count());
+    let names = state_names(c.optimizer());
+    let step = [c.steps_done as f32];
     let mut extra: Vec<(String, Vec<usize>, &[f32])> = Vec::new();
+    if c.optimizer() == "adam" {
+        extra.push((state_key(0, STEP), vec![1], &step));
+    }
     for k in 0..models {
-        let (params, momentum) = (&c.params[k * n..][..n], &c.momentum[k * n..][..n]);
+        let params = &c.params[k * n..][..n];
         for e in &table {
             if k > 0 {
                 extra.push((state_key(k, &e.name), e.shape.clone(), &params[e.range()]));
             }
-            let name = format!("{MOMENTUM}{}", e.name);
-            extra.push((state_key(k, &name), e.shape.clone(), &momentum[e.range()]));
+            for (name, values) in names.iter().zip(&c.state) {
+                let key = state_key(k, &format!("{name}.{}", e.name));
+                extra.push((key, e.shape.clone(), &values[k * n..][..n][e.range()]));
+            }
         }
         let losses = c.position.losses.get(k).map_or(&[][..], |l| l.as_slice());
         extra.push((state_key(k, EPOCH_LOSSES), vec![losses.len()], losses));
@@ -109,6 +147,18 @@ pub fn save(dir: &Path, c: &Checkpoint) -> Result<(), ModelFileError> {
         }
     })?;
     modelfile::write_atomic(&path, &bytes).map_err(|source| ModelFileError::Write { path, source })
+}
+
+/// The learning rate of `epoch` under the run's settings (`lr`, and StepLR's `gamma`).
+fn epoch_lr(settings: &BTreeMap<String, String>, epoch: usize) -> String {
+    let number = |k: &str, default: f64| {
+        settings
+            .get(k)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(default)
+    };
+    let lr = number("lr", crate::flags::LR);
+    crate::optim::lr_at(lr, number("gamma", 1.0), epoch).to_string()
 }
 
 /// Reads `dir/checkpoint.safetensors`.
@@ -133,8 +183,21 @@ pub fn load(dir: &Path, input: usize, classes: usize) -> Result<Checkpoint, Mode
     };
     let models = model_count(meta).map_err(bad)?;
     let n = model.arch.param_count();
+    let settings: BTreeMap<String, String> = meta
+        .iter()
+        .filter_map(|(k, v)| {
+            k.strip_prefix("setting.")
+                .map(|k| (k.to_string(), v.clone()))
+        })
+        .collect();
+    let optimizer = optimizer_of(&settings);
+    let names = state_names(optimizer);
+    // Checkpoints written before the optimizer was a choice keep SGD's buffers as `momentum.`.
+    let first = model.arch.table()[0].name.clone();
+    let legacy = !tensors.contains_key(&state_key(0, &format!("{}.{first}", names[0])))
+        && tensors.contains_key(&state_key(0, &format!("{LEGACY_MOMENTUM}.{first}")));
     let mut params = vec![0f32; models * n];
-    let mut momentum = vec![0f32; models * n];
+    let mut state = vec![vec![0f32; models * n]; names.len()];
     let mut losses = Vec::with_capacity(models);
     params[..n].copy_from_slice(&model.params);
     for k in 0..models {
@@ -151,7 +214,10 @@ pub fn load(dir: &Path, input: usize, classes: usize) -> Result<Checkpoint, Mode
             if k > 0 {
                 read(e.name.clone(), &mut params)?;
             }
-            read(format!("{MOMENTUM}{}", e.name), &mut momentum)?;
+            for (name, values) in names.iter().zip(&mut state) {
+                let name = if legacy { LEGACY_MOMENTUM } else { name };
+                read(format!("{name}.{}", e.name), values)?;
+            }
         }
         losses.push(f32s(state_key(k, EPOCH_LOSSES))?);
     }
@@ -161,17 +227,15 @@ pub fn load(dir: &Path, input: usize, classes: usize) -> Result<Checkpoint, Mode
         1 => Vec::new(),
         _ => crate::metrics::parse_set_metrics_csv(field(SET_METRICS)?).map_err(bad)?,
     };
-    let settings = meta
-        .iter()
-        .filter_map(|(k, v)| {
-            k.strip_prefix("setting.")
-                .map(|k| (k.to_string(), v.clone()))
-        })
-        .collect();
+    let steps_done = match optimizer {
+        "adam" => f32s(state_key(0, STEP))?.first().copied().unwrap_or(0.0) as u64,
+        _ => 0,
+    };
     Ok(Checkpoint {
         arch: model.arch,
         params,
-        momentum,
+        state,
+        steps_done,
         position,
         settings,
         metrics,
@@ -227,107 +291,6 @@ fn position(meta: &BTreeMap<String, String>, losses: Vec<Vec<f32>>) -> Result<Po
     Ok(position)
 }
 
-/// Writes what a run keeps after every epoch: the checkpoint, `metrics.csv` in the run
-/// directory, and optionally a second metrics file and the chart.
-#[derive(Clone, Debug)]
-pub struct Recorder {
-    pub run_dir: PathBuf,
-    pub arch: Arch,
-    pub settings: BTreeMap<String, String>,
-    pub metrics: Vec<MetricsRow>,
-    /// `--metrics PATH`
-    pub metrics_copy: Option<PathBuf>,
-    /// `--plot PATH` and the chart's title
-    pub plot: Option<(PathBuf, String)>,
-    /// A set's models, by the values that vary (`seed3-lr0.01`); empty for a single run. A
-    /// set writes its metrics with a model column.
-    pub set: Vec<String>,
-    /// A set's rows so far, each with its model's name.
-    pub set_rows: Vec<(String, MetricsRow)>,
-}
-
-impl Recorder {
-    /// Records a finished epoch: its metrics, then a checkpoint at the start of the next.
-    pub async fn epoch_done(
-        &mut self,
-        backend: &mut dyn Backend,
-        report: &EpochReport,
-    ) -> anyhow::Result<()> {
-        self.metrics.push(MetricsRow::from_report(report));
-        if !self.set.is_empty() {
-            self.set_rows.extend(
-                self.set
-                    .iter()
-                    .enumerate()
-                    .map(|(k, name)| (name.clone(), MetricsRow::of_model(report, k))),
-            );
-        }
-        let next = Position {
-            epoch: report.epoch + 1,
-            ..Default::default()
-        };
-        self.save(backend, next).await?;
-        self.write_metrics()
-    }
-
-    /// Writes the metrics so far: `metrics.csv` in the run directory, `--metrics`, `--plot`.
-    pub fn write_metrics(&self) -> anyhow::Result<()> {
-        let csv = match self.set.is_empty() {
-            true => metrics_csv(&self.metrics),
-            false => crate::metrics::set_metrics_csv(&self.set_rows),
-        };
-        let write = |path: &Path| {
-            modelfile::write_atomic(path, csv.as_bytes())
-                .map_err(|e| anyhow::anyhow!("{}: cannot write the metrics: {e}", path.display()))
-        };
-        write(&self.run_dir.join(METRICS_FILE))?;
-        if let Some(path) = &self.metrics_copy {
-            write(path)?;
-        }
-        if let Some((path, title)) = &self.plot {
-            let models = match self.set.is_empty() {
-                true => vec![self.metrics.clone()],
-                false => self.per_model(),
-            };
-            crate::plot::write_png(path, &models, title).map_err(anyhow::Error::msg)?;
-        }
-        Ok(())
-    }
-
-    /// A set's rows by model, in the set's order.
-    pub fn per_model(&self) -> Vec<Vec<MetricsRow>> {
-        let rows = |name: &String| {
-            let mine = self.set_rows.iter().filter(move |(n, _)| n == name);
-            mine.map(|(_, r)| r.clone()).collect()
-        };
-        self.set.iter().map(rows).collect()
-    }
-
-    /// Writes the checkpoint of `position` with the backend's weights and momentum.
-    pub async fn save(&self, backend: &mut dyn Backend, position: Position) -> anyhow::Result<()> {
-        let c = Checkpoint {
-            arch: self.arch.clone(),
-            params: backend.params().await?,
-            momentum: backend.momentum().await?,
-            position,
-            settings: self.settings.clone(),
-            metrics: self.metrics.clone(),
-            set_metrics: self.set_rows.clone(),
-        };
-        // What a write cut short by kill -9 left: write_atomic's temporary files.
-        if let Ok(entries) = fs::read_dir(&self.run_dir) {
-            let stale = format!(".{CHECKPOINT_FILE}.tmp-");
-            for e in entries.flatten() {
-                if e.file_name().to_string_lossy().starts_with(&stale) {
-                    let _ = fs::remove_file(e.path());
-                }
-            }
-        }
-        save(&self.run_dir, &c)?;
-        Ok(())
-    }
-}
-
 /// A new directory under `parent` for a run: `run-001`, `run-002`, ..., the first that does not
 /// exist, so that no earlier run is overwritten.
 pub fn new_run_dir(parent: &Path) -> std::io::Result<PathBuf> {
@@ -356,7 +319,8 @@ mod tests {
         let c = Checkpoint {
             arch: arch.clone(),
             params,
-            momentum,
+            state: vec![momentum],
+            steps_done: 0,
             position: Position {
                 epoch: 2,
                 step: 3,
@@ -379,7 +343,7 @@ mod tests {
         let mut set = c.clone();
         let n = arch.param_count();
         set.params = (0..3).flat_map(|k| arch.init(10 + k)).collect();
-        set.momentum = set.params.iter().map(|p| -p * 0.25).collect();
+        set.state = vec![set.params.iter().map(|p| -p * 0.25).collect()];
         set.position.losses = (0..3).map(|k| vec![k as f32, 0.5, 1.5]).collect();
         let rows = c.metrics.iter().cloned();
         set.set_metrics = ["seed10", "seed11", "seed12"]
@@ -390,6 +354,31 @@ mod tests {
         assert_eq!(back.models(), 3);
         assert_eq!(back.set_metrics, set.set_metrics);
         assert_ne!(back.params[..n], back.params[n..2 * n]);
+        // Adam's set: both state tensors of every model under PyTorch's names, and its step.
+        let mut adam = set.clone();
+        adam.settings.insert("optimizer".into(), "adam".into());
+        adam.state.push(set.params.iter().map(|p| p * p).collect());
+        adam.steps_done = 1234;
+        let back = round_trip(&adam, "adam");
+        assert_eq!(back.optimizer(), "adam");
+        let dir = std::env::temp_dir().join(format!("mnist-wgpu-ckpt-keys-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        save(&dir, &adam).unwrap();
+        let bytes = fs::read(dir.join(CHECKPOINT_FILE)).unwrap();
+        let keys: Vec<String> = SafeTensors::deserialize(&bytes)
+            .unwrap()
+            .names()
+            .into_iter()
+            .map(str::to_string)
+            .collect();
+        for key in [
+            "optimizer.exp_avg.0.weight",
+            "optimizer.model2.exp_avg_sq.2.bias",
+            "optimizer.step",
+        ] {
+            assert!(keys.iter().any(|k| k == key), "{key} in {keys:?}");
+        }
+        fs::remove_dir_all(&dir).unwrap();
     }
 
     /// Saves and loads `c`; checks every field and that a model reader sees the first model.
@@ -401,7 +390,8 @@ mod tests {
         let back = load(&dir, 784, 10).unwrap();
         assert_eq!(back.arch, c.arch);
         assert_eq!(back.params, c.params);
-        assert_eq!(back.momentum, c.momentum);
+        assert_eq!(back.state, c.state);
+        assert_eq!(back.steps_done, c.steps_done);
         assert_eq!(back.position, c.position);
         assert_eq!(back.settings, c.settings);
         assert_eq!(back.metrics, c.metrics);

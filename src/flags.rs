@@ -7,7 +7,7 @@ use crate::model::Arch;
 /// `--epochs`, `--batch-size`, `--lr`, `--momentum`, `--hidden`, `--seed`: the tutorial's.
 pub const EPOCHS: usize = 5;
 pub const BATCH_SIZE: usize = 32;
-pub const LR: f64 = 0.003;
+pub const LR: f64 = crate::optim::TUTORIAL_LR;
 pub const MOMENTUM: f64 = 0.9;
 pub const HIDDEN: [usize; 4] = [128, 128, 64, 64];
 pub const SEED: u64 = 1;
@@ -31,6 +31,27 @@ pub fn momentum(s: &str) -> Result<f64, String> {
     match s.parse::<f64>() {
         Ok(v) if (0.0..1.0).contains(&v) => Ok(v),
         _ => Err("expected a number in [0, 1)".into()),
+    }
+}
+
+/// `--optimizer`: one of `optim::NAMES`.
+pub fn optimizer(s: &str) -> Result<String, String> {
+    crate::optim::Optimizer::named(s, MOMENTUM).map(|o| o.name().to_string())
+}
+
+/// `--weight-decay`: 0 or more.
+pub fn weight_decay(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v.is_finite() && v >= 0.0 => Ok(v),
+        _ => Err("expected a finite number of at least 0".into()),
+    }
+}
+
+/// `--gamma`: StepLR's factor, above 0 and at most 1.
+pub fn gamma(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v > 0.0 && v <= 1.0 => Ok(v),
+        _ => Err("expected a number above 0 and at most 1 (1: the learning rate stays)".into()),
     }
 }
 

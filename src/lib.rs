@@ -4,6 +4,7 @@
 //! - [`model`]: the architecture and the flat parameter table
 //! - [`cpu`]: the CPU reference, oracle of the tests and the `--device cpu` backend
 //! - [`gpu`]: adapter choice, kernels and the GPU backend
+//! - [`optim`]: the optimizers (SGD, Adam, Adadelta) as values, their rule's CPU twin
 //! - [`train`]: the recipe and the epoch loop both backends share
 //!
 //! The library also builds for `wasm32-unknown-unknown` (the page in `web/`): there the GPU is
@@ -24,10 +25,14 @@ pub mod limits;
 pub mod metrics;
 pub mod model;
 pub mod modelfile;
+pub mod optim;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod plot;
 pub mod predict;
 pub mod profile;
+pub mod recipe;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod recorder;
 pub mod report;
 pub mod rng;
 pub mod sweep;

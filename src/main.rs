@@ -25,7 +25,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Train the model on MNIST, report the test accuracy and save the weights.
-    Train(cli::train::TrainArgs),
+    Train(cli::train::args::TrainArgs),
     /// Evaluate a model file (ours or PyTorch's) on the MNIST test set.
     Eval(cli::eval::EvalArgs),
     /// Check every kernel against the CPU reference on this machine's adapter.

@@ -85,13 +85,14 @@ pub fn to_bytes_with(
     safetensors::serialize(views, Some(meta))
 }
 
-/// What a model file trained here records: `program`, then the data set, the architecture,
-/// the recipe, the adapter and, when known, the final test figures `(loss, accuracy)`.
+/// What a model file trained here records: `program`, then the data set and its
+/// normalisation, the architecture, the recipe (its optimizer among it), the adapter and, when
+/// known, the final test figures `(loss, accuracy)`.
 pub fn training_metadata(
     program: &str,
-    dataset: &str,
+    (dataset, normalize): (&str, crate::data::Normalize),
     arch: &Arch,
-    r: &crate::train::Recipe,
+    r: &crate::recipe::Recipe,
     adapter: &str,
     test: Option<(f64, f64)>,
 ) -> BTreeMap<String, String> {
@@ -103,7 +104,12 @@ pub fn training_metadata(
         ("epochs", r.epochs.to_string()),
         ("batch_size", r.batch_size.to_string()),
         ("lr", r.lr.to_string()),
-        ("momentum", r.momentum.to_string()),
+        ("momentum", r.momentum().to_string()),
+        ("optimizer", r.optimizer.name().to_string()),
+        ("weight_decay", r.weight_decay.to_string()),
+        ("gamma", r.gamma.to_string()),
+        ("shuffle", r.shuffle.to_string()),
+        ("normalize", normalize.name()),
         ("seed", r.seed.to_string()),
         ("adapter", adapter.to_string()),
     ]

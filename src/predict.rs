@@ -153,7 +153,7 @@ pub fn predict_rgba(
         .ok_or_else(|| format!("{n} bytes are not {width}x{height} RGBA pixels"))?;
     let gray = image::DynamicImage::ImageRgba8(img).to_luma8();
     let image = to_mnist(&gray).map_err(|what| format!("no digit found: the drawing is {what}"))?;
-    let table = crate::data::normalize_table();
+    let table = crate::data::Normalize::TUTORIAL.table();
     let x: Vec<f32> = image.iter().map(|&v| table[v as usize]).collect();
     let acts = crate::cpu::forward(arch, params, &x, 1);
     let log_probs = crate::cpu::log_softmax(&acts[arch.layers()], arch.output());

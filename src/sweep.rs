@@ -2,7 +2,8 @@
 //! combination of the lists, each a [`Recipe`] of its own with the shared epochs and batch
 //! size, and how the set names each model (screen, tables, file names).
 
-use crate::train::Recipe;
+use crate::optim::Optimizer;
+use crate::recipe::Recipe;
 
 /// The lists a set is made of, as given: seeds, learning rates and momenta.
 #[derive(Clone, Debug, PartialEq)]
@@ -33,18 +34,22 @@ impl Sweep {
         self.len() == 0
     }
 
-    /// Every combination, seeds outermost, then learning rates, then momenta.
-    pub fn recipes(&self, epochs: usize, batch_size: usize) -> Vec<Recipe> {
+    /// Every combination, seeds outermost, then learning rates, then momenta, each `base` with
+    /// its seed, learning rate and (for SGD) momentum.
+    pub fn recipes(&self, base: &Recipe) -> Vec<Recipe> {
         let mut out = Vec::with_capacity(self.len());
         for &seed in &self.seeds {
             for &lr in &self.lrs {
                 for &momentum in &self.momenta {
+                    let optimizer = match base.optimizer {
+                        Optimizer::Sgd { .. } => Optimizer::Sgd { momentum },
+                        other => other,
+                    };
                     out.push(Recipe {
-                        epochs,
-                        batch_size,
                         lr,
-                        momentum,
+                        optimizer,
                         seed,
+                        ..base.clone()
                     });
                 }
             }
@@ -82,7 +87,7 @@ impl Sweep {
             parts.push(format!("lr{}", r.lr));
         }
         if self.momenta.len() > 1 {
-            parts.push(format!("momentum{}", r.momentum));
+            parts.push(format!("momentum{}", r.momentum()));
         }
         parts.join("-")
     }
@@ -196,7 +201,7 @@ mod tests {
             lrs: vec![0.01, 0.003],
             momenta: vec![0.9],
         };
-        let r = s.recipes(5, 32);
+        let r = s.recipes(&Recipe::tutorial(0.003, 0.9, 1));
         assert_eq!(r.len(), 4);
         assert_eq!((r[1].seed, r[1].lr), (3, 0.003));
         assert_eq!(s.tag(&r[0]), "seed3-lr0.01");
@@ -209,7 +214,10 @@ mod tests {
         let one = Sweep::single(1, 0.003, 0.9);
         assert_eq!(one.describe(), None);
         let p = std::path::Path::new("m.safetensors");
-        assert_eq!(one.file_for(p, &one.recipes(1, 32)[0]), p);
+        assert_eq!(
+            one.file_for(p, &one.recipes(&Recipe::tutorial(0.003, 0.9, 1))[0]),
+            p
+        );
         assert!(floats("0.1,0.1", crate::flags::positive_finite).is_err());
     }
 }

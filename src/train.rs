@@ -5,25 +5,9 @@ use std::ops::Range;
 use anyhow::Result;
 use web_time::Instant;
 
+use crate::recipe::Recipe;
 pub use crate::report::{EpochReport, Eval, ModelEpoch, Spread, TestFigures, accuracy_line};
 use crate::rng::epoch_order;
-
-/// The tutorial's hyper-parameters.
-#[derive(Clone, Debug)]
-pub struct Recipe {
-    pub epochs: usize,
-    pub batch_size: usize,
-    pub lr: f64,
-    pub momentum: f64,
-    pub seed: u64,
-}
-
-impl Recipe {
-    /// Batches per epoch; the last one may be partial.
-    pub fn steps_per_epoch(&self, n: usize) -> usize {
-        n.div_ceil(self.batch_size)
-    }
-}
 
 /// What a backend or an evaluator runs on, for the header, `bench` and the page: a plain value,
 /// fixed when it is built.
@@ -80,19 +64,21 @@ pub trait Evaluate {
 /// model-major, as the device buffers hold them: model k's at `k * len .. (k + 1) * len`.
 #[async_trait::async_trait(?Send)]
 pub trait Backend: Evaluate {
-    /// Hands over the epoch's shuffled orders of the training set, one per model: [models, n].
-    fn begin_epoch(&mut self, orders: &[u32]) -> Result<()>;
+    /// Hands over epoch `epoch`'s orders of the training set, one per model: [models, n]; the
+    /// epoch also sets each model's learning rate (StepLR) and the optimizer's step count.
+    fn begin_epoch(&mut self, epoch: usize, orders: &[u32]) -> Result<()>;
     /// Trains on the batches `steps` of the epoch; their losses stay with the backend.
     async fn run_steps(&mut self, steps: Range<usize>) -> Result<()>;
     /// The mean loss of each of the batches `steps` of each model: [models, steps.len()] (a
     /// read-back on the GPU).
     async fn losses(&mut self, steps: Range<usize>) -> Result<Vec<f32>>;
-    /// The weights and PyTorch's momentum buffers, PyTorch's flat order, model after model:
-    /// [models, param_count] (checkpoints).
+    /// The weights, PyTorch's flat order, model after model: [models, param_count]
+    /// (checkpoints).
     async fn params(&mut self) -> Result<Vec<f32>>;
-    async fn momentum(&mut self) -> Result<Vec<f32>>;
-    /// Replaces the weights and the momentum buffers of every model (resuming a run).
-    fn load_state(&mut self, params: &[f32], momentum: &[f32]) -> Result<()>;
+    /// The optimizer's state tensors (`Optimizer::state_names`, in order), each as `params`.
+    async fn state(&mut self) -> Result<Vec<Vec<f32>>>;
+    /// Replaces the weights and the optimizer's state of every model (resuming a run).
+    fn load_state(&mut self, params: &[f32], state: &[Vec<f32>]) -> Result<()>;
     /// Times every kernel of the training steps from now on, where the device can; false
     /// where it cannot (no timestamp queries, or no GPU).
     fn start_profile(&mut self) -> bool {
@@ -202,27 +188,33 @@ pub struct LoopOptions {
     pub evaluate: bool,
 }
 
-/// The recipes of a set of models trained side by side: one or more, the same epochs and
-/// batch size, each its own seed, learning rate and momentum.
+/// The recipes of a set of models trained side by side: one or more, the same epochs, batch
+/// size and optimizer, each its own seed, learning rate and momentum.
 pub fn check_set(recipes: &[Recipe]) -> Result<()> {
     let Some(r0) = recipes.first() else {
         anyhow::bail!("a set of models needs at least one recipe");
     };
-    let same = recipes
-        .iter()
-        .all(|r| r.epochs == r0.epochs && r.batch_size == r0.batch_size);
+    let same = recipes.iter().all(|r| {
+        r.epochs == r0.epochs
+            && r.batch_size == r0.batch_size
+            && r.optimizer.name() == r0.optimizer.name()
+    });
     anyhow::ensure!(
         same,
-        "the models of a set share their epochs and batch size"
+        "the models of a set share their epochs, batch size and optimizer"
     );
     Ok(())
 }
 
-/// Every model's order of epoch `epoch`, model-major: [models, n].
+/// Every model's order of epoch `epoch`, model-major: [models, n]; file order for a recipe
+/// that does not shuffle.
 pub fn epoch_orders(recipes: &[Recipe], epoch: usize, n: usize) -> Vec<u32> {
     recipes
         .iter()
-        .flat_map(|r| epoch_order(r.seed, epoch, n))
+        .flat_map(|r| match r.shuffle {
+            true => epoch_order(r.seed, epoch, n),
+            false => (0..n as u32).collect(),
+        })
         .collect()
 }
 
@@ -250,7 +242,7 @@ pub async fn run(
     let mut pos = start;
     pos.losses.resize(recipes.len(), Vec::new());
     while pos.epoch < recipe.epochs {
-        backend.begin_epoch(&epoch_orders(recipes, pos.epoch, n_train))?;
+        backend.begin_epoch(pos.epoch, &epoch_orders(recipes, pos.epoch, n_train))?;
         let epoch = Epoch {
             recipes,
             steps,
@@ -303,7 +295,7 @@ pub fn model_words(recipes: &[Recipe], k: usize) -> String {
                 k + 1,
                 r.seed,
                 r.lr,
-                r.momentum
+                r.momentum()
             )
         }
     }

@@ -46,6 +46,16 @@ fn nonsensical_flags_exit_2_with_one_line() {
         (&["train", "--hidden", "12,,x"], "--hidden"),
         (&["train", "--hidden", ""], "--hidden"),
         (&["train", "--momentum", "1.5"], "--momentum"),
+        (&["train", "--optimizer", "rmsprop"], "--optimizer"),
+        (
+            &["train", "--optimizer", "adam", "--momentum", "0.5"],
+            "--momentum 0.5: --optimizer adam has no momentum",
+        ),
+        (&["train", "--weight-decay", "-1"], "--weight-decay"),
+        (&["train", "--gamma", "0"], "--gamma"),
+        (&["train", "--gamma", "1.5"], "--gamma"),
+        (&["train", "--normalize", "0.5"], "--normalize"),
+        (&["train", "--normalize", "0.5,0"], "--normalize"),
         (&["train", "--device", "tpu"], "--device"),
         (&["train", "--backend", "glide"], "--backend"),
         (&["train", "--dataset", "cifar"], "--dataset"),
@@ -131,6 +141,10 @@ fn help_documents_every_flag_with_its_default() {
         "--batch-size",
         "--lr",
         "--momentum",
+        "--optimizer",
+        "--weight-decay",
+        "--gamma",
+        "--normalize",
         "--hidden",
         "--seed",
         "--data-dir",
@@ -369,7 +383,9 @@ fn selftest_prints_a_passing_table() {
         "gather",
         "nll",
         "evaluate",
-        "sgd",
+        "optimizer sgd",
+        "optimizer adam",
+        "optimizer adadelta",
     ] {
         assert!(
             rows.iter().any(|r| r.starts_with(kernel)),
@@ -498,7 +514,7 @@ fn train_profile_prints_the_kernel_table() {
         "forward 0",
         "nll loss + grad",
         "backward weight 0",
-        "sgd",
+        "optimizer",
         "one step",
     ] {
         assert!(stdout.contains(kernel), "no {kernel} row in {stdout}");

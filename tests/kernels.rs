@@ -8,7 +8,7 @@ mod common;
 
 use mnist_wgpu::gpu::check::Check;
 use mnist_wgpu::gpu::device::Gpu;
-use mnist_wgpu::gpu::ops::{Modules, evaluate, gather, nll_head, sgd};
+use mnist_wgpu::gpu::ops::{Modules, evaluate, gather, nll_head, optimizer};
 use mnist_wgpu::gpu::plan::default_kernels;
 use mnist_wgpu::gpu::selftest;
 use pollster::block_on;
@@ -67,10 +67,13 @@ fn evaluate_matches_reference() {
     assert_ok(&gpu, block_on(evaluate::checks(&gpu, &modules(&gpu))));
 }
 
+/// SGD, Adam and Adadelta, each on sets of 2 and 3 models, with and without weight decay.
 #[test]
-fn sgd_matches_reference() {
+fn optimizers_match_reference() {
     let gpu = common::gpu();
-    assert_ok(&gpu, block_on(sgd::checks(&gpu, &modules(&gpu))));
+    let checks = block_on(optimizer::checks(&gpu, &modules(&gpu)));
+    assert!(checks.len() >= 12, "{} optimizer checks", checks.len());
+    assert_ok(&gpu, checks);
 }
 
 /// What the driver rejects, and what WebGPU forbids but native wgpu would allow, are errors of
@@ -80,7 +83,7 @@ fn gpu_failures_are_one_line_errors() {
     use mnist_wgpu::gpu::check::buffer;
     use mnist_wgpu::gpu::layout::DeviceLayout;
     use mnist_wgpu::gpu::ops::linear::Forward;
-    use mnist_wgpu::gpu::ops::sgd::Sgd;
+    use mnist_wgpu::gpu::ops::optimizer::OptimizerStep;
     use mnist_wgpu::model::Arch;
 
     let gpu = common::gpu();
@@ -125,23 +128,28 @@ fn gpu_failures_are_one_line_errors() {
     assert!(e.contains("aliasing"), "{e}");
     // A buffer too small for what the dispatch reaches.
     let small = buffer(&gpu, "small", &[0f32; 4]);
-    let hyper = mnist_wgpu::gpu::buffers::Hyper::buffer(
+    let hyper = mnist_wgpu::gpu::buffers::hyper_buffer(
         &gpu,
-        &[mnist_wgpu::gpu::buffers::Hyper {
+        &[mnist_wgpu::optim::Hyper {
             lr: 0.1,
             momentum: 0.9,
+            weight_decay: 0.0,
         }],
     );
-    let sgd = Sgd {
+    let sgd = mnist_wgpu::optim::Optimizer::Sgd { momentum: 0.9 };
+    let state = mnist_wgpu::gpu::buffers::OptimizerState::new(&gpu, sgd, 8);
+    let steps = mnist_wgpu::gpu::check::steps_buffer(&gpu, 1, 1, |_| [1.0, 1.0]);
+    let step = OptimizerStep {
         len: 8,
         models: 1,
         hyper: &hyper,
         params: &small,
         grads: &a,
-        momentum_buffer: &b,
+        state: &state,
+        steps: &steps,
     };
-    let e = sgd
-        .dispatch(&gpu, &m, "sgd")
+    let e = step
+        .dispatch(&gpu, &m, "optimizer")
         .map(|_| ())
         .map_err(|e| e.to_string())
         .expect_err("an undersized buffer is refused");
@@ -157,6 +165,7 @@ fn gpu_failures_are_one_line_errors() {
         labels: vec![0; 4],
         rows: 2,
         cols: 4,
+        normalize: mnist_wgpu::data::Normalize::TUTORIAL,
     };
     let params = buffer(&gpu, "params", &vec![0f32; layout.len]);
     let eval_only = FusedActs::new(&gpu, &layout, 4, false, 1).unwrap();
@@ -165,7 +174,7 @@ fn gpu_failures_are_one_line_errors() {
         params: &params,
         acts: &eval_only,
         split: &split,
-        norm: &normalisation_table(&gpu, wgpu::BufferUsages::UNIFORM),
+        norm: &normalisation_table(&gpu, wgpu::BufferUsages::UNIFORM, &split),
         outputs: SampleOutputs::Train,
         per_sample: mnist_wgpu::gpu::plan::PerSample::DEFAULT,
     };

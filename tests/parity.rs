@@ -30,25 +30,33 @@ use mnist_wgpu::cpu::CpuBackend;
 use mnist_wgpu::data::{default_data_dir, load_mnist};
 use mnist_wgpu::model::Arch;
 use mnist_wgpu::modelfile::{self, ModelFile};
-use mnist_wgpu::train::{Backend, Evaluate, Recipe};
+use mnist_wgpu::optim::Optimizer;
+use mnist_wgpu::recipe::Recipe;
+use mnist_wgpu::train::{Backend, Evaluate};
+use safetensors::tensor::TensorView;
 use safetensors::{Dtype, SafeTensors};
 
 fn dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/parity")
 }
 
-/// What PyTorch computed.
+/// What PyTorch computed: 50 steps of one optimizer from the same weights on the same batches.
 struct Fixture {
+    /// The optimizer's name (`optim::NAMES`) and the recipe PyTorch ran.
+    name: &'static str,
+    recipe: Recipe,
     init: ModelFile,
-    after: ModelFile,
+    /// after: [param_count], the weights after the 50 steps
+    after: Vec<f32>,
     /// batches: [50, 32] indices into the training set
     batches: Vec<u32>,
     /// losses: [50]
     losses: Vec<f32>,
-    /// momentum: [param_count], the flat table
-    momentum: Vec<f32>,
-    /// log_probs: [64, 10], the after-50 model on the first 64 test images
-    log_probs: Vec<f32>,
+    /// The optimizer's state tensors after the 50 steps (`Optimizer::state_names`), each
+    /// [param_count], the flat table.
+    state: Vec<Vec<f32>>,
+    /// log_probs: [64, 10], the after-50 model on the first 64 test images (SGD's fixture)
+    log_probs: Option<Vec<f32>>,
     torch: String,
 }
 
@@ -60,6 +68,27 @@ fn f32s(view: &safetensors::tensor::TensorView<'_>) -> Vec<f32> {
         .collect()
 }
 
+/// The flat table of `arch` from the tensors `prefix<key>`.
+fn table(arch: &Arch, tensors: &HashMap<String, TensorView<'_>>, prefix: &str) -> Vec<f32> {
+    let mut flat = vec![0f32; arch.param_count()];
+    for e in arch.table() {
+        flat[e.range()].copy_from_slice(&f32s(&tensors[&format!("{prefix}{}", e.name)]));
+    }
+    flat
+}
+
+/// The recipe of a fixture: the tutorial's batch of 32, `lr`, and PyTorch's defaults.
+fn recipe_of(name: &str, lr: f64, weight_decay: f64) -> Recipe {
+    Recipe {
+        epochs: 1,
+        lr,
+        optimizer: Optimizer::named(name, 0.9).unwrap(),
+        weight_decay,
+        ..Recipe::tutorial(lr, 0.9, 0)
+    }
+}
+
+/// SGD's fixture (init, after50 and steps.safetensors).
 fn fixture() -> Fixture {
     let init = modelfile::load(&dir().join("init.safetensors"), 784, 10).expect("init fixture");
     let after =
@@ -76,53 +105,79 @@ fn fixture() -> Fixture {
         .chunks_exact(4)
         .map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]) as u32)
         .collect();
-    let arch = &init.arch;
-    let mut momentum = vec![0f32; arch.param_count()];
-    for e in arch.table() {
-        momentum[e.range()].copy_from_slice(&f32s(&tensors[&format!("momentum.{}", e.name)]));
-    }
     Fixture {
+        name: "sgd",
+        recipe: recipe_of("sgd", 0.003, 0.0),
         batches,
         losses: f32s(&tensors["losses"]),
-        momentum,
-        log_probs: f32s(&tensors["test_log_probs"]),
+        state: vec![table(&init.arch, &tensors, "momentum.")],
+        log_probs: Some(f32s(&tensors["test_log_probs"])),
         torch,
+        after: after.params,
         init,
-        after,
     }
+}
+
+/// The fixture of `name` in optimizers.safetensors (same weights and batches as SGD's).
+fn fixture_of(name: &'static str) -> Fixture {
+    let sgd = fixture();
+    let bytes = std::fs::read(dir().join("optimizers.safetensors")).expect("optimizers fixture");
+    let st = SafeTensors::deserialize(&bytes).unwrap();
+    let (_, header) = SafeTensors::read_metadata(&bytes).unwrap();
+    let meta = header.metadata().as_ref().unwrap();
+    let tensors: HashMap<String, _> = st.tensors().into_iter().collect();
+    let arch = &sgd.init.arch;
+    assert_eq!(
+        table(arch, &tensors, "init."),
+        sgd.init.params,
+        "the same initial weights"
+    );
+    let recipe = match name {
+        "adam" => recipe_of(name, 0.001, 0.0),
+        _ => recipe_of(name, 1.0, 0.001),
+    };
+    let names = recipe.optimizer.state_names();
+    Fixture {
+        name,
+        after: table(arch, &tensors, &format!("{name}.param.")),
+        losses: f32s(&tensors[&format!("{name}.losses")]),
+        state: names
+            .iter()
+            .map(|s| table(arch, &tensors, &format!("{name}.{s}.")))
+            .collect(),
+        log_probs: None,
+        torch: meta["torch"].clone(),
+        recipe,
+        ..sgd
+    }
+}
+
+/// Every optimizer's fixture.
+fn fixtures() -> Vec<Fixture> {
+    vec![fixture(), fixture_of("adam"), fixture_of("adadelta")]
 }
 
 struct Outcome {
     losses: Vec<f32>,
     params: Vec<f32>,
-    momentum: Vec<f32>,
+    state: Vec<Vec<f32>>,
     log_probs: Vec<f32>,
-}
-
-fn recipe() -> Recipe {
-    Recipe {
-        epochs: 1,
-        batch_size: 32,
-        lr: 0.003,
-        momentum: 0.9,
-        seed: 0,
-    }
 }
 
 /// Runs the fixture's 50 batches: they are the first 1600 entries of the epoch's order.
 fn run(backend: &mut dyn Backend, f: &Fixture, n_train: usize) -> Outcome {
     let mut order = f.batches.clone();
     order.extend((0..(n_train - order.len()) as u32).map(|i| i % n_train as u32));
-    backend.begin_epoch(&order).unwrap();
+    backend.begin_epoch(0, &order).unwrap();
     block_on(backend.run_steps(0..50)).unwrap();
     let losses = block_on(backend.losses(0..50)).unwrap();
     let params = block_on(backend.params()).unwrap();
-    let momentum = block_on(backend.momentum()).unwrap();
+    let state = block_on(backend.state()).unwrap();
     let ev = block_on(backend.evaluate()).unwrap();
     Outcome {
         losses,
         params,
-        momentum,
+        state,
         log_probs: ev.log_probs[..64 * 10].to_vec(),
     }
 }
@@ -130,6 +185,7 @@ fn run(backend: &mut dyn Backend, f: &Fixture, n_train: usize) -> Outcome {
 /// Checks an outcome against PyTorch and returns the largest differences, for the log.
 fn check(what: &str, f: &Fixture, got: &Outcome) -> String {
     let arch: &Arch = &f.init.arch;
+    let what = format!("{what}, {}", f.name);
     let mut worst_loss: f64 = 0.0;
     for (s, (&g, &t)) in got.losses.iter().zip(&f.losses).enumerate() {
         let rel = ((g - t) / t).abs() as f64;
@@ -139,41 +195,50 @@ fn check(what: &str, f: &Fixture, got: &Outcome) -> String {
             "{what}: step {s}: loss {g} vs PyTorch's {t} (rel {rel:e})"
         );
     }
-    let (mut worst_w, mut worst_v): (f64, f64) = (0.0, 0.0);
+    let (mut worst_w, mut worst_s): (f64, f64) = (0.0, 0.0);
+    let names = f.recipe.optimizer.state_names();
     for e in arch.table() {
         let r = e.range();
         let change = r
             .clone()
-            .map(|i| (f.after.params[i] - f.init.params[i]).abs())
+            .map(|i| (f.after[i] - f.init.params[i]).abs())
             .fold(0f32, f32::max) as f64;
-        let vmax = f.momentum[r.clone()]
-            .iter()
-            .fold(0f32, |m, v| m.max(v.abs())) as f64;
-        for i in r {
-            let dw = (got.params[i] - f.after.params[i]).abs() as f64 / change;
-            let dv = (got.momentum[i] - f.momentum[i]).abs() as f64 / vmax;
+        for i in r.clone() {
+            let dw = (got.params[i] - f.after[i]).abs() as f64 / change;
             worst_w = worst_w.max(dw);
-            worst_v = worst_v.max(dv);
             assert!(
                 dw <= 1e-4,
                 "{what}: {}[{}] = {} vs PyTorch's {} ({dw:e} of the tensor's largest change {change:e})",
                 e.name,
                 i - e.offset,
                 got.params[i],
-                f.after.params[i]
+                f.after[i]
             );
-            assert!(
-                dv <= 1e-4,
-                "{what}: momentum of {}[{}] = {} vs PyTorch's {} ({dv:e} of its largest {vmax:e})",
-                e.name,
-                i - e.offset,
-                got.momentum[i],
-                f.momentum[i]
-            );
+        }
+        for (j, name) in names.iter().enumerate() {
+            let (want, have) = (&f.state[j], &got.state[j]);
+            let max = want[r.clone()].iter().fold(0f32, |m, v| m.max(v.abs())) as f64;
+            for i in r.clone() {
+                let d = (have[i] - want[i]).abs() as f64 / max;
+                worst_s = worst_s.max(d);
+                assert!(
+                    d <= 1e-4,
+                    "{what}: {name} of {}[{}] = {} vs PyTorch's {} ({d:e} of its largest {max:e})",
+                    e.name,
+                    i - e.offset,
+                    have[i],
+                    want[i]
+                );
+            }
         }
     }
     let mut worst_lp: f64 = 0.0;
-    for (i, (&g, &t)) in got.log_probs.iter().zip(&f.log_probs).enumerate() {
+    for (i, (&g, &t)) in got
+        .log_probs
+        .iter()
+        .zip(f.log_probs.iter().flatten())
+        .enumerate()
+    {
         let d = (g - t).abs() as f64;
         worst_lp = worst_lp.max(d);
         assert!(
@@ -185,7 +250,7 @@ fn check(what: &str, f: &Fixture, got: &Outcome) -> String {
     }
     format!(
         "{what} vs PyTorch {}: loss rel {worst_loss:.2e}, weights {worst_w:.2e} of change, \
-         momentum {worst_v:.2e} of max, log-probs abs {worst_lp:.2e}",
+         state {worst_s:.2e} of max, log-probs abs {worst_lp:.2e}",
         f.torch
     )
 }
@@ -202,34 +267,76 @@ fn fixtures_are_pytorchs_and_self_consistent() {
     assert!(f.losses.iter().all(|l| l.is_finite() && *l > 0.0));
 }
 
-/// Every family of matmul kernels the adapter can run, and the fused schedule.
+/// Every optimizer, with every family of matmul kernels the adapter can run, and the fused
+/// schedule.
 #[test]
 fn gpu_matches_pytorch_over_50_steps() {
-    let f = fixture();
     let m = load_mnist(&default_data_dir()).unwrap();
-    for gpu in common::every_schedule() {
-        let (arch, r, p) = (&f.init.arch, &recipe(), &f.init.params);
-        let mut b = common::backend(gpu, arch, r, p, &m.train, &m.test).unwrap();
-        let got = run(&mut b, &f, m.train.len());
-        let name = format!("GPU ({})", b.about().device);
-        eprintln!("{}", check(&name, &f, &got));
+    for f in fixtures() {
+        for gpu in common::every_schedule() {
+            let (arch, r, p) = (&f.init.arch, &f.recipe, &f.init.params);
+            let mut b = common::backend(gpu, arch, r, p, &m.train, &m.test).unwrap();
+            let got = run(&mut b, &f, m.train.len());
+            let name = format!("GPU ({})", b.about().device);
+            eprintln!("{}", check(&name, &f, &got));
+        }
     }
 }
 
 #[test]
 fn cpu_matches_pytorch_over_50_steps() {
-    let f = fixture();
     let m = load_mnist(&default_data_dir()).unwrap();
-    let n = m.train.len();
-    let mut b = CpuBackend::new(
-        f.init.arch.clone(),
-        recipe(),
-        f.init.params.clone(),
-        m.train,
-        m.test,
+    for f in fixtures() {
+        let n = m.train.len();
+        let mut b = CpuBackend::new(
+            f.init.arch.clone(),
+            f.recipe.clone(),
+            f.init.params.clone(),
+            m.train.clone(),
+            m.test.clone(),
+        );
+        let got = run(&mut b, &f, n);
+        eprintln!("{}", check("CPU backend", &f, &got));
+    }
+}
+
+/// Adam without its bias corrections (the update m / sqrt(v) of the raw averages, which at
+/// step 1 is about 3.2 times too large) fails the check: the CPU twin's 50 steps by hand, with
+/// the corrections fixed at 1.
+#[test]
+fn adam_without_bias_correction_fails_the_check() {
+    let f = fixture_of("adam");
+    let m = load_mnist(&default_data_dir()).unwrap();
+    let (arch, r) = (&f.init.arch, &f.recipe);
+    let mut p = f.init.params.clone();
+    let (mut a, mut b) = (vec![0f32; p.len()], vec![0f32; p.len()]);
+    let mut losses = Vec::new();
+    for batch in f.batches.chunks(32) {
+        let x = mnist_wgpu::cpu::gather(&m.train, batch);
+        let labels: Vec<u8> = batch.iter().map(|&i| m.train.labels[i as usize]).collect();
+        let (loss, g) = mnist_wgpu::cpu::loss_and_grad(arch, &p, &x, &labels);
+        losses.push(loss);
+        mnist_wgpu::optim::step(
+            &r.optimizer,
+            &r.hyper(0),
+            [1.0, 1.0],
+            &mut p,
+            &mut a,
+            &mut b,
+            &g,
+        );
+    }
+    let got = Outcome {
+        losses,
+        params: p,
+        state: vec![a, b],
+        log_probs: Vec::new(),
+    };
+    let verdict = std::panic::catch_unwind(|| check("Adam without bias correction", &f, &got));
+    assert!(
+        verdict.is_err(),
+        "Adam without bias correction passed as PyTorch's"
     );
-    let got = run(&mut b, &f, n);
-    eprintln!("{}", check("CPU backend", &f, &got));
 }
 
 /// The tolerances are tight enough to notice a recipe that is slightly off: 3 % more learning
@@ -241,7 +348,7 @@ fn a_slightly_different_recipe_fails_the_check() {
     let n = m.train.len();
     let wrong = Recipe {
         lr: 0.003 * 1.03,
-        ..recipe()
+        ..f.recipe.clone()
     };
     let mut b = CpuBackend::new(
         f.init.arch.clone(),

@@ -13,14 +13,16 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
-use mnist_wgpu::checkpoint::{self, METRICS_HEADER, Recorder};
+use mnist_wgpu::checkpoint::{self, METRICS_HEADER};
 use mnist_wgpu::cpu::CpuBackend;
 use mnist_wgpu::data::{Mnist, default_data_dir, load_mnist};
 use mnist_wgpu::model::Arch;
 use mnist_wgpu::modelfile;
+use mnist_wgpu::recipe::Recipe;
+use mnist_wgpu::recorder::Recorder;
 use mnist_wgpu::train::{
     self, About, Backend, Diverged, EpochReport, Eval, Evaluate, LoopOptions, Observer, Outcome,
-    Position, Recipe,
+    Position,
 };
 
 fn recipe(epochs: usize) -> Recipe {
@@ -28,7 +30,10 @@ fn recipe(epochs: usize) -> Recipe {
         epochs,
         batch_size: 32,
         lr: 0.003,
-        momentum: 0.9,
+        optimizer: mnist_wgpu::optim::Optimizer::Sgd { momentum: 0.9 },
+        weight_decay: 0.0,
+        gamma: 1.0,
+        shuffle: true,
         seed: 7,
     }
 }
@@ -62,10 +67,17 @@ impl<F: Fn(&Position) -> bool> Observer for Stopper<F> {
 }
 
 fn recorder(dir: &Path, arch: &Arch) -> Recorder {
+    recorder_of(dir, arch, &recipe(1), 0)
+}
+
+/// A recorder of a run of `r` with `steps` steps an epoch, whose checkpoint names its optimizer.
+fn recorder_of(dir: &Path, arch: &Arch, r: &Recipe, steps: usize) -> Recorder {
+    let optimizer = ("optimizer".to_string(), r.optimizer.name().to_string());
     Recorder {
         run_dir: dir.to_path_buf(),
         arch: arch.clone(),
-        settings: BTreeMap::new(),
+        settings: BTreeMap::from([optimizer]),
+        steps_per_epoch: steps,
         metrics: Vec::new(),
         metrics_copy: None,
         plot: None,
@@ -79,8 +91,8 @@ const OPTIONS: LoopOptions = LoopOptions {
     evaluate: true,
 };
 
-/// The final (params, momentum) of a run.
-type WeightsAndMomentum = (Vec<f32>, Vec<f32>);
+/// The final (params, optimizer state) of a run.
+type WeightsAndMomentum = (Vec<f32>, Vec<Vec<f32>>);
 
 /// Runs `epochs` from scratch without stopping, then again stopping where `stop` says,
 /// resuming from the checkpoint on a fresh backend; returns both final (params, momentum).
@@ -96,7 +108,7 @@ fn interrupted_vs_straight(
     let dir_a = common::scratch(&format!("{name}-a"));
     let mut a = make(&init);
     let mut obs = Stopper {
-        recorder: recorder(&dir_a, arch),
+        recorder: recorder_of(&dir_a, arch, r, r.steps_per_epoch(n)),
         stop: |_: &Position| false,
         at: Position::default(),
     };
@@ -110,15 +122,12 @@ fn interrupted_vs_straight(
     ))
     .unwrap();
     assert!(matches!(out, Outcome::Finished));
-    let straight = (
-        block_on(a.params()).unwrap(),
-        block_on(a.momentum()).unwrap(),
-    );
+    let straight = (block_on(a.params()).unwrap(), block_on(a.state()).unwrap());
 
     let dir_b = common::scratch(&format!("{name}-b"));
     let mut b = make(&init);
     let mut obs = Stopper {
-        recorder: recorder(&dir_b, arch),
+        recorder: recorder_of(&dir_b, arch, r, r.steps_per_epoch(n)),
         stop,
         at: Position::default(),
     };
@@ -139,11 +148,11 @@ fn interrupted_vs_straight(
     let c = checkpoint::load(&dir_b, 784, 10).unwrap();
     assert_eq!(c.position, pos);
     let mut b = make(&c.params);
-    b.load_state(&c.params, &c.momentum).unwrap();
+    b.load_state(&c.params, &c.state).unwrap();
     let mut obs = Stopper {
         recorder: Recorder {
             metrics: c.metrics.clone(),
-            ..recorder(&dir_b, arch)
+            ..recorder_of(&dir_b, arch, r, r.steps_per_epoch(n))
         },
         stop: |_: &Position| false,
         at: Position::default(),
@@ -158,10 +167,7 @@ fn interrupted_vs_straight(
     ))
     .unwrap();
     assert!(matches!(out, Outcome::Finished));
-    let resumed = (
-        block_on(b.params()).unwrap(),
-        block_on(b.momentum()).unwrap(),
-    );
+    let resumed = (block_on(b.params()).unwrap(), block_on(b.state()).unwrap());
     // The metrics of both runs cover every epoch once, with the same losses.
     let ma = checkpoint::load(&dir_a, 784, 10).unwrap().metrics;
     let mb = checkpoint::load(&dir_b, 784, 10).unwrap().metrics;
@@ -258,17 +264,14 @@ fn a_checkpoint_resumes_under_the_other_schedule() {
     for (first, second) in pairs {
         let names = format!("{} -> {}", first.1, second.1);
         let mut a = common::backend(first, &arch, &r, &init, &train, &test).unwrap();
-        a.begin_epoch(&order).unwrap();
+        a.begin_epoch(0, &order).unwrap();
         block_on(a.run_steps(0..100)).unwrap();
-        let (p, v) = (
-            block_on(a.params()).unwrap(),
-            block_on(a.momentum()).unwrap(),
-        );
+        let (p, v) = (block_on(a.params()).unwrap(), block_on(a.state()).unwrap());
         let mut b = common::backend(second, &arch, &r, &p, &train, &test).unwrap();
         b.load_state(&p, &v).unwrap();
         assert!(block_on(b.params()).unwrap() == p, "{names}: params");
-        assert!(block_on(b.momentum()).unwrap() == v, "{names}: momentum");
-        b.begin_epoch(&order).unwrap();
+        assert!(block_on(b.state()).unwrap() == v, "{names}: momentum");
+        b.begin_epoch(0, &order).unwrap();
         let mut losses = Vec::new();
         for x in [&mut a, &mut b] {
             block_on(x.run_steps(100..180)).unwrap();
@@ -338,9 +341,9 @@ impl Evaluate for Poisoned {
 
 #[async_trait::async_trait(?Send)]
 impl Backend for Poisoned {
-    fn begin_epoch(&mut self, order: &[u32]) -> anyhow::Result<()> {
+    fn begin_epoch(&mut self, epoch: usize, order: &[u32]) -> anyhow::Result<()> {
         self.begun += 1;
-        self.inner.begin_epoch(order)
+        self.inner.begin_epoch(epoch, order)
     }
     async fn run_steps(&mut self, steps: Range<usize>) -> anyhow::Result<()> {
         self.inner.run_steps(steps).await
@@ -357,10 +360,10 @@ impl Backend for Poisoned {
     async fn params(&mut self) -> anyhow::Result<Vec<f32>> {
         self.inner.params().await
     }
-    async fn momentum(&mut self) -> anyhow::Result<Vec<f32>> {
-        self.inner.momentum().await
+    async fn state(&mut self) -> anyhow::Result<Vec<Vec<f32>>> {
+        self.inner.state().await
     }
-    fn load_state(&mut self, p: &[f32], m: &[f32]) -> anyhow::Result<()> {
+    fn load_state(&mut self, p: &[f32], m: &[Vec<f32>]) -> anyhow::Result<()> {
         self.inner.load_state(p, m)
     }
 }
@@ -673,4 +676,41 @@ fn resume_takes_new_outputs() {
     assert_eq!(code, 2, "{stderr}");
     assert!(stderr.contains("--save nowhere/x.safetensors"), "{stderr}");
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// Adam and Adadelta, with weight decay and StepLR's gamma, stopped in the middle of epoch 1
+/// and resumed on a fresh backend, end bit-identical to the run that did not stop, on both
+/// schedules: the optimizer's state comes back from the checkpoint, Adam's step count and the
+/// epoch's learning rate from its position.
+#[test]
+fn every_optimizer_resumes_mid_epoch_bit_identical() {
+    let m = mnist();
+    let (train, test) = (m.train.head(30_000), m.test.head(1000));
+    let arch = Arch::new(784, &[32], 10);
+    for (name, plan) in [("adam", common::layered()), ("adadelta", common::fused())] {
+        let optimizer = mnist_wgpu::optim::Optimizer::named(name, 0.0).unwrap();
+        let r = Recipe {
+            lr: optimizer.default_lr(),
+            optimizer,
+            weight_decay: 0.001,
+            gamma: 0.7,
+            ..recipe(2)
+        };
+        let make = |p: &[f32]| -> Box<dyn Backend> {
+            Box::new(common::backend(plan.clone(), &arch, &r, p, &train, &test).unwrap())
+        };
+        let stop = |p: &Position| p.epoch == 1 && p.step >= 250;
+        let (straight, resumed, pos) =
+            interrupted_vs_straight(&make, &arch, &r, train.len(), stop, name);
+        assert_eq!((pos.epoch, pos.step), (1, 500), "{name}");
+        assert_eq!(straight.1.len(), 2, "{name}: two state tensors");
+        assert!(
+            straight.0 == resumed.0,
+            "{name}: weights differ after resuming"
+        );
+        assert!(
+            straight.1 == resumed.1,
+            "{name}: state differs after resuming"
+        );
+    }
 }

@@ -14,12 +14,31 @@ use common::{bin, run_in, scratch};
 use mnist_wgpu::checkpoint;
 use mnist_wgpu::modelfile;
 
-/// Four models (seeds 1, 2 x lr 0.003, 0.01), quick epochs on the CPU backend.
+/// Four models (seeds 1, 2 x lr 0.003, 0.01), quick epochs on the CPU backend, with SGD.
 fn set(epochs: &'static str) -> Vec<&'static str> {
+    set_with(epochs, &["--momentum", "0.9"])
+}
+
+/// The same four models with the recipe flags `recipe`.
+fn set_with(epochs: &'static str, recipe: &[&'static str]) -> Vec<&'static str> {
     let mut v = vec!["--device", "cpu", "--epochs", epochs, "--hidden", "64"];
-    v.extend(["--seeds", "1-2", "--lr", "0.003,0.01", "--momentum", "0.9"]);
+    v.extend(["--seeds", "1-2", "--lr", "0.003,0.01"]);
+    v.extend(recipe);
     v
 }
+
+/// Adam with StepLR, weight decay, pytorch/examples' normalisation and file order.
+const ADAM: [&str; 9] = [
+    "--optimizer",
+    "adam",
+    "--gamma",
+    "0.7",
+    "--weight-decay",
+    "0.0001",
+    "--normalize",
+    "0.1307,0.3081",
+    "--no-shuffle",
+];
 
 /// The model files of the set saved as `name`, in the set's order.
 const TAGS: [&str; 4] = [
@@ -40,11 +59,11 @@ fn weights(dir: &Path, name: &str) -> Vec<Vec<f32>> {
 
 /// Starts the set, waits for the line starting `line_start`, then sends Ctrl-C; returns the
 /// exit code and stderr.
-fn interrupt_after(dir: &Path, line_start: &str) -> (i32, String) {
+fn interrupt_after(dir: &Path, line_start: &str, recipe: &[&'static str]) -> (i32, String) {
     let mut child = bin()
         .current_dir(dir)
         .args(["train", "--save", "b.safetensors", "--run-dir", "run"])
-        .args(set("6"))
+        .args(set_with("6", recipe))
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -82,7 +101,7 @@ fn a_set_checkpoints_on_ctrl_c_and_resumes_every_model_bit_identical() {
     assert!(out.contains("mean ± std of 4 models"), "{out}");
     let straight = weights(&dir, "a");
 
-    let (code, err) = interrupt_after(&dir, "Epoch 1 -");
+    let (code, err) = interrupt_after(&dir, "Epoch 1 -", &["--momentum", "0.9"]);
     assert_eq!(code, 130, "{err}");
     // The command it prints resumes on the same device, so that it ends bit-identical.
     assert!(
@@ -252,5 +271,72 @@ fn a_diverged_model_leaves_the_rest_of_its_set_training() {
         err.contains("the run diverged") && err.contains("of model 1"),
         "{err}"
     );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// The same with Adam, StepLR, weight decay, pytorch/examples' normalisation and file order:
+/// every model ends bit-identical to the uninterrupted set (so both of Adam's state tensors,
+/// its step count and the epoch's learning rate came back), the files name the recipe, and a
+/// resume under another optimizer is refused in one line.
+#[test]
+fn an_adam_set_with_steplr_resumes_every_model_bit_identical() {
+    let dir = scratch("set-resume-adam");
+    let straight_args = ["train", "--save", "a.safetensors", "--run-dir", "straight"];
+    let (code, out, err) = run_in(&dir, &[&straight_args[..], &set_with("6", &ADAM)].concat());
+    assert_eq!(code, 0, "{err}");
+    let header = "adam | lr 0.003,0.01 | seeds 1-2 | weight decay 0.0001 | StepLR gamma 0.7 | \
+                  normalize 0.1307,0.3081 | file order";
+    assert!(out.contains(header), "{out}");
+    let straight = weights(&dir, "a");
+
+    let (code, err) = interrupt_after(&dir, "Epoch 1 -", &ADAM);
+    assert_eq!(code, 130, "{err}");
+    let (code, _, err) = run_in(
+        &dir,
+        &[
+            "train",
+            "--resume",
+            "run",
+            "--optimizer",
+            "sgd",
+            "--device",
+            "cpu",
+        ],
+    );
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.trim().lines().count() == 1 && err.contains("trains with adam"),
+        "{err}"
+    );
+    let (code, out, err) = run_in(&dir, &["train", "--resume", "run", "--device", "cpu"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("resumed at epoch"), "{out}");
+    for (k, (a, b)) in straight.iter().zip(&weights(&dir, "b")).enumerate() {
+        assert!(
+            a == b,
+            "model {} ({}) differs after resuming",
+            k + 1,
+            TAGS[k]
+        );
+    }
+    let path = dir.join(format!("b-{}.safetensors", TAGS[0]));
+    let meta = modelfile::load(&path, 784, 10).unwrap().metadata;
+    for (k, v) in [
+        ("optimizer", "adam"),
+        ("gamma", "0.7"),
+        ("weight_decay", "0.0001"),
+        ("normalize", "0.1307,0.3081"),
+        ("shuffle", "false"),
+    ] {
+        assert_eq!(meta.get(k).map(String::as_str), Some(v), "{k} in {meta:?}");
+    }
+    // eval normalises as the file says, so it finds the accuracy training recorded.
+    let (code, out, err) = run_in(
+        &dir,
+        &["eval", "--device", "cpu", "--model", path.to_str().unwrap()],
+    );
+    assert_eq!(code, 0, "{err}");
+    let recorded = format!("{:.2} %", 100.0 * meta["accuracy"].parse::<f64>().unwrap());
+    assert!(out.contains(&format!("Model Accuracy {recorded}")), "{out}");
     std::fs::remove_dir_all(&dir).unwrap();
 }

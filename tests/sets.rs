@@ -13,8 +13,9 @@ use mnist_wgpu::gpu::backend::GpuBackend;
 use mnist_wgpu::gpu::device::Gpu;
 use mnist_wgpu::gpu::plan::{PerSample, Plan};
 use mnist_wgpu::model::Arch;
+use mnist_wgpu::recipe::Recipe;
 use mnist_wgpu::sweep::Sweep;
-use mnist_wgpu::train::{self, Backend, Recipe};
+use mnist_wgpu::train::{self, Backend};
 
 /// Per model: every step's loss of every epoch, and the final weights.
 type Trained = Vec<(Vec<Vec<f32>>, Vec<f32>)>;
@@ -32,7 +33,11 @@ fn case() -> (Arch, Dataset, Dataset, Vec<Recipe>) {
         arch,
         m.train.head(301),
         m.test.head(100),
-        sweep.recipes(2, 13),
+        sweep.recipes(&mnist_wgpu::recipe::Recipe {
+            epochs: 2,
+            batch_size: 13,
+            ..mnist_wgpu::recipe::Recipe::tutorial(0.003, 0.9, 1)
+        }),
     )
 }
 

@@ -18,7 +18,7 @@ const MODULES: [&str; 8] = [
     "batch.wgsl",
     "nll_head.wgsl",
     "evaluate.wgsl",
-    "sgd.wgsl",
+    "optimizer.wgsl",
     "fused_step.wgsl",
     "fused_update.wgsl",
 ];
@@ -147,6 +147,10 @@ fn step_uniform_matches_the_host() {
         ("valid", std::mem::offset_of!(Step, valid)),
         ("index", std::mem::offset_of!(Step, index)),
         ("pad", std::mem::offset_of!(Step, pad)),
+        ("correction1", std::mem::offset_of!(Step, correction1)),
+        ("correction2", std::mem::offset_of!(Step, correction2)),
+        ("pad2", std::mem::offset_of!(Step, pad2)),
+        ("pad3", std::mem::offset_of!(Step, pad3)),
     ];
     for name in [
         "batch.wgsl",

@@ -9,8 +9,9 @@ use mnist_wgpu::gpu::backend::GpuBackend;
 use mnist_wgpu::gpu::device::Gpu;
 use mnist_wgpu::gpu::plan::Plan;
 use mnist_wgpu::model::Arch;
+use mnist_wgpu::recipe::Recipe;
 use mnist_wgpu::rng::{Rng, epoch_order};
-use mnist_wgpu::train::{Backend, Evaluate, Recipe};
+use mnist_wgpu::train::{Backend, Evaluate};
 use pollster::block_on;
 
 fn synthetic(seed: u64, n: usize, rows: usize, cols: usize) -> Dataset {
@@ -20,6 +21,7 @@ fn synthetic(seed: u64, n: usize, rows: usize, cols: usize) -> Dataset {
         labels: (0..n).map(|_| rng.below(10) as u8).collect(),
         rows,
         cols,
+        normalize: mnist_wgpu::data::Normalize::TUTORIAL,
     }
 }
 
@@ -28,7 +30,10 @@ fn recipe(batch: usize) -> Recipe {
         epochs: 1,
         batch_size: batch,
         lr: 0.003,
-        momentum: 0.9,
+        optimizer: mnist_wgpu::optim::Optimizer::Sgd { momentum: 0.9 },
+        weight_decay: 0.0,
+        gamma: 1.0,
+        shuffle: true,
         seed: 4,
     }
 }
@@ -47,7 +52,7 @@ fn gpu_gradients_match_cpu_reference() {
         let r = recipe(7);
         let mut gb = common::backend(gpu, &arch, &r, &params, &train, &train).unwrap();
         let order = epoch_order(r.seed, 0, train.len());
-        gb.begin_epoch(&order).unwrap();
+        gb.begin_epoch(0, &order).unwrap();
         block_on(gb.run_steps(0..1)).unwrap();
         let grads = block_on(gb.grads()).unwrap();
         let loss = block_on(gb.losses(0..1)).unwrap()[0];
@@ -109,7 +114,7 @@ fn epoch_matches_cpu_backend(gpu: (Gpu, Plan)) {
     );
     let order = epoch_order(r.seed, 0, train.len());
     for b in [&mut gb as &mut dyn Backend, &mut cb] {
-        b.begin_epoch(&order).unwrap();
+        b.begin_epoch(0, &order).unwrap();
         block_on(b.run_steps(0..3)).unwrap();
     }
     let (lg, lc) = (
@@ -132,8 +137,8 @@ fn epoch_matches_cpu_backend(gpu: (Gpu, Plan)) {
         ),
         (
             "momentum",
-            block_on(gb.momentum()).unwrap(),
-            block_on(cb.momentum()).unwrap(),
+            block_on(gb.state()).unwrap().remove(0),
+            block_on(cb.state()).unwrap().remove(0),
         ),
     ] {
         let top = c.iter().fold(0f32, |m, v| m.max(v.abs()));
@@ -187,7 +192,7 @@ fn two_runs_bit_identical(gpu: fn() -> (Gpu, Plan)) {
     let mut runs = Vec::new();
     for _ in 0..2 {
         let (mut b, n) = mnist_backend(gpu(), &arch, &r);
-        b.begin_epoch(&epoch_order(r.seed, 0, n)).unwrap();
+        b.begin_epoch(0, &epoch_order(r.seed, 0, n)).unwrap();
         block_on(b.run_steps(0..200)).unwrap();
         let losses: Vec<u32> = block_on(b.losses(0..200))
             .unwrap()
@@ -220,7 +225,7 @@ fn three_hundred_steps_learn_mnist() {
     let mut c = CpuBackend::new(arch.clone(), r.clone(), arch.init(r.seed), m.train, m.test);
     let mut lasts = Vec::new();
     for (name, b) in [("gpu", &mut g as &mut dyn Backend), ("cpu", &mut c)] {
-        b.begin_epoch(&order).unwrap();
+        b.begin_epoch(0, &order).unwrap();
         block_on(b.run_steps(0..300)).unwrap();
         let l = block_on(b.losses(0..300)).unwrap();
         let first: f32 = l[..10].iter().sum::<f32>() / 10.0;

@@ -14,7 +14,7 @@ use std::process::Command;
 use mnist_wgpu::data::Dataset;
 use mnist_wgpu::gpu::dispatch::PipelineSource;
 use mnist_wgpu::model::Arch;
-use mnist_wgpu::train::Recipe;
+use mnist_wgpu::recipe::Recipe;
 use naga::ShaderStage::Compute;
 use naga::back::{hlsl, msl, spv};
 use naga::valid::{Capabilities, ShaderStages, SubgroupOperationSet, ValidationFlags, Validator};
@@ -118,6 +118,7 @@ fn every_pipeline() -> Vec<(String, PipelineSource)> {
         labels: (0..40).map(|i| (i % 10) as u8).collect(),
         rows: 28,
         cols: 28,
+        normalize: mnist_wgpu::data::Normalize::TUTORIAL,
     };
     let mut seen = BTreeSet::new();
     let mut out = Vec::new();
@@ -131,7 +132,10 @@ fn every_pipeline() -> Vec<(String, PipelineSource)> {
                 epochs: 1,
                 batch_size: 32,
                 lr: 0.003,
-                momentum: 0.9,
+                optimizer: mnist_wgpu::optim::Optimizer::Sgd { momentum: 0.9 },
+                weight_decay: 0.0,
+                gamma: 1.0,
+                shuffle: true,
                 seed: 1,
             };
             let params = arch.init(1);

@@ -13,7 +13,7 @@ use mnist_wgpu::data::{self, Mnist};
 use mnist_wgpu::fetch::Need;
 use mnist_wgpu::gpu::plan::PerSample;
 use mnist_wgpu::model::Arch;
-use mnist_wgpu::train::Recipe;
+use mnist_wgpu::recipe::Recipe;
 
 use super::args::{
     Floats, Hidden, RunArgs, Seeds, UsageError, arch_string, at_least_one, data_dir, hidden,
@@ -64,7 +64,12 @@ fn recipes(args: &BenchArgs, batch_size: usize) -> Vec<Recipe> {
         lrs: args.lr.0.clone(),
         momenta: args.momentum.0.clone(),
     };
-    sweep.recipes(1, batch_size)
+    let base = Recipe {
+        epochs: 1,
+        batch_size,
+        ..Recipe::tutorial(sweep.lrs[0], sweep.momenta[0], sweep.seeds[0])
+    };
+    sweep.recipes(&base)
 }
 
 /// One configuration, timed.

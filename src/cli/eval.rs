@@ -7,7 +7,7 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use clap::Args;
 
-use mnist_wgpu::data;
+use mnist_wgpu::data::{self, Normalize};
 use mnist_wgpu::fetch::Need;
 use mnist_wgpu::modelfile::{self, ModelFile};
 use mnist_wgpu::train::{Eval, Evaluate, Spread};
@@ -45,7 +45,14 @@ pub fn run(args: EvalArgs) -> Result<()> {
     let test = data::load_test(&dir, kind)
         .with_context(|| format!("loading {} from {}", kind.name(), dir.display()))?;
     let evaluator = |m: &ModelFile| {
-        let (gpu, test) = (gpu.clone(), test.clone());
+        // The file's own normalisation (the tutorial's where it names none, as PyTorch's do).
+        let normalize = m
+            .metadata
+            .get("normalize")
+            .map_or(Ok(Normalize::TUTORIAL), |n| {
+                Normalize::parse(n).map_err(|e| anyhow::anyhow!("metadata `normalize` `{n}`: {e}"))
+            })?;
+        let (gpu, test) = (gpu.clone(), test.clone().normalized(normalize));
         let params = m.params.clone();
         let built = backends::for_evaluation(gpu, &m.arch, params, test, args.batch_size);
         pollster::block_on(built).map_err(usage)

@@ -44,6 +44,7 @@ pub fn run(args: PredictArgs) -> Result<()> {
         labels: vec![0; n],
         rows: SIDE,
         cols: SIDE,
+        normalize: mnist_wgpu::data::Normalize::TUTORIAL,
     };
     let gpu = open_device(args.device, &args.adapter)?;
     let mut backend = pollster::block_on(backends::for_evaluation(

@@ -3,10 +3,12 @@
 
 use std::ops::Range;
 
-use super::{argmax, forward, gather, log_softmax, loss_and_grad, sgd};
+use super::{argmax, forward, gather, log_softmax, loss_and_grad};
 use crate::data::Dataset;
 use crate::model::Arch;
-use crate::train::{About, Backend, Eval, Evaluate, Recipe};
+use crate::optim;
+use crate::recipe::Recipe;
+use crate::train::{About, Backend, Eval, Evaluate};
 
 /// What a CPU run's `about` says.
 fn about() -> About {
@@ -68,13 +70,17 @@ impl Evaluate for CpuEvaluator {
     }
 }
 
-/// One model of a CPU set: its recipe, weights, momentum buffers, order and losses.
+/// One model of a CPU set: its recipe, weights, optimizer state, order and losses, and the
+/// epoch it is in.
 struct CpuModel {
     recipe: Recipe,
     params: Vec<f32>,
-    momentum: Vec<f32>,
+    /// The optimizer's state tensors (`Optimizer::state_names`), each as `params`; SGD's
+    /// second is empty.
+    state: [Vec<f32>; 2],
     order: Vec<u32>,
     losses: Vec<f32>,
+    epoch: usize,
 }
 
 impl CpuModel {
@@ -85,13 +91,11 @@ impl CpuModel {
             let x = gather(train, idx);
             let labels: Vec<u8> = idx.iter().map(|&i| train.labels[i as usize]).collect();
             let (loss, g) = loss_and_grad(arch, &self.params, &x, &labels);
-            sgd(
-                &mut self.params,
-                &mut self.momentum,
-                &g,
-                self.recipe.lr as f32,
-                self.recipe.momentum as f32,
-            );
+            let r = &self.recipe;
+            let corrections = r.corrections(train.len(), self.epoch, s);
+            let [a, b] = &mut self.state;
+            let (opt, h) = (&r.optimizer, r.hyper(self.epoch));
+            optim::step(opt, &h, corrections, &mut self.params, a, b, &g);
             self.losses[s] = loss;
         }
     }
@@ -138,7 +142,14 @@ impl CpuBackend {
             .zip(params)
             .map(|(recipe, params)| CpuModel {
                 losses: vec![0.0; recipe.steps_per_epoch(train.len())],
-                momentum: vec![0.0; params.len()],
+                state: [
+                    vec![0.0; params.len()],
+                    match recipe.optimizer.state_names().len() {
+                        1 => Vec::new(),
+                        _ => vec![0.0; params.len()],
+                    },
+                ],
+                epoch: 0,
                 recipe,
                 params,
                 order: Vec::new(),
@@ -192,7 +203,7 @@ impl Evaluate for CpuBackend {
 
 #[async_trait::async_trait(?Send)]
 impl Backend for CpuBackend {
-    fn begin_epoch(&mut self, orders: &[u32]) -> anyhow::Result<()> {
+    fn begin_epoch(&mut self, epoch: usize, orders: &[u32]) -> anyhow::Result<()> {
         let n = self.train.len();
         anyhow::ensure!(
             orders.len() == n * self.models.len(),
@@ -202,6 +213,7 @@ impl Backend for CpuBackend {
         );
         for (m, order) in self.models.iter_mut().zip(orders.chunks(n.max(1))) {
             m.order = order.to_vec();
+            m.epoch = epoch;
         }
         Ok(())
     }
@@ -236,22 +248,27 @@ impl Backend for CpuBackend {
         Ok(self.flat(|m| &m.params))
     }
 
-    async fn momentum(&mut self) -> anyhow::Result<Vec<f32>> {
-        Ok(self.flat(|m| &m.momentum))
+    async fn state(&mut self) -> anyhow::Result<Vec<Vec<f32>>> {
+        let tensors = self.models[0].recipe.optimizer.state_names().len();
+        Ok((0..tensors).map(|j| self.flat(|m| &m.state[j])).collect())
     }
 
-    fn load_state(&mut self, params: &[f32], momentum: &[f32]) -> anyhow::Result<()> {
+    fn load_state(&mut self, params: &[f32], state: &[Vec<f32>]) -> anyhow::Result<()> {
         let n = self.arch.param_count();
         let want = n * self.models.len();
+        let tensors = self.models[0].recipe.optimizer.state_names().len();
         anyhow::ensure!(
-            params.len() == want && momentum.len() == want,
-            "a state of {} parameters for {} models of {n}",
+            params.len() == want && state.len() == tensors && state.iter().all(|s| s.len() == want),
+            "a state of {} parameters and {} tensors for {} models of {n} and {tensors} tensors",
             params.len(),
+            state.len(),
             self.models.len()
         );
         for (k, m) in self.models.iter_mut().enumerate() {
             m.params.copy_from_slice(&params[k * n..(k + 1) * n]);
-            m.momentum.copy_from_slice(&momentum[k * n..(k + 1) * n]);
+            for (j, s) in state.iter().enumerate() {
+                m.state[j].copy_from_slice(&s[k * n..(k + 1) * n]);
+            }
         }
         Ok(())
     }

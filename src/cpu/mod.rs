@@ -11,7 +11,7 @@ mod backend;
 
 pub use backend::{CpuBackend, CpuEvaluator};
 
-use crate::data::{Dataset, normalize_table};
+use crate::data::Dataset;
 use crate::model::Arch;
 
 pub trait Real:
@@ -33,6 +33,7 @@ pub trait Real:
     fn to_f64(self) -> f64;
     fn exp(self) -> Self;
     fn ln(self) -> Self;
+    fn sqrt(self) -> Self;
     /// `c = a * b` for strided row/column layouts (`rs*` row stride, `cs*` column stride).
     #[allow(clippy::too_many_arguments)]
     fn gemm_raw(m: usize, k: usize, n: usize, a: Mat<Self>, b: Mat<Self>, c: MatMut<Self>);
@@ -69,6 +70,9 @@ macro_rules! real_impl {
             }
             fn ln(self) -> Self {
                 <$t>::ln(self)
+            }
+            fn sqrt(self) -> Self {
+                <$t>::sqrt(self)
             }
             fn gemm_raw(m: usize, k: usize, n: usize, a: Mat<Self>, b: Mat<Self>, c: MatMut<Self>) {
                 if m == 0 || n == 0 {
@@ -281,18 +285,9 @@ pub fn nll_loss_grad<T: Real>(logp: &[T], labels: &[u8], classes: usize) -> (T, 
     (loss / T::from_f64(n as f64), dz)
 }
 
-/// PyTorch's SGD with momentum (no dampening, weight decay or Nesterov): v = mu*v + g,
-/// p = p - lr*v. With v starting at zero the first step gives v = g exactly.
-pub fn sgd<T: Real>(p: &mut [T], v: &mut [T], g: &[T], lr: T, mu: T) {
-    for ((p, v), &g) in p.iter_mut().zip(v.iter_mut()).zip(g) {
-        *v = mu * *v + g;
-        *p += (-lr) * *v;
-    }
-}
-
 /// Gathers the images `idx` into a batch-major `[idx.len(), pixels]` input, normalised.
 pub fn gather(data: &Dataset, idx: &[u32]) -> Vec<f32> {
-    let lut = normalize_table();
+    let lut = data.normalize.table();
     let mut x = Vec::with_capacity(idx.len() * data.pixels());
     for &i in idx {
         x.extend(data.image(i as usize).iter().map(|&v| lut[v as usize]));

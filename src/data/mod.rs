@@ -4,7 +4,7 @@
 //!
 //! Convention: images are kept as raw `u8` pixels, row-major, one image after another
 //! (`[count, rows * cols]`); labels as one `u8` each. Normalisation happens on the device
-//! (or in the CPU reference) through the 256-entry table of [`normalize_table`].
+//! (or in the CPU reference) through the 256-entry table of [`Normalize::table`].
 
 use std::fs;
 use std::io::Read;
@@ -172,6 +172,8 @@ pub struct Dataset {
     pub labels: Vec<u8>,
     pub rows: usize,
     pub cols: usize,
+    /// How its pixels become inputs.
+    pub normalize: Normalize,
 }
 
 impl Dataset {
@@ -182,8 +184,16 @@ impl Dataset {
             labels: Vec::new(),
             rows,
             cols,
+            normalize: Normalize::TUTORIAL,
         }
     }
+
+    /// The same split, its pixels normalised with `n`.
+    pub fn normalized(mut self, n: Normalize) -> Dataset {
+        self.normalize = n;
+        self
+    }
+
     pub fn len(&self) -> usize {
         self.labels.len()
     }
@@ -198,6 +208,7 @@ impl Dataset {
             labels: self.labels[..n].to_vec(),
             rows: self.rows,
             cols: self.cols,
+            normalize: self.normalize,
         }
     }
 
@@ -216,14 +227,46 @@ pub struct Mnist {
     pub test: Dataset,
 }
 
-/// The value ToTensor + Normalize((0.5,), (0.5,)) gives each pixel value, computed in f32 in
-/// the same order as PyTorch, so that the device and the CPU see bit-identical inputs.
-pub fn normalize_table() -> [f32; 256] {
-    let mut t = [0f32; 256];
-    for (v, out) in t.iter_mut().enumerate() {
-        *out = (v as f32 / 255.0 - 0.5) / 0.5;
+/// torchvision's `Normalize((mean,), (std,))` after `ToTensor()`: how a pixel value becomes an
+/// input. The tutorial's is (0.5, 0.5); pytorch/examples' MNIST is (0.1307, 0.3081).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Normalize {
+    pub mean: f32,
+    pub std: f32,
+}
+
+impl Normalize {
+    pub const TUTORIAL: Normalize = Normalize {
+        mean: 0.5,
+        std: 0.5,
+    };
+
+    /// `MEAN,STD`, the std above 0.
+    pub fn parse(s: &str) -> Result<Normalize, String> {
+        let parts: Vec<Option<f32>> = s.split(',').map(|p| p.trim().parse().ok()).collect();
+        match parts[..] {
+            [Some(mean), Some(std)] if mean.is_finite() && std.is_finite() && std > 0.0 => {
+                Ok(Normalize { mean, std })
+            }
+            _ => Err("expected MEAN,STD, two numbers with STD above 0, e.g. 0.1307,0.3081".into()),
+        }
     }
-    t
+
+    /// As the flag and the model file write it: `0.5,0.5`.
+    pub fn name(&self) -> String {
+        format!("{},{}", self.mean, self.std)
+    }
+
+    /// The value each pixel value becomes, computed in f32 in the same order as PyTorch
+    /// (`x / 255`, then `(x - mean) / std`), so that the device and the CPU see bit-identical
+    /// inputs.
+    pub fn table(&self) -> [f32; 256] {
+        let mut t = [0f32; 256];
+        for (v, out) in t.iter_mut().enumerate() {
+            *out = (v as f32 / 255.0 - self.mean) / self.std;
+        }
+        t
+    }
 }
 
 /// Loads and verifies only the two test files of `kind` from `dir` (for evaluation).
@@ -372,6 +415,7 @@ fn pair(images: Loaded, labels: Loaded) -> Result<Dataset, DataError> {
         labels: lab,
         rows,
         cols,
+        normalize: crate::data::Normalize::TUTORIAL,
     })
 }
 
@@ -381,7 +425,7 @@ mod tests {
 
     #[test]
     fn normalisation_matches_torch_formula() {
-        let t = normalize_table();
+        let t = Normalize::TUTORIAL.table();
         assert_eq!(t[0], -1.0);
         assert_eq!(t[255], 1.0);
         assert!((t[128] - 0.003_921_628).abs() < 1e-7);

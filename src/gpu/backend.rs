@@ -1,7 +1,7 @@
 //! The GPU backend: a [`Trainer`] (the model's state, the training split and the dispatches of
 //! one step, as the plan's schedule builds them) beside an [`Evaluator`] that reads the same
 //! parameters. Everything is created once, before step 0; training records the step 250 times
-//! into one compute pass and one submission. Parameters and momentum buffers are flat in the
+//! into one compute pass and one submission. Parameters and optimizer state are flat in the
 //! device layout (`gpu::layout`) and converted to PyTorch's at the edges (upload, read-back).
 
 use std::ops::Range;
@@ -10,7 +10,7 @@ use std::sync::Arc;
 use anyhow::{Result, ensure};
 
 use crate::data::Dataset;
-use crate::gpu::buffers::{Hyper, Split, StepInputs, Weights, zeros};
+use crate::gpu::buffers::{OptimizerState, Split, StepInputs, Weights, hyper_buffer, zeros};
 use crate::gpu::device::Gpu;
 use crate::gpu::dispatch::{Dispatch, step_stride, submit, submit_then};
 use crate::gpu::evaluator::{Evaluator, about, upload};
@@ -21,8 +21,10 @@ use crate::gpu::profiler::submit_profiled;
 use crate::gpu::readback::{LossReads, read_back, staging};
 use crate::gpu::schedules::Schedules;
 use crate::model::Arch;
+use crate::optim::Hyper;
 use crate::profile::Profile;
-use crate::train::{About, Backend, Eval, Evaluate, Recipe};
+use crate::recipe::Recipe;
+use crate::train::{About, Backend, Eval, Evaluate};
 
 /// Steps recorded into one compute pass and submission.
 pub const STEPS_PER_SUBMIT: usize = 250;
@@ -66,13 +68,9 @@ pub fn check_limits(
     crate::limits::fit(arch, models, need, &budget)
 }
 
-/// Each model's learning rate and momentum, as the kernels take them.
-fn hypers(recipes: &[Recipe]) -> Vec<Hyper> {
-    let hyper = |r: &Recipe| Hyper {
-        lr: r.lr,
-        momentum: r.momentum,
-    };
-    recipes.iter().map(hyper).collect()
+/// Each model's hyper-parameters in epoch `epoch`, as the kernels take them.
+fn hypers(recipes: &[Recipe], epoch: usize) -> Vec<Hyper> {
+    recipes.iter().map(|r| r.hyper(epoch)).collect()
 }
 
 /// Training on the device: the models' state, the training split, and one step's dispatches.
@@ -87,9 +85,12 @@ pub struct Trainer {
     param_count: usize,
     /// Models side by side (1 for a single run).
     models: usize,
-    /// params, momentum_buffer: [models, layout.len], device layout
+    /// params: [models, layout.len], device layout, and the optimizer's state beside them
     params: wgpu::Buffer,
-    momentum_buffer: wgpu::Buffer,
+    state: OptimizerState,
+    /// hyper: [models] vec4, each model's hyper-parameters of the current epoch
+    hyper: wgpu::Buffer,
+    recipes: Vec<Recipe>,
     /// losses: [steps per epoch, models], each step's mean loss of the current epoch
     losses: wgpu::Buffer,
     /// Their read-backs in flight, one submission behind the device.
@@ -132,12 +133,13 @@ impl Trainer {
         let layout = DeviceLayout::new(arch);
         let steps_per_epoch = recipe.steps_per_epoch(split.len);
         let params_buf = upload(gpu, &layout, params);
-        let momentum_buffer = zeros(gpu, "momentum buffer", models * layout.len);
+        let state = OptimizerState::new(gpu, recipe.optimizer, models * layout.len);
         let losses = zeros(gpu, "losses", steps_per_epoch * models);
-        let hyper = hypers(recipes);
+        let hyper = hyper_buffer(gpu, &hypers(recipes, 0));
+        split.write_steps(gpu, |s| recipe.corrections(split.len, 0, s));
         let inputs = StepInputs {
             split: &split,
-            momentum_buffer: &momentum_buffer,
+            state: &state,
             losses: &losses,
             steps_per_epoch,
             hyper: &hyper,
@@ -152,7 +154,7 @@ impl Trainer {
         let mut bytes = vec![
             ("params".to_string(), params_buf.size()),
             ("train split".to_string(), split.bytes()),
-            ("momentum buffer".to_string(), momentum_buffer.size()),
+            ("optimizer state".to_string(), state.bytes()),
             ("losses".to_string(), losses.size()),
             ("losses read-back".to_string(), reads.bytes()),
         ];
@@ -171,7 +173,9 @@ impl Trainer {
             param_count: arch.param_count(),
             models,
             params: params_buf,
-            momentum_buffer,
+            state,
+            hyper,
+            recipes: recipes.to_vec(),
             losses,
             reads,
             split,
@@ -218,8 +222,9 @@ impl Trainer {
             .collect()
     }
 
-    /// Hands over the epoch's shuffled orders of the training set: [models, n].
-    pub fn begin_epoch(&mut self, order: &[u32]) -> Result<()> {
+    /// Hands over epoch `epoch`'s orders of the training set ([models, n]), and writes the
+    /// epoch's learning rates and the optimizer's values of its steps.
+    pub fn begin_epoch(&mut self, epoch: usize, order: &[u32]) -> Result<()> {
         ensure!(
             order.len() == self.models * self.split.len,
             "orders of {} for {} models of {} samples",
@@ -227,8 +232,16 @@ impl Trainer {
             self.models,
             self.split.len
         );
-        let order = bytemuck::cast_slice(order);
-        self.gpu.queue.write_buffer(&self.split.order, 0, order);
+        let (gpu, split, recipe) = (&self.gpu, &self.split, &self.recipes[0]);
+        gpu.queue
+            .write_buffer(&split.order, 0, bytemuck::cast_slice(order));
+        let hyper: Vec<[f32; 4]> = hypers(&self.recipes, epoch)
+            .iter()
+            .map(Hyper::to_f32)
+            .collect();
+        gpu.queue
+            .write_buffer(&self.hyper, 0, bytemuck::cast_slice(&hyper));
+        split.write_steps(gpu, |s| recipe.corrections(split.len, epoch, s));
         Ok(())
     }
 
@@ -370,8 +383,8 @@ impl Evaluate for GpuBackend {
 
 #[async_trait::async_trait(?Send)]
 impl Backend for GpuBackend {
-    fn begin_epoch(&mut self, order: &[u32]) -> Result<()> {
-        self.trainer.begin_epoch(order)
+    fn begin_epoch(&mut self, epoch: usize, order: &[u32]) -> Result<()> {
+        self.trainer.begin_epoch(epoch, order)
     }
 
     async fn run_steps(&mut self, steps: Range<usize>) -> Result<()> {
@@ -386,25 +399,37 @@ impl Backend for GpuBackend {
         self.trainer.read_flat(&self.trainer.params).await
     }
 
-    async fn momentum(&mut self) -> Result<Vec<f32>> {
-        self.trainer.read_flat(&self.trainer.momentum_buffer).await
+    async fn state(&mut self) -> Result<Vec<Vec<f32>>> {
+        let t = &self.trainer;
+        let mut out = Vec::new();
+        for b in t.state.tensors() {
+            out.push(t.read_flat(b).await?);
+        }
+        Ok(out)
     }
 
-    fn load_state(&mut self, params: &[f32], momentum: &[f32]) -> Result<()> {
+    fn load_state(&mut self, params: &[f32], state: &[Vec<f32>]) -> Result<()> {
         let t = &self.trainer;
         let floats = t.models * t.param_count;
+        let tensors = t.state.tensors();
         ensure!(
-            params.len() == floats && momentum.len() == floats,
-            "a state of {} parameters for {} models of {}",
+            params.len() == floats
+                && state.len() == tensors.len()
+                && state.iter().all(|s| s.len() == floats),
+            "a state of {} parameters and {} tensors for {} models of {} and {} tensors",
             params.len(),
+            state.len(),
             t.models,
-            t.param_count
+            t.param_count,
+            tensors.len()
         );
+        for (values, b) in state.iter().zip(tensors) {
+            let device = t.layout.to_device_set(values);
+            t.gpu
+                .queue
+                .write_buffer(b, 0, bytemuck::cast_slice(&device));
+        }
         self.set_params(params);
-        let t = &self.trainer;
-        let device = t.layout.to_device_set(momentum);
-        let bytes = bytemuck::cast_slice(&device);
-        t.gpu.queue.write_buffer(&t.momentum_buffer, 0, bytes);
         Ok(())
     }
 

@@ -7,8 +7,9 @@ use wgpu::util::DeviceExt;
 
 use crate::data::Dataset;
 use crate::gpu::device::Gpu;
-use crate::gpu::dispatch::{step_stride, step_table};
+use crate::gpu::dispatch::{no_corrections, step_stride, step_table};
 use crate::gpu::layout::{DeviceLayout, pad4};
+use crate::optim::{Hyper, Optimizer};
 
 /// A buffer holding `bytes`, padded with zeros to whole vec4 (copied only when it needs the
 /// padding: the training images are 47 MB).
@@ -32,10 +33,10 @@ pub fn init(gpu: &Gpu, label: &str, bytes: &[u8], usage: wgpu::BufferUsages) -> 
         })
 }
 
-/// The 256-entry table that normalises a pixel value as ToTensor and Normalize((0.5,), (0.5,)),
+/// The 256-entry table that normalises a pixel value of `split` as ToTensor and its Normalize,
 /// as a storage buffer (the layered gather reads it) or a uniform one (the fused kernels).
-pub fn normalisation_table(gpu: &Gpu, usage: wgpu::BufferUsages) -> wgpu::Buffer {
-    let table = crate::data::normalize_table();
+pub fn normalisation_table(gpu: &Gpu, usage: wgpu::BufferUsages, split: &Split) -> wgpu::Buffer {
+    let table = split.normalize.table();
     init(
         gpu,
         "normalisation table",
@@ -87,6 +88,8 @@ pub struct Split {
     /// Samples per step.
     pub batch: usize,
     pub pixels: usize,
+    /// How its pixels become inputs (the normalisation table's values).
+    pub normalize: crate::data::Normalize,
 }
 
 impl Split {
@@ -116,12 +119,13 @@ impl Split {
             steps: init(
                 gpu,
                 &format!("{name} steps"),
-                &step_table(data.len(), batch, step_stride(gpu)),
-                wgpu::BufferUsages::UNIFORM,
+                &step_table(data.len(), batch, step_stride(gpu), no_corrections),
+                wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
             ),
             len: data.len(),
             batch,
             pixels: data.pixels(),
+            normalize: data.normalize,
         }
     }
 
@@ -135,6 +139,13 @@ impl Split {
 
     pub fn bytes(&self) -> u64 {
         self.images.size() + self.labels.size() + self.order.size() + self.steps.size()
+    }
+
+    /// Rewrites the step uniforms with the optimizer values of each step of an epoch
+    /// (`corrections(step)`), before the epoch's first step is queued.
+    pub fn write_steps(&self, gpu: &Gpu, corrections: impl Fn(usize) -> [f32; 2]) {
+        let table = step_table(self.len, self.batch, step_stride(gpu), corrections);
+        gpu.queue.write_buffer(&self.steps, 0, &table);
     }
 }
 
@@ -150,37 +161,59 @@ pub struct Weights<'a> {
 /// What a training step reads and writes besides the parameters.
 pub struct StepInputs<'a> {
     pub split: &'a Split,
-    /// momentum_buffer: [models, layout.len], device layout, PyTorch's `momentum_buffer`
-    pub momentum_buffer: &'a wgpu::Buffer,
+    pub state: &'a OptimizerState,
     /// losses: [steps per epoch, models], each step's mean loss
     pub losses: &'a wgpu::Buffer,
     pub steps_per_epoch: usize,
-    /// Each model's learning rate and SGD momentum coefficient.
-    pub hyper: &'a [Hyper],
+    /// hyper: [models] (lr, momentum, weight decay, 0) f32, [`hyper_buffer`]
+    pub hyper: &'a wgpu::Buffer,
 }
 
-/// One model's SGD hyper-parameters.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct Hyper {
-    pub lr: f64,
-    /// SGD's momentum coefficient.
-    pub momentum: f64,
+/// The optimizer's state tensors on the device, each [models, layout.len] in the device
+/// layout and zero at the start, as PyTorch's (`Optimizer::state_names`, in order).
+pub struct OptimizerState {
+    pub optimizer: Optimizer,
+    /// state_a: `momentum_buffer`, `exp_avg` or `square_avg`
+    pub a: wgpu::Buffer,
+    /// state_b: `exp_avg_sq` or `acc_delta`; for SGD, which has one tensor, a placeholder of
+    /// one vec4 that the rule never reads
+    pub b: wgpu::Buffer,
+    /// Floats in each tensor.
+    pub floats: usize,
 }
 
-impl Hyper {
-    /// As the kernels read them: [models] (lr, momentum) in f32.
-    pub fn buffer(gpu: &Gpu, hyper: &[Hyper]) -> wgpu::Buffer {
-        let values: Vec<[f32; 2]> = hyper
-            .iter()
-            .map(|h| [h.lr as f32, h.momentum as f32])
-            .collect();
-        init(
-            gpu,
-            "learning rates and momenta",
-            bytemuck::cast_slice(&values),
-            wgpu::BufferUsages::STORAGE,
-        )
+impl OptimizerState {
+    pub fn new(gpu: &Gpu, optimizer: Optimizer, floats: usize) -> OptimizerState {
+        let names = optimizer.state_names();
+        let b_floats = if names.len() > 1 { floats } else { 4 };
+        OptimizerState {
+            optimizer,
+            a: zeros(gpu, names[0], floats),
+            b: zeros(gpu, names.get(1).unwrap_or(&"unused state"), b_floats),
+            floats,
+        }
     }
+
+    /// The tensors `state_names` names, in order.
+    pub fn tensors(&self) -> Vec<&wgpu::Buffer> {
+        [&self.a, &self.b][..self.optimizer.state_names().len()].to_vec()
+    }
+
+    pub fn bytes(&self) -> u64 {
+        self.a.size() + self.b.size()
+    }
+}
+
+/// Each model's hyper-parameters as the kernels read them ([models] vec4 of
+/// `optim::Hyper::to_f32`); rewritten every epoch (the learning rate under StepLR).
+pub fn hyper_buffer(gpu: &Gpu, hyper: &[Hyper]) -> wgpu::Buffer {
+    let values: Vec<[f32; 4]> = hyper.iter().map(Hyper::to_f32).collect();
+    init(
+        gpu,
+        "hyper-parameters",
+        bytemuck::cast_slice(&values),
+        wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
+    )
 }
 
 /// Where an evaluation writes each sample's verdict.

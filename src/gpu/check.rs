@@ -126,9 +126,15 @@ pub fn buffer<T: bytemuck::Pod>(gpu: &Gpu, label: &str, data: &[T]) -> wgpu::Buf
     init(gpu, label, bytemuck::cast_slice(data), usage)
 }
 
-/// The step uniforms of `n` samples in batches of `batch`, at the adapter's stride.
-pub fn steps_buffer(gpu: &Gpu, n: usize, batch: usize) -> wgpu::Buffer {
-    let table = step_table(n, batch, step_stride(gpu));
+/// The step uniforms of `n` samples in batches of `batch`, at the adapter's stride, each with
+/// the optimizer values `corrections` gives it.
+pub fn steps_buffer(
+    gpu: &Gpu,
+    n: usize,
+    batch: usize,
+    corrections: impl Fn(usize) -> [f32; 2],
+) -> wgpu::Buffer {
+    let table = step_table(n, batch, step_stride(gpu), corrections);
     init(gpu, "self-test steps", &table, wgpu::BufferUsages::UNIFORM)
 }
 
@@ -212,6 +218,7 @@ impl FusedCase {
             labels: (0..n).map(|_| rng.below(classes as u64) as u8).collect(),
             rows,
             cols,
+            normalize: crate::data::Normalize::TUTORIAL,
         };
         let mut order: Vec<u32> = (0..n as u32).collect();
         rng.shuffle(&mut order);

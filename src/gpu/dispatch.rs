@@ -14,7 +14,7 @@ use crate::gpu::wgsl::Module;
 
 /// One step's uniform; WGSL twin `Step` in shaders/step.wgsl.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, bytemuck::Pod, bytemuck::Zeroable)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, bytemuck::Pod, bytemuck::Zeroable)]
 pub struct Step {
     /// Position of the step's first sample in the split's order.
     pub start: u32,
@@ -23,6 +23,12 @@ pub struct Step {
     /// The step's number within the epoch.
     pub index: u32,
     pub pad: u32,
+    /// What the optimizer's rule takes from the host for this step of the run
+    /// (`optim::Optimizer::corrections`).
+    pub correction1: f32,
+    pub correction2: f32,
+    pub pad2: u32,
+    pub pad3: u32,
 }
 
 pub const STEP_BYTES: u64 = std::mem::size_of::<Step>() as u64;
@@ -32,21 +38,35 @@ pub fn step_stride(gpu: &Gpu) -> u64 {
     (gpu.limits.min_uniform_buffer_offset_alignment as u64).max(STEP_BYTES)
 }
 
-/// The bytes of a step-uniform buffer: step s covers samples `s * batch ..` of `n`.
-pub fn step_table(n: usize, batch: usize, stride: u64) -> Vec<u8> {
+/// The bytes of a step-uniform buffer: step s covers samples `s * batch ..` of `n`; its
+/// optimizer values are `corrections(s)` (all 1 where no optimizer reads them).
+pub fn step_table(
+    n: usize,
+    batch: usize,
+    stride: u64,
+    corrections: impl Fn(usize) -> [f32; 2],
+) -> Vec<u8> {
     let steps = n.div_ceil(batch);
     let mut bytes = vec![0u8; steps * stride as usize];
     for s in 0..steps {
+        let [correction1, correction2] = corrections(s);
         let step = Step {
             start: (s * batch) as u32,
             valid: batch.min(n - s * batch) as u32,
             index: s as u32,
-            pad: 0,
+            correction1,
+            correction2,
+            ..Step::default()
         };
         let at = s * stride as usize;
         bytes[at..at + STEP_BYTES as usize].copy_from_slice(bytemuck::bytes_of(&step));
     }
     bytes
+}
+
+/// No optimizer values: the evaluation's steps, and the checks that run no optimizer.
+pub fn no_corrections(_: usize) -> [f32; 2] {
+    [1.0, 1.0]
 }
 
 // ---- dispatches ----

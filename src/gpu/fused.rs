@@ -1,6 +1,6 @@
 //! The fused schedule: a training step in two dispatches (shaders/fused_step.wgsl and
 //! shaders/fused_update.wgsl), built from the per-sample functions of the operations
-//! (gather_sample, linear_sample, nll_sample, evaluate_sample, linear_update, sgd_rule).
+//! (gather_sample, linear_sample, nll_sample, evaluate_sample, linear_update, optimizer_rule).
 //!
 //! Everything in a step but the weight gradient is independent per sample, so the first
 //! dispatch runs a sample's whole forward pass, loss and backward pass through the activations,
@@ -13,7 +13,7 @@
 use anyhow::{Result, ensure};
 
 use crate::gpu::buffers::{
-    Built, Hyper, Split, StepInputs, Verdicts, Weights, init, normalisation_table, zeros,
+    Built, OptimizerState, Split, StepInputs, Verdicts, Weights, init, normalisation_table, zeros,
 };
 use crate::gpu::device::Gpu;
 use crate::gpu::dispatch::{Bind, Dispatch, DispatchDesc, need, need_batch, need_vec4};
@@ -230,19 +230,19 @@ impl FusedSample<'_> {
 }
 
 /// The per-parameter dispatch: every weight and bias gets its gradient summed over the batch
-/// and PyTorch's momentum SGD step, each model with its own learning rate and momentum; the
-/// step's mean loss goes to `losses[step.index, model]`.
+/// and the optimizer's step, each model with its own hyper-parameters; the step's mean loss
+/// goes to `losses[step.index, model]`.
 pub struct FusedUpdate<'a> {
     pub acts: &'a FusedActs,
-    /// params, momentum_buffer: [models, layout.len]
+    /// params: [models, layout.len], and the optimizer's state beside them
     pub params: &'a wgpu::Buffer,
-    pub momentum_buffer: &'a wgpu::Buffer,
+    pub state: &'a OptimizerState,
     /// steps: the split's step uniforms
     pub steps: &'a wgpu::Buffer,
     /// losses: [steps per epoch, models]
     pub losses: &'a wgpu::Buffer,
     pub steps_per_epoch: usize,
-    /// hyper: [models] (lr, momentum) f32, `Hyper::buffer`
+    /// hyper: [models] (lr, momentum, weight decay, 0) f32, `buffers::hyper_buffer`
     pub hyper: &'a wgpu::Buffer,
 }
 
@@ -255,10 +255,13 @@ impl FusedUpdate<'_> {
             self.losses,
             models * self.steps_per_epoch * 4,
         )?;
-        need(label, "learning rates and momenta", self.hyper, models * 8)?;
+        need(label, "hyper-parameters", self.hyper, models * 16)?;
         let floats = models * a.params_floats;
         need_vec4(label, "params", self.params, floats)?;
-        need_vec4(label, "momentum buffer", self.momentum_buffer, floats)?;
+        let names = self.state.optimizer.state_names();
+        for (name, b) in names.iter().zip(self.state.tensors()) {
+            need_vec4(label, name, b, floats)?;
+        }
         let dz = a.gradient_rows(label)?;
         let groups = (a.tiles as u32).div_ceil(UPDATE_WG);
         let row = groups.clamp(1, gpu.limits.max_compute_workgroups_per_dimension);
@@ -271,6 +274,7 @@ impl FusedUpdate<'_> {
             ("MODELS", models as f64),
         ];
         constants.extend(a.strides());
+        constants.extend(self.state.optimizer.constants());
         Dispatch::new(
             gpu,
             DispatchDesc {
@@ -280,7 +284,7 @@ impl FusedUpdate<'_> {
                 constants: &constants,
                 bindings: &[
                     (0, Bind::ReadWrite(self.params)),
-                    (1, Bind::ReadWrite(self.momentum_buffer)),
+                    (1, Bind::ReadWrite(&self.state.a)),
                     (2, Bind::Uniform(&a.table)),
                     (3, Bind::Step(self.steps)),
                     (4, Bind::Read(&a.acts)),
@@ -288,6 +292,7 @@ impl FusedUpdate<'_> {
                     (6, Bind::Read(&a.sample_loss)),
                     (7, Bind::ReadWrite(self.losses)),
                     (8, Bind::Read(self.hyper)),
+                    (9, Bind::ReadWrite(&self.state.b)),
                 ],
                 groups: [row, groups.div_ceil(row).max(1), models as u32],
             },
@@ -303,7 +308,8 @@ impl FusedUpdate<'_> {
 /// loss = criterion(output, labels)   | workgroup (gather, forward, loss, backward  losses_s,
 /// loss.backward() (activations)     /  through the activations)                    dZ_l
 /// loss.backward() (weights)         \  update: per tile of weights, dW summed      params,
-/// optimizer.step()                  /  over the batch, then SGD; the mean loss     momentum
+/// optimizer.step()                  /  over the batch, then the optimizer; the     state
+///                                       mean loss
 /// ```
 pub fn training(
     gpu: &Gpu,
@@ -313,8 +319,7 @@ pub fn training(
     s: &StepInputs<'_>,
 ) -> Result<Built> {
     let acts = FusedActs::new(gpu, w.layout, pad4(s.split.batch), true, w.models)?;
-    let norm = normalisation_table(gpu, wgpu::BufferUsages::UNIFORM);
-    let hyper = Hyper::buffer(gpu, s.hyper);
+    let norm = normalisation_table(gpu, wgpu::BufferUsages::UNIFORM, s.split);
     let sample = FusedSample {
         params: w.params,
         acts: &acts,
@@ -326,16 +331,16 @@ pub fn training(
     let update = FusedUpdate {
         acts: &acts,
         params: w.params,
-        momentum_buffer: s.momentum_buffer,
+        state: s.state,
         steps: &s.split.steps,
         losses: s.losses,
         steps_per_epoch: s.steps_per_epoch,
-        hyper: &hyper,
+        hyper: s.hyper,
     };
     Ok(Built {
         dispatches: vec![
             sample.dispatch(gpu, m, "forward + loss + backward (per sample)")?,
-            update.dispatch(gpu, m, "weight gradients + sgd (per parameter)")?,
+            update.dispatch(gpu, m, "weight gradients + optimizer (per parameter)")?,
         ],
         bytes: vec![("activations + gradients".to_string(), acts.bytes())],
         grads: None,
@@ -352,7 +357,7 @@ pub fn evaluation(
     v: &Verdicts<'_>,
 ) -> Result<Built> {
     let acts = FusedActs::new(gpu, w.layout, pad4(split.batch), false, w.models)?;
-    let norm = normalisation_table(gpu, wgpu::BufferUsages::UNIFORM);
+    let norm = normalisation_table(gpu, wgpu::BufferUsages::UNIFORM, split);
     let sample = FusedSample {
         params: w.params,
         acts: &acts,

@@ -9,12 +9,12 @@
 //!
 //! A set of models runs in the same dispatches: the grid's z is the model, every activation
 //! buffer holds one tensor per model, model after model, and the parameters, gradients and
-//! momentum one device layout per model (`ModelAxis`).
+//! optimizer state one device layout per model (`ModelAxis`).
 
 use anyhow::Result;
 
 use crate::gpu::buffers::{
-    Built, Hyper, Split, StepInputs, Verdicts, Weights, normalisation_table, zeros,
+    Built, Split, StepInputs, Verdicts, Weights, normalisation_table, zeros,
 };
 use crate::gpu::device::Gpu;
 use crate::gpu::dispatch::{Dispatch, ModelAxis};
@@ -24,7 +24,7 @@ use crate::gpu::ops::evaluate::Evaluate;
 use crate::gpu::ops::gather::Gather;
 use crate::gpu::ops::linear::{Backward, Forward, InputGrad};
 use crate::gpu::ops::nll_head::NllHead;
-use crate::gpu::ops::sgd::Sgd;
+use crate::gpu::ops::optimizer::OptimizerStep;
 
 /// The activations of one batch of `bp` columns and, when training, their gradients, for
 /// each model of a set (one tensor per model in each buffer).
@@ -83,7 +83,7 @@ impl Activations {
 /// loss = criterion(output, labels)  forward L-1 + nll loss + grad   dZ^T_{L-1}, losses[step]
 /// loss.backward()                   backward L-1 .. 1               dX (masked), dW, db
 ///                                   backward 0 (weight)             dW, db
-/// optimizer.step()                  sgd                             params, momentum buffer
+/// optimizer.step()                  optimizer                       params, optimizer state
 /// ```
 pub fn training(gpu: &Gpu, m: &Modules, w: &Weights<'_>, s: &StepInputs<'_>) -> Result<Built> {
     let layers = &w.layout.layers;
@@ -97,7 +97,7 @@ pub fn training(gpu: &Gpu, m: &Modules, w: &Weights<'_>, s: &StepInputs<'_>) -> 
     };
     let a = Activations::new(gpu, &w.layout.sizes(), pad4(s.split.batch), true, models);
     let grads = zeros(gpu, "grads", models * w.layout.len);
-    let table = normalisation_table(gpu, wgpu::BufferUsages::STORAGE);
+    let table = normalisation_table(gpu, wgpu::BufferUsages::STORAGE, s.split);
     let mut ops = vec![gather(gpu, m, s.split, &table, &a, axis, "gather train")?];
     ops.extend(forward_products(gpu, m, w, &a, axis, last)?);
     let head = NllHead {
@@ -136,16 +136,16 @@ pub fn training(gpu: &Gpu, m: &Modules, w: &Weights<'_>, s: &StepInputs<'_>) -> 
         };
         ops.push(b.dispatch(gpu, m, &label)?);
     }
-    let hyper = Hyper::buffer(gpu, s.hyper);
-    let sgd = Sgd {
+    let step = OptimizerStep {
         len: w.layout.len,
         models,
-        hyper: &hyper,
+        hyper: s.hyper,
         params: w.params,
         grads: &grads,
-        momentum_buffer: s.momentum_buffer,
+        state: s.state,
+        steps: &s.split.steps,
     };
-    ops.push(sgd.dispatch(gpu, m, "sgd")?);
+    ops.push(step.dispatch(gpu, m, "optimizer")?);
     let bytes = vec![
         ("activations + gradients".to_string(), a.bytes()),
         ("grads".to_string(), grads.size()),
@@ -174,7 +174,7 @@ pub fn evaluation(
         order: 0,
     };
     let a = Activations::new(gpu, &w.layout.sizes(), pad4(split.batch), false, w.models);
-    let table = normalisation_table(gpu, wgpu::BufferUsages::STORAGE);
+    let table = normalisation_table(gpu, wgpu::BufferUsages::STORAGE, split);
     let mut ops = vec![gather(gpu, m, split, &table, &a, axis, "gather test")?];
     ops.extend(forward_products(gpu, m, w, &a, axis, layers)?);
     let e = Evaluate {

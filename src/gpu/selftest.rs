@@ -8,15 +8,16 @@ use futures_util::future::join;
 
 use futures_util::future::try_join3;
 
-use crate::gpu::buffers::{Hyper, Split, normalisation_table, zeros};
+use crate::gpu::buffers::{OptimizerState, Split, hyper_buffer, normalisation_table, zeros};
 use crate::gpu::check::{Check, FUSED_LR, FUSED_MOMENTUM, FusedCase, FusedOutputs, FusedVerdicts};
 use crate::gpu::check::{Pending, Tally, buffer, read, run_dispatch, together};
 use crate::gpu::device::Gpu;
 use crate::gpu::fused::{FusedActs, FusedSample, FusedUpdate, SampleOutputs};
 use crate::gpu::layout::{layer_rows, pad4};
-use crate::gpu::ops::{Modules, evaluate, gather, linear, nll_head, sgd};
+use crate::gpu::ops::{Modules, evaluate, gather, linear, nll_head, optimizer};
 use crate::gpu::plan::{PerSample, Schedule, default_kernels, runnable_kernels};
 use crate::gpu::wgsl::Kernels;
+use crate::optim::{Hyper, Optimizer};
 /// The linear products' checks for every family of kernels the device can run, not only the
 /// one it trains with.
 pub async fn linear_checks(gpu: &Gpu) -> Result<Vec<Check>> {
@@ -64,7 +65,7 @@ pub async fn checks(gpu: &Gpu, kernels: Kernels, schedules: &[Schedule]) -> Resu
             Box::pin(gather::checks(gpu, &m)),
             Box::pin(nll_head::checks(gpu, &m)),
             Box::pin(evaluate::checks(gpu, &m)),
-            Box::pin(sgd::checks(gpu, &m)),
+            Box::pin(optimizer::checks(gpu, &m)),
         ];
         let (linear, others) = join(linear_checks(gpu), together(others)).await;
         let mut out = linear?;
@@ -166,7 +167,6 @@ pub async fn fused_step_checks(gpu: &Gpu, m: &Modules) -> Vec<Check> {
 async fn run(gpu: &Gpu, m: &Modules, case: &FusedCase) -> Result<FusedOutputs> {
     let (layout, bp) = (&case.layout, pad4(case.batch));
     let params = buffer(gpu, "params", &layout.to_device(&case.params));
-    let momentum = buffer(gpu, "momentum", &layout.to_device(&case.momentum));
     let split = Split::new(gpu, "fused check", &case.data, case.batch);
     gpu.queue
         .write_buffer(&split.order, 0, bytemuck::cast_slice(&case.order));
@@ -176,7 +176,7 @@ async fn run(gpu: &Gpu, m: &Modules, case: &FusedCase) -> Result<FusedOutputs> {
         let nan = vec![f32::NAN; b.size() as usize / 4];
         gpu.queue.write_buffer(b, 0, bytemuck::cast_slice(&nan));
     }
-    let norm = normalisation_table(gpu, wgpu::BufferUsages::UNIFORM);
+    let norm = normalisation_table(gpu, wgpu::BufferUsages::UNIFORM, &split);
     let steps = case.data.len().div_ceil(case.batch);
     let losses = zeros(gpu, "losses", steps);
     let sample = FusedSample {
@@ -203,12 +203,23 @@ async fn run(gpu: &Gpu, m: &Modules, case: &FusedCase) -> Result<FusedOutputs> {
     let one = Hyper {
         lr: FUSED_LR,
         momentum: FUSED_MOMENTUM,
+        weight_decay: 0.0,
     };
-    let hyper = Hyper::buffer(gpu, &[one]);
+    let hyper = hyper_buffer(gpu, &[one]);
+    let state = OptimizerState::new(
+        gpu,
+        Optimizer::Sgd {
+            momentum: FUSED_MOMENTUM,
+        },
+        layout.len,
+    );
+    let momentum = layout.to_device(&case.momentum);
+    gpu.queue
+        .write_buffer(&state.a, 0, bytemuck::cast_slice(&momentum));
     let update = FusedUpdate {
         acts: &acts,
         params: &params,
-        momentum_buffer: &momentum,
+        state: &state,
         steps: &split.steps,
         losses: &losses,
         steps_per_epoch: steps,
@@ -218,7 +229,7 @@ async fn run(gpu: &Gpu, m: &Modules, case: &FusedCase) -> Result<FusedOutputs> {
     let (losses, params, momentum): (Vec<f32>, _, _) = try_join3(
         read(gpu, &losses, steps),
         read(gpu, &params, layout.len),
-        read(gpu, &momentum, layout.len),
+        read(gpu, &state.a, layout.len),
     )
     .await?;
     Ok(FusedOutputs {
@@ -257,7 +268,7 @@ async fn check_eval(gpu: &Gpu, m: &Modules, case: &FusedCase) -> Result<Check> {
     gpu.queue
         .write_buffer(&split.order, 0, bytemuck::cast_slice(&case.order));
     let rows = FusedActs::new(gpu, layout, bp, false, 1)?;
-    let norm = normalisation_table(gpu, wgpu::BufferUsages::UNIFORM);
+    let norm = normalisation_table(gpu, wgpu::BufferUsages::UNIFORM, &split);
     let correct = buffer(gpu, "correct", &vec![u32::MAX; n]);
     let log_probs = buffer(gpu, "log-probs", &vec![f32::NAN; n * classes]);
     let op = FusedSample {

@@ -21,7 +21,8 @@ use crate::gpu::ops::Modules;
 use crate::gpu::plan::{Plan, Request, Schedule};
 use crate::gpu::wgsl::Kernels;
 use crate::model::Arch;
-use crate::train::{Evaluate, Recipe};
+use crate::recipe::Recipe;
+use crate::train::Evaluate;
 
 pub mod cache;
 
@@ -262,7 +263,7 @@ async fn time_training(mut built: Vec<(Plan, Trainer)>, recipes: &[Recipe]) -> R
     let steps = BLOCK.min(recipes[0].steps_per_epoch(n));
     let order = crate::train::epoch_orders(recipes, 0, n);
     for (_, t) in &mut built {
-        t.begin_epoch(&order)?;
+        t.begin_epoch(0, &order)?;
         time_block(t, WARM_UP.min(steps)).await?;
     }
     let mut best = vec![f64::INFINITY; built.len()];

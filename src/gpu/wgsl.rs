@@ -39,8 +39,14 @@ pub const SOURCES: [(&str, &str); 22] = [
     ("batch.wgsl", include_str!("../../shaders/batch.wgsl")),
     ("nll_head.wgsl", include_str!("../../shaders/nll_head.wgsl")),
     ("evaluate.wgsl", include_str!("../../shaders/evaluate.wgsl")),
-    ("sgd.wgsl", include_str!("../../shaders/sgd.wgsl")),
-    ("sgd_rule.wgsl", include_str!("../../shaders/sgd_rule.wgsl")),
+    (
+        "optimizer.wgsl",
+        include_str!("../../shaders/optimizer.wgsl"),
+    ),
+    (
+        "optimizer_rule.wgsl",
+        include_str!("../../shaders/optimizer_rule.wgsl"),
+    ),
     (
         "layer_table.wgsl",
         include_str!("../../shaders/layer_table.wgsl"),

@@ -18,9 +18,11 @@ use std::time::Duration;
 use serde_json::Value;
 
 use mnist_wgpu::cpu::CpuBackend;
-use mnist_wgpu::data::{self, default_data_dir};
+use mnist_wgpu::data::{self, Normalize, default_data_dir};
 use mnist_wgpu::model::Arch;
-use mnist_wgpu::train::{self, Recipe};
+use mnist_wgpu::optim::Optimizer;
+use mnist_wgpu::recipe::Recipe;
+use mnist_wgpu::train;
 use mnist_wgpu::{flags, modelfile};
 
 use webdriver::{Browser, Engine, decode_base64, serve};
@@ -48,6 +50,7 @@ in_both_engines!(
     kernel_checks_pass,
     one_layered_epoch_matches_the_native_run,
     one_fused_epoch_matches_the_native_run,
+    one_adam_epoch_matches_the_native_run,
     pytorch_model_is_read_as_pytorch_reads_it,
     without_webgpu_the_page_trains_on_the_cpu,
     training_stays_responsive_and_stops,
@@ -170,24 +173,46 @@ fn kernel_checks_pass(engine: Engine) {
     );
 }
 
-/// The CPU backend's per-step losses of epoch 0 from the default seed, natively.
-fn native_cpu_losses() -> Vec<f32> {
+/// The tutorial's recipe for one epoch from the default seed.
+fn tutorial() -> (Recipe, Normalize) {
+    let r = Recipe {
+        epochs: 1,
+        ..Recipe::tutorial(flags::LR, flags::MOMENTUM, flags::SEED)
+    };
+    (r, Normalize::TUTORIAL)
+}
+
+/// Adam with weight decay and pytorch/examples' normalisation, as `EXAMPLES_QUERY` asks.
+fn adam_examples() -> (Recipe, Normalize) {
+    let adam = Optimizer::named("adam", 0.0).unwrap();
+    let r = Recipe {
+        lr: adam.default_lr(),
+        optimizer: adam,
+        weight_decay: 0.0001,
+        ..tutorial().0
+    };
+    (
+        r,
+        Normalize {
+            mean: 0.1307,
+            std: 0.3081,
+        },
+    )
+}
+
+const EXAMPLES_QUERY: &str = "&optimizer=adam&weight-decay=0.0001&normalize=0.1307,0.3081";
+
+/// The CPU backend's per-step losses of epoch 0 of `recipe`, natively.
+fn native_cpu_losses((recipe, normalize): (Recipe, Normalize)) -> Vec<f32> {
     let mnist = data::load_mnist(&default_data_dir()).unwrap();
     let arch = Arch::new(784, &flags::HIDDEN, 10);
-    let recipe = Recipe {
-        epochs: 1,
-        batch_size: flags::BATCH_SIZE,
-        lr: flags::LR,
-        momentum: flags::MOMENTUM,
-        seed: flags::SEED,
-    };
     let n = mnist.train.len();
     let mut cpu = CpuBackend::new(
         arch.clone(),
         recipe.clone(),
         arch.init(recipe.seed),
-        mnist.train,
-        mnist.test,
+        mnist.train.normalized(normalize),
+        mnist.test.normalized(normalize),
     );
     let reports = pollster::block_on(train::train(
         &mut cpu,
@@ -203,15 +228,25 @@ fn native_cpu_losses() -> Vec<f32> {
 /// loss as the native CPU backend's, at least 90 %, and the model the Download button saves
 /// evaluates natively to the accuracy the page showed.
 fn one_layered_epoch_matches_the_native_run(engine: Engine) {
-    one_epoch_matches_the_native_run(engine, "&schedule=layered", "downloads");
+    let native = native_cpu_losses(tutorial());
+    one_epoch_matches_the_native_run(engine, "&schedule=layered", "downloads", &native);
 }
 
 /// The same with the fused schedule asked for in the URL.
 fn one_fused_epoch_matches_the_native_run(engine: Engine) {
-    one_epoch_matches_the_native_run(engine, "&schedule=fused", "downloads-fused");
+    let native = native_cpu_losses(tutorial());
+    one_epoch_matches_the_native_run(engine, "&schedule=fused", "downloads-fused", &native);
 }
 
-fn one_epoch_matches_the_native_run(engine: Engine, query: &str, name: &str) {
+/// The same with Adam, weight decay and pytorch/examples' normalisation from the URL; the
+/// download names them, and native `eval` normalises as it says.
+fn one_adam_epoch_matches_the_native_run(engine: Engine) {
+    let native = native_cpu_losses(adam_examples());
+    let query = format!("{EXAMPLES_QUERY}&schedule=fused");
+    one_epoch_matches_the_native_run(engine, &query, "downloads-adam", &native);
+}
+
+fn one_epoch_matches_the_native_run(engine: Engine, query: &str, name: &str, native: &[f32]) {
     let (_server, url) = serve(site());
     let downloads = scratch(name);
     let b = Browser::start(engine, true, &downloads);
@@ -231,7 +266,6 @@ fn one_epoch_matches_the_native_run(engine: Engine, query: &str, name: &str) {
         .iter()
         .map(|v| v.as_f64().unwrap() as f32)
         .collect();
-    let native = native_cpu_losses();
     assert_eq!(page.len(), native.len());
     // Step by step the two runs agree to rounding until the differences of f32 sums grow
     // (SGD amplifies them); the epoch's mean loss stays within a fraction of a per mille.
@@ -241,7 +275,7 @@ fn one_epoch_matches_the_native_run(engine: Engine, query: &str, name: &str) {
         .fold(0.0, f64::max);
     let apart = (0..page.len()).find(|&i| rel(page[i] as f64, native[i] as f64) > 1e-4);
     let mean = |l: &[f32]| l.iter().map(|&x| x as f64).sum::<f64>() / l.len() as f64;
-    let (pm, nm) = (mean(&page), mean(&native));
+    let (pm, nm) = (mean(&page), mean(native));
     println!(
         "step losses vs the native CPU backend: up to {first:.2e} apart (relative) in steps \
          0-249, first step more than 1e-4 apart: {apart:?}; epoch mean {pm:.6} vs {nm:.6}"

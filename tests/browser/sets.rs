@@ -5,7 +5,9 @@
 use std::path::Path;
 use std::time::Duration;
 
-use super::{Browser, Engine, assert_clean, native_cpu_losses, run_native, scratch, serve, site};
+use super::{
+    Browser, Engine, assert_clean, native_cpu_losses, run_native, scratch, serve, site, tutorial,
+};
 
 /// Waits until the browser has finished writing `file` (Firefox fills it through `.part`).
 fn wait_for_download(file: &Path) {
@@ -50,7 +52,7 @@ pub fn four_seeds_train_side_by_side_with_a_band(engine: Engine) {
         .iter()
         .map(|v| v.as_f64().unwrap() as f32)
         .collect();
-    let native = native_cpu_losses();
+    let native = native_cpu_losses(tutorial());
     let rel = |a: f32, b: f32| ((a as f64 - b as f64) / b as f64).abs();
     let first = (0..250)
         .map(|i| rel(page[i], native[i]))

@@ -9,7 +9,7 @@ use mnist_wgpu::gpu::backend::GpuBackend;
 use mnist_wgpu::gpu::device::{AdapterQuery, Gpu, pick_adapter};
 use mnist_wgpu::gpu::plan::{Plan, Schedule, default_kernels, runnable_kernels};
 use mnist_wgpu::model::Arch;
-use mnist_wgpu::train::Recipe;
+use mnist_wgpu::recipe::Recipe;
 
 /// The default adapter (with subgroups where it has them). A machine with no adapter fails
 /// the test with a message saying how to get one.

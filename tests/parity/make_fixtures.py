@@ -22,6 +22,15 @@ The fixtures (every file records the torch version in its metadata):
     steps.safetensors     batches [50, 32] (indices into the training set, int32), losses [50],
                           momentum.<key> (the optimizer's momentum buffers after the 50 steps),
                           test_log_probs [64, 10] (the after-50 model on the first 64 test images)
+    optimizers.safetensors  the same 50 batches from the same initial weights with the other
+                          optimizers, PyTorch's defaults: <name>.losses [50], <name>.param.<key>
+                          (the weights after 50 steps) and <name>.<state>.<key> (each state
+                          tensor), for adam (lr 0.001) and adadelta (lr 1.0, weight decay 0.001,
+                          so that weight decay is checked too); with its own batches and
+                          init.<key> (the same as steps' and init's when torch makes them
+                          alike); the metadata names each recipe
+
+    make_fixtures.py optimizers    writes only optimizers.safetensors
 """
 
 import gzip
@@ -137,6 +146,38 @@ def fixtures():
           f"after50 {result}")
 
 
+# The other optimizers' 50-step fixtures: (name, constructor, state tensor names).
+OPTIMIZERS = [
+    ("adam", lambda p: torch.optim.Adam(p, lr=0.001), ["exp_avg", "exp_avg_sq"]),
+    ("adadelta", lambda p: torch.optim.Adadelta(p, lr=1.0, weight_decay=0.001),
+     ["square_avg", "acc_delta"]),
+]
+
+
+def optimizers():
+    x, y, _, _, _, _ = setup()
+    g = torch.Generator().manual_seed(SEED)
+    batches = torch.randperm(len(x), generator=g)[: STEPS * BATCH].view(STEPS, BATCH)
+    out = {"batches": batches.to(torch.int32).contiguous()}
+    recipes = {}
+    for name, make, names in OPTIMIZERS:
+        torch.manual_seed(SEED)
+        m = model()
+        for k, v in state(m).items():
+            out[f"init.{k}"] = v.clone()
+        opt = make(m.parameters())
+        losses = train_steps(m, opt, x, y, batches)
+        out[f"{name}.losses"] = torch.tensor(losses, dtype=torch.float32)
+        for k, p in m.named_parameters():
+            out[f"{name}.param.{k}"] = p.detach().contiguous()
+            for s in names:
+                out[f"{name}.{s}.{k}"] = opt.state[p][s].contiguous()
+        recipes[name] = str(opt.defaults)
+        print(f"torch {torch.__version__}: {name}: {STEPS} steps, loss {losses[0]:.4f} -> "
+              f"{losses[-1]:.4f}")
+    save_file(out, HERE / "optimizers.safetensors", metadata=meta(seed=SEED, **recipes))
+
+
 def tutorial():
     """The whole recipe in PyTorch: 5 epochs, batch 32, shuffled, SGD lr 0.003 momentum 0.9."""
     x, y, tx, ty, m, opt = setup()
@@ -162,6 +203,8 @@ if __name__ == "__main__":
     mode = sys.argv[1] if len(sys.argv) > 1 else "fixtures"
     if mode == "fixtures":
         fixtures()
+    elif mode == "optimizers":
+        optimizers()
     elif mode == "tutorial":
         tutorial()
     elif mode == "check" and len(sys.argv) == 3:

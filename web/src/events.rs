@@ -5,11 +5,14 @@ use js_sys::{Function, Object, Promise, Reflect};
 use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::JsFuture;
 
+use mnist_wgpu::data::Normalize;
 use mnist_wgpu::flags;
 use mnist_wgpu::model::Arch;
+use mnist_wgpu::recipe::Recipe;
+use mnist_wgpu::recipe::recipe_words;
 use mnist_wgpu::sweep::{Sweep, floats_string, seeds_string};
 use mnist_wgpu::train::{
-    self, Backend, EpochReport, ModelEpoch, Outcome, Progress, Recipe, Spread, TestFigures,
+    self, Backend, EpochReport, ModelEpoch, Outcome, Progress, Spread, TestFigures,
 };
 
 /// A JS object of `pairs`.
@@ -63,11 +66,12 @@ impl Page {
         arch: &Arch,
         sweep: &Sweep,
         r: &Recipe,
+        normalize: Normalize,
         setup: f64,
     ) {
         self.log(format!("adapter: {adapter}")).await;
         let hyper = match sweep.len() {
-            1 => format!("lr {} | momentum {} | seed {}", r.lr, r.momentum, r.seed),
+            1 => format!("{} | seed {}", recipe_words(r, normalize), r.seed),
             _ => format!(
                 "lr {} | momentum {} | seeds {}",
                 floats_string(&sweep.lrs),

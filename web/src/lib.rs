@@ -16,15 +16,17 @@ use js_sys::Function;
 use wasm_bindgen::prelude::*;
 use web_time::Instant;
 
-use mnist_wgpu::data::{self, CLASSES, Kind, Mnist};
+use mnist_wgpu::data::{self, CLASSES, Kind, Mnist, Normalize};
 use mnist_wgpu::gpu::device::{Gpu, browser_gpu};
 use mnist_wgpu::gpu::error::GpuError;
 use mnist_wgpu::gpu::plan::{Request, Schedule};
 use mnist_wgpu::gpu::wgsl::Kernels;
 use mnist_wgpu::model::Arch;
+use mnist_wgpu::optim::Optimizer;
 use mnist_wgpu::predict::SIDE;
+use mnist_wgpu::recipe::Recipe;
 use mnist_wgpu::sweep::{self, Sweep};
-use mnist_wgpu::train::{self, LoopOptions, Position, Recipe};
+use mnist_wgpu::train::{self, LoopOptions, Position};
 use mnist_wgpu::{backends, flags, gpu, modelfile};
 
 use events::{Page, error, obj};
@@ -76,8 +78,13 @@ pub fn defaults() -> JsValue {
     obj(&[
         ("epochs", flags::EPOCHS.to_string().into()),
         ("batch-size", flags::BATCH_SIZE.to_string().into()),
-        ("lr", flags::LR.to_string().into()),
+        ("optimizer", "sgd".into()),
+        // Empty: the optimizer's own default (`Optimizer::default_lr`), as without `--lr`.
+        ("lr", "".into()),
         ("momentum", flags::MOMENTUM.to_string().into()),
+        ("weight-decay", "0".into()),
+        ("gamma", "1".into()),
+        ("normalize", Normalize::TUTORIAL.name().into()),
         ("hidden", hidden.into()),
         ("seeds", flags::SEED.to_string().into()),
     ])
@@ -234,28 +241,53 @@ fn flag<T>(
     }
 }
 
-/// The run the form asks for: every model's recipe (one per combination of the seeds, lr
-/// and momentum lists, as `train --seeds` makes them), the set, and the hidden sizes.
-fn recipes(values: &JsValue) -> Result<(Vec<Recipe>, Sweep, Vec<usize>), JsError> {
-    let epochs = flag(values, "epochs", flags::at_least_one, flags::EPOCHS)?;
-    let batch = flag(values, "batch-size", flags::at_least_one, flags::BATCH_SIZE)?;
+/// What the form asks for: every model's recipe (one per combination of the seeds, lr and
+/// momentum lists, as `train --seeds` makes them), the set, the hidden sizes and the
+/// normalisation.
+struct Asked {
+    recipes: Vec<Recipe>,
+    sweep: Sweep,
+    hidden: Vec<usize>,
+    normalize: Normalize,
+}
+
+fn recipes(values: &JsValue) -> Result<Asked, JsError> {
+    let name = flag(values, "optimizer", flags::optimizer, "sgd".to_string())?;
+    let optimizer = Optimizer::named(&name, flags::MOMENTUM).map_err(error)?;
+    let sgd = matches!(optimizer, Optimizer::Sgd { .. });
     let sweep = Sweep {
         seeds: flag(values, "seeds", sweep::seeds, vec![flags::SEED])?,
         lrs: flag(
             values,
             "lr",
             |s| sweep::floats(s, flags::positive_finite),
-            vec![flags::LR],
+            vec![optimizer.default_lr()],
         )?,
-        momenta: flag(
-            values,
-            "momentum",
-            |s| sweep::floats(s, flags::momentum),
-            vec![flags::MOMENTUM],
-        )?,
+        // Only SGD has a momentum: the others ignore the field (which keeps its default).
+        momenta: match sgd {
+            true => flag(
+                values,
+                "momentum",
+                |s| sweep::floats(s, flags::momentum),
+                vec![flags::MOMENTUM],
+            )?,
+            false => vec![0.0],
+        },
     };
-    let hidden = flag(values, "hidden", flags::hidden, flags::HIDDEN.to_vec())?;
-    Ok((sweep.recipes(epochs, batch), sweep, hidden))
+    let base = Recipe {
+        epochs: flag(values, "epochs", flags::at_least_one, flags::EPOCHS)?,
+        batch_size: flag(values, "batch-size", flags::at_least_one, flags::BATCH_SIZE)?,
+        optimizer,
+        weight_decay: flag(values, "weight-decay", flags::weight_decay, 0.0)?,
+        gamma: flag(values, "gamma", flags::gamma, 1.0)?,
+        ..Recipe::tutorial(sweep.lrs[0], sweep.momenta[0], sweep.seeds[0])
+    };
+    Ok(Asked {
+        recipes: sweep.recipes(&base),
+        sweep,
+        hidden: flag(values, "hidden", flags::hidden, flags::HIDDEN.to_vec())?,
+        normalize: flag(values, "normalize", Normalize::parse, Normalize::TUTORIAL)?,
+    })
 }
 
 /// Trains the recipes in `values` (the `train` flags by name; lists of seeds, lr and
@@ -265,12 +297,20 @@ fn recipes(values: &JsValue) -> Result<(Vec<Recipe>, Sweep, Vec<usize>), JsError
 #[wasm_bindgen]
 pub async fn train(values: JsValue, on_event: Function) -> Result<JsValue, JsError> {
     let _busy = Busy::claim()?;
-    let (recipes, sweep, hidden) = recipes(&values)?;
+    let Asked {
+        recipes,
+        sweep,
+        hidden,
+        normalize,
+    } = recipes(&values)?;
     let mnist = mnist()?;
     let arch = Arch::new(mnist.train.pixels(), &hidden, CLASSES);
     let gpu = take_gpu().await?;
     let t0 = Instant::now();
-    let (train_set, test_set) = (mnist.train.clone(), mnist.test.clone());
+    let (train_set, test_set) = (
+        mnist.train.clone().normalized(normalize),
+        mnist.test.clone().normalized(normalize),
+    );
     let params = recipes.iter().map(|r| arch.init(r.seed)).collect();
     let built = backends::for_set(gpu, &arch, &recipes, params, train_set, test_set);
     let mut backend = built.await.map_err(error)?;
@@ -279,7 +319,8 @@ pub async fn train(values: JsValue, on_event: Function) -> Result<JsValue, JsErr
         page.log(line).await;
     }
     let setup = t0.elapsed().as_secs_f64();
-    page.announce(&backend.about().device, &arch, &sweep, &recipes[0], setup)
+    let about = backend.about().device.clone();
+    page.announce(&about, &arch, &sweep, &recipes[0], normalize, setup)
         .await;
     STOP.with(|s| s.set(false));
     let interval = match backend.about().queues_work {
@@ -320,8 +361,14 @@ pub async fn train(values: JsValue, on_event: Function) -> Result<JsValue, JsErr
         .filter(|&(k, _)| !diverged(k))
         .map(|(k, r)| {
             let test = observer.test_of(k).map(|t| (t.loss, t.accuracy));
-            let mut metadata =
-                modelfile::training_metadata(program, "mnist", &arch, r, &adapter, test);
+            let mut metadata = modelfile::training_metadata(
+                program,
+                ("mnist", normalize),
+                &arch,
+                r,
+                &adapter,
+                test,
+            );
             if let Some(set) = sweep.describe() {
                 metadata.insert("set".into(), set);
             }

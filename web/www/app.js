@@ -6,7 +6,7 @@ import init, * as wasm from './pkg/mnist_wgpu_web.js';
 import { Chart } from './chart.js';
 
 const FILES = ['train-images-idx3-ubyte', 'train-labels-idx1-ubyte', 't10k-images-idx3-ubyte', 't10k-labels-idx1-ubyte'];
-const FLAGS = ['epochs', 'batch-size', 'lr', 'momentum', 'hidden', 'seeds'];
+const FLAGS = ['epochs', 'batch-size', 'optimizer', 'lr', 'momentum', 'weight-decay', 'gamma', 'normalize', 'hidden', 'seeds'];
 const $ = (id) => document.getElementById(id);
 const params = new URLSearchParams(location.search);
 

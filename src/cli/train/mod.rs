@@ -2,6 +2,7 @@
 //! terminal, one line per epoch with the test figures, a checkpoint after every epoch, Ctrl-C
 //! that checkpoints and exits 130, and the model file at the end.
 
+pub mod args;
 mod note;
 mod set;
 mod spec;
@@ -11,93 +12,31 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{Context, Result};
-use clap::Args;
 
 use mnist_wgpu::backends;
-use mnist_wgpu::checkpoint::{self, Recorder};
-use mnist_wgpu::data::{self, Dataset};
+use mnist_wgpu::checkpoint;
+use mnist_wgpu::data::{self, Dataset, Normalize};
 use mnist_wgpu::fetch::Need;
-use mnist_wgpu::flags;
 use mnist_wgpu::gpu::backend::{STEPS_PER_SUBMIT, check_limits};
 use mnist_wgpu::gpu::device::Gpu;
 use mnist_wgpu::gpu::plan::Request;
 use mnist_wgpu::limits;
 use mnist_wgpu::model::Arch;
 use mnist_wgpu::modelfile::{self, DEFAULT_MODEL_FILE};
+use mnist_wgpu::recipe::recipe_words;
+use mnist_wgpu::recorder::Recorder;
 use mnist_wgpu::train::{Backend, Diverged, LoopOptions, Outcome, Position};
 
 use super::args::{
-    DeviceChoice, Floats, Hidden, Interrupted, RunArgs, Seeds, UsageError, arch_string,
-    at_least_one, data_dir, hidden, lr_list, momentum_list, open_device, seeds, usage,
+    DeviceChoice, Interrupted, RunArgs, UsageError, arch_string, data_dir, open_device, usage,
 };
+use args::TrainArgs;
 use note::{announce, software_probe};
 use spec::Start;
 use ui::{Ui, install_interrupt_handler};
 
 /// Where runs go unless `--run-dir` says otherwise: `runs/run-001`, `runs/run-002`, ...
 const RUNS: &str = "runs";
-
-#[derive(Args, Debug)]
-pub struct TrainArgs {
-    /// Passes over the training set.
-    #[arg(long, default_value_t = flags::EPOCHS, value_parser = at_least_one)]
-    pub epochs: usize,
-    /// Images per step; the last batch of an epoch may be smaller.
-    #[arg(long, default_value_t = flags::BATCH_SIZE, value_parser = at_least_one)]
-    pub batch_size: usize,
-    /// SGD learning rate; a comma list trains one model per value, side by side.
-    #[arg(long, value_name = "LR[,LR...]", default_value_t = Floats(vec![flags::LR]), value_parser = lr_list, allow_negative_numbers = true)]
-    pub lr: Floats,
-    /// SGD momentum (PyTorch's rule, no dampening); a comma list trains one model per value.
-    #[arg(long, value_name = "M[,M...]", default_value_t = Floats(vec![flags::MOMENTUM]), value_parser = momentum_list, allow_negative_numbers = true)]
-    pub momentum: Floats,
-    /// Hidden layer sizes, comma-separated; one or more [default: 128,128,64,64, or those of --init]
-    #[arg(long, value_parser = hidden)]
-    pub hidden: Option<Hidden>,
-    /// Seed of the initial weights and of every epoch's shuffle.
-    #[arg(long, default_value_t = flags::SEED)]
-    pub seed: u64,
-    /// Train one model per seed, side by side in the same dispatches: a range `1-10` or a list
-    /// `1,4,9` (with lists of --lr and --momentum, every combination).
-    #[arg(long, value_name = "LIST", value_parser = seeds, conflicts_with = "seed")]
-    pub seeds: Option<Seeds>,
-    /// Start from the weights in this model file (safetensors) instead of a random initialisation.
-    #[arg(long, value_name = "PATH")]
-    pub init: Option<PathBuf>,
-    /// Where to save the trained model (safetensors, PyTorch's state_dict keys) [default:
-    /// mnist_mlp.safetensors, or where the resumed run saves]
-    #[arg(long, value_name = "PATH")]
-    pub save: Option<PathBuf>,
-    /// Do not save the trained model.
-    #[arg(long, conflicts_with = "save")]
-    pub no_save: bool,
-    /// Directory for this run's checkpoint (after every epoch) and metrics [default: a new
-    /// runs/run-NNN]
-    #[arg(long, value_name = "DIR")]
-    pub run_dir: Option<PathBuf>,
-    /// Continue the run in DIR from its checkpoint, with the recipe it was started with (the
-    /// outputs --save, --no-save, --metrics, --plot, --quiet and --profile may change).
-    #[arg(long, value_name = "DIR", conflicts_with_all = [
-        "epochs", "batch_size", "lr", "momentum", "hidden", "seed", "seeds", "init", "run_dir",
-        "dataset", "data_dir",
-    ])]
-    pub resume: Option<PathBuf>,
-    /// Also write the per-epoch metrics as CSV here (the run directory always gets metrics.csv).
-    #[arg(long, value_name = "PATH")]
-    pub metrics: Option<PathBuf>,
-    /// Draw the training and test loss and the test accuracy per epoch into this PNG.
-    #[arg(long, value_name = "PATH.png")]
-    pub plot: Option<PathBuf>,
-    /// Print only the final accuracy.
-    #[arg(long)]
-    pub quiet: bool,
-    /// Time every kernel with GPU timestamp queries and print a table at the end (where the
-    /// adapter has them; the timestamps themselves add a little to every dispatch).
-    #[arg(long)]
-    pub profile: bool,
-    #[command(flatten)]
-    pub run: RunArgs,
-}
 
 pub fn run(args: TrainArgs) -> Result<()> {
     let t_start = Instant::now();
@@ -112,7 +51,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
     let gpu = open_checked_device(&run_args, &start)?;
     start.initialise();
     let Start { spec, arch, .. } = &start;
-    let (train, test) = load_data(&run_args, arch)?;
+    let (train, test) = load_data(&run_args, arch, spec.normalize)?;
     let n_train = train.len();
     let auto = run_args.device == DeviceChoice::Auto && !args.quiet;
     let probe = gpu.as_ref().filter(|_| auto);
@@ -130,7 +69,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
     announce(note, backend.about(), args.quiet);
     let (position, metrics) = match &start.resumed {
         Some(c) => {
-            backend.load_state(&c.params, &c.momentum)?;
+            backend.load_state(&c.params, &c.state)?;
             (c.position.clone(), c.metrics.clone())
         }
         None => (Position::default(), Vec::new()),
@@ -144,13 +83,8 @@ pub fn run(args: TrainArgs) -> Result<()> {
         t_start,
     };
     let mut ui = header.ui(backend.as_ref(), run_args.dataset.name(), metrics);
-    let profiling = args.profile && backend.start_profile();
-    if args.profile && !profiling {
-        let adapter = &backend.about().device;
-        eprintln!(
-            "note: --profile: {adapter} has no timestamp queries inside compute passes; no kernel times"
-        );
-    }
+    ui.recorder.steps_per_epoch = start.spec.recipe.steps_per_epoch(n_train);
+    let profiling = args.profile && start_profile(backend.as_mut());
     install_interrupt_handler();
     let options = LoopOptions {
         interval: STEPS_PER_SUBMIT,
@@ -175,6 +109,18 @@ pub fn run(args: TrainArgs) -> Result<()> {
         profiling,
         run_args.dataset.name(),
     )
+}
+
+/// Starts `--profile`'s timestamps, or says in one line why there are none.
+fn start_profile(backend: &mut dyn Backend) -> bool {
+    let started = backend.start_profile();
+    if !started {
+        let adapter = &backend.about().device;
+        eprintln!(
+            "note: --profile: {adapter} has no timestamp queries inside compute passes; no kernel times"
+        );
+    }
+    started
 }
 
 /// After the last epoch: the summary, the kernel profile and the model file.
@@ -229,7 +175,8 @@ fn host_bytes(arch: &Arch) -> u64 {
     arch.param_count() as u64 * 4 * 6
 }
 
-fn load_data(run_args: &RunArgs, arch: &Arch) -> Result<(Dataset, Dataset)> {
+/// The training and test splits of `--dataset`, normalised as the run's recipe says.
+fn load_data(run_args: &RunArgs, arch: &Arch, n: Normalize) -> Result<(Dataset, Dataset)> {
     let kind = run_args.dataset;
     let dir = data_dir(run_args, Need::All)?;
     let mnist = data::load(&dir, kind)
@@ -242,7 +189,7 @@ fn load_data(run_args: &RunArgs, arch: &Arch) -> Result<(Dataset, Dataset)> {
             mnist.train.cols
         );
     }
-    Ok((mnist.train, mnist.test))
+    Ok((mnist.train.normalized(n), mnist.test.normalized(n)))
 }
 
 fn make_run_dir(dir: Option<PathBuf>) -> Result<PathBuf> {
@@ -285,8 +232,12 @@ impl Header<'_> {
             println!("adapter: {adapter}");
             let sweep = &self.start.spec.sweep;
             let hyper = match sweep.len() {
-                1 => format!("lr {} | momentum {} | seed {}", r.lr, r.momentum, r.seed),
-                _ => set::hyper_words(sweep),
+                1 => format!(
+                    "{} | seed {}",
+                    recipe_words(r, self.start.spec.normalize),
+                    r.seed
+                ),
+                _ => set::hyper_words(sweep, r, self.start.spec.normalize),
             };
             println!(
                 "model: {} | {} parameters | batch {} | {hyper} | init {} | start-up {:.2} s",
@@ -311,7 +262,7 @@ impl Header<'_> {
         }
         let spec = &self.start.spec;
         let hyper = match spec.sweep.len() {
-            1 => format!("lr {} | momentum {}", r.lr, r.momentum),
+            1 => recipe_words(r, spec.normalize),
             _ => spec.sweep.describe().unwrap_or_default(),
         };
         let title = format!(
@@ -335,6 +286,7 @@ impl Header<'_> {
                 .resumed
                 .as_ref()
                 .map_or(Vec::new(), |c| c.set_metrics.clone()),
+            steps_per_epoch: 0,
         };
         Ui {
             quiet: self.args.quiet,
@@ -377,7 +329,7 @@ fn conclude_set(
             sweep: &spec.sweep,
             recipes: &recipes,
             arch: &h.start.arch,
-            dataset,
+            dataset: (dataset, spec.normalize),
             init: h.init_shown(),
             quiet: h.args.quiet,
         };
@@ -456,7 +408,8 @@ fn save_model(
     let program = format!("mnist-wgpu {}", env!("CARGO_PKG_VERSION"));
     let adapter = &backend.about().device;
     let test = Some((loss, accuracy));
-    let mut metadata = modelfile::training_metadata(&program, dataset, arch, r, adapter, test);
+    let data = (dataset, h.start.spec.normalize);
+    let mut metadata = modelfile::training_metadata(&program, data, arch, r, adapter, test);
     metadata.insert("init".into(), h.init_shown());
     // The one read-back of the weights in a run (besides the checkpoints).
     let params = pollster::block_on(backend.params())?;

@@ -50,7 +50,7 @@ fn cpu_ms_per_step(arch: &Arch, spec: &RunSpec, params: &[f32], train: &Dataset)
     let empty = Dataset::empty(train.rows, train.cols);
     let mut cpu = CpuBackend::new(arch.clone(), recipe.clone(), params.to_vec(), head, empty);
     let run = async {
-        cpu.begin_epoch(&order)?;
+        cpu.begin_epoch(0, &order)?;
         cpu.run_steps(0..warm).await?;
         let t0 = Instant::now();
         cpu.run_steps(warm..warm + steps).await?;

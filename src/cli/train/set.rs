@@ -6,19 +6,27 @@ use std::path::Path;
 
 use anyhow::Result;
 
-use mnist_wgpu::checkpoint::Recorder;
+use mnist_wgpu::data::Normalize;
 use mnist_wgpu::modelfile;
+use mnist_wgpu::recipe::Recipe;
+use mnist_wgpu::recipe::recipe_extras;
+use mnist_wgpu::recorder::Recorder;
 use mnist_wgpu::sweep::{Sweep, floats_string, seeds_string};
-use mnist_wgpu::train::{Backend, EpochReport, Eval, Recipe, Spread, TestFigures};
+use mnist_wgpu::train::{Backend, EpochReport, Eval, Spread, TestFigures};
 
-/// The header's model line's hyper-parameters: `lr 0.003 | momentum 0.9 | seeds 1-10`.
-pub fn hyper_words(sweep: &Sweep) -> String {
-    format!(
-        "lr {} | momentum {} | seeds {}",
-        floats_string(&sweep.lrs),
-        floats_string(&sweep.momenta),
-        seeds_string(&sweep.seeds)
-    )
+/// The header's model line's hyper-parameters: `lr 0.003 | momentum 0.9 | seeds 1-10` (SGD),
+/// `adam | lr 0.001,0.003 | seeds 1-10`, then what the set's recipe `r` changes besides.
+pub fn hyper_words(sweep: &Sweep, r: &Recipe, normalize: Normalize) -> String {
+    let lrs = floats_string(&sweep.lrs);
+    let seeds = seeds_string(&sweep.seeds);
+    let rest = recipe_extras(r, normalize);
+    match r.optimizer.name() {
+        "sgd" => format!(
+            "lr {lrs} | momentum {} | seeds {seeds}{rest}",
+            floats_string(&sweep.momenta)
+        ),
+        name => format!("{name} | lr {lrs} | seeds {seeds}{rest}"),
+    }
 }
 
 /// Each model's final training loss and test figures.
@@ -75,7 +83,7 @@ pub fn table(recipes: &[Recipe], rows: &Finals) -> String {
             k + 1,
             r.seed,
             r.lr,
-            r.momentum,
+            r.momentum(),
         );
     }
     // A diverged model's figures count in no mean.
@@ -108,7 +116,8 @@ pub struct SaveSet<'a> {
     pub sweep: &'a Sweep,
     pub recipes: &'a [Recipe],
     pub arch: &'a mnist_wgpu::model::Arch,
-    pub dataset: &'a str,
+    /// The data set and its normalisation.
+    pub dataset: (&'a str, mnist_wgpu::data::Normalize),
     pub init: String,
     pub quiet: bool,
 }

@@ -7,13 +7,15 @@ use std::path::{Path, PathBuf};
 use anyhow::Result;
 
 use mnist_wgpu::checkpoint::{self, Checkpoint};
-use mnist_wgpu::data::Kind;
+use mnist_wgpu::data::{Kind, Normalize};
+use mnist_wgpu::flags;
 use mnist_wgpu::model::Arch;
 use mnist_wgpu::modelfile::{self, DEFAULT_MODEL_FILE};
+use mnist_wgpu::optim::Optimizer;
+use mnist_wgpu::recipe::Recipe;
 use mnist_wgpu::sweep::{Sweep, floats, floats_string, seeds, seeds_string};
-use mnist_wgpu::train::Recipe;
 
-use super::TrainArgs;
+use super::args::TrainArgs;
 use crate::cli::args::{UsageError, hidden, hidden_string};
 
 /// Everything that defines a run; a checkpoint stores it so `--resume` needs no flags.
@@ -24,6 +26,8 @@ pub struct RunSpec {
     /// The lists of a set; one value each for a single run.
     pub sweep: Sweep,
     pub hidden: Option<Vec<usize>>,
+    /// How the pixels of both splits become inputs.
+    pub normalize: Normalize,
     pub dataset: Kind,
     pub data_dir: Option<PathBuf>,
     pub init: Option<PathBuf>,
@@ -38,16 +42,40 @@ fn absolute(p: &Path) -> PathBuf {
 }
 
 impl RunSpec {
-    fn from_args(a: &TrainArgs) -> RunSpec {
+    fn from_args(a: &TrainArgs) -> Result<RunSpec, UsageError> {
+        let name = a.optimizer.as_deref().unwrap_or("sgd");
+        let optimizer = Optimizer::named(name, flags::MOMENTUM).map_err(UsageError)?;
+        if let (Some(m), false) = (&a.momentum, matches!(optimizer, Optimizer::Sgd { .. })) {
+            return Err(UsageError(format!(
+                "--momentum {m}: --optimizer {name} has no momentum (only sgd has)"
+            )));
+        }
         let sweep = Sweep {
             seeds: a.seeds.as_ref().map_or(vec![a.seed], |s| s.0.clone()),
-            lrs: a.lr.0.clone(),
-            momenta: a.momentum.0.clone(),
+            lrs: a
+                .lr
+                .as_ref()
+                .map_or(vec![optimizer.default_lr()], |l| l.0.clone()),
+            momenta: a
+                .momentum
+                .as_ref()
+                .map_or(vec![optimizer.momentum()], |m| m.0.clone()),
         };
-        RunSpec {
-            recipe: sweep.recipes(a.epochs, a.batch_size).remove(0),
+        let base = Recipe {
+            epochs: a.epochs,
+            batch_size: a.batch_size,
+            lr: sweep.lrs[0],
+            optimizer,
+            weight_decay: a.weight_decay,
+            gamma: a.gamma,
+            shuffle: !a.no_shuffle,
+            seed: sweep.seeds[0],
+        };
+        Ok(RunSpec {
+            recipe: sweep.recipes(&base).remove(0),
             sweep,
             hidden: a.hidden.as_ref().map(|h| h.0.clone()),
+            normalize: a.normalize.unwrap_or(Normalize::TUTORIAL),
             dataset: a.run.dataset,
             data_dir: a.run.data_dir.as_deref().map(absolute),
             init: a.init.as_deref().map(absolute),
@@ -55,7 +83,7 @@ impl RunSpec {
             metrics: None,
             plot: None,
         }
-        .with_outputs(a, None)
+        .with_outputs(a, None))
     }
 
     /// The output choices of `a` (`--save`, `--no-save`, `--metrics`, `--plot`) over those of
@@ -83,8 +111,7 @@ impl RunSpec {
 
     /// Every model's recipe, in the set's order (one for a single run).
     pub fn recipes(&self) -> Vec<Recipe> {
-        let r = &self.recipe;
-        self.sweep.recipes(r.epochs, r.batch_size)
+        self.sweep.recipes(&self.recipe)
     }
 
     pub fn settings(&self, arch: &Arch) -> BTreeMap<String, String> {
@@ -93,7 +120,12 @@ impl RunSpec {
             ("epochs", r.epochs.to_string()),
             ("batch_size", r.batch_size.to_string()),
             ("lr", r.lr.to_string()),
-            ("momentum", r.momentum.to_string()),
+            ("momentum", r.momentum().to_string()),
+            ("optimizer", r.optimizer.name().to_string()),
+            ("weight_decay", r.weight_decay.to_string()),
+            ("gamma", r.gamma.to_string()),
+            ("shuffle", r.shuffle.to_string()),
+            ("normalize", self.normalize.name()),
             ("seed", r.seed.to_string()),
             ("hidden", hidden_string(arch)),
             ("dataset", self.dataset.name().to_string()),
@@ -135,11 +167,23 @@ impl RunSpec {
             "idx" => Kind::Idx,
             other => return Err(format!("unknown dataset `{other}`")),
         };
+        // Settings a checkpoint written before they existed lacks: the tutorial's values.
+        let or = |k: &str, default: f64| m.get(k).map_or(Ok(default), |_| num(k));
+        let name = m.get("optimizer").map_or("sgd", String::as_str);
+        let optimizer = Optimizer::named(name, num("momentum")?)
+            .map_err(|e| format!("setting `optimizer` `{name}`: {e}"))?;
+        let normalize = match m.get("normalize") {
+            Some(v) => Normalize::parse(v).map_err(|e| format!("setting `normalize`: {e}"))?,
+            None => Normalize::TUTORIAL,
+        };
         let recipe = Recipe {
             epochs: num("epochs")? as usize,
             batch_size: num("batch_size")? as usize,
             lr: num("lr")?,
-            momentum: num("momentum")?,
+            optimizer,
+            weight_decay: or("weight_decay", 0.0)?,
+            gamma: or("gamma", 1.0)?,
+            shuffle: m.get("shuffle").is_none_or(|v| v == "true"),
             seed: get("seed")?
                 .parse()
                 .map_err(|_| "setting `seed`".to_string())?,
@@ -154,12 +198,13 @@ impl RunSpec {
                 lrs: floats(l, number).map_err(|e| format!("setting `lrs`: {e}"))?,
                 momenta: floats(mu, number).map_err(|e| format!("setting `momenta`: {e}"))?,
             },
-            _ => Sweep::single(recipe.seed, recipe.lr, recipe.momentum),
+            _ => Sweep::single(recipe.seed, recipe.lr, recipe.momentum()),
         };
         Ok(RunSpec {
             sweep,
             recipe,
             hidden: Some(hidden(get("hidden")?)?.0),
+            normalize,
             dataset,
             data_dir: path("data_dir"),
             init: path("init"),
@@ -197,33 +242,46 @@ impl Start {
     }
 }
 
+/// The run in `dir`, from its checkpoint, with the outputs `args` choose anew.
+fn resumed(args: &TrainArgs, dir: &Path, (input, classes): (usize, usize)) -> Result<Start> {
+    let c = checkpoint::load(dir, input, classes)?;
+    let file = dir.join(checkpoint::CHECKPOINT_FILE);
+    let stored = RunSpec::from_settings(&c.settings)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+    let spec = stored.clone().with_outputs(args, Some(&stored));
+    let stored_name = spec.recipe.optimizer.name();
+    if let Some(asked) = args.optimizer.as_deref().filter(|a| *a != stored_name) {
+        let msg = format!(
+            "--optimizer {asked}: the run in {} trains with {stored_name}; resume it without --optimizer, or start a new run",
+            dir.display()
+        );
+        return Err(UsageError(msg).into());
+    }
+    if let (Some(save), false) = (&args.save, args.no_save) {
+        check_save_path(save)?;
+    }
+    if c.models() != spec.sweep.len() {
+        let (got, want) = (c.models(), spec.sweep.len());
+        let msg = format!("holds {got} models; its settings describe {want}");
+        anyhow::bail!("{}: {msg}", file.display());
+    }
+    let n = c.arch.param_count();
+    Ok(Start {
+        spec,
+        arch: c.arch.clone(),
+        params: c.params.chunks(n).map(<[f32]>::to_vec).collect(),
+        init: None,
+        run_dir: Some(dir.to_path_buf()),
+        resumed: Some(c),
+    })
+}
+
 /// The run the flags ask for, checked before any device or data is touched.
 pub fn start(args: &TrainArgs, (input, classes): (usize, usize)) -> Result<Start> {
     if let Some(dir) = &args.resume {
-        let c = checkpoint::load(dir, input, classes)?;
-        let file = dir.join(checkpoint::CHECKPOINT_FILE);
-        let stored = RunSpec::from_settings(&c.settings)
-            .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
-        let spec = stored.clone().with_outputs(args, Some(&stored));
-        if let (Some(save), false) = (&args.save, args.no_save) {
-            check_save_path(save)?;
-        }
-        if c.models() != spec.sweep.len() {
-            let (got, want) = (c.models(), spec.sweep.len());
-            let msg = format!("holds {got} models; its settings describe {want}");
-            anyhow::bail!("{}: {msg}", file.display());
-        }
-        let n = c.arch.param_count();
-        return Ok(Start {
-            spec,
-            arch: c.arch.clone(),
-            params: c.params.chunks(n).map(<[f32]>::to_vec).collect(),
-            init: None,
-            run_dir: Some(dir.clone()),
-            resumed: Some(c),
-        });
+        return resumed(args, dir, (input, classes));
     }
-    let spec = RunSpec::from_args(args);
+    let spec = RunSpec::from_args(args)?;
     if !args.no_save {
         check_save_path(
             args.save

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::Result;
 
-use mnist_wgpu::checkpoint::Recorder;
+use mnist_wgpu::recorder::Recorder;
 use mnist_wgpu::train::{Backend, EpochReport, Observer, Progress};
 
 /// Set by Ctrl-C; the loop checks it after every interval.

@@ -8,7 +8,7 @@ use crate::cpu;
 use crate::gpu::check::{Check, FusedCase, FusedVerdicts, Tally, block};
 use crate::gpu::check::{buffer, random, read, run_dispatch, steps_buffer, wide};
 use crate::gpu::device::Gpu;
-use crate::gpu::dispatch::{Bind, Dispatch, DispatchDesc, need};
+use crate::gpu::dispatch::{Bind, Dispatch, DispatchDesc, need, no_corrections};
 use crate::gpu::layout::{layer_rows, pad4};
 use crate::gpu::ops::{Modules, WG};
 use crate::rng::Rng;
@@ -92,7 +92,7 @@ async fn check_one(gpu: &Gpu, m: &Modules) -> Result<Vec<Check>> {
         buffer(gpu, "labels", &labels),
         buffer(gpu, "order", &order),
     );
-    let steps = steps_buffer(gpu, n, batch);
+    let steps = steps_buffer(gpu, n, batch, no_corrections);
     let correct = buffer(gpu, "correct", &vec![u32::MAX; n]);
     let logp_b = buffer(gpu, "log-probs", &vec![f32::NAN; n * classes]);
     let e = Evaluate {

@@ -5,14 +5,16 @@
 use anyhow::Result;
 
 use crate::cpu;
-use crate::data::{Dataset, normalize_table};
+use crate::data::Dataset;
 use crate::gpu::buffers::pack_images;
 use crate::gpu::check::{
     Check, Pending, Tally, buffer, read, run_dispatch, steps_buffer, together,
 };
 use crate::gpu::check::{FusedCase, FusedOutputs, block, padding_is_zero};
 use crate::gpu::device::Gpu;
-use crate::gpu::dispatch::{Bind, Dispatch, DispatchDesc, ModelAxis, need, need_batch, need_vec4};
+use crate::gpu::dispatch::{
+    Bind, Dispatch, DispatchDesc, ModelAxis, need, need_batch, need_vec4, no_corrections,
+};
 use crate::gpu::layout::pad4;
 use crate::gpu::ops::{Modules, WG};
 use crate::rng::Rng;
@@ -24,7 +26,7 @@ pub struct Gather<'a> {
     pub images: &'a wgpu::Buffer,
     /// order: [split size], the epoch's order of the split
     pub order: &'a wgpu::Buffer,
-    /// table: [256] f32, `data::normalize_table`
+    /// table: [256] f32, `data::Normalize::table`
     pub table: &'a wgpu::Buffer,
     /// steps: the split's step uniforms
     pub steps: &'a wgpu::Buffer,
@@ -79,16 +81,27 @@ fn dataset(rng: &mut Rng, n: usize, rows: usize, cols: usize) -> Dataset {
         labels: (0..n).map(|_| rng.below(10) as u8).collect(),
         rows,
         cols,
+        normalize: crate::data::Normalize::TUTORIAL,
     }
 }
 
 /// The gather of a partial last batch equals `cpu::gather` bit for bit, with zero columns past
-/// the valid count; 7x13 images are no whole number of u32 words.
+/// the valid count; 7x13 images are no whole number of u32 words; the last case normalises as
+/// pytorch/examples does.
 pub async fn checks(gpu: &Gpu, m: &Modules) -> Vec<Check> {
     let mut rng = Rng::new(11, 0);
     let mut all: Pending<'_> = Vec::new();
-    for (rows, cols, batch) in [(28, 28, 32), (7, 13, 7), (7, 13, 33)] {
-        let data = dataset(&mut rng, 50, rows, cols);
+    let examples = crate::data::Normalize {
+        mean: 0.1307,
+        std: 0.3081,
+    };
+    let tutorial = crate::data::Normalize::TUTORIAL;
+    for (rows, cols, batch, norm) in [
+        (28, 28, 32, tutorial),
+        (7, 13, 7, tutorial),
+        (7, 13, 33, examples),
+    ] {
+        let data = dataset(&mut rng, 50, rows, cols).normalized(norm);
         let mut order: Vec<u32> = (0..50).collect();
         rng.shuffle(&mut order);
         all.push(Box::pin(async move {
@@ -113,10 +126,10 @@ async fn check_one(
     let (p, bp, n) = (data.pixels(), pad4(batch), data.len());
     let images = buffer(gpu, "images", &pack_images(data));
     let orderb = buffer(gpu, "order", order);
-    let table = buffer(gpu, "table", &normalize_table());
+    let table = buffer(gpu, "table", &data.normalize.table());
     let x_t = buffer(gpu, "X^T", &vec![f32::NAN; p * bp]);
     let x_rows = buffer(gpu, "X", &vec![f32::NAN; bp * pad4(p)]);
-    let steps = steps_buffer(gpu, n, batch);
+    let steps = steps_buffer(gpu, n, batch, no_corrections);
     let g = Gather {
         pixels: p,
         bp,

@@ -1,6 +1,7 @@
 //! The operations of training, one module each: its WGSL (under `shaders/`), a typed launcher
 //! that checks its preconditions and returns an [`Dispatch`](crate::gpu::dispatch::Dispatch), a pointer to
-//! its CPU twin in `cpu.rs`, and its self-test check against that twin.
+//! its CPU twin in `src/cpu/` (the optimizer's in `src/optim.rs`), and its self-test check
+//! against that twin.
 //!
 //! | op | WGSL | CPU twin |
 //! |---|---|---|
@@ -9,7 +10,7 @@
 //! | [`linear`] backward | linear_backward.wgsl | `cpu::linear_backward`, `cpu::relu_backward` |
 //! | [`nll_head`] | nll_head.wgsl | `cpu::log_softmax`, `cpu::nll_loss_grad` |
 //! | [`evaluate`] | evaluate.wgsl | `cpu::argmax`, `cpu::log_softmax` |
-//! | [`sgd`] | sgd.wgsl, its rule in sgd_rule.wgsl | `cpu::sgd` |
+//! | [`optimizer`] | optimizer.wgsl, its rule in optimizer_rule.wgsl | `optim::step` |
 //!
 //! The fused schedule (`gpu::fused`) calls each operation's per-sample (or per-parameter)
 //! WGSL function from two entry modules, fused_step.wgsl and fused_update.wgsl:
@@ -19,7 +20,7 @@
 //! | gather | gather_sample.wgsl `gather_samples` | `cpu::gather` |
 //! | linear forward | linear_sample.wgsl `forward_layer` | `cpu::linear_forward` |
 //! | linear backward (input) | linear_sample.wgsl `input_grad_layer` | `cpu::linear_backward`, `cpu::relu_backward` |
-//! | linear backward (weight) + sgd | linear_update.wgsl `update_tile` + sgd_rule.wgsl | `cpu::linear_backward`, `cpu::sgd` |
+//! | linear backward (weight) + optimizer | linear_update.wgsl `update_tile` + optimizer_rule.wgsl | `cpu::linear_backward`, `optim::step` |
 //! | nll head | nll_sample.wgsl `nll_samples` | `cpu::log_softmax`, `cpu::nll_loss_grad` |
 //! | evaluate | evaluate_sample.wgsl `evaluate_samples` | `cpu::argmax`, `cpu::log_softmax` |
 //!
@@ -31,7 +32,7 @@ pub mod evaluate;
 pub mod gather;
 pub mod linear;
 pub mod nll_head;
-pub mod sgd;
+pub mod optimizer;
 
 use anyhow::Result;
 
@@ -49,7 +50,7 @@ pub struct Modules {
     pub gather: Module,
     pub nll_head: Module,
     pub evaluate: Module,
-    pub sgd: Module,
+    pub optimizer: Module,
     /// The fused schedule's two entry modules (no matmul inner loop).
     pub fused_step: Module,
     pub fused_update: Module,
@@ -67,7 +68,7 @@ impl Modules {
             gather: module(gpu, "batch.wgsl", tile)?,
             nll_head: module(gpu, "nll_head.wgsl", tile)?,
             evaluate: module(gpu, "evaluate.wgsl", tile)?,
-            sgd: module(gpu, "sgd.wgsl", tile)?,
+            optimizer: module(gpu, "optimizer.wgsl", tile)?,
             fused_step: module(gpu, "fused_step.wgsl", tile)?,
             fused_update: module(gpu, "fused_update.wgsl", tile)?,
         })

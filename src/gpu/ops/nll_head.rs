@@ -10,7 +10,9 @@ use crate::gpu::check::{Check, Pending, Tally, buffer, random, read, run_dispatc
 use crate::gpu::check::{FusedCase, FusedOutputs, block, padding_is_zero};
 use crate::gpu::check::{sum_tolerance, transpose, wide, wide_abs};
 use crate::gpu::device::Gpu;
-use crate::gpu::dispatch::{Bind, Dispatch, DispatchDesc, ModelAxis, need, need_batch, need_vec4};
+use crate::gpu::dispatch::{
+    Bind, Dispatch, DispatchDesc, ModelAxis, need, need_batch, need_vec4, no_corrections,
+};
 use crate::gpu::layout::{DeviceLayout, LayerAt, pad4};
 use crate::gpu::ops::{Modules, WG};
 use crate::model::Arch;
@@ -168,7 +170,7 @@ async fn check_one(
     let h = random(rng, inp * bp, -1.0, 1.0);
     let (pb, hb) = (buffer(gpu, "params", &params), buffer(gpu, "H^T", &h));
     let (lb, ob) = (buffer(gpu, "labels", &labels), buffer(gpu, "order", &order));
-    let steps = steps_buffer(gpu, n, batch);
+    let steps = steps_buffer(gpu, n, batch, no_corrections);
     let grad = buffer(gpu, "grad", &vec![f32::NAN; classes * bp]);
     let losses = buffer(gpu, "losses", &[f32::NAN; 3]);
     let head = NllHead {

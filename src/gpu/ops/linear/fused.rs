@@ -1,7 +1,8 @@
 //! The linear layer's functions in the fused schedule, checked against the same CPU twins as
 //! its layered kernels: `forward_layer` and `input_grad_layer` (shaders/linear_sample.wgsl),
-//! and `update_tile` with the SGD rule (shaders/linear_update.wgsl, sgd_rule.wgsl), on the
-//! tensors one fused step wrote (`gpu::selftest::fused_step_checks`).
+//! and `update_tile` with the optimizer's rule (shaders/linear_update.wgsl,
+//! optimizer_rule.wgsl), on the tensors one fused step wrote
+//! (`gpu::selftest::fused_step_checks`).
 
 use crate::cpu;
 use crate::gpu::check::{Check, FUSED_LR, FUSED_MOMENTUM, FusedCase, FusedOutputs, Tally};
@@ -9,6 +10,7 @@ use crate::gpu::check::{
     block, layer_weights, padding_is_zero, sum_tolerance, unpad, wide, wide_abs,
 };
 use crate::gpu::layout::pad4;
+use crate::optim::{self, Hyper, Optimizer};
 
 /// forward_layer l against cpu::linear_forward on the layer's input as the GPU wrote it.
 pub fn check_forward(case: &FusedCase, o: &FusedOutputs, l: usize) -> Check {
@@ -75,9 +77,9 @@ pub fn check_input_grad(case: &FusedCase, o: &FusedOutputs, l: usize) -> Check {
 }
 
 /// update_tile over layer l against cpu::linear_backward (dW, db over the valid samples) and
-/// cpu::sgd; W's and b's padding stays zero.
+/// optim::step (SGD); W's and b's padding stays zero.
 pub fn check_update(case: &FusedCase, o: &FusedOutputs, l: usize) -> Check {
-    let mut t = Tally::new(format!("fused weight grad+sgd {l}"), case.shape());
+    let mut t = Tally::new(format!("fused weight grad+optimizer {l}"), case.shape());
     let (r, valid) = (o.rows[l], case.valid());
     let (i, out) = case.arch.dims(l);
     let dy = &o.dz[r.dz_off as usize..];
@@ -104,7 +106,16 @@ pub fn check_update(case: &FusedCase, o: &FusedOutputs, l: usize) -> Check {
         wide(&case.momentum[range]),
     );
     let (mut p, mut v) = (p0.clone(), v0.clone());
-    cpu::sgd(&mut p, &mut v, &g, FUSED_LR, FUSED_MOMENTUM);
+    let sgd = Optimizer::Sgd {
+        momentum: FUSED_MOMENTUM,
+    };
+    let h = Hyper {
+        lr: FUSED_LR,
+        momentum: FUSED_MOMENTUM,
+        weight_decay: 0.0,
+    };
+    let mut unused = Vec::new();
+    optim::step(&sgd, &h, [1.0, 1.0], &mut p, &mut v, &mut unused, &g);
     let got_p = case.layout.from_device(&o.params)[wo..wo + out * (i + 1)].to_vec();
     let got_v = case.layout.from_device(&o.momentum)[wo..wo + out * (i + 1)].to_vec();
     let eps = f32::EPSILON as f64;

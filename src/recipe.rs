@@ -1,0 +1,96 @@
+//! How a model trains: the recipe (the tutorial's hyper-parameters and what PyTorch's other
+//! recipes change), and how the header and the page name it.
+
+use crate::data::Normalize;
+use crate::optim::{Hyper, Optimizer};
+
+/// How one model trains: the tutorial's hyper-parameters, and what PyTorch's other recipes
+/// change (the optimizer, weight decay, StepLR's gamma, the order of the samples).
+#[derive(Clone, Debug)]
+pub struct Recipe {
+    pub epochs: usize,
+    pub batch_size: usize,
+    /// The first epoch's learning rate.
+    pub lr: f64,
+    pub optimizer: Optimizer,
+    /// Added to the gradient times the parameter, as PyTorch's `weight_decay`.
+    pub weight_decay: f64,
+    /// `StepLR(step_size=1, gamma)`: the learning rate is multiplied by it after each epoch (1:
+    /// no scheduler).
+    pub gamma: f64,
+    /// Shuffle every epoch (the tutorial's DataLoader); false: file order every epoch.
+    pub shuffle: bool,
+    pub seed: u64,
+}
+
+impl Recipe {
+    /// The tutorial's recipe with `lr`, SGD `momentum` and `seed`.
+    pub fn tutorial(lr: f64, momentum: f64, seed: u64) -> Recipe {
+        Recipe {
+            epochs: crate::flags::EPOCHS,
+            batch_size: crate::flags::BATCH_SIZE,
+            lr,
+            optimizer: Optimizer::Sgd { momentum },
+            weight_decay: 0.0,
+            gamma: 1.0,
+            shuffle: true,
+            seed,
+        }
+    }
+
+    /// Batches per epoch; the last one may be partial.
+    pub fn steps_per_epoch(&self, n: usize) -> usize {
+        n.div_ceil(self.batch_size)
+    }
+
+    /// SGD's momentum coefficient (0 for the other optimizers).
+    pub fn momentum(&self) -> f64 {
+        self.optimizer.momentum()
+    }
+
+    /// What the optimizer's rule takes from this model in epoch `epoch`.
+    pub fn hyper(&self, epoch: usize) -> Hyper {
+        Hyper {
+            lr: crate::optim::lr_at(self.lr, self.gamma, epoch),
+            momentum: self.momentum(),
+            weight_decay: self.weight_decay,
+        }
+    }
+
+    /// The optimizer's values of step `step` of epoch `epoch` of a split of `n` samples (Adam
+    /// counts its steps over the whole run, from 1).
+    pub fn corrections(&self, n: usize, epoch: usize, step: usize) -> [f32; 2] {
+        let t = (epoch * self.steps_per_epoch(n) + step + 1) as u64;
+        self.optimizer.corrections(t)
+    }
+}
+
+/// A single run's recipe for the header and the chart: `lr 0.003 | momentum 0.9` (the
+/// tutorial's words for SGD), `adam | lr 0.001`, then what differs from the tutorial's
+/// (`weight decay`, `StepLR gamma`, `normalize`, `file order`).
+pub fn recipe_words(r: &Recipe, normalize: Normalize) -> String {
+    let words = match r.optimizer {
+        Optimizer::Sgd { momentum } => format!("lr {} | momentum {momentum}", r.lr),
+        other => format!("{} | lr {}", other.name(), r.lr),
+    };
+    words + &recipe_extras(r, normalize)
+}
+
+/// What `r` and `normalize` change from the tutorial's recipe besides the optimizer, its
+/// learning rate and momentum: ` | weight decay 0.0001 | StepLR gamma 0.7`, or nothing.
+pub fn recipe_extras(r: &Recipe, normalize: Normalize) -> String {
+    let mut words = String::new();
+    if r.weight_decay != 0.0 {
+        words += &format!(" | weight decay {}", r.weight_decay);
+    }
+    if r.gamma != 1.0 {
+        words += &format!(" | StepLR gamma {}", r.gamma);
+    }
+    if normalize != Normalize::TUTORIAL {
+        words += &format!(" | normalize {}", normalize.name());
+    }
+    if !r.shuffle {
+        words += " | file order";
+    }
+    words
+}
