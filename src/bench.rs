@@ -75,8 +75,9 @@ impl Cursor<'_> {
     }
 
     /// Reads back the interval queued (or submits one of up to `limit` steps and reads it),
-    /// having queued the next one first when `more`, the backend queues work and the epoch has
-    /// steps left, as `train` does; the number of steps read back.
+    /// having queued the next one (of up to `limit` steps) first when `more`, the backend
+    /// queues work and the epoch has steps left, as `train` does; the number of steps read
+    /// back.
     async fn interval(
         &mut self,
         backend: &mut dyn Backend,
@@ -89,7 +90,7 @@ impl Cursor<'_> {
         };
         let per_epoch = self.recipes[0].steps_per_epoch(self.n_train);
         if more && backend.about().queues_work && self.step < per_epoch {
-            self.queued = Some(self.submit(backend, usize::MAX).await?);
+            self.queued = Some(self.submit(backend, limit).await?);
         }
         let losses = backend.losses(now.clone()).await?;
         anyhow::ensure!(
@@ -100,10 +101,12 @@ impl Cursor<'_> {
     }
 }
 
-/// Trains `warmup` steps, then at least `min_steps` and at least `seconds` of steps, in
-/// intervals of [`STEPS_PER_SUBMIT`] read back one behind as `train` runs them, crossing
-/// epochs as needed; `recipes` are the backend's models, trained side by side. Returns the
-/// timing of the part after the warm-up.
+/// Trains `warmup` steps, then at least `min_steps` and about `seconds` of steps, in intervals
+/// read back one behind as `train` runs them, crossing epochs as needed; `recipes` are the
+/// backend's models, trained side by side. The first timed interval is `min_steps` long; each
+/// later one is what the time left allows at the pace so far (at most [`STEPS_PER_SUBMIT`]),
+/// so that a slow step (a large set on a software adapter) does not run 250 steps past
+/// `seconds`. Returns the timing of the part after the warm-up.
 pub async fn time_training(
     backend: &mut dyn Backend,
     arch: &Arch,
@@ -130,7 +133,16 @@ pub async fn time_training(
     let wanted = |steps: usize| steps < min_steps || t0.elapsed().as_secs_f64() < seconds;
     while at.queued.is_some() || wanted(steps) {
         let more = wanted(steps);
-        steps += at.interval(backend, usize::MAX, more).await?;
+        let limit = match steps {
+            0 => min_steps.max(1),
+            _ => {
+                let elapsed = t0.elapsed().as_secs_f64();
+                let left = (seconds - elapsed).max(0.0);
+                let fit = (left * steps as f64 / elapsed.max(1e-9)).ceil() as usize;
+                fit.clamp(1, STEPS_PER_SUBMIT)
+            }
+        };
+        steps += at.interval(backend, limit, more).await?;
     }
     Ok(Timing {
         steps,
@@ -141,15 +153,21 @@ pub async fn time_training(
     })
 }
 
-/// The fastest of `repeats` evaluations of the test set, in seconds.
-pub async fn time_evaluation(backend: &mut dyn Backend, repeats: usize) -> Result<f64> {
-    let mut best = f64::INFINITY;
-    for _ in 0..repeats.max(1) {
-        let t0 = Instant::now();
+/// The fastest of up to `repeats` evaluations of the test set, in seconds, and how many ran:
+/// at least one, and no more once `seconds` have passed.
+pub async fn time_evaluation(
+    backend: &mut dyn Backend,
+    repeats: usize,
+    seconds: f64,
+) -> Result<(f64, usize)> {
+    let (mut best, mut runs, t0) = (f64::INFINITY, 0, Instant::now());
+    while runs < repeats.max(1) && (runs == 0 || t0.elapsed().as_secs_f64() < seconds) {
+        let t = Instant::now();
         backend.evaluate_all().await?;
-        best = best.min(t0.elapsed().as_secs_f64());
+        best = best.min(t.elapsed().as_secs_f64());
+        runs += 1;
     }
-    Ok(best)
+    Ok((best, runs))
 }
 
 /// Submissions of one training epoch as `train` runs it: the steps, in submissions of

@@ -360,6 +360,10 @@ fn bad_model_files_get_one_line_naming_the_file() {
         stderr.contains("absent.safetensors: cannot read"),
         "{stderr}"
     );
+    // The OS's reason once, not once from the message and again from its source.
+    let (code, _, stderr) = mnist_wgpu_in(&dir, &["eval", "--model", "."]);
+    assert_eq!(code, 1);
+    assert_eq!(stderr.matches("Is a directory").count(), 1, "{stderr}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
@@ -485,6 +489,26 @@ fn bench_prints_figures_and_json() {
     ] {
         assert!(line.contains(key), "no {key} in {line}");
     }
+    // --seconds bounds the timed steps of a slow step too: a set of 8 on the GPU for 0.3 s
+    // times its 20 steps and what the rest of the time allows, not a whole interval of 250.
+    let (code, stdout, stderr) = mnist_wgpu(&[
+        "bench",
+        "--json",
+        "--seconds",
+        "0.3",
+        "--warmup",
+        "2",
+        "--seeds",
+        "1-8",
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    let steps: usize = stdout
+        .split("\"steps\": ")
+        .nth(1)
+        .and_then(|r| r.split(',').next())
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no steps in {stdout}"));
+    assert!((20..250).contains(&steps), "{steps} steps in {stdout}");
 }
 
 #[test]

@@ -89,6 +89,7 @@ impl AdapterArgs {
             kernels: self.kernels,
             per_sample: self.per_sample,
             retune: self.retune,
+            quick: false,
         }
     }
 }

@@ -192,14 +192,19 @@ impl fmt::Display for Plan {
 
 /// What the flags ask for: a schedule (None: auto, measured for the run's shape), a kernel
 /// family (None: chosen for the adapter, or measured with auto), the fused schedule's
-/// per-sample workgroups (None: the default, or measured with auto) and whether auto measures
-/// again rather than read its cache (`--retune`).
+/// per-sample workgroups (None: the default, or measured with auto), whether auto measures
+/// again rather than read its cache (`--retune`), and whether it measures quickly.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Request {
     pub schedule: Option<Schedule>,
     pub kernels: Option<Kernels>,
     pub per_sample: Option<PerSample>,
     pub retune: bool,
+    /// Auto times each schedule in the adapter's default family only, and no smaller
+    /// per-sample workgroups on a CPU-type adapter (where they only repeat work): the page's
+    /// first visit, whose visitor waits for the first step while every candidate's pipelines
+    /// compile on first use (`retune=1` measures everything).
+    pub quick: bool,
 }
 
 impl Request {
@@ -239,9 +244,10 @@ impl Request {
     /// (the fused schedule runs `wide` as `plain`, so that pair is timed once), fused with the
     /// per-sample workgroups of `--per-sample`, else the default.
     pub fn candidates(&self, gpu: &Gpu) -> Vec<Plan> {
-        let families = match self.kernels {
-            None => runnable_kernels(gpu),
-            Some(k) => vec![k],
+        let families = match (self.kernels, self.quick) {
+            (None, false) => runnable_kernels(gpu),
+            (None, true) => vec![default_kernels(gpu)],
+            (Some(k), _) => vec![k],
         };
         let shape = self.per_sample.unwrap_or(PerSample::DEFAULT);
         let mut out = Vec::new();
@@ -256,12 +262,13 @@ impl Request {
         out
     }
 
-    /// The per-sample workgroups auto tries next on the fastest fused plan, fewest samples
-    /// last (none when `--per-sample` fixes them).
-    pub fn smaller_shapes(&self) -> Vec<PerSample> {
+    /// The per-sample workgroups auto tries next on the fastest fused plan of `gpu`, fewest
+    /// samples last (none when `--per-sample` fixes them, nor quickly on a CPU-type adapter).
+    pub fn smaller_shapes(&self, gpu: &Gpu) -> Vec<PerSample> {
+        let cpu = gpu.info.device_type == wgpu::DeviceType::Cpu;
         match self.per_sample {
-            None => PerSample::CANDIDATES[1..].to_vec(),
-            Some(_) => Vec::new(),
+            None if !(self.quick && cpu) => PerSample::CANDIDATES[1..].to_vec(),
+            _ => Vec::new(),
         }
     }
 }

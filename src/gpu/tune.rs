@@ -31,6 +31,8 @@ pub mod cache;
 const BLOCK: usize = 16;
 const ROUNDS: usize = 8;
 const BUDGET_S: f64 = 1.0;
+/// The rounds' seconds when the request is quick (`Request::quick`).
+const QUICK_BUDGET_S: f64 = 0.25;
 const DROP: f64 = 1.3;
 /// Steps each candidate runs once before the rounds (the first use of its pipelines).
 const WARM_UP: usize = 2;
@@ -50,8 +52,9 @@ pub fn adapter_key(i: &wgpu::AdapterInfo) -> String {
 pub fn key(info: &wgpu::AdapterInfo, request: &Request, shape: &str) -> String {
     let family = request.kernels.map_or("any", Kernels::name);
     let per_sample = request.per_sample.map_or("any".into(), |p| p.name());
+    let quick = if request.quick { " | quick" } else { "" };
     let key = format!(
-        "{}{shape} | kernels {family} | per-sample {per_sample}",
+        "{}{shape} | kernels {family} | per-sample {per_sample}{quick}",
         adapter_key(info)
     );
     key.replace('\t', " ")
@@ -112,15 +115,16 @@ fn cached(gpu: &Gpu, request: &Request, key: &str, unit: &str) -> Option<Choice>
     Some(Choice::new(gpu, plan, &figures, &cache::cached_how(), unit))
 }
 
-/// The fastest plan of the measured `figures`, stored in the cache.
-fn chosen(gpu: &Gpu, key: &str, figures: &Figures, unit: &str) -> Result<Choice> {
+/// The fastest plan of the measured `figures`, stored in the cache; `took` says how long the
+/// measuring took, where it is known.
+fn chosen(gpu: &Gpu, key: &str, figures: &Figures, unit: &str, took: &str) -> Result<Choice> {
     let Some(best) = fastest(figures) else {
         anyhow::bail!(
             "--schedule auto: no schedule could be built on {}",
             gpu.info.name
         );
     };
-    let how = cache::store(key, best, figures);
+    let how = cache::store(key, best, figures) + took;
     Ok(Choice::new(gpu, best, figures, &how, unit))
 }
 
@@ -169,16 +173,24 @@ pub async fn for_training(
     let choice = match cached(gpu, &request, &key, unit) {
         Some(found) => found,
         None => {
+            let t0 = web_time::Instant::now();
             let run = Run {
                 gpu,
                 arch,
                 recipes,
                 params,
                 split: &split,
+                building_s: std::cell::Cell::new(0.0),
+                quick: request.quick,
             };
             let mut figures = run.time(&mut modules, request.candidates(gpu)).await?;
             figures.extend(run.smaller_shapes(&mut modules, &request, &figures).await?);
-            chosen(gpu, &key, &figures, unit)?
+            let took = format!(
+                " ({:.1} s, {:.1} s of it building the candidates)",
+                t0.elapsed().as_secs_f64(),
+                run.building_s.get()
+            );
+            chosen(gpu, &key, &figures, unit, &took)?
         }
     };
     let plan = choice.plan;
@@ -197,12 +209,17 @@ struct Run<'a> {
     recipes: &'a [Recipe],
     params: &'a [f32],
     split: &'a Split,
+    /// Seconds spent building candidates (their pipelines and buffers) so far.
+    building_s: std::cell::Cell<f64>,
+    /// Time the rounds for [`QUICK_BUDGET_S`] rather than [`BUDGET_S`].
+    quick: bool,
 }
 
 impl Run<'_> {
     /// Milliseconds per step of each of `plans` the device can build (a limit or a driver's
     /// refusal leaves one out), timed together (`time_training`).
     async fn time(&self, modules: &mut ModuleSets, plans: Vec<Plan>) -> Result<Figures> {
+        let t0 = web_time::Instant::now();
         let mut built = Vec::new();
         for c in plans {
             let m = modules.of(self.gpu, c.kernels);
@@ -214,7 +231,10 @@ impl Run<'_> {
                 built.push((c, t));
             }
         }
-        time_training(built, self.recipes).await
+        let building = self.building_s.get() + t0.elapsed().as_secs_f64();
+        self.building_s.set(building);
+        let budget = if self.quick { QUICK_BUDGET_S } else { BUDGET_S };
+        time_training(built, self.recipes, budget).await
     }
 
     /// The fastest fused plan of `figures` with fewer samples per workgroup, one shape after
@@ -234,7 +254,7 @@ impl Run<'_> {
             return Ok(Figures::new());
         };
         let mut out = Figures::new();
-        for shape in request.smaller_shapes() {
+        for shape in request.smaller_shapes(self.gpu) {
             let Some(&(plan, ms)) = self.time(modules, vec![base.with(shape)]).await?.first()
             else {
                 break;
@@ -255,8 +275,12 @@ impl Run<'_> {
 /// candidates take turns, a block each per round, so that a busy moment of the machine falls
 /// on all of them; each keeps its fastest block. After every round a candidate slower than
 /// [`DROP`] times the best is not timed further; the rounds end after [`ROUNDS`], when one
-/// candidate is left, or when [`BUDGET_S`] seconds of timing have passed.
-async fn time_training(mut built: Vec<(Plan, Trainer)>, recipes: &[Recipe]) -> Result<Figures> {
+/// candidate is left, or when `budget_s` seconds of timing have passed.
+async fn time_training(
+    mut built: Vec<(Plan, Trainer)>,
+    recipes: &[Recipe],
+    budget_s: f64,
+) -> Result<Figures> {
     let Some(n) = built.first().map(|(_, t)| t.split_len()) else {
         return Ok(Figures::new());
     };
@@ -275,7 +299,7 @@ async fn time_training(mut built: Vec<(Plan, Trainer)>, recipes: &[Recipe]) -> R
         }
         let fastest = alive.iter().map(|&i| best[i]).fold(f64::INFINITY, f64::min);
         alive.retain(|&i| best[i] <= DROP * fastest);
-        if alive.len() <= 1 || t0.elapsed().as_secs_f64() > BUDGET_S {
+        if alive.len() <= 1 || t0.elapsed().as_secs_f64() > budget_s {
             break;
         }
     }
@@ -327,7 +351,7 @@ pub async fn for_evaluation(
                 e.evaluate().await?;
                 figures.push((c, t0.elapsed().as_secs_f64() * 1e3));
             }
-            chosen(gpu, &key, &figures, unit)?
+            chosen(gpu, &key, &figures, unit, "")?
         }
     };
     let mut evaluator = Evaluator::of_model(gpu, choice.plan, arch, params, test, batch)?;

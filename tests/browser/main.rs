@@ -594,3 +594,32 @@ fn page_speed_for_bench() {
         }
     }
 }
+
+/// What `--schedule auto` costs a new visitor: seconds from navigation to the first step done,
+/// in a fresh profile (nothing cached), with a fixed schedule and with auto, in each engine
+/// (bench/web.sh's second table; not a check).
+#[test]
+#[ignore = "a benchmark, not a check: bench/web.sh runs it"]
+fn first_step_with_auto_for_bench() {
+    let (_server, url) = serve(site());
+    for engine in [Engine::Chromium, Engine::Firefox] {
+        for schedule in ["fused", "auto"] {
+            let b = Browser::start(engine, true, &scratch("first-step"));
+            b.open(&format!("{url}?epochs=1&autostart=1&schedule={schedule}"));
+            let state = b.wait_phase(&["done"], Duration::from_secs(600));
+            assert_eq!(state["errors"], Value::Array(vec![]), "{}", state["log"]);
+            println!(
+                "page {} {schedule}: first step {:.2} s after load ({})",
+                engine.name().to_lowercase(),
+                state["timeToFirstStep"].as_f64().unwrap(),
+                state["device"].as_str().unwrap()
+            );
+            if schedule == "auto" {
+                let log = state["log"].as_array().unwrap();
+                log.iter()
+                    .take(4)
+                    .for_each(|l| println!("  {}", l.as_str().unwrap()));
+            }
+        }
+    }
+}

@@ -131,6 +131,8 @@ pub async fn open_device(
         kernels,
         per_sample: None,
         retune,
+        // A first visit measures quickly, a retune everything.
+        quick: !retune,
     };
     with(|s| (s.request, s.name) = (request, name));
     let (webgpu, device, note) = match open_gpu().await {

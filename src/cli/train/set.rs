@@ -83,7 +83,11 @@ pub fn table(recipes: &[Recipe], rows: &Finals) -> String {
             k + 1,
             r.seed,
             r.lr,
-            r.momentum(),
+            // Only SGD has a momentum.
+            match r.optimizer.name() {
+                "sgd" => r.momentum().to_string(),
+                _ => "-".to_string(),
+            },
         );
     }
     // A diverged model's figures count in no mean.
