@@ -56,7 +56,7 @@ const WEIGHT: u32 = 1u;
 @group(0) @binding(4) var<storage, read> h_rows: array<vec4<f32>>;
 @group(0) @binding(5) var<storage, read_write> grads: array<vec4<f32>>;
 
-// The tile loop's contract (see tile_plain.wgsl): M, K, A and B of product p.
+// The tile loop's contract (see tile_common.wgsl): M, K, A and B of product p.
 fn rows_of(p: u32) -> u32 {
     return select(OUT, IN, p == INPUT);
 }

@@ -41,7 +41,7 @@ var<private> h0: u32;
 @group(0) @binding(2) var<storage, read_write> z: array<vec4<f32>>;
 @group(0) @binding(3) var<storage, read_write> z_rows: array<vec4<f32>>;
 
-// The tile loop's contract (see tile_plain.wgsl); this module has one product, p = 0.
+// The tile loop's contract (see tile_common.wgsl); this module has one product, p = 0.
 fn depth(p: u32) -> u32 {
     return IN;
 }

@@ -20,22 +20,10 @@ use crate::train::{Backend, Evaluate};
 #[error("{0}")]
 pub struct Unfit(pub String);
 
-/// The training backend for `gpu` (or the CPU backend when None), after checking the
-/// adapter's limits for this model and batch, with the plan `request` fixes or, with
+/// The training backend of a set of models trained side by side (one for a single run),
+/// `recipes[k]` from `params[k]`, for `gpu` (or the CPU backend when None), after checking the
+/// adapter's limits for this model, batch and data, with the plan `request` fixes or, with
 /// `--schedule auto`, the one measured for this adapter and shape (`gpu::tune`).
-pub async fn for_training(
-    gpu: Option<(Gpu, Request)>,
-    arch: &Arch,
-    recipe: &Recipe,
-    params: Vec<f32>,
-    train: Dataset,
-    test: Dataset,
-) -> Result<Box<dyn Backend>> {
-    let recipes = std::slice::from_ref(recipe);
-    for_set(gpu, arch, recipes, vec![params], train, test).await
-}
-
-/// The same for a set of models trained side by side: `recipes[k]` from `params[k]`.
 pub async fn for_set(
     gpu: Option<(Gpu, Request)>,
     arch: &Arch,
@@ -52,7 +40,7 @@ pub async fn for_set(
     let recipe = &recipes[0];
     let params: Vec<f32> = params.drain(..).flatten().collect();
     let n = train.len().max(test.len());
-    check_limits(&gpu, arch, recipe.batch_size, n, recipes.len()).map_err(Unfit)?;
+    check_limits(&gpu, arch, recipe.batch_size, Some(n), recipes.len()).map_err(Unfit)?;
     let (p, train, test) = (params.as_slice(), &train, &test);
     Ok(Box::new(match request.fixed(&gpu)? {
         Some(plan) => GpuBackend::new(&gpu, plan, arch, recipes, p, train, test)?,
@@ -71,7 +59,7 @@ pub async fn for_evaluation(
     let Some((gpu, request)) = gpu else {
         return Ok(Box::new(CpuEvaluator::new(arch.clone(), params, test)));
     };
-    check_limits(&gpu, arch, batch, test.len(), 1).map_err(Unfit)?;
+    check_limits(&gpu, arch, batch, Some(test.len()), 1).map_err(Unfit)?;
     let p = params.as_slice();
     Ok(Box::new(match request.fixed(&gpu)? {
         Some(plan) => Evaluator::of_model(&gpu, plan, arch, p, &test, batch)?,

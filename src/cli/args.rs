@@ -229,7 +229,7 @@ pub fn data_dir(run: &RunArgs, need: Need) -> Result<PathBuf> {
 pub struct Interrupted(pub String);
 
 /// A backend's limits error (`backends::Unfit`) is a usage error (exit code 2), as a bad flag
-/// is: `backends::for_training(...).map_err(usage)`.
+/// is: `backends::for_set(...).map_err(usage)`.
 pub fn usage(e: anyhow::Error) -> anyhow::Error {
     match e.downcast::<Unfit>() {
         Ok(Unfit(why)) => UsageError(why).into(),

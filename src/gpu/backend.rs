@@ -29,12 +29,13 @@ use crate::train::{About, Backend, Eval, Evaluate};
 /// Steps recorded into one compute pass and submission.
 pub const STEPS_PER_SUBMIT: usize = 250;
 
-/// Bytes and grid sizes a run needs, checked against the adapter before anything is built.
+/// Bytes and grid sizes a run needs, checked against the adapter before anything is built:
+/// the model's and the batch's before the data is read (`n_train` None), then the images' too.
 pub fn check_limits(
     gpu: &Gpu,
     arch: &Arch,
     batch: usize,
-    n_train: usize,
+    n_train: Option<usize>,
     models: usize,
 ) -> Result<(), String> {
     let bp = pad4(batch) as u64;
@@ -42,7 +43,7 @@ pub fn check_limits(
     let act_bytes = widest.next_multiple_of(4) * bp * 4;
     let max_bind = gpu.limits.max_storage_buffer_binding_size;
     let max_groups = gpu.limits.max_compute_workgroups_per_dimension as u64;
-    let images = n_train as u64 * pad4(arch.input()) as u64;
+    let images = n_train.unwrap_or(0) as u64 * pad4(arch.input()) as u64;
     if act_bytes > max_bind {
         return Err(format!(
             "--batch-size {batch}: an activation buffer of {widest} x {bp} floats ({act_bytes} bytes) exceeds \

@@ -17,8 +17,8 @@ use crate::gpu::schedules::Schedules;
 use crate::model::Arch;
 use crate::train::{About, Eval, Evaluate};
 
-/// Evaluation steps per submission.
-const STEPS_PER_SUBMIT: usize = 500;
+/// Evaluation batches per submission (training records `backend::STEPS_PER_SUBMIT` steps).
+const BATCHES_PER_SUBMIT: usize = 500;
 
 pub struct Evaluator {
     gpu: Gpu,
@@ -133,7 +133,7 @@ impl Evaluate for Evaluator {
         let steps = n.div_ceil(self.split.batch);
         let mut s = 0;
         while s < steps {
-            let e = (s + STEPS_PER_SUBMIT).min(steps);
+            let e = (s + BATCHES_PER_SUBMIT).min(steps);
             submit(gpu, "evaluate", &self.dispatches, s..e, step_stride(gpu))?;
             s = e;
         }

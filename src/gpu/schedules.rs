@@ -1,6 +1,8 @@
-//! Where a plan becomes a schedule: the one place that matches on [`Schedule`]. Both schedule
-//! modules (`gpu::layered`, `gpu::fused`) offer the same four functions; the backend and the
-//! evaluator call them through here.
+//! Where a plan becomes a schedule: the one place that matches on [`Schedule`] to build one.
+//! Both schedule modules (`gpu::layered`, `gpu::fused`) offer the same four functions; the
+//! backend and the evaluator call them through here. (`gpu::tune` picks the fused plans to
+//! try smaller per-sample workgroups on, and `gpu::selftest` the schedules' checks to run, by
+//! comparing with a `Schedule`; neither builds one.)
 
 use anyhow::Result;
 

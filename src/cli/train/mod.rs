@@ -156,7 +156,7 @@ fn open_checked_device(run_args: &RunArgs, start: &Start) -> Result<Option<(Gpu,
     let models = start.spec.sweep.len();
     let gpu = open_device(run_args.device, &run_args.adapter)?;
     if let Some((gpu, _)) = &gpu {
-        check_limits(gpu, arch, batch, 60_000, models).map_err(UsageError)?;
+        check_limits(gpu, arch, batch, None, models).map_err(UsageError)?;
     }
     if let Some(bytes) = limits::host_available() {
         let budget = limits::Budget {

@@ -47,7 +47,7 @@ impl NllHead<'_> {
         let (a, bp) = (self.at, self.bp);
         ensure!(
             (1..=MAX_CLASSES).contains(&a.out),
-            "{label}: {} classes; the fused loss keeps at most {MAX_CLASSES}",
+            "{label}: {} classes; the loss head keeps at most {MAX_CLASSES}",
             a.out
         );
         need_batch(label, bp)?;

@@ -475,8 +475,8 @@ pub async fn check_backward(
 /// Every product on the batch and inner sizes of `check`, then the tutorial's own shapes.
 pub async fn checks(gpu: &Gpu, m: &Modules) -> Vec<Check> {
     let mut all: Pending<'_> = Vec::new();
-    let mut forward = |b, i, o, bias| {
-        let check = check_forward(gpu, m, b, i, o, bias);
+    let mut forward = |b, i, o, relu| {
+        let check = check_forward(gpu, m, b, i, o, relu);
         all.push(Box::pin(async move { vec![check.await] }));
     };
     for &b in &BATCHES {
