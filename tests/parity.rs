@@ -199,37 +199,34 @@ fn check(what: &str, f: &Fixture, got: &Outcome) -> String {
     let names = f.recipe.optimizer.state_names();
     for e in arch.table() {
         let r = e.range();
-        let change = r
-            .clone()
-            .map(|i| (f.after[i] - f.init.params[i]).abs())
-            .fold(0f32, f32::max) as f64;
-        for i in r.clone() {
-            let dw = (got.params[i] - f.after[i]).abs() as f64 / change;
-            worst_w = worst_w.max(dw);
-            assert!(
-                dw <= 1e-4,
-                "{what}: {}[{}] = {} vs PyTorch's {} ({dw:e} of the tensor's largest change {change:e})",
-                e.name,
-                i - e.offset,
-                got.params[i],
-                f.after[i]
-            );
-        }
-        for (j, name) in names.iter().enumerate() {
-            let (want, have) = (&f.state[j], &got.state[j]);
-            let max = want[r.clone()].iter().fold(0f32, |m, v| m.max(v.abs())) as f64;
+        let largest = |v: &[f32]| v.iter().fold(0f32, |m, x| m.max(x.abs())) as f64;
+        let change: Vec<f32> = r.clone().map(|i| f.after[i] - f.init.params[i]).collect();
+        // Each tensor against PyTorch's, as a fraction of `scale`: at most 1e-4.
+        let within = |what_of: &str, have: &[f32], want: &[f32], scale: f64, worst: &mut f64| {
             for i in r.clone() {
-                let d = (have[i] - want[i]).abs() as f64 / max;
-                worst_s = worst_s.max(d);
+                let d = (have[i] - want[i]).abs() as f64 / scale;
+                *worst = worst.max(d);
                 assert!(
                     d <= 1e-4,
-                    "{what}: {name} of {}[{}] = {} vs PyTorch's {} ({d:e} of its largest {max:e})",
+                    "{what}: {what_of}{}[{}] = {} vs PyTorch's {} ({d:e} of {scale:e})",
                     e.name,
                     i - e.offset,
                     have[i],
                     want[i]
                 );
             }
+        };
+        // Weights: what matters is what training changed.
+        within("", &got.params, &f.after, largest(&change), &mut worst_w);
+        for (j, name) in names.iter().enumerate() {
+            let max = largest(&f.state[j][r.clone()]);
+            within(
+                &format!("{name} of "),
+                &got.state[j],
+                &f.state[j],
+                max,
+                &mut worst_s,
+            );
         }
     }
     let mut worst_lp: f64 = 0.0;

@@ -85,17 +85,17 @@ struct CpuModel {
 
 impl CpuModel {
     fn run_steps(&mut self, arch: &Arch, train: &Dataset, steps: Range<usize>) {
-        let bs = self.recipe.batch_size;
+        let (r, bs) = (&self.recipe, self.recipe.batch_size);
+        // The epoch's hyper-parameters, once; only Adam's corrections change from step to step.
+        let h = r.hyper(self.epoch);
         for s in steps {
             let idx = &self.order[s * bs..((s + 1) * bs).min(self.order.len())];
             let x = gather(train, idx);
             let labels: Vec<u8> = idx.iter().map(|&i| train.labels[i as usize]).collect();
             let (loss, g) = loss_and_grad(arch, &self.params, &x, &labels);
-            let r = &self.recipe;
             let corrections = r.corrections(train.len(), self.epoch, s);
             let [a, b] = &mut self.state;
-            let (opt, h) = (&r.optimizer, r.hyper(self.epoch));
-            optim::step(opt, &h, corrections, &mut self.params, a, b, &g);
+            optim::step(&r.optimizer, &h, corrections, &mut self.params, a, b, &g);
             self.losses[s] = loss;
         }
     }
