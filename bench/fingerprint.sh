@@ -53,6 +53,17 @@ print(hashlib.sha256(header + data[8 + n:]).hexdigest()[:16])
 PY
 }
 
+# plan_of FILE: the plan a model file's metadata names (`kernels: subgroup | schedule: fused`).
+plan_of() {
+    python3 - "$1" <<'PY'
+import json, struct, sys
+data = open(sys.argv[1], "rb").read()
+n = struct.unpack("<Q", data[:8])[0]
+adapter = json.loads(data[8:8 + n])["__metadata__"]["adapter"]
+print(adapter[adapter.index("kernels:"):])
+PY
+}
+
 # one LABEL ICD FLAGS...: one short training, one line.
 one() {
     local label=$1 icd=$2
@@ -67,6 +78,8 @@ one() {
             local sum losses
             sum=$(digest "$work/model.safetensors")
             losses=$(tail -n +2 "$work/run/metrics.csv" | cut -d, -f2-4 | tr '\n' ' ')
+            # auto's line names the plan it chose: a different choice explains a different digest.
+            [[ $label == *auto ]] && sum="$sum ($(plan_of "$work/model.safetensors"))"
             printf '%-36s %-8s %s %s\n' "$label" "$shape" "$sum" "$losses"
         else
             printf '%-36s %-8s exit %s: %s\n' "$label" "$shape" "$?" "$(head -n 1 "$work/log")"

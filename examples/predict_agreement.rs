@@ -28,10 +28,8 @@ fn main() -> anyhow::Result<()> {
             .flat_map(|im| im.iter().map(|&p| table[p as usize] as f64))
             .collect();
         let acts = cpu::forward(&model.arch, &params, &x, imgs.len());
-        acts[model.arch.layers()]
-            .chunks(10)
-            .map(cpu::argmax)
-            .collect()
+        // LogSoftmax's input, the logits.
+        acts[acts.len() - 2].chunks(10).map(cpu::argmax).collect()
     };
     let n = 1000;
     let original = classify(&(0..n).map(|i| test.image(i).to_vec()).collect::<Vec<_>>());

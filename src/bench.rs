@@ -16,8 +16,10 @@ use crate::train::{Backend, epoch_orders};
 /// input-gradient products of every layer but the first, and the weight-gradient products,
 /// two operations per multiply-add. (Bias, ReLU, softmax and SGD are a rounding error.)
 pub fn flops_per_image(arch: &Arch) -> f64 {
-    let macs: Vec<f64> = (0..arch.layers())
-        .map(|l| (arch.dims(l).0 * arch.dims(l).1) as f64)
+    let macs: Vec<f64> = arch
+        .linear_dims()
+        .iter()
+        .map(|&(i, o)| (i * o) as f64)
         .collect();
     let all: f64 = macs.iter().sum();
     2.0 * (all + (all - macs[0]) + all)
@@ -197,7 +199,7 @@ mod tests {
 
     #[test]
     fn flops_of_the_tutorial_model() {
-        let a = Arch::new(784, &[128, 128, 64, 64], 10);
+        let a = Arch::mlp(784, &[128, 128, 64, 64], 10);
         // forward 129,664 MACs, input gradients 129,664 - 100,352, weight gradients 129,664
         assert_eq!(
             flops_per_image(&a),

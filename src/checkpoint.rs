@@ -313,7 +313,7 @@ mod tests {
 
     #[test]
     fn checkpoint_round_trip_is_exact() {
-        let arch = Arch::new(784, &[16, 8], 10);
+        let arch = Arch::mlp(784, &[16, 8], 10);
         let params = arch.init(4);
         let momentum: Vec<f32> = params.iter().map(|p| p * 0.5 - 1e-9).collect();
         let c = Checkpoint {

@@ -71,14 +71,24 @@ pub fn hidden(s: &str) -> Result<Vec<usize>, String> {
 
 /// Layer sizes as the header and the model file write them: `784-128-128-64-64-10`.
 pub fn arch_string(arch: &Arch) -> String {
-    let sizes: Vec<String> = arch.sizes.iter().map(|s| s.to_string()).collect();
-    sizes.join("-")
+    match arch.mlp_sizes() {
+        Some(sizes) => {
+            let sizes: Vec<String> = sizes.iter().map(|s| s.to_string()).collect();
+            sizes.join("-")
+        }
+        None => {
+            let layers: Vec<String> = arch.layers().iter().map(|l| l.to_string()).collect();
+            layers.join(" ")
+        }
+    }
 }
 
 /// Hidden sizes as the command line writes them: `128,128,64,64`.
 pub fn hidden_string(arch: &Arch) -> String {
-    let h: Vec<String> = arch.sizes[1..arch.sizes.len() - 1]
+    let dims = arch.linear_dims();
+    let h: Vec<String> = dims[..dims.len() - 1]
         .iter()
+        .map(|d| d.1)
         .map(|s| s.to_string())
         .collect();
     h.join(",")
@@ -95,7 +105,7 @@ mod tests {
         assert!(momentum("1").is_err() && momentum("0").is_ok());
         assert!(positive_finite("inf").is_err() && positive_finite("-1").is_err());
         assert!(at_least_one("0").is_err() && seed("-1").is_err());
-        let a = Arch::new(784, &HIDDEN, 10);
+        let a = Arch::mlp(784, &HIDDEN, 10);
         assert_eq!(
             (arch_string(&a), hidden_string(&a)),
             ("784-128-128-64-64-10".into(), "128,128,64,64".into())

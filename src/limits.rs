@@ -28,8 +28,8 @@ pub fn fit(
     let (limit, params) = (size(budget.bytes), arch.param_count());
     let what = &budget.what;
     if one > budget.bytes {
-        let depth = arch.layers() - 1;
-        let shaped = |w: usize| Arch::new(arch.input(), &vec![w; depth], arch.output());
+        let depth = arch.linear_dims().len() - 1;
+        let shaped = |w: usize| Arch::mlp(arch.input(), &vec![w; depth], arch.output());
         let widest = match depth {
             0 => 0,
             _ => largest(|w| need(&shaped(w)) <= budget.bytes),
@@ -111,19 +111,19 @@ mod tests {
 
     #[test]
     fn a_model_too_wide_is_told_the_widest_that_fits() {
-        let arch = Arch::new(784, &[65536, 65536], 10);
+        let arch = Arch::mlp(784, &[65536, 65536], 10);
         let e = fit(&arch, 1, f32s, &binding()).unwrap_err();
         assert!(e.starts_with("--hidden 65536,65536: "), "{e}");
         let w: usize = e.rsplit(',').next().unwrap().parse().unwrap();
-        assert!(f32s(&Arch::new(784, &[w, w], 10)) <= BINDING, "{e}");
-        assert!(f32s(&Arch::new(784, &[w + 1, w + 1], 10)) > BINDING, "{e}");
+        assert!(f32s(&Arch::mlp(784, &[w, w], 10)) <= BINDING, "{e}");
+        assert!(f32s(&Arch::mlp(784, &[w + 1, w + 1], 10)) > BINDING, "{e}");
         assert!(e.contains("128 MiB"), "{e}");
     }
 
     #[test]
     fn a_set_too_large_is_told_how_many_models_fit() {
         // 784-8000-10: 6,360,010 parameters, 25.4 MB each: five fit in 128 MiB, six do not.
-        let arch = Arch::new(784, &[8000], 10);
+        let arch = Arch::mlp(784, &[8000], 10);
         assert!(fit(&arch, 5, f32s, &binding()).is_ok());
         let e = fit(&arch, 6, f32s, &binding()).unwrap_err();
         assert!(e.starts_with("--seeds, --lr, --momentum: 6 models"), "{e}");
@@ -131,7 +131,7 @@ mod tests {
             e.ends_with("at most 5 models of this size fit in one run"),
             "{e}"
         );
-        assert!(fit(&Arch::new(784, &[128, 64], 10), 256, f32s, &binding()).is_ok());
+        assert!(fit(&Arch::mlp(784, &[128, 64], 10), 256, f32s, &binding()).is_ok());
     }
 
     #[test]

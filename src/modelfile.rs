@@ -230,9 +230,9 @@ pub fn from_bytes(bytes: &[u8], input: usize, classes: usize) -> Result<ModelFil
         .filter(|(k, _)| !k.starts_with(OPTIMIZER_PREFIX))
         .collect();
     let layers = linear_layers(tensors)?;
-    let arch = Arch {
-        sizes: chained_sizes(&layers, input, classes)?,
-    };
+    // The keys 0, 2, 4, ... name the Linears of the tutorial's kind of model.
+    let sizes = chained_sizes(&layers, input, classes)?;
+    let arch = Arch::mlp(sizes[0], &sizes[1..sizes.len() - 1], sizes[sizes.len() - 1]);
     let params = flat_params(&arch, &layers)?;
     Ok(ModelFile {
         arch,
@@ -365,7 +365,7 @@ mod tests {
     use super::*;
 
     fn tutorial() -> (Arch, Vec<f32>) {
-        let a = Arch::new(784, &[128, 128, 64, 64], 10);
+        let a = Arch::mlp(784, &[128, 128, 64, 64], 10);
         let p = a.init(3);
         (a, p)
     }
@@ -438,12 +438,12 @@ mod tests {
             t[1].3.truncate(half);
         });
         assert!(problem(&f16).contains("`0.bias` is F16, expected F32"));
-        let small = Arch::new(100, &[16], 10);
+        let small = Arch::mlp(100, &[16], 10);
         let sp = small.init(1);
         assert!(
             problem(&to_bytes(&small, &sp, &BTreeMap::new()).unwrap()).contains("takes 100 inputs")
         );
-        let wide = Arch::new(784, &[16], 12);
+        let wide = Arch::mlp(784, &[16], 12);
         let wp = wide.init(1);
         assert!(problem(&to_bytes(&wide, &wp, &BTreeMap::new()).unwrap()).contains("12 outputs"));
         let unchained = rewrite(&a, &p, |t| {

@@ -155,8 +155,7 @@ pub fn predict_rgba(
     let image = to_mnist(&gray).map_err(|what| format!("no digit found: the drawing is {what}"))?;
     let table = crate::data::Normalize::TUTORIAL.table();
     let x: Vec<f32> = image.iter().map(|&v| table[v as usize]).collect();
-    let acts = crate::cpu::forward(arch, params, &x, 1);
-    let log_probs = crate::cpu::log_softmax(&acts[arch.layers()], arch.output());
+    let log_probs = crate::cpu::forward(arch, params, &x, 1).pop().unwrap();
     Ok(Prediction {
         top: top3(&log_probs),
         image,

@@ -218,7 +218,7 @@ fn cpu_training_runs_end_to_end_and_saves_a_model() {
 
     // The default file, with PyTorch's keys and the run in its metadata.
     let m = mnist_wgpu::modelfile::load(&dir.join("mnist_mlp.safetensors"), 784, 10).unwrap();
-    assert_eq!(m.arch.sizes, [784, 32, 10]);
+    assert_eq!(m.arch.mlp_sizes(), Some(vec![784, 32, 10]));
     assert_eq!(m.metadata["hidden"], "32");
     assert_eq!(m.metadata["epochs"], "1");
     assert_eq!(m.metadata["seed"], "1");

@@ -104,7 +104,7 @@ fn gpu_failures_are_one_line_errors() {
     );
 
     let m = modules(&gpu);
-    let at = DeviceLayout::new(&Arch::new(8, &[], 4)).layers[0];
+    let at = DeviceLayout::new(&Arch::mlp(8, &[], 4)).layers[0];
     let (a, b) = (
         buffer(&gpu, "a", &[0f32; 256]),
         buffer(&gpu, "b", &[0f32; 256]),
@@ -159,7 +159,7 @@ fn gpu_failures_are_one_line_errors() {
     use mnist_wgpu::gpu::buffers::Split;
     use mnist_wgpu::gpu::buffers::normalisation_table;
     use mnist_wgpu::gpu::fused::{FusedActs, FusedSample, SampleOutputs};
-    let layout = DeviceLayout::new(&Arch::new(8, &[5], 4));
+    let layout = DeviceLayout::new(&Arch::mlp(8, &[5], 4));
     let data = Dataset {
         images: vec![0; 4 * 8],
         labels: vec![0; 4],

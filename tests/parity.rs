@@ -255,7 +255,7 @@ fn check(what: &str, f: &Fixture, got: &Outcome) -> String {
 #[test]
 fn fixtures_are_pytorchs_and_self_consistent() {
     let f = fixture();
-    assert_eq!(f.init.arch, Arch::new(784, &[128, 128, 64, 64], 10));
+    assert_eq!(f.init.arch, Arch::mlp(784, &[128, 128, 64, 64], 10));
     assert!(
         f.init.metadata.contains_key("torch"),
         "torch version recorded"

@@ -54,7 +54,8 @@ fn redrawn_test_images_get_the_originals_class() {
         .collect();
     let params: Vec<f64> = model.params.iter().map(|&v| v as f64).collect();
     let acts = cpu::forward(&model.arch, &params, &x, n);
-    let logits = &acts[model.arch.layers()];
+    // LogSoftmax's input.
+    let logits = &acts[acts.len() - 2];
     let original: Vec<usize> = logits.chunks(10).map(cpu::argmax).collect();
 
     for device in ["gpu", "cpu"] {

@@ -196,7 +196,7 @@ fn mnist() -> Mnist {
 fn gpu_run_interrupted_after_epoch_2_resumes_bit_identical() {
     let m = mnist();
     let (train, test) = (m.train.head(6000), m.test.head(1000));
-    let arch = Arch::new(784, &[32], 10);
+    let arch = Arch::mlp(784, &[32], 10);
     let r = recipe(3);
     let make = |p: &[f32]| -> Box<dyn Backend> {
         Box::new(common::backend(common::layered(), &arch, &r, p, &train, &test).unwrap())
@@ -213,7 +213,7 @@ fn gpu_run_interrupted_after_epoch_2_resumes_bit_identical() {
 fn fused_run_interrupted_after_epoch_2_resumes_bit_identical() {
     let m = mnist();
     let (train, test) = (m.train.head(6000), m.test.head(1000));
-    let arch = Arch::new(784, &[32], 10);
+    let arch = Arch::mlp(784, &[32], 10);
     let r = recipe(3);
     let make = |p: &[f32]| -> Box<dyn Backend> {
         Box::new(common::backend(common::fused(), &arch, &r, p, &train, &test).unwrap())
@@ -232,7 +232,7 @@ fn fused_run_interrupted_after_epoch_2_resumes_bit_identical() {
 fn gpu_run_interrupted_mid_epoch_resumes_bit_identical() {
     let m = mnist();
     let (train, test) = (m.train.head(30_000), m.test.head(1000));
-    let arch = Arch::new(784, &[32], 10);
+    let arch = Arch::mlp(784, &[32], 10);
     let r = recipe(2);
     let make = |p: &[f32]| -> Box<dyn Backend> {
         Box::new(common::backend(common::layered(), &arch, &r, p, &train, &test).unwrap())
@@ -253,7 +253,7 @@ fn gpu_run_interrupted_mid_epoch_resumes_bit_identical() {
 fn a_checkpoint_resumes_under_the_other_schedule() {
     let m = mnist();
     let (train, test) = (m.train.head(6000), m.test.head(1000));
-    let arch = Arch::new(784, &[64, 32], 10);
+    let arch = Arch::mlp(784, &[64, 32], 10);
     let r = recipe(1);
     let order = mnist_wgpu::rng::epoch_order(r.seed, 0, train.len());
     let init = arch.init(r.seed);
@@ -297,7 +297,7 @@ fn a_checkpoint_resumes_under_the_other_schedule() {
 #[test]
 fn cpu_run_interrupted_mid_epoch_resumes_bit_identical() {
     let m = mnist();
-    let arch = Arch::new(784, &[64, 32], 10);
+    let arch = Arch::mlp(784, &[64, 32], 10);
     let r = recipe(2);
     let make = |p: &[f32]| -> Box<dyn Backend> {
         Box::new(CpuBackend::new(
@@ -371,7 +371,7 @@ impl Backend for Poisoned {
 #[test]
 fn divergence_stops_the_run_and_keeps_the_last_checkpoint() {
     let m = mnist();
-    let arch = Arch::new(784, &[16], 10);
+    let arch = Arch::mlp(784, &[16], 10);
     let r = recipe(3);
     let mut b = Poisoned {
         inner: CpuBackend::new(arch.clone(), r.clone(), arch.init(1), m.train, m.test),
@@ -658,7 +658,7 @@ fn resume_takes_new_outputs() {
         "--quiet prints only the accuracy, the same as before"
     );
     let model = modelfile::load(&dir.join("later.safetensors"), 784, 10).unwrap();
-    assert_eq!(model.arch.sizes, vec![784, 16, 10]);
+    assert_eq!(model.arch, Arch::mlp(784, &[16], 10));
     let csv = std::fs::read_to_string(dir.join("m.csv")).unwrap();
     assert_eq!(csv.lines().count(), 2, "{csv}");
     assert!(dir.join("p.png").exists());
@@ -686,7 +686,7 @@ fn resume_takes_new_outputs() {
 fn every_optimizer_resumes_mid_epoch_bit_identical() {
     let m = mnist();
     let (train, test) = (m.train.head(30_000), m.test.head(1000));
-    let arch = Arch::new(784, &[32], 10);
+    let arch = Arch::mlp(784, &[32], 10);
     for (name, plan) in [("adam", common::layered()), ("adadelta", common::fused())] {
         let optimizer = mnist_wgpu::optim::Optimizer::named(name, 0.0).unwrap();
         let r = Recipe {

@@ -23,7 +23,7 @@ type Trained = Vec<(Vec<Vec<f32>>, Vec<f32>)>;
 /// An odd shape on a split whose last batch is partial (301 = 23 * 13 + 2), two epochs.
 fn case() -> (Arch, Dataset, Dataset, Vec<Recipe>) {
     let m = load_mnist(&default_data_dir()).unwrap();
-    let arch = Arch::new(784, &[37, 19], 10);
+    let arch = Arch::mlp(784, &[37, 19], 10);
     let sweep = Sweep {
         seeds: vec![3, 4],
         lrs: vec![0.01, 0.003],

@@ -47,7 +47,7 @@ fn gpu_gradients_match_cpu_reference() {
         let kernels = gpu.1.kernels.name();
         // 7x13 = 91 inputs, hidden sizes not multiples of 4, batch 7 (padded to 8).
         let train = synthetic(1, 70, 7, 13);
-        let arch = Arch::new(91, &[33, 17], 10);
+        let arch = Arch::mlp(91, &[33, 17], 10);
         let params = arch.init(9);
         let r = recipe(7);
         let mut gb = common::backend(gpu, &arch, &r, &params, &train, &train).unwrap();
@@ -101,7 +101,7 @@ fn fused_epoch_matches_cpu_backend() {
 
 fn epoch_matches_cpu_backend(gpu: (Gpu, Plan)) {
     let train = synthetic(2, 70, 7, 13);
-    let arch = Arch::new(91, &[33, 17], 10);
+    let arch = Arch::mlp(91, &[33, 17], 10);
     let params = arch.init(5);
     let r = recipe(32);
     let mut gb = common::backend(gpu, &arch, &r, &params, &train, &train).unwrap();
@@ -187,7 +187,7 @@ fn two_fused_runs_are_bit_identical() {
 }
 
 fn two_runs_bit_identical(gpu: fn() -> (Gpu, Plan)) {
-    let arch = Arch::new(784, &[128, 128, 64, 64], 10);
+    let arch = Arch::mlp(784, &[128, 128, 64, 64], 10);
     let r = recipe(32);
     let mut runs = Vec::new();
     for _ in 0..2 {
@@ -216,7 +216,7 @@ fn two_runs_bit_identical(gpu: fn() -> (Gpu, Plan)) {
 /// below 2.2, and the two backends within 1 % of each other.
 #[test]
 fn three_hundred_steps_learn_mnist() {
-    let arch = Arch::new(784, &[128, 128, 64, 64], 10);
+    let arch = Arch::mlp(784, &[128, 128, 64, 64], 10);
     let r = recipe(32);
     let m = load_mnist(&default_data_dir()).unwrap();
     let n = m.train.len();

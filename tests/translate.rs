@@ -123,8 +123,8 @@ fn every_pipeline() -> Vec<(String, PipelineSource)> {
     let mut seen = BTreeSet::new();
     let mut out = Vec::new();
     for arch in [
-        Arch::new(784, &[128, 128, 64, 64], 10),
-        Arch::new(784, &[13, 6], 10),
+        Arch::mlp(784, &[128, 128, 64, 64], 10),
+        Arch::mlp(784, &[13, 6], 10),
     ] {
         for gpu in common::every_schedule() {
             let family = format!("{} / {}", gpu.1.schedule.name(), gpu.1.kernels.name());

@@ -185,7 +185,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
         .hidden
         .as_ref()
         .map_or(mnist_wgpu::flags::HIDDEN.to_vec(), |h| h.0.clone());
-    let arch = Arch::new(28 * 28, &hidden, data::CLASSES);
+    let arch = Arch::mlp(28 * 28, &hidden, data::CLASSES);
     let effort = Effort {
         warmup: args.warmup,
         min_steps: 20,
@@ -305,7 +305,7 @@ fn scaling(args: &BenchArgs, mnist: &Mnist) -> Result<()> {
         );
     }
     for hidden in widths {
-        let arch = Arch::new(28 * 28, hidden, data::CLASSES);
+        let arch = Arch::mlp(28 * 28, hidden, data::CLASSES);
         for batch in batches {
             // Wide models take tenths of a second per step on a software adapter: a few
             // warm-up steps and about two seconds each keep the table to a few minutes.

@@ -3,7 +3,7 @@
 
 use std::ops::Range;
 
-use super::{argmax, forward, gather, log_softmax, loss_and_grad};
+use super::{argmax, forward, gather, loss_and_grad};
 use crate::data::Dataset;
 use crate::model::Arch;
 use crate::optim;
@@ -28,8 +28,7 @@ fn evaluate(arch: &Arch, params: &[f32], test: &Dataset) -> Eval {
     for start in (0..test.len()).step_by(bs) {
         let idx: Vec<u32> = (start as u32..(start + bs).min(test.len()) as u32).collect();
         let x = gather(test, &idx);
-        let acts = forward(arch, params, &x, idx.len());
-        let logp = log_softmax(&acts[arch.layers()], classes);
+        let logp = forward(arch, params, &x, idx.len()).pop().unwrap();
         for (row, &i) in logp.chunks(classes).zip(&idx) {
             let label = test.labels[i as usize] as usize;
             ev.add(argmax(row), label, -row[label] as f64);

@@ -14,7 +14,7 @@ use crate::gpu::buffers::{OptimizerState, Split, StepInputs, Weights, hyper_buff
 use crate::gpu::device::Gpu;
 use crate::gpu::dispatch::{Dispatch, step_stride, submit, submit_then};
 use crate::gpu::evaluator::{Evaluator, about, upload};
-use crate::gpu::layout::{DeviceLayout, pad4};
+use crate::gpu::layout::{DeviceLayout, pad4, runnable};
 use crate::gpu::ops::Modules;
 use crate::gpu::plan::Plan;
 use crate::gpu::profiler::submit_profiled;
@@ -38,8 +38,9 @@ pub fn check_limits(
     n_train: Option<usize>,
     models: usize,
 ) -> Result<(), String> {
+    let sizes = runnable(arch)?;
     let bp = pad4(batch) as u64;
-    let widest = *arch.sizes.iter().max().unwrap() as u64;
+    let widest = *sizes.iter().max().unwrap() as u64;
     let act_bytes = widest.next_multiple_of(4) * bp * 4;
     let max_bind = gpu.limits.max_storage_buffer_binding_size;
     let max_groups = gpu.limits.max_compute_workgroups_per_dimension as u64;

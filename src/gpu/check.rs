@@ -211,7 +211,7 @@ impl FusedCase {
         classes: usize,
     ) -> FusedCase {
         let mut rng = Rng::new(seed, 7);
-        let arch = Arch::new(rows * cols, hidden, classes);
+        let arch = Arch::mlp(rows * cols, hidden, classes);
         let n = 40;
         let data = Dataset {
             images: (0..n * rows * cols).map(|_| rng.below(256) as u8).collect(),
@@ -243,10 +243,9 @@ impl FusedCase {
     }
 
     pub fn shape(&self) -> String {
-        let sizes: Vec<String> = self.arch.sizes.iter().map(|s| s.to_string()).collect();
         format!(
             "{} batch {} (valid {})",
-            sizes.join("-"),
+            crate::flags::arch_string(&self.arch),
             self.batch,
             self.valid()
         )
@@ -295,9 +294,10 @@ pub fn padding_is_zero(v: &[f32], off: usize, (rows, ld, cols): (usize, usize, u
 
 /// The weight [out, in] and bias of layer `l` of PyTorch-order `params`, in f64 and |f64|.
 pub fn layer_weights(case: &FusedCase, params: &[f32], l: usize) -> [Vec<f64>; 4] {
-    let (i, out) = case.arch.dims(l);
-    let (wo, bo) = case.arch.offsets(l);
-    let (w, b) = (&params[wo..wo + out * i], &params[bo..bo + out]);
+    let (i, out) = case.arch.linear_dims()[l];
+    let wo = case.arch.linear_offsets()[l];
+    let bo = wo + out * i;
+    let (w, b) = (&params[wo..bo], &params[bo..bo + out]);
     [wide(w), wide(b), wide_abs(w), wide_abs(b)]
 }
 

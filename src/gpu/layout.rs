@@ -14,7 +14,21 @@ pub fn pad4(n: usize) -> usize {
     n.div_ceil(4) * 4
 }
 
-/// Where layer l's tensors live in the device's flat buffers, in floats.
+/// The layer sizes of a model the schedules run, input first: both fuse each ReLU into the
+/// Linear before it and take the last Linear with LogSoftmax and NLLLoss in their loss head,
+/// so they run the tutorial's kind of model; the CPU backend runs any list of layers.
+pub fn runnable(arch: &Arch) -> Result<Vec<usize>, String> {
+    arch.mlp_sizes().ok_or_else(|| {
+        format!(
+            "the GPU schedules run Linear layers with ReLU between them and LogSoftmax last, not \
+             {}; use --device cpu",
+            crate::flags::arch_string(arch)
+        )
+    })
+}
+
+/// Where the tensors of the model's Linear layer l live in the device's flat buffers, in
+/// floats.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct LayerAt {
     /// `in`, `out` of the layer.
@@ -37,9 +51,8 @@ pub struct DeviceLayout {
 impl DeviceLayout {
     pub fn new(arch: &Arch) -> DeviceLayout {
         let mut at = 0;
-        let layers = (0..arch.layers())
-            .map(|l| {
-                let (inp, out) = arch.dims(l);
+        let layers = (arch.linear_dims().into_iter())
+            .map(|(inp, out)| {
                 let ldw = pad4(inp);
                 let layer = LayerAt {
                     inp,
@@ -171,8 +184,21 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_schedules_refuse_a_list_they_cannot_run() {
+        use crate::model::Layer;
+        assert_eq!(runnable(&Arch::mlp(5, &[3], 2)), Ok(vec![5, 3, 2]));
+        let lin = |inp, out| Layer::Linear { inp, out };
+        let no_relu = Arch::from_layers(vec![lin(5, 3), lin(3, 2), Layer::LogSoftmax]).unwrap();
+        assert_eq!(
+            runnable(&no_relu).unwrap_err(),
+            "the GPU schedules run Linear layers with ReLU between them and LogSoftmax last, not \
+             Linear(5, 3) Linear(3, 2) LogSoftmax(dim=1); use --device cpu"
+        );
+    }
+
+    #[test]
     fn round_trip_with_padding() {
-        let arch = Arch::new(5, &[3, 6], 2);
+        let arch = Arch::mlp(5, &[3, 6], 2);
         let layout = DeviceLayout::new(&arch);
         assert_eq!(layout.layers[0].ldw, 8);
         assert!(

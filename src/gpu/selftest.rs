@@ -246,14 +246,15 @@ async fn run(gpu: &Gpu, m: &Modules, case: &FusedCase) -> Result<FusedOutputs> {
 
 fn compare(case: &FusedCase, o: &FusedOutputs) -> Vec<Check> {
     let mut out = vec![gather::check_fused(case, o)];
-    for l in 0..case.arch.layers() {
+    let linears = case.arch.linear_dims().len();
+    for l in 0..linears {
         out.push(linear::fused::check_forward(case, o, l));
     }
     out.push(nll_head::check_fused(case, o));
-    for l in (1..case.arch.layers()).rev() {
+    for l in (1..linears).rev() {
         out.push(linear::fused::check_input_grad(case, o, l));
     }
-    for l in 0..case.arch.layers() {
+    for l in 0..linears {
         out.push(linear::fused::check_update(case, o, l));
     }
     out

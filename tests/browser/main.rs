@@ -205,7 +205,7 @@ const EXAMPLES_QUERY: &str = "&optimizer=adam&weight-decay=0.0001&normalize=0.13
 /// The CPU backend's per-step losses of epoch 0 of `recipe`, natively.
 fn native_cpu_losses((recipe, normalize): (Recipe, Normalize)) -> Vec<f32> {
     let mnist = data::load_mnist(&default_data_dir()).unwrap();
-    let arch = Arch::new(784, &flags::HIDDEN, 10);
+    let arch = Arch::mlp(784, &flags::HIDDEN, 10);
     let n = mnist.train.len();
     let mut cpu = CpuBackend::new(
         arch.clone(),

@@ -306,7 +306,7 @@ pub async fn train(values: JsValue, on_event: Function) -> Result<JsValue, JsErr
         normalize,
     } = recipes(&values)?;
     let mnist = mnist()?;
-    let arch = Arch::new(mnist.train.pixels(), &hidden, CLASSES);
+    let arch = Arch::mlp(mnist.train.pixels(), &hidden, CLASSES);
     let gpu = take_gpu().await?;
     let t0 = Instant::now();
     let (train_set, test_set) = (

@@ -425,7 +425,7 @@ fn save_model(
         println!(
             "saved {} ({} tensors, {kb:.0} KB)",
             shown.display(),
-            2 * arch.layers()
+            arch.table().len()
         );
     }
     Ok(())

@@ -303,7 +303,7 @@ pub fn start(args: &TrainArgs, (input, classes): (usize, usize)) -> Result<Start
         None => None,
     };
     let arch = match (&init, &spec.hidden) {
-        (Some(m), Some(h)) if m.arch.sizes[1..m.arch.sizes.len() - 1] != h[..] => {
+        (Some(m), Some(h)) if m.arch != Arch::mlp(input, h, classes) => {
             let flag: Vec<String> = h.iter().map(|x| x.to_string()).collect();
             let msg = format!(
                 "--hidden {}: the model in --init {} has hidden sizes {}",
@@ -314,7 +314,7 @@ pub fn start(args: &TrainArgs, (input, classes): (usize, usize)) -> Result<Start
             return Err(UsageError(msg).into());
         }
         (Some(m), _) => m.arch.clone(),
-        (None, h) => Arch::new(
+        (None, h) => Arch::mlp(
             input,
             h.as_deref().unwrap_or(&mnist_wgpu::flags::HIDDEN),
             classes,

@@ -164,7 +164,7 @@ async fn check_one(
     let labels: Vec<u32> = (0..n).map(|_| rng.below(classes as u64) as u32).collect();
     let mut order: Vec<u32> = (0..n as u32).collect();
     rng.shuffle(&mut order);
-    let layout = DeviceLayout::new(&Arch::new(3, &[inp], classes));
+    let layout = DeviceLayout::new(&Arch::mlp(3, &[inp], classes));
     let at = layout.layers[1];
     let params = random(rng, layout.len, -1.0, 1.0);
     let h = random(rng, inp * bp, -1.0, 1.0);

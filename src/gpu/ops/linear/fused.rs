@@ -16,14 +16,14 @@ use crate::optim::{self, Hyper, Optimizer};
 pub fn check_forward(case: &FusedCase, o: &FusedOutputs, l: usize) -> Check {
     let mut t = Tally::new(format!("fused forward {l}"), case.shape());
     let (r, bp) = (o.rows[l], o.bp);
-    let (i, out) = case.arch.dims(l);
+    let (i, out) = case.arch.linear_dims()[l];
     let x = &o.acts[r.x_off as usize..];
     let (xs, xa) = (
         block(x, 0, (bp, r.ldw as usize, i)),
         wide_abs(&unpad(x, bp, r.ldw as usize, i)),
     );
     let [w, b, wa, ba] = layer_weights(case, &case.params, l);
-    let relu = l + 1 < case.arch.layers();
+    let relu = l + 1 < case.arch.linear_dims().len();
     let (mut want, mut scale) = (vec![0f64; bp * out], vec![0f64; bp * out]);
     cpu::linear_forward(&xs, &w, &b, &mut want, bp, (i, out), relu);
     cpu::linear_forward(&xa, &wa, &ba, &mut scale, bp, (i, out), false);
@@ -49,7 +49,7 @@ pub fn check_forward(case: &FusedCase, o: &FusedOutputs, l: usize) -> Check {
 pub fn check_input_grad(case: &FusedCase, o: &FusedOutputs, l: usize) -> Check {
     let mut t = Tally::new(format!("fused input grad {l}"), case.shape());
     let (r, below, bp) = (o.rows[l], o.rows[l - 1], o.bp);
-    let (i, out) = case.arch.dims(l);
+    let (i, out) = case.arch.linear_dims()[l];
     let (ld_o, ld_i) = (pad4(out), r.ldw as usize);
     let dy = &o.dz[r.dz_off as usize..];
     let (dys, dya) = (
@@ -81,7 +81,7 @@ pub fn check_input_grad(case: &FusedCase, o: &FusedOutputs, l: usize) -> Check {
 pub fn check_update(case: &FusedCase, o: &FusedOutputs, l: usize) -> Check {
     let mut t = Tally::new(format!("fused weight grad+optimizer {l}"), case.shape());
     let (r, valid) = (o.rows[l], case.valid());
-    let (i, out) = case.arch.dims(l);
+    let (i, out) = case.arch.linear_dims()[l];
     let dy = &o.dz[r.dz_off as usize..];
     let x = &o.acts[r.x_off as usize..];
     let (ld_o, ld_i) = (pad4(out), r.ldw as usize);
@@ -99,7 +99,7 @@ pub fn check_update(case: &FusedCase, o: &FusedOutputs, l: usize) -> Check {
         [dw, db].concat()
     };
     let (g, gs) = (grads(&dys, &xs), grads(&dya, &xa));
-    let (wo, _) = case.arch.offsets(l);
+    let wo = case.arch.linear_offsets()[l];
     let range = wo..wo + out * (i + 1);
     let (p0, v0) = (
         wide(&case.params[range.clone()]),

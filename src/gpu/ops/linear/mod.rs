@@ -204,7 +204,7 @@ impl Backward<'_> {
 /// A layer `inp -> out` that is the second of a model, so its offsets are not zero, and
 /// parameters in the device layout with NaN in the padding (which no product may read).
 fn test_layer(rng: &mut Rng, inp: usize, out: usize) -> (LayerAt, Vec<f32>) {
-    let layout = DeviceLayout::new(&Arch::new(3, &[inp], out));
+    let layout = DeviceLayout::new(&Arch::mlp(3, &[inp], out));
     let at = layout.layers[1];
     let mut params = vec![f32::NAN; layout.len];
     for r in 0..out {
