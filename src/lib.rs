@@ -26,6 +26,7 @@ pub mod metrics;
 pub mod model;
 pub mod modelfile;
 pub mod optim;
+pub mod philox;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod plot;
 pub mod predict;

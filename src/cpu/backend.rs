@@ -7,6 +7,7 @@ use super::{argmax, forward, gather, loss_and_grad};
 use crate::data::Dataset;
 use crate::model::Arch;
 use crate::optim;
+use crate::philox::Mask;
 use crate::recipe::Recipe;
 use crate::train::{About, Backend, Eval, Evaluate};
 
@@ -91,7 +92,12 @@ impl CpuModel {
             let idx = &self.order[s * bs..((s + 1) * bs).min(self.order.len())];
             let x = gather(train, idx);
             let labels: Vec<u8> = idx.iter().map(|&i| train.labels[i as usize]).collect();
-            let (loss, g) = loss_and_grad(arch, &self.params, &x, &labels);
+            let mask = Mask {
+                seed: r.seed,
+                step: (self.epoch * r.steps_per_epoch(train.len()) + s) as u64,
+                layer: 0,
+            };
+            let (loss, g) = loss_and_grad(arch, &self.params, &x, &labels, Some(mask));
             let corrections = r.corrections(train.len(), self.epoch, s);
             let [a, b] = &mut self.state;
             optim::step(&r.optimizer, &h, corrections, &mut self.params, a, b, &g);

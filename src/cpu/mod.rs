@@ -8,11 +8,14 @@
 use std::ops::{Add, AddAssign, Div, Mul, Neg, Sub};
 
 mod backend;
+mod conv;
+mod layers;
 
 pub use backend::{CpuBackend, CpuEvaluator};
 
 use crate::data::Dataset;
-use crate::model::{Arch, Layer};
+use crate::model::Arch;
+use crate::philox::Mask;
 
 pub trait Real:
     Copy
@@ -231,7 +234,7 @@ pub fn linear_backward<T: Real>(
 }
 
 /// Whether a value passes ReLU (NaN does not, as in the kernels).
-fn positive<T: Real>(v: T) -> bool {
+pub(crate) fn positive<T: Real>(v: T) -> bool {
     v > T::default()
 }
 
@@ -295,89 +298,67 @@ pub fn gather(data: &Dataset, idx: &[u32]) -> Vec<f32> {
     x
 }
 
-/// The outputs of every layer of one forward pass: `acts[0]` is the input, `acts[i + 1]` the
-/// output of layer `i`; the last is the log-probabilities.
+/// The outputs of every layer of one forward pass, evaluating (no dropout): `acts[0]` is the
+/// input, `acts[i + 1]` the output of layer `i`; the last is the log-probabilities.
 pub fn forward<T: Real>(arch: &Arch, params: &[T], x: &[T], batch: usize) -> Vec<Vec<T>> {
-    let at = arch.offsets();
-    let mut width = arch.input();
-    let mut acts = vec![x[..batch * width].to_vec()];
+    forward_drawn(arch, params, x, batch, None)
+}
+
+/// [`forward`] while training: each dropout layer draws its mask from `mask` with the
+/// layer's index.
+fn forward_drawn<T: Real>(
+    arch: &Arch,
+    params: &[T],
+    x: &[T],
+    batch: usize,
+    mask: Option<Mask>,
+) -> Vec<Vec<T>> {
+    let (at, shapes) = (arch.offsets(), arch.shapes());
+    let mut acts = vec![x[..batch * arch.input()].to_vec()];
     for (i, layer) in arch.layers().iter().enumerate() {
         let p = &params[at[i]..at[i + 1]];
-        let y = layer_forward(layer, p, &acts[i], batch, width);
-        width = y.len() / batch.max(1);
+        let m = mask.map(|m| Mask {
+            layer: i as u32,
+            ..m
+        });
+        let y = layers::forward(layer, p, &acts[i], (batch, shapes[i]), m);
         acts.push(y);
     }
     acts
 }
 
-/// One layer's output for a batch of `batch` rows of `width` features; `p` its tensors.
-fn layer_forward<T: Real>(layer: &Layer, p: &[T], x: &[T], batch: usize, width: usize) -> Vec<T> {
-    match *layer {
-        Layer::Linear { inp, out } => {
-            let (w, b) = p.split_at(out * inp);
-            let mut y = vec![T::default(); batch * out];
-            linear_forward(x, w, b, &mut y, batch, (inp, out), false);
-            y
-        }
-        Layer::Relu => x
-            .iter()
-            .map(|&v| if positive(v) { v } else { T::default() })
-            .collect(),
-        Layer::LogSoftmax => log_softmax(x, width),
-    }
-}
-
-/// One layer's backward pass: the gradient of its input from `dy`, the gradient of its
-/// output (`x` its input, `y` its output, `p` its tensors, `g` their gradients); `input`
-/// says whether anything below needs the input's gradient.
-#[allow(clippy::too_many_arguments)]
-fn layer_backward<T: Real>(
-    layer: &Layer,
-    p: &[T],
-    g: &mut [T],
-    (x, y): (&[T], &[T]),
-    mut dy: Vec<T>,
-    batch: usize,
-    input: bool,
-) -> Vec<T> {
-    match *layer {
-        Layer::Linear { inp, out } => {
-            let (gw, gb) = g.split_at_mut(out * inp);
-            let mut dx = vec![T::default(); if input { batch * inp } else { 0 }];
-            let dx_wanted = input.then_some(&mut dx[..]);
-            linear_backward(
-                &dy,
-                x,
-                &p[..out * inp],
-                gw,
-                gb,
-                dx_wanted,
-                batch,
-                (inp, out),
-            );
-            dx
-        }
-        Layer::Relu => {
-            relu_backward(&mut dy, y);
-            dy
-        }
-        Layer::LogSoftmax => unreachable!("the loss head takes LogSoftmax's gradient"),
-    }
-}
-
-/// Mean NLL loss of a batch and the gradient of every parameter (flat, the table's layout).
-pub fn loss_and_grad<T: Real>(arch: &Arch, params: &[T], x: &[T], labels: &[u8]) -> (T, Vec<T>) {
+/// Mean NLL loss of a batch and the gradient of every parameter (flat, the table's layout);
+/// dropout draws from `mask` (None: none drops, as when evaluating).
+pub fn loss_and_grad<T: Real>(
+    arch: &Arch,
+    params: &[T],
+    x: &[T],
+    labels: &[u8],
+    mask: Option<Mask>,
+) -> (T, Vec<T>) {
     let batch = labels.len();
-    let acts = forward(arch, params, x, batch);
+    let acts = forward_drawn(arch, params, x, batch, mask);
     let n = arch.layers().len();
     // The last layer is LogSoftmax: NLLLoss's gradient with respect to its input, as one.
     let (loss, mut dy) = nll_loss_grad(&acts[n], labels, arch.output());
-    let at = arch.offsets();
+    let (at, shapes) = (arch.offsets(), arch.shapes());
     let mut grads = vec![T::default(); params.len()];
     for i in (0..n - 1).rev() {
         let (p, g) = (&params[at[i]..at[i + 1]], &mut grads[at[i]..at[i + 1]]);
         let io = (&acts[i][..], &acts[i + 1][..]);
-        dy = layer_backward(&arch.layers()[i], p, g, io, dy, batch, i > 0);
+        let m = mask.map(|m| Mask {
+            layer: i as u32,
+            ..m
+        });
+        dy = layers::backward(
+            &arch.layers()[i],
+            (p, g),
+            io,
+            dy,
+            (batch, shapes[i]),
+            m,
+            i > 0,
+        );
     }
     (loss, grads)
 }
@@ -400,7 +381,7 @@ mod tests {
 
     /// The whole network's analytic gradient against central differences, in f64: the
     /// largest relative error over every parameter.
-    fn worst_gradient_error(arch: &Arch) -> f64 {
+    fn worst_gradient_error(arch: &Arch, mask: Option<Mask>) -> f64 {
         let p32 = arch.init(3);
         let params: Vec<f64> = p32.iter().map(|&v| v as f64).collect();
         let mut rng = Rng::new(5, 9);
@@ -409,15 +390,15 @@ mod tests {
             .map(|_| rng.uniform(-1.0, 1.0) as f64)
             .collect();
         let labels: Vec<u8> = (0..batch).map(|_| rng.below(10) as u8).collect();
-        let (_, g) = loss_and_grad(arch, &params, &x, &labels);
+        let (_, g) = loss_and_grad(arch, &params, &x, &labels, mask);
         let h = 1e-6;
         let mut worst: f64 = 0.0;
         for i in 0..params.len() {
             let mut p = params.clone();
             p[i] += h;
-            let (lp, _) = loss_and_grad(arch, &p, &x, &labels);
+            let (lp, _) = loss_and_grad(arch, &p, &x, &labels, mask);
             p[i] -= 2.0 * h;
-            let (lm, _) = loss_and_grad(arch, &p, &x, &labels);
+            let (lm, _) = loss_and_grad(arch, &p, &x, &labels, mask);
             let fd = (lp - lm) / (2.0 * h);
             let err = (fd - g[i]).abs() / (1e-6 + fd.abs().max(g[i].abs()));
             // A ReLU kink inside [p-h, p+h] would break the difference; with random data at
@@ -429,13 +410,14 @@ mod tests {
 
     #[test]
     fn finite_difference_gradient_check() {
-        let worst = worst_gradient_error(&Arch::mlp(13, &[9, 7], 10));
+        let worst = worst_gradient_error(&Arch::mlp(13, &[9, 7], 10), None);
         assert!(worst < 1e-5, "largest relative gradient error {worst}");
     }
 
     /// Any list of layers, not only the tutorial's kind, walks forward and backward.
     #[test]
     fn finite_difference_gradient_check_of_any_list() {
+        use crate::model::Layer;
         let lin = |inp, out| Layer::Linear { inp, out };
         let layers = vec![
             lin(13, 9),
@@ -444,8 +426,46 @@ mod tests {
             lin(7, 10),
             Layer::LogSoftmax,
         ];
-        let arch = Arch::from_layers(layers).unwrap();
-        let worst = worst_gradient_error(&arch);
+        let arch = Arch::from_layers([13, 1, 1], layers).unwrap();
+        let worst = worst_gradient_error(&arch, None);
+        assert!(worst < 1e-5, "largest relative gradient error {worst}");
+    }
+
+    /// Every layer kind of the CNNs (Conv2d, MaxPool2d, Dropout2d, Flatten, Dropout) on odd
+    /// shapes, with the masks of one step drawn: the same masks in both differences.
+    #[test]
+    fn finite_difference_gradient_check_of_a_cnn() {
+        use crate::model::{DropP, Layer::*};
+        let (half, third) = (DropP::new(0.5).unwrap(), DropP::new(0.3).unwrap());
+        let layers = vec![
+            Conv2d {
+                cin: 2,
+                cout: 3,
+                k: 3,
+            },
+            MaxPool2d,
+            Relu,
+            Dropout2d(half),
+            Conv2d {
+                cin: 3,
+                cout: 4,
+                k: 2,
+            },
+            Flatten,
+            Linear { inp: 16, out: 12 },
+            Relu,
+            Dropout(third),
+            Linear { inp: 12, out: 10 },
+            LogSoftmax,
+        ];
+        let arch = Arch::from_layers([2, 9, 8], layers).unwrap();
+        assert_eq!(arch.shapes()[4], [3, 3, 3]);
+        let mask = Mask {
+            seed: 4,
+            step: 11,
+            layer: 0,
+        };
+        let worst = worst_gradient_error(&arch, Some(mask));
         assert!(worst < 1e-5, "largest relative gradient error {worst}");
     }
 

@@ -188,7 +188,8 @@ mod tests {
         use crate::model::Layer;
         assert_eq!(runnable(&Arch::mlp(5, &[3], 2)), Ok(vec![5, 3, 2]));
         let lin = |inp, out| Layer::Linear { inp, out };
-        let no_relu = Arch::from_layers(vec![lin(5, 3), lin(3, 2), Layer::LogSoftmax]).unwrap();
+        let layers = vec![lin(5, 3), lin(3, 2), Layer::LogSoftmax];
+        let no_relu = Arch::from_layers([5, 1, 1], layers).unwrap();
         assert_eq!(
             runnable(&no_relu).unwrap_err(),
             "the GPU schedules run Linear layers with ReLU between them and LogSoftmax last, not \

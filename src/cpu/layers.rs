@@ -1,0 +1,122 @@
+//! Each layer kind's CPU twin, forward and backward: one arm per kind of `model::Layer`.
+//! `cpu::forward` and `cpu::loss_and_grad` walk a model's list through these.
+
+use super::conv::{conv2d_backward, conv2d_forward, dropout_factor, maxpool2_argmax};
+use super::{Real, linear_backward, linear_forward, log_softmax, positive, relu_backward};
+use crate::model::{Layer, Shape};
+use crate::philox::Mask;
+
+/// One layer's output for a batch of `batch` samples of shape `x_shape`; `p` its tensors;
+/// `mask` where its dropout draws (None: evaluating, no dropout).
+pub fn forward<T: Real>(
+    layer: &Layer,
+    p: &[T],
+    x: &[T],
+    (batch, x_shape): (usize, Shape),
+    mask: Option<Mask>,
+) -> Vec<T> {
+    let out: usize = layer.output(x_shape).map_or(0, |s| s.iter().product());
+    match *layer {
+        Layer::Linear { inp, out } => {
+            let (w, b) = p.split_at(out * inp);
+            let mut y = vec![T::default(); batch * out];
+            linear_forward(x, w, b, &mut y, batch, (inp, out), false);
+            y
+        }
+        Layer::Conv2d { cout, k, cin } => {
+            let (w, b) = p.split_at(cout * cin * k * k);
+            let mut y = vec![T::default(); batch * out];
+            conv2d_forward(x, (w, b), &mut y, batch, x_shape, (cout, k));
+            y
+        }
+        Layer::MaxPool2d => maxpool2_argmax(x, batch, x_shape)
+            .into_iter()
+            .map(|i| x[i])
+            .collect(),
+        Layer::Relu => x
+            .iter()
+            .map(|&v| if positive(v) { v } else { T::default() })
+            .collect(),
+        Layer::Dropout(_) | Layer::Dropout2d(_) => match (mask, drop(layer, x_shape)) {
+            (Some(m), Some((p, plane))) => (x.iter().enumerate())
+                .map(|(e, &v)| v * dropout_factor(m, p, e, plane))
+                .collect(),
+            _ => x.to_vec(),
+        },
+        Layer::Flatten => x.to_vec(),
+        Layer::LogSoftmax => log_softmax(x, x_shape[0]),
+    }
+}
+
+/// A dropout layer's probability and the elements one draw covers (1, or a channel's plane
+/// for Dropout2d); None when it drops nothing.
+fn drop(layer: &Layer, [_, h, w]: Shape) -> Option<(f32, usize)> {
+    match *layer {
+        Layer::Dropout(p) if p.get() > 0.0 => Some((p.get(), 1)),
+        Layer::Dropout2d(p) if p.get() > 0.0 => Some((p.get(), h * w)),
+        _ => None,
+    }
+}
+
+/// One layer's backward pass: the gradient of its input from `dy`, the gradient of its
+/// output (`x` its input of shape `x_shape`, `y` its output, `p` its tensors, `g` their
+/// gradients, `mask` as in [`forward`]); `input` says whether anything below needs the
+/// input's gradient (a Linear or Conv2d computes it only then).
+#[allow(clippy::too_many_arguments)]
+pub fn backward<T: Real>(
+    layer: &Layer,
+    (p, g): (&[T], &mut [T]),
+    (x, y): (&[T], &[T]),
+    mut dy: Vec<T>,
+    (batch, x_shape): (usize, Shape),
+    mask: Option<Mask>,
+    input: bool,
+) -> Vec<T> {
+    let in_len = batch * x_shape.iter().product::<usize>();
+    let mut dx = vec![T::default(); if input { in_len } else { 0 }];
+    match *layer {
+        Layer::Linear { inp, out } => {
+            let (gw, gb) = g.split_at_mut(out * inp);
+            let dx_wanted = input.then_some(&mut dx[..]);
+            linear_backward(
+                &dy,
+                x,
+                &p[..out * inp],
+                gw,
+                gb,
+                dx_wanted,
+                batch,
+                (inp, out),
+            );
+            dx
+        }
+        Layer::Conv2d { cin, cout, k } => {
+            let (gw, gb) = g.split_at_mut(cout * cin * k * k);
+            let dx_wanted = input.then_some(&mut dx[..]);
+            let w = &p[..cout * cin * k * k];
+            conv2d_backward(&dy, x, w, (gw, gb), dx_wanted, batch, x_shape, (cout, k));
+            dx
+        }
+        Layer::MaxPool2d => {
+            dx.resize(in_len, T::default());
+            for (i, d) in maxpool2_argmax(x, batch, x_shape).into_iter().zip(dy) {
+                dx[i] = d;
+            }
+            dx
+        }
+        Layer::Relu => {
+            relu_backward(&mut dy, y);
+            dy
+        }
+        Layer::Dropout(_) | Layer::Dropout2d(_) => {
+            if let (Some(m), Some((p, plane))) = (mask, drop(layer, x_shape)) {
+                for (e, d) in dy.iter_mut().enumerate() {
+                    *d = *d * dropout_factor(m, p, e, plane);
+                }
+            }
+            dy
+        }
+        Layer::Flatten => dy,
+        Layer::LogSoftmax => unreachable!("the loss head takes LogSoftmax's gradient"),
+    }
+}
