@@ -60,6 +60,14 @@ pub fn seed(s: &str) -> Result<u64, String> {
         .map_err(|_| "expected a whole number from 0 to 18446744073709551615".into())
 }
 
+/// A dropout probability, from 0 up to 1.
+pub fn dropout(s: &str) -> Result<crate::model::DropP, String> {
+    let p: f64 = s
+        .parse()
+        .map_err(|_| format!("expected a number, not {s:?}"))?;
+    crate::model::DropP::new(p).map_err(|_| "expected a probability from 0 up to 1".into())
+}
+
 /// Hidden layer sizes, comma-separated.
 pub fn hidden(s: &str) -> Result<Vec<usize>, String> {
     let sizes: Result<Vec<usize>, _> = s.split(',').map(|p| at_least_one(p.trim())).collect();
@@ -69,14 +77,17 @@ pub fn hidden(s: &str) -> Result<Vec<usize>, String> {
     }
 }
 
-/// Layer sizes as the header and the model file write them: `784-128-128-64-64-10`.
+/// A model as the header and the model file name it: an MLP by its layer sizes,
+/// `784-128-128-64-64-10`; a recipe's CNN by the recipe's name, `cnn-small`; any other by its
+/// layers.
 pub fn arch_string(arch: &Arch) -> String {
-    match arch.mlp_sizes() {
-        Some(sizes) => {
+    match (arch.mlp_sizes(), arch.net_name()) {
+        (Some(sizes), _) => {
             let sizes: Vec<String> = sizes.iter().map(|s| s.to_string()).collect();
             sizes.join("-")
         }
-        None => {
+        (None, Some(name)) => name.to_string(),
+        (None, None) => {
             let layers: Vec<String> = arch.layers().iter().map(|l| l.to_string()).collect();
             layers.join(" ")
         }

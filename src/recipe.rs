@@ -94,3 +94,113 @@ pub fn recipe_extras(r: &Recipe, normalize: Normalize) -> String {
     }
     words
 }
+
+/// What `--recipe` names: a model and the recipe it trains with by default, from its source.
+/// Every value can be overridden by its flag.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Preset {
+    /// The tutorial's MLP: 784-128-128-64-64-10, SGD lr 0.003 momentum 0.9, batch 32, 5 epochs.
+    #[default]
+    Mlp,
+    /// pytorch/examples' MNIST CNN until 2018 (the tutorial's third reference): SGD lr 0.01
+    /// momentum 0.5, batch 64, normalised (0.1307, 0.3081), 3 epochs.
+    CnnSmall,
+    /// Today's pytorch/examples MNIST CNN: Adadelta lr 1.0, StepLR gamma 0.7, batch 64, 14
+    /// epochs, normalised (0.1307, 0.3081).
+    Cnn,
+}
+
+/// A preset's defaults, before the flags.
+pub struct Defaults {
+    pub epochs: usize,
+    pub batch_size: usize,
+    /// The optimizer's name and SGD's momentum.
+    pub optimizer: &'static str,
+    pub momentum: f64,
+    /// The learning rate with that optimizer (another optimizer takes its own default).
+    pub lr: f64,
+    pub gamma: f64,
+    pub normalize: Normalize,
+}
+
+/// pytorch/examples' MNIST normalisation, torchvision's `Normalize((0.1307,), (0.3081,))`.
+pub const EXAMPLES_NORMALIZE: Normalize = Normalize {
+    mean: 0.1307,
+    std: 0.3081,
+};
+
+impl Preset {
+    pub fn name(self) -> &'static str {
+        match self {
+            Preset::Mlp => "mlp",
+            Preset::CnnSmall => "cnn-small",
+            Preset::Cnn => "cnn",
+        }
+    }
+
+    /// The inverse of [`Preset::name`].
+    pub fn parse(s: &str) -> Option<Preset> {
+        [Preset::Mlp, Preset::CnnSmall, Preset::Cnn]
+            .into_iter()
+            .find(|p| p.name() == s)
+    }
+
+    /// Where the model and its recipe come from, for the header.
+    pub fn source(self) -> &'static str {
+        match self {
+            Preset::Mlp => "the tutorial \"MNIST with PyTorch\"",
+            Preset::CnnSmall => "pytorch/examples mnist/main.py as of 2018",
+            Preset::Cnn => "pytorch/examples mnist/main.py",
+        }
+    }
+
+    /// The preset whose kind of model `arch` is (any dropout probability), if any.
+    pub fn of(arch: &crate::model::Arch) -> Option<Preset> {
+        match arch.mlp_sizes() {
+            Some(_) => Some(Preset::Mlp),
+            None => Preset::parse(arch.net_name()?),
+        }
+    }
+
+    /// The preset's model; the MLP's hidden sizes are `hidden`.
+    pub fn arch(self, hidden: &[usize]) -> crate::model::Arch {
+        use crate::model::Arch;
+        match self {
+            Preset::Mlp => Arch::mlp(28 * 28, hidden, crate::data::CLASSES),
+            Preset::CnnSmall => Arch::cnn_small(),
+            Preset::Cnn => Arch::cnn(),
+        }
+    }
+
+    pub fn defaults(self) -> Defaults {
+        match self {
+            Preset::Mlp => Defaults {
+                epochs: crate::flags::EPOCHS,
+                batch_size: crate::flags::BATCH_SIZE,
+                optimizer: "sgd",
+                momentum: crate::flags::MOMENTUM,
+                lr: crate::flags::LR,
+                gamma: 1.0,
+                normalize: Normalize::TUTORIAL,
+            },
+            Preset::CnnSmall => Defaults {
+                epochs: 3,
+                batch_size: 64,
+                optimizer: "sgd",
+                momentum: 0.5,
+                lr: 0.01,
+                gamma: 1.0,
+                normalize: EXAMPLES_NORMALIZE,
+            },
+            Preset::Cnn => Defaults {
+                epochs: 14,
+                batch_size: 64,
+                optimizer: "adadelta",
+                momentum: 0.0,
+                lr: 1.0,
+                gamma: 0.7,
+                normalize: EXAMPLES_NORMALIZE,
+            },
+        }
+    }
+}

@@ -11,8 +11,10 @@ use mnist_wgpu::data::{Kind, default_data_dir, has_all_files};
 use mnist_wgpu::fetch::{self, FetchConfig, Need};
 use mnist_wgpu::gpu::device::{AdapterQuery, Api, Gpu};
 use mnist_wgpu::gpu::error::GpuError;
+use mnist_wgpu::gpu::layout::runnable;
 use mnist_wgpu::gpu::plan::{PerSample, Request, Schedule};
 use mnist_wgpu::gpu::wgsl::Kernels;
+use mnist_wgpu::model::Arch;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum DeviceChoice {
@@ -196,6 +198,24 @@ pub fn open_device(device: DeviceChoice, adapter: &AdapterArgs) -> Result<Option
     let request = adapter.request();
     request.fixed(&gpu)?;
     Ok(Some((gpu, request)))
+}
+
+/// As [`open_device`], for a run of `arch`: with `--device auto`, a model the GPU schedules
+/// do not run goes to the CPU backend, with one line that says so (with `--device gpu` the
+/// GPU's limits check refuses it).
+pub fn open_device_for(
+    device: DeviceChoice,
+    adapter: &AdapterArgs,
+    arch: &Arch,
+) -> Result<Option<(Gpu, Request)>> {
+    if device == DeviceChoice::Auto && runnable(arch).is_err() {
+        eprintln!(
+            "note: the GPU schedules do not run {} yet; running on the CPU backend",
+            arch_string(arch)
+        );
+        return Ok(None);
+    }
+    open_device(device, adapter)
 }
 
 /// The directory that holds the data set, with the files `need` names downloaded into it

@@ -7,14 +7,15 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use clap::Args;
 
-use mnist_wgpu::data::{self, Normalize};
+use mnist_wgpu::data;
 use mnist_wgpu::fetch::Need;
 use mnist_wgpu::modelfile::{self, ModelFile};
 use mnist_wgpu::train::{Eval, Evaluate, Spread};
 
 use mnist_wgpu::backends;
 
-use super::args::{RunArgs, arch_string, at_least_one, data_dir, open_device, usage};
+use super::args::{RunArgs, arch_string, at_least_one, data_dir, open_device_for, usage};
+use mnist_wgpu::gpu::layout::runnable;
 
 #[derive(Args, Debug)]
 pub struct EvalArgs {
@@ -39,19 +40,19 @@ pub fn run(args: EvalArgs) -> Result<()> {
         .iter()
         .map(|p| modelfile::load(p, input, classes))
         .collect::<Result<Vec<_>, _>>()?;
-    let gpu = open_device(args.run.device, &args.run.adapter)?;
+    // A model the GPU schedules do not run takes every file to the CPU backend.
+    let arch = (models.iter())
+        .map(|m| &m.arch)
+        .find(|a| runnable(a).is_err())
+        .unwrap_or(&models[0].arch);
+    let gpu = open_device_for(args.run.device, &args.run.adapter, arch)?;
     let kind = args.run.dataset;
     let dir = data_dir(&args.run, Need::TestOnly)?;
     let test = data::load_test(&dir, kind)
         .with_context(|| format!("loading {} from {}", kind.name(), dir.display()))?;
     let evaluator = |m: &ModelFile| {
         // The file's own normalisation (the tutorial's where it names none, as PyTorch's do).
-        let normalize = m
-            .metadata
-            .get("normalize")
-            .map_or(Ok(Normalize::TUTORIAL), |n| {
-                Normalize::parse(n).map_err(|e| anyhow::anyhow!("metadata `normalize` `{n}`: {e}"))
-            })?;
+        let normalize = m.normalize().map_err(anyhow::Error::msg)?;
         let (gpu, test) = (gpu.clone(), test.clone().normalized(normalize));
         let params = m.params.clone();
         let built = backends::for_evaluation(gpu, &m.arch, params, test, args.batch_size);

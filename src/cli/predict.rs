@@ -11,7 +11,7 @@ use mnist_wgpu::predict::{SIDE, load_digit, top3};
 
 use mnist_wgpu::backends;
 
-use super::args::{AdapterArgs, DeviceChoice, json_str, open_device, usage};
+use super::args::{AdapterArgs, DeviceChoice, json_str, open_device_for, usage};
 
 #[derive(Args, Debug)]
 pub struct PredictArgs {
@@ -44,9 +44,11 @@ pub fn run(args: PredictArgs) -> Result<()> {
         labels: vec![0; n],
         rows: SIDE,
         cols: SIDE,
-        normalize: mnist_wgpu::data::Normalize::TUTORIAL,
+        normalize: model
+            .normalize()
+            .map_err(|e| anyhow::anyhow!("{}: {e}", args.model.display()))?,
     };
-    let gpu = open_device(args.device, &args.adapter)?;
+    let gpu = open_device_for(args.device, &args.adapter, &model.arch)?;
     let mut backend = pollster::block_on(backends::for_evaluation(
         gpu,
         &model.arch,

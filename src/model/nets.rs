@@ -93,6 +93,20 @@ impl Arch {
     }
 }
 
+impl Arch {
+    /// `cnn-small` or `cnn` when this is one of those nets (whatever its dropout), as
+    /// `--recipe` names them.
+    pub fn net_name(&self) -> Option<&'static str> {
+        let p = DropP::new(0.0).unwrap();
+        let same = |net: Arch| net.with_dropout(p) == self.with_dropout(p);
+        match () {
+            _ if same(Arch::cnn_small()) => Some("cnn-small"),
+            _ if same(Arch::cnn()) => Some("cnn"),
+            _ => None,
+        }
+    }
+}
+
 fn named(input: super::Shape, layers: &[(&str, Layer)]) -> Arch {
     let names = layers.iter().map(|(n, _)| n.to_string()).collect();
     let layers = layers.iter().map(|(_, l)| *l).collect();

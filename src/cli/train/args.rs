@@ -6,6 +6,8 @@ use clap::Args;
 
 use mnist_wgpu::data::Normalize;
 use mnist_wgpu::flags;
+use mnist_wgpu::model::DropP;
+use mnist_wgpu::recipe::Preset;
 
 use crate::cli::args::{
     Floats, Hidden, RunArgs, Seeds, at_least_one, hidden, lr_list, momentum_list, seeds,
@@ -13,12 +15,24 @@ use crate::cli::args::{
 
 #[derive(Args, Debug)]
 pub struct TrainArgs {
-    /// Passes over the training set.
-    #[arg(long, default_value_t = flags::EPOCHS, value_parser = at_least_one)]
-    pub epochs: usize,
-    /// Images per step; the last batch of an epoch may be smaller.
-    #[arg(long, default_value_t = flags::BATCH_SIZE, value_parser = at_least_one)]
-    pub batch_size: usize,
+    /// The model and its recipe, each value of which its flag overrides: mlp (the tutorial's),
+    /// cnn-small (pytorch/examples' MNIST CNN of 2018, the tutorial's third reference; SGD lr
+    /// 0.01 momentum 0.5, batch 64, 3 epochs, normalize 0.1307,0.3081) or cnn (today's
+    /// pytorch/examples: Adadelta lr 1, gamma 0.7, batch 64, 14 epochs, normalize
+    /// 0.1307,0.3081)
+    #[arg(long, value_enum, default_value_t = Preset::Mlp)]
+    pub recipe: Preset,
+    /// Passes over the training set [default: the recipe's: mlp 5, cnn-small 3, cnn 14]
+    #[arg(long, value_parser = at_least_one)]
+    pub epochs: Option<usize>,
+    /// Images per step; the last batch of an epoch may be smaller [default: the recipe's: mlp
+    /// 32, the CNNs 64]
+    #[arg(long, value_parser = at_least_one)]
+    pub batch_size: Option<usize>,
+    /// Every dropout layer's probability of dropping (0: none drops, for comparisons)
+    /// [default: the recipe's: 0.5, and 0.25 before cnn's flatten]
+    #[arg(long, value_name = "P", value_parser = flags::dropout)]
+    pub dropout: Option<DropP>,
     /// The optimizer, with PyTorch's update rule and defaults: sgd (momentum, no dampening),
     /// adam (betas 0.9, 0.999, eps 1e-8) or adadelta (rho 0.9, eps 1e-6) [default: sgd, or
     /// the resumed run's]
@@ -35,9 +49,10 @@ pub struct TrainArgs {
     /// Weight decay (L2), added to the gradient as PyTorch's `weight_decay`.
     #[arg(long, value_name = "W", default_value_t = 0.0, value_parser = flags::weight_decay, allow_negative_numbers = true)]
     pub weight_decay: f64,
-    /// StepLR(step_size=1, gamma): the learning rate is multiplied by G after every epoch.
-    #[arg(long, value_name = "G", default_value_t = 1.0, value_parser = flags::gamma, allow_negative_numbers = true)]
-    pub gamma: f64,
+    /// StepLR(step_size=1, gamma): the learning rate is multiplied by G after every epoch
+    /// [default: the recipe's: 1, cnn 0.7]
+    #[arg(long, value_name = "G", value_parser = flags::gamma, allow_negative_numbers = true)]
+    pub gamma: Option<f64>,
     /// torchvision's Normalize((MEAN,), (STD,)) after ToTensor [default: the tutorial's 0.5,0.5;
     /// pytorch/examples' MNIST uses 0.1307,0.3081]
     #[arg(long, value_name = "MEAN,STD", value_parser = Normalize::parse, allow_negative_numbers = true)]
@@ -74,7 +89,8 @@ pub struct TrainArgs {
     /// outputs --save, --no-save, --metrics, --plot, --quiet and --profile may change).
     #[arg(long, value_name = "DIR", conflicts_with_all = [
         "epochs", "batch_size", "lr", "momentum", "hidden", "seed", "seeds", "init", "run_dir",
-        "dataset", "data_dir", "weight_decay", "gamma", "normalize", "no_shuffle",
+        "dataset", "data_dir", "weight_decay", "gamma", "normalize", "no_shuffle", "recipe",
+        "dropout",
     ])]
     pub resume: Option<PathBuf>,
     /// Also write the per-epoch metrics as CSV here (the run directory always gets metrics.csv).

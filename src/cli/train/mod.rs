@@ -23,12 +23,12 @@ use mnist_wgpu::gpu::plan::Request;
 use mnist_wgpu::limits;
 use mnist_wgpu::model::Arch;
 use mnist_wgpu::modelfile::{self, DEFAULT_MODEL_FILE};
-use mnist_wgpu::recipe::recipe_words;
+use mnist_wgpu::recipe::{Preset, recipe_words};
 use mnist_wgpu::recorder::Recorder;
 use mnist_wgpu::train::{Backend, Diverged, LoopOptions, Outcome, Position};
 
 use super::args::{
-    DeviceChoice, Interrupted, RunArgs, UsageError, arch_string, data_dir, open_device, usage,
+    DeviceChoice, Interrupted, RunArgs, UsageError, arch_string, data_dir, open_device_for, usage,
 };
 use args::TrainArgs;
 use note::{announce, software_probe};
@@ -149,12 +149,21 @@ fn conclude(
     Ok(())
 }
 
+/// The model as the header names it: an MLP by its sizes (`784-128-128-64-64-10`), another
+/// recipe's by its name and source.
+fn model_words(preset: Preset, arch: &Arch) -> String {
+    match preset {
+        Preset::Mlp => arch_string(arch),
+        other => format!("{}, {}", other.name(), other.source()),
+    }
+}
+
 /// The device first: a batch or a set too large for it, or for the host's memory, is a usage
 /// error, before any data is read or any weight initialised.
 fn open_checked_device(run_args: &RunArgs, start: &Start) -> Result<Option<(Gpu, Request)>> {
     let (arch, batch) = (&start.arch, start.spec.recipe.batch_size);
     let models = start.spec.sweep.len();
-    let gpu = open_device(run_args.device, &run_args.adapter)?;
+    let gpu = open_device_for(run_args.device, &run_args.adapter, arch)?;
     if let Some((gpu, _)) = &gpu {
         check_limits(gpu, arch, batch, None, models).map_err(UsageError)?;
     }
@@ -241,7 +250,7 @@ impl Header<'_> {
             };
             println!(
                 "model: {} | {} parameters | batch {} | {hyper} | init {} | start-up {:.2} s",
-                arch_string(arch),
+                model_words(self.start.spec.preset, arch),
                 arch.param_count(),
                 r.batch_size,
                 self.init_shown(),

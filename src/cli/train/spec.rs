@@ -10,9 +10,10 @@ use mnist_wgpu::checkpoint::{self, Checkpoint};
 use mnist_wgpu::data::{Kind, Normalize};
 use mnist_wgpu::flags;
 use mnist_wgpu::model::Arch;
+use mnist_wgpu::model::DropP;
 use mnist_wgpu::modelfile::{self, DEFAULT_MODEL_FILE};
 use mnist_wgpu::optim::Optimizer;
-use mnist_wgpu::recipe::Recipe;
+use mnist_wgpu::recipe::{Preset, Recipe};
 use mnist_wgpu::sweep::{Sweep, floats, floats_string, seeds, seeds_string};
 
 use super::args::TrainArgs;
@@ -21,6 +22,10 @@ use crate::cli::args::{UsageError, hidden, hidden_string};
 /// Everything that defines a run; a checkpoint stores it so `--resume` needs no flags.
 #[derive(Clone, Debug)]
 pub struct RunSpec {
+    /// `--recipe`: the model and where the defaults below came from.
+    pub preset: Preset,
+    /// `--dropout`: every dropout layer's probability, when not the model's own.
+    pub dropout: Option<DropP>,
     /// The first model's recipe: a single run's, or what every model of a set shares.
     pub recipe: Recipe,
     /// The lists of a set; one value each for a single run.
@@ -43,8 +48,27 @@ fn absolute(p: &Path) -> PathBuf {
 
 impl RunSpec {
     fn from_args(a: &TrainArgs) -> Result<RunSpec, UsageError> {
-        let name = a.optimizer.as_deref().unwrap_or("sgd");
-        let optimizer = Optimizer::named(name, flags::MOMENTUM).map_err(UsageError)?;
+        let d = a.recipe.defaults();
+        let name = a.optimizer.as_deref().unwrap_or(d.optimizer);
+        let optimizer = Optimizer::named(name, d.momentum).map_err(UsageError)?;
+        // The recipe's learning rate goes with the recipe's optimizer; another takes its own.
+        let lr = match name == d.optimizer {
+            true => d.lr,
+            false => optimizer.default_lr(),
+        };
+        let recipe = a.recipe.name();
+        if let (Some(h), false) = (&a.hidden, a.recipe == Preset::Mlp) {
+            let h: Vec<String> = h.0.iter().map(|x| x.to_string()).collect();
+            let msg = format!(
+                "--hidden {}: --recipe {recipe} has no hidden sizes to set",
+                h.join(",")
+            );
+            return Err(UsageError(msg));
+        }
+        if let (Some(p), Preset::Mlp) = (a.dropout, a.recipe) {
+            let msg = format!("--dropout {}: --recipe mlp has no dropout layer", p.get());
+            return Err(UsageError(msg));
+        }
         if let (Some(m), false) = (&a.momentum, matches!(optimizer, Optimizer::Sgd { .. })) {
             return Err(UsageError(format!(
                 "--momentum {m}: --optimizer {name} has no momentum (only sgd has)"
@@ -52,30 +76,29 @@ impl RunSpec {
         }
         let sweep = Sweep {
             seeds: a.seeds.as_ref().map_or(vec![a.seed], |s| s.0.clone()),
-            lrs: a
-                .lr
-                .as_ref()
-                .map_or(vec![optimizer.default_lr()], |l| l.0.clone()),
+            lrs: a.lr.as_ref().map_or(vec![lr], |l| l.0.clone()),
             momenta: a
                 .momentum
                 .as_ref()
                 .map_or(vec![optimizer.momentum()], |m| m.0.clone()),
         };
         let base = Recipe {
-            epochs: a.epochs,
-            batch_size: a.batch_size,
+            epochs: a.epochs.unwrap_or(d.epochs),
+            batch_size: a.batch_size.unwrap_or(d.batch_size),
             lr: sweep.lrs[0],
             optimizer,
             weight_decay: a.weight_decay,
-            gamma: a.gamma,
+            gamma: a.gamma.unwrap_or(d.gamma),
             shuffle: !a.no_shuffle,
             seed: sweep.seeds[0],
         };
         Ok(RunSpec {
+            preset: a.recipe,
+            dropout: a.dropout,
             recipe: sweep.recipes(&base).remove(0),
             sweep,
             hidden: a.hidden.as_ref().map(|h| h.0.clone()),
-            normalize: a.normalize.unwrap_or(Normalize::TUTORIAL),
+            normalize: a.normalize.unwrap_or(d.normalize),
             dataset: a.run.dataset,
             data_dir: a.run.data_dir.as_deref().map(absolute),
             init: a.init.as_deref().map(absolute),
@@ -127,12 +150,18 @@ impl RunSpec {
             ("shuffle", r.shuffle.to_string()),
             ("normalize", self.normalize.name()),
             ("seed", r.seed.to_string()),
-            ("hidden", hidden_string(arch)),
             ("dataset", self.dataset.name().to_string()),
+            ("recipe", self.preset.name().to_string()),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))
         .collect();
+        if self.preset == Preset::Mlp {
+            m.insert("hidden".into(), hidden_string(arch));
+        }
+        if let Some(p) = self.dropout {
+            m.insert("dropout".into(), p.get().to_string());
+        }
         if self.sweep.len() > 1 {
             // A set's lists; `lr`, `momentum` and `seed` above are its first model's.
             m.insert("seeds".into(), seeds_string(&self.sweep.seeds));
@@ -200,10 +229,23 @@ impl RunSpec {
             },
             _ => Sweep::single(recipe.seed, recipe.lr, recipe.momentum()),
         };
+        let preset = match m.get("recipe") {
+            Some(r) => Preset::parse(r).ok_or_else(|| format!("unknown recipe `{r}`"))?,
+            None => Preset::Mlp,
+        };
+        let dropout = match m.get("dropout") {
+            Some(p) => Some(flags::dropout(p).map_err(|e| format!("setting `dropout`: {e}"))?),
+            None => None,
+        };
         Ok(RunSpec {
+            preset,
+            dropout,
             sweep,
             recipe,
-            hidden: Some(hidden(get("hidden")?)?.0),
+            hidden: match preset {
+                Preset::Mlp => Some(hidden(get("hidden")?)?.0),
+                _ => None,
+            },
             normalize,
             dataset,
             data_dir: path("data_dir"),
@@ -266,9 +308,12 @@ fn resumed(args: &TrainArgs, dir: &Path, (input, classes): (usize, usize)) -> Re
         anyhow::bail!("{}: {msg}", file.display());
     }
     let n = c.arch.param_count();
+    let arch = spec
+        .dropout
+        .map_or(c.arch.clone(), |p| c.arch.with_dropout(p));
     Ok(Start {
         spec,
-        arch: c.arch.clone(),
+        arch,
         params: c.params.chunks(n).map(<[f32]>::to_vec).collect(),
         init: None,
         run_dir: Some(dir.to_path_buf()),
@@ -303,6 +348,15 @@ pub fn start(args: &TrainArgs, (input, classes): (usize, usize)) -> Result<Start
         None => None,
     };
     let arch = match (&init, &spec.hidden) {
+        (Some(m), _) if Preset::of(&m.arch) != Some(spec.preset) => {
+            let kind = Preset::of(&m.arch).map_or("another", Preset::name);
+            let msg = format!(
+                "--init {}: holds a model of --recipe {kind}, not of --recipe {}",
+                args.init.as_ref().unwrap().display(),
+                spec.preset.name()
+            );
+            return Err(UsageError(msg).into());
+        }
         (Some(m), Some(h)) if m.arch != Arch::mlp(input, h, classes) => {
             let flag: Vec<String> = h.iter().map(|x| x.to_string()).collect();
             let msg = format!(
@@ -314,12 +368,11 @@ pub fn start(args: &TrainArgs, (input, classes): (usize, usize)) -> Result<Start
             return Err(UsageError(msg).into());
         }
         (Some(m), _) => m.arch.clone(),
-        (None, h) => Arch::mlp(
-            input,
-            h.as_deref().unwrap_or(&mnist_wgpu::flags::HIDDEN),
-            classes,
-        ),
+        (None, h) => spec
+            .preset
+            .arch(h.as_deref().unwrap_or(&mnist_wgpu::flags::HIDDEN)),
     };
+    let arch = spec.dropout.map_or(arch.clone(), |p| arch.with_dropout(p));
     Ok(Start {
         spec,
         arch,

@@ -7,6 +7,11 @@
 //! read back from the shapes alone; the metadata (hidden sizes, recipe, accuracy, adapter) is
 //! for people.
 
+mod named;
+mod sequential;
+
+use sequential::{chained_sizes, linear_layers};
+
 use std::collections::{BTreeMap, HashMap};
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -47,6 +52,20 @@ pub struct ModelFile {
     /// params: [param_count], the flat table of `arch`
     pub params: Vec<f32>,
     pub metadata: BTreeMap<String, String>,
+}
+
+impl ModelFile {
+    /// How the model's inputs are normalised: as its metadata says, else as the recipe of its
+    /// kind of model trains (the tutorial's (0.5, 0.5) for an MLP, pytorch/examples'
+    /// (0.1307, 0.3081) for its CNNs), since PyTorch's own files record none.
+    pub fn normalize(&self) -> Result<crate::data::Normalize, String> {
+        let preset = crate::recipe::Preset::of(&self.arch).unwrap_or_default();
+        match self.metadata.get("normalize") {
+            Some(n) => crate::data::Normalize::parse(n)
+                .map_err(|e| format!("metadata `normalize` `{n}`: {e}")),
+            None => Ok(preset.defaults().normalize),
+        }
+    }
 }
 
 /// Serialises `params` (the flat table of `arch`) with `metadata` to safetensors bytes.
@@ -229,11 +248,27 @@ pub fn from_bytes(bytes: &[u8], input: usize, classes: usize) -> Result<ModelFil
         .into_iter()
         .filter(|(k, _)| !k.starts_with(OPTIMIZER_PREFIX))
         .collect();
-    let layers = linear_layers(tensors)?;
-    // The keys 0, 2, 4, ... name the Linears of the tutorial's kind of model.
-    let sizes = chained_sizes(&layers, input, classes)?;
-    let arch = Arch::mlp(sizes[0], &sizes[1..sizes.len() - 1], sizes[sizes.len() - 1]);
-    let params = flat_params(&arch, &layers)?;
+    let (arch, params) = match tensors.contains_key("0.weight") {
+        false
+            if tensors
+                .keys()
+                .any(|k| !k.starts_with(|c: char| c.is_ascii_digit())) =>
+        {
+            named::model(&tensors, input, classes)?
+        }
+        _ => {
+            let layers = linear_layers(tensors)?;
+            // The keys 0, 2, 4, ... name the Linears of the tutorial's kind of model.
+            let sizes = chained_sizes(&layers, input, classes)?;
+            let arch = Arch::mlp(sizes[0], &sizes[1..sizes.len() - 1], sizes[sizes.len() - 1]);
+            let by_name = layers
+                .iter()
+                .flat_map(|(wn, w, bn, b)| [(wn.as_str(), w), (bn.as_str(), b)])
+                .collect();
+            let params = flat_params(&arch, &by_name)?;
+            (arch, params)
+        }
+    };
     Ok(ModelFile {
         arch,
         params,
@@ -241,106 +276,14 @@ pub fn from_bytes(bytes: &[u8], input: usize, classes: usize) -> Result<ModelFil
     })
 }
 
-/// (weight name, weight, bias name, bias) of one Linear layer.
-type Layer<'a> = (String, TensorView<'a>, String, TensorView<'a>);
-
 fn content(s: String) -> Problem {
     Problem::Content(s)
 }
 
-/// Layers 0, 2, 4, ... until a weight is missing, each an F32 `[out, in]` weight and an
-/// `[out]` bias; any other key is unexpected.
-fn linear_layers(mut tensors: HashMap<String, TensorView<'_>>) -> Result<Vec<Layer<'_>>, Problem> {
-    let f32_only = |name: &str, t: &TensorView<'_>| match t.dtype() {
-        Dtype::F32 => Ok(()),
-        other => Err(content(format!(
-            "tensor `{name}` is {other:?}, expected F32"
-        ))),
-    };
-    let mut layers = Vec::new();
-    loop {
-        let l = layers.len();
-        let (wname, bname) = (format!("{}.weight", 2 * l), format!("{}.bias", 2 * l));
-        let Some(w) = tensors.remove(&wname) else {
-            if l == 0 {
-                return Err(content(
-                    "missing tensor `0.weight` (expected the tutorial's nn.Sequential state_dict: \
-                     0.weight, 0.bias, 2.weight, ...)"
-                        .into(),
-                ));
-            }
-            break;
-        };
-        f32_only(&wname, &w)?;
-        let b = tensors
-            .remove(&bname)
-            .ok_or_else(|| content(format!("missing tensor `{bname}`")))?;
-        f32_only(&bname, &b)?;
-        let (ws, bs) = (w.shape().to_vec(), b.shape().to_vec());
-        if ws.len() != 2 || ws.contains(&0) {
-            return Err(content(format!(
-                "tensor `{wname}` has shape {ws:?}, expected [out, in]"
-            )));
-        }
-        if bs != [ws[0]] {
-            return Err(content(format!(
-                "tensor `{bname}` has shape {bs:?}, expected [{}] to match `{wname}` {ws:?}",
-                ws[0]
-            )));
-        }
-        layers.push((wname, w, bname, b));
-    }
-    if let Some(extra) = tensors.keys().min() {
-        return Err(content(format!(
-            "unexpected tensor `{extra}` (after {} Linear layers; keys must be 0.weight, 0.bias, \
-             2.weight, ... with no gaps)",
-            layers.len()
-        )));
-    }
-    Ok(layers)
-}
-
-/// The layer sizes, input first, once each weight's input is the previous one's output and
-/// the ends fit the data.
-fn chained_sizes(
-    layers: &[Layer<'_>],
-    input: usize,
-    classes: usize,
-) -> Result<Vec<usize>, Problem> {
-    let mut sizes = vec![layers[0].1.shape()[1]];
-    for (name, w, _, _) in layers {
-        let (o, i) = (w.shape()[0], w.shape()[1]);
-        let prev = *sizes.last().unwrap();
-        if i != prev {
-            return Err(content(format!(
-                "shapes do not chain: `{name}` is [{o}, {i}] but the layer before it gives {prev} outputs"
-            )));
-        }
-        sizes.push(o);
-    }
-    if sizes[0] != input {
-        return Err(content(format!(
-            "the model takes {} inputs (`0.weight` is [{}, {}]), the images have {input} pixels",
-            sizes[0], sizes[1], sizes[0]
-        )));
-    }
-    if *sizes.last().unwrap() != classes {
-        return Err(content(format!(
-            "the model has {} outputs (`{}`), the data set has {classes} classes",
-            sizes.last().unwrap(),
-            layers.last().unwrap().0
-        )));
-    }
-    Ok(sizes)
-}
-
-/// The tensors in the flat table of `arch`, all finite.
-fn flat_params(arch: &Arch, layers: &[Layer<'_>]) -> Result<Vec<f32>, Problem> {
+/// The tensors in the flat table of `arch`, all finite, from those of `by_name` (which holds
+/// each of the table's keys with its shape, in F32).
+fn flat_params(arch: &Arch, by_name: &HashMap<&str, &TensorView<'_>>) -> Result<Vec<f32>, Problem> {
     let mut params = vec![0f32; arch.param_count()];
-    let by_name: HashMap<&str, &TensorView<'_>> = layers
-        .iter()
-        .flat_map(|(wn, w, bn, b)| [(wn.as_str(), w), (bn.as_str(), b)])
-        .collect();
     for e in arch.table() {
         let view = by_name[e.name.as_str()];
         for (dst, src) in params[e.range()]
