@@ -16,13 +16,9 @@ use crate::train::{Backend, epoch_orders};
 /// input-gradient products of every layer but the first, and the weight-gradient products,
 /// two operations per multiply-add. (Bias, ReLU, softmax and SGD are a rounding error.)
 pub fn flops_per_image(arch: &Arch) -> f64 {
-    let macs: Vec<f64> = arch
-        .linear_dims()
-        .iter()
-        .map(|&(i, o)| (i * o) as f64)
-        .collect();
-    let all: f64 = macs.iter().sum();
-    2.0 * (all + (all - macs[0]) + all)
+    let all = arch.macs_per_image() as f64;
+    let first = arch.layers()[0].macs(arch.input_shape()) as f64;
+    2.0 * (all + (all - first) + all)
 }
 
 #[derive(Clone, Debug)]

@@ -13,18 +13,21 @@ use mnist_wgpu::data::{self, Mnist};
 use mnist_wgpu::fetch::Need;
 use mnist_wgpu::gpu::plan::PerSample;
 use mnist_wgpu::model::Arch;
-use mnist_wgpu::recipe::Recipe;
+use mnist_wgpu::recipe::{Preset, Recipe};
 
 use super::args::{
     Floats, Hidden, RunArgs, Seeds, UsageError, arch_string, at_least_one, data_dir, hidden,
-    json_str, lr_list, momentum_list, open_device, positive_finite, seeds, usage,
+    json_str, lr_list, momentum_list, open_device_for, positive_finite, seeds, usage,
 };
 
 #[derive(Args, Debug)]
 pub struct BenchArgs {
-    /// Images per step.
-    #[arg(long, default_value_t = 32, value_parser = at_least_one)]
-    pub batch_size: usize,
+    /// The model and recipe to time, as train's --recipe: mlp, cnn-small or cnn.
+    #[arg(long, value_enum, default_value_t = Preset::Mlp)]
+    pub recipe: Preset,
+    /// Images per step [default: the recipe's: mlp 32, the CNNs 64]
+    #[arg(long, value_parser = at_least_one)]
+    pub batch_size: Option<usize>,
     /// Hidden layer sizes [default: 128,128,64,64]
     #[arg(long, value_parser = hidden)]
     pub hidden: Option<Hidden>,
@@ -45,12 +48,12 @@ pub struct BenchArgs {
     /// and --momentum, every combination).
     #[arg(long, value_name = "LIST", value_parser = seeds)]
     pub seeds: Option<Seeds>,
-    /// SGD learning rates of the set (a comma list).
-    #[arg(long, value_name = "LR[,LR...]", default_value_t = Floats(vec![0.003]), value_parser = lr_list)]
-    pub lr: Floats,
-    /// SGD momenta of the set (a comma list).
-    #[arg(long, value_name = "M[,M...]", default_value_t = Floats(vec![0.9]), value_parser = momentum_list)]
-    pub momentum: Floats,
+    /// Learning rates of the set (a comma list) [default: the recipe's]
+    #[arg(long, value_name = "LR[,LR...]", value_parser = lr_list)]
+    pub lr: Option<Floats>,
+    /// SGD momenta of the set (a comma list) [default: the recipe's]
+    #[arg(long, value_name = "M[,M...]", value_parser = momentum_list)]
+    pub momentum: Option<Floats>,
     /// Instead: a table across batch sizes 32 to 1024 and hidden widths 128 to 1024.
     #[arg(long)]
     pub scaling: bool,
@@ -60,14 +63,22 @@ pub struct BenchArgs {
 
 /// The set the flags ask for (one model by default), one epoch each.
 fn recipes(args: &BenchArgs, batch_size: usize) -> Vec<Recipe> {
+    let d = args.recipe.defaults();
     let sweep = mnist_wgpu::sweep::Sweep {
         seeds: args.seeds.as_ref().map_or(vec![1], |s| s.0.clone()),
-        lrs: args.lr.0.clone(),
-        momenta: args.momentum.0.clone(),
+        lrs: args.lr.as_ref().map_or(vec![d.lr], |l| l.0.clone()),
+        momenta: args
+            .momentum
+            .as_ref()
+            .map_or(vec![d.momentum], |m| m.0.clone()),
     };
+    let optimizer = mnist_wgpu::optim::Optimizer::named(d.optimizer, sweep.momenta[0])
+        .expect("a recipe names a known optimizer");
     let base = Recipe {
         epochs: 1,
         batch_size,
+        optimizer,
+        gamma: d.gamma,
         ..Recipe::tutorial(sweep.lrs[0], sweep.momenta[0], sweep.seeds[0])
     };
     sweep.recipes(&base)
@@ -106,7 +117,7 @@ fn measure(
     batch: usize,
     effort: Effort,
 ) -> Result<Measured> {
-    let gpu = open_device(args.run.device, &args.run.adapter)?;
+    let gpu = open_device_for(args.run.device, &args.run.adapter, arch)?;
     let r = recipes(args, batch);
     let mut backend = pollster::block_on(mnist_wgpu::backends::for_set(
         gpu,
@@ -185,13 +196,14 @@ pub fn run(args: BenchArgs) -> Result<()> {
         .hidden
         .as_ref()
         .map_or(mnist_wgpu::flags::HIDDEN.to_vec(), |h| h.0.clone());
-    let arch = Arch::mlp(28 * 28, &hidden, data::CLASSES);
+    let arch = args.recipe.arch(&hidden);
     let effort = Effort {
         warmup: args.warmup,
         min_steps: 20,
         seconds: args.seconds,
     };
-    let m = measure(&args, &mnist, &arch, args.batch_size, effort)?;
+    let batch = args.batch_size.unwrap_or(args.recipe.defaults().batch_size);
+    let m = measure(&args, &mnist, &arch, batch, effort)?;
     let evals = m.eval_runs as f64 * m.eval_s;
     let startup = t_start.elapsed().as_secs_f64() - m.timing.seconds - evals;
     let rss = peak_rss_bytes().map_or(f64::NAN, |b| b as f64 / 1e6);

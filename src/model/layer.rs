@@ -109,7 +109,7 @@ impl Layer {
     }
 
     /// Multiply-adds of the layer's forward pass for one sample of shape `x`.
-    pub(super) fn macs(&self, x: Shape) -> usize {
+    pub fn macs(&self, x: Shape) -> usize {
         let out = self.output(x).map_or(0, |s| s.iter().product());
         match *self {
             Layer::Linear { inp, out } => inp * out,
