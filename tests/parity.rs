@@ -311,7 +311,8 @@ fn adam_without_bias_correction_fails_the_check() {
     for batch in f.batches.chunks(32) {
         let x = mnist_wgpu::cpu::gather(&m.train, batch);
         let labels: Vec<u8> = batch.iter().map(|&i| m.train.labels[i as usize]).collect();
-        let (loss, g) = mnist_wgpu::cpu::loss_and_grad(arch, &p, &x, &labels, None);
+        let (loss, g) =
+            mnist_wgpu::cpu::loss_and_grad(arch, &p, &x, &labels, mnist_wgpu::cpu::Pass::PLAIN);
         losses.push(loss);
         mnist_wgpu::optim::step(
             &r.optimizer,

@@ -3,7 +3,7 @@
 
 use std::ops::Range;
 
-use super::{argmax, forward, gather, loss_and_grad};
+use super::{Pass, argmax, forward, gather, loss_and_grad};
 use crate::data::Dataset;
 use crate::model::Arch;
 use crate::optim;
@@ -84,7 +84,8 @@ struct CpuModel {
 }
 
 impl CpuModel {
-    fn run_steps(&mut self, arch: &Arch, train: &Dataset, steps: Range<usize>) {
+    /// Steps `steps` of the epoch, each convolution spread over `threads`.
+    fn run_steps(&mut self, arch: &Arch, train: &Dataset, steps: Range<usize>, threads: usize) {
         let (r, bs) = (&self.recipe, self.recipe.batch_size);
         // The epoch's hyper-parameters, once; only Adam's corrections change from step to step.
         let h = r.hyper(self.epoch);
@@ -97,7 +98,11 @@ impl CpuModel {
                 step: (self.epoch * r.steps_per_epoch(train.len()) + s) as u64,
                 layer: 0,
             };
-            let (loss, g) = loss_and_grad(arch, &self.params, &x, &labels, Some(mask));
+            let pass = Pass {
+                mask: Some(mask),
+                threads,
+            };
+            let (loss, g) = loss_and_grad(arch, &self.params, &x, &labels, pass);
             let corrections = r.corrections(train.len(), self.epoch, s);
             let [a, b] = &mut self.state;
             optim::step(&r.optimizer, &h, corrections, &mut self.params, a, b, &g);
@@ -227,8 +232,9 @@ impl Backend for CpuBackend {
         let (arch, train) = (&self.arch, &self.train);
         let per_thread = self.models.len().div_ceil(self.threads);
         if per_thread == self.models.len() {
+            // One model on all the threads (its convolutions' samples spread over them).
             for m in &mut self.models {
-                m.run_steps(arch, train, steps.clone());
+                m.run_steps(arch, train, steps.clone(), self.threads);
             }
             return Ok(());
         }
@@ -237,7 +243,7 @@ impl Backend for CpuBackend {
                 let steps = steps.clone();
                 scope.spawn(move || {
                     for m in chunk {
-                        m.run_steps(arch, train, steps.clone());
+                        m.run_steps(arch, train, steps.clone(), 1);
                     }
                 });
             }

@@ -46,53 +46,57 @@ fn col2im_add<T: Real>(cols: &[T], [cin, h, w]: Shape, k: usize, dx: &mut [T]) {
     }
 }
 
-/// y[b, cout, ho, wo] = conv(x[b], weight) + bias, for input samples of shape `x_shape`.
+/// Runs `f(first sample, its outputs)` over the batch cut into one run of samples per thread,
+/// `out` holding `len` values per sample. Every sample is computed alone, so the result is
+/// the same on any number of threads.
+fn per_sample<T: Send>(
+    out: &mut [T],
+    len: usize,
+    threads: usize,
+    f: impl Fn(usize, &mut [T]) + Sync,
+) {
+    let batch = out.len() / len.max(1);
+    let per = batch.div_ceil(threads.max(1)).max(1);
+    if per >= batch {
+        return f(0, out);
+    }
+    std::thread::scope(|scope| {
+        for (i, chunk) in out.chunks_mut(per * len).enumerate() {
+            let f = &f;
+            scope.spawn(move || f(i * per, chunk));
+        }
+    });
+}
+
+/// y[b, cout, ho, wo] = conv(x[b], weight) + bias, for input samples of shape `x_shape`, the
+/// samples spread over `threads`.
 pub fn conv2d_forward<T: Real>(
     x: &[T],
     (weight, bias): (&[T], &[T]),
     y: &mut [T],
-    batch: usize,
-    x_shape: Shape,
+    (x_shape, threads): (Shape, usize),
     (cout, k): (usize, usize),
 ) {
     let [cin, h, w] = x_shape;
     let (ckk, hw) = (cin * k * k, (h - k + 1) * (w - k + 1));
-    let mut cols = vec![T::default(); ckk * hw];
-    for b in 0..batch {
-        im2col(&x[b * cin * h * w..], x_shape, k, &mut cols);
-        let yb = &mut y[b * cout * hw..(b + 1) * cout * hw];
-        let a = Mat {
-            data: weight,
-            rs: ckk,
-            cs: 1,
-        };
-        let c = Mat {
-            data: &cols,
-            rs: hw,
-            cs: 1,
-        };
-        T::gemm_raw(
-            cout,
-            ckk,
-            hw,
-            a,
-            c,
-            MatMut {
-                data: yb,
-                rs: hw,
-                cs: 1,
-            },
-        );
-        for (row, &bo) in yb.chunks_mut(hw).zip(bias) {
-            for v in row {
-                *v += bo;
+    per_sample(y, cout * hw, threads, |first, ys| {
+        let mut cols = vec![T::default(); ckk * hw];
+        for (j, yb) in ys.chunks_mut(cout * hw).enumerate() {
+            im2col(&x[(first + j) * cin * h * w..], x_shape, k, &mut cols);
+            let (a, c) = (mat(weight, ckk, 1), mat(&cols, hw, 1));
+            T::gemm_raw(cout, ckk, hw, a, c, mat_mut(yb, hw));
+            for (row, &bo) in yb.chunks_mut(hw).zip(bias) {
+                for v in row {
+                    *v += bo;
+                }
             }
         }
-    }
+    });
 }
 
-/// Gradients of a Conv2d: dweight = sum over samples of dy[b] * cols[b]^T, dbias the sums of
-/// dy over samples and positions, and, when asked, dx[b] = col2im(weight^T * dy[b]).
+/// Gradients of a Conv2d: dweight = the sum over samples, in sample order, of dy[b] *
+/// cols[b]^T, dbias the sums of dy over samples and positions, and, when asked, dx[b] =
+/// col2im(weight^T * dy[b]); the per-sample products spread over `threads`.
 #[allow(clippy::too_many_arguments)]
 pub fn conv2d_backward<T: Real>(
     dy: &[T],
@@ -101,21 +105,26 @@ pub fn conv2d_backward<T: Real>(
     (dw, db): (&mut [T], &mut [T]),
     dx: Option<&mut [T]>,
     batch: usize,
-    x_shape: Shape,
+    (x_shape, threads): (Shape, usize),
     (cout, k): (usize, usize),
 ) {
     let [cin, h, w] = x_shape;
     let (ckk, hw) = (cin * k * k, (h - k + 1) * (w - k + 1));
-    let mut cols = vec![T::default(); ckk * hw];
-    let mut dw_b = vec![T::default(); cout * ckk];
+    // Each sample's weight gradient alone, then their sum in sample order.
+    let mut partial = vec![T::default(); batch * cout * ckk];
+    per_sample(&mut partial, cout * ckk, threads, |first, parts| {
+        let mut cols = vec![T::default(); ckk * hw];
+        for (j, dw_b) in parts.chunks_mut(cout * ckk).enumerate() {
+            let b = first + j;
+            im2col(&x[b * cin * h * w..], x_shape, k, &mut cols);
+            let (a, c) = (mat(&dy[b * cout * hw..], hw, 1), mat(&cols, 1, hw));
+            T::gemm_raw(cout, hw, ckk, a, c, mat_mut(dw_b, ckk));
+        }
+    });
     dw.fill(T::default());
     db.fill(T::default());
-    for b in 0..batch {
-        let dyb = &dy[b * cout * hw..(b + 1) * cout * hw];
-        im2col(&x[b * cin * h * w..], x_shape, k, &mut cols);
-        let (a, c) = (mat(dyb, hw, 1), mat(&cols, 1, hw));
-        T::gemm_raw(cout, hw, ckk, a, c, mat_mut(&mut dw_b, ckk));
-        for (d, &v) in dw.iter_mut().zip(&dw_b) {
+    for (dw_b, dyb) in partial.chunks(cout * ckk).zip(dy.chunks(cout * hw)) {
+        for (d, &v) in dw.iter_mut().zip(dw_b) {
             *d += v;
         }
         for (d, row) in db.iter_mut().zip(dyb.chunks(hw)) {
@@ -127,18 +136,18 @@ pub fn conv2d_backward<T: Real>(
         }
     }
     if let Some(dx) = dx {
-        dx.fill(T::default());
-        for b in 0..batch {
-            let dyb = &dy[b * cout * hw..(b + 1) * cout * hw];
-            let (a, c) = (mat(weight, 1, ckk), mat(dyb, hw, 1));
-            T::gemm_raw(ckk, cout, hw, a, c, mat_mut(&mut cols, hw));
-            col2im_add(
-                &cols,
-                x_shape,
-                k,
-                &mut dx[b * cin * h * w..(b + 1) * cin * h * w],
-            );
-        }
+        per_sample(dx, cin * h * w, threads, |first, dxs| {
+            let mut cols = vec![T::default(); ckk * hw];
+            for (j, dxb) in dxs.chunks_mut(cin * h * w).enumerate() {
+                let (a, c) = (
+                    mat(weight, 1, ckk),
+                    mat(&dy[(first + j) * cout * hw..], hw, 1),
+                );
+                T::gemm_raw(ckk, cout, hw, a, c, mat_mut(&mut cols, hw));
+                dxb.fill(T::default());
+                col2im_add(&cols, x_shape, k, dxb);
+            }
+        });
     }
 }
 
@@ -151,47 +160,61 @@ fn mat_mut<T>(data: &mut [T], rs: usize) -> MatMut<'_, T> {
     MatMut { data, rs, cs: 1 }
 }
 
-/// Index (in the sample's `[c, h, w]`) of each 2x2 window's largest value, as PyTorch picks
-/// it: the first maximum in row-major order, NaN winning; `[c, h / 2, w / 2]` per sample.
+/// Index (in the batch's `[batch, c, h, w]`) of each 2x2 window's largest value, as PyTorch's
+/// kernel picks it: in row-major order a value replaces the best so far when it is larger or
+/// NaN (so the first of equal maxima wins, and the last NaN); `[batch, c, h / 2, w / 2]`.
 pub fn maxpool2_argmax<T: Real>(x: &[T], batch: usize, [c, h, w]: Shape) -> Vec<usize> {
     let (ho, wo) = (h / 2, w / 2);
     let mut at = Vec::with_capacity(batch * c * ho * wo);
-    for bc in 0..batch * c {
-        let plane = bc * h * w;
+    for plane in (0..batch * c).map(|p| p * h * w) {
         for y in 0..ho {
+            let top = plane + 2 * y * w;
+            let (r0, r1) = (&x[top..top + w], &x[top + w..top + 2 * w]);
             for xo in 0..wo {
-                let mut best = plane + 2 * y * w + 2 * xo;
-                for (dy, dx) in [(0, 1), (1, 0), (1, 1)] {
-                    let i = plane + (2 * y + dy) * w + 2 * xo + dx;
-                    if x[i] > x[best] || is_nan(x[i]) && !is_nan(x[best]) {
-                        best = i;
+                let i = 2 * xo;
+                let mut best = (r0[i], top + i);
+                for (v, at) in [
+                    (r0[i + 1], top + i + 1),
+                    (r1[i], top + w + i),
+                    (r1[i + 1], top + w + i + 1),
+                ] {
+                    if v > best.0 || is_nan(v) {
+                        best = (v, at);
                     }
                 }
-                at.push(best);
+                at.push(best.1);
             }
         }
     }
     at
 }
 
+#[allow(clippy::eq_op)]
 fn is_nan<T: Real>(v: T) -> bool {
-    v.partial_cmp(&v).is_none()
+    v != v
 }
 
-/// Whether element `e` of a dropout layer's input survives, and the factor it is scaled by
-/// then: Dropout draws per element, Dropout2d per channel (`plane` elements per channel).
-pub fn dropout_factor<T: Real>(mask: Mask, p: f32, e: usize, plane: usize) -> T {
-    match mask.keeps((e / plane) as u32, p) {
-        true => T::from_f64((1.0 / (1.0 - p)) as f64),
-        false => T::default(),
+/// The factor each element of a dropout layer's input is multiplied by: 1/(1-p) where its
+/// draw keeps it, 0 where it drops; Dropout draws per element, Dropout2d per channel
+/// (`plane` elements per channel), `n` elements in all.
+pub fn dropout_factors<T: Real>(mask: Mask, p: f32, n: usize, plane: usize) -> Vec<T> {
+    let scale = T::from_f64((1.0 / (1.0 - p)) as f64);
+    let mut out = Vec::with_capacity(n);
+    for unit in 0..n / plane {
+        let f = match mask.keeps(unit as u32, p) {
+            true => scale,
+            false => T::default(),
+        };
+        out.extend(std::iter::repeat_n(f, plane));
     }
+    out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// PyTorch's rule: the first maximum in row-major order wins a tie, NaN wins over numbers.
+    /// PyTorch's rule: the first maximum in row-major order wins a tie, the last NaN wins.
     #[test]
     fn maxpool_picks_the_first_maximum_and_nan() {
         // One sample, two channels of 2x4: windows (0,1,4,5) and (2,3,6,7) per channel.
@@ -213,6 +236,6 @@ mod tests {
             -1.0,
             -1.0,
         ];
-        assert_eq!(maxpool2_argmax(&x, 1, [2, 2, 4]), [1, 2, 8, 10]);
+        assert_eq!(maxpool2_argmax(&x, 1, [2, 2, 4]), [1, 2, 13, 10]);
     }
 }

@@ -1,19 +1,19 @@
 //! Each layer kind's CPU twin, forward and backward: one arm per kind of `model::Layer`.
 //! `cpu::forward` and `cpu::loss_and_grad` walk a model's list through these.
 
-use super::conv::{conv2d_backward, conv2d_forward, dropout_factor, maxpool2_argmax};
+use super::Pass;
+use super::conv::{conv2d_backward, conv2d_forward, dropout_factors, maxpool2_argmax};
 use super::{Real, linear_backward, linear_forward, log_softmax, positive, relu_backward};
 use crate::model::{Layer, Shape};
-use crate::philox::Mask;
 
 /// One layer's output for a batch of `batch` samples of shape `x_shape`; `p` its tensors;
-/// `mask` where its dropout draws (None: evaluating, no dropout).
+/// `pass` where its dropout draws and on how many threads it runs.
 pub fn forward<T: Real>(
     layer: &Layer,
     p: &[T],
     x: &[T],
     (batch, x_shape): (usize, Shape),
-    mask: Option<Mask>,
+    pass: Pass,
 ) -> Vec<T> {
     let out: usize = layer.output(x_shape).map_or(0, |s| s.iter().product());
     match *layer {
@@ -26,7 +26,7 @@ pub fn forward<T: Real>(
         Layer::Conv2d { cout, k, cin } => {
             let (w, b) = p.split_at(cout * cin * k * k);
             let mut y = vec![T::default(); batch * out];
-            conv2d_forward(x, (w, b), &mut y, batch, x_shape, (cout, k));
+            conv2d_forward(x, (w, b), &mut y, (x_shape, pass.threads), (cout, k));
             y
         }
         Layer::MaxPool2d => maxpool2_argmax(x, batch, x_shape)
@@ -37,9 +37,10 @@ pub fn forward<T: Real>(
             .iter()
             .map(|&v| if positive(v) { v } else { T::default() })
             .collect(),
-        Layer::Dropout(_) | Layer::Dropout2d(_) => match (mask, drop(layer, x_shape)) {
-            (Some(m), Some((p, plane))) => (x.iter().enumerate())
-                .map(|(e, &v)| v * dropout_factor(m, p, e, plane))
+        Layer::Dropout(_) | Layer::Dropout2d(_) => match (pass.mask, drop(layer, x_shape)) {
+            (Some(m), Some((p, plane))) => (x.iter())
+                .zip(dropout_factors(m, p, x.len(), plane))
+                .map(|(&v, f)| v * f)
                 .collect(),
             _ => x.to_vec(),
         },
@@ -60,7 +61,7 @@ fn drop(layer: &Layer, [_, h, w]: Shape) -> Option<(f32, usize)> {
 
 /// One layer's backward pass: the gradient of its input from `dy`, the gradient of its
 /// output (`x` its input of shape `x_shape`, `y` its output, `p` its tensors, `g` their
-/// gradients, `mask` as in [`forward`]); `input` says whether anything below needs the
+/// gradients, `pass` as in [`forward`]); `input` says whether anything below needs the
 /// input's gradient (a Linear or Conv2d computes it only then).
 #[allow(clippy::too_many_arguments)]
 pub fn backward<T: Real>(
@@ -69,7 +70,7 @@ pub fn backward<T: Real>(
     (x, y): (&[T], &[T]),
     mut dy: Vec<T>,
     (batch, x_shape): (usize, Shape),
-    mask: Option<Mask>,
+    pass: Pass,
     input: bool,
 ) -> Vec<T> {
     let in_len = batch * x_shape.iter().product::<usize>();
@@ -94,7 +95,8 @@ pub fn backward<T: Real>(
             let (gw, gb) = g.split_at_mut(cout * cin * k * k);
             let dx_wanted = input.then_some(&mut dx[..]);
             let w = &p[..cout * cin * k * k];
-            conv2d_backward(&dy, x, w, (gw, gb), dx_wanted, batch, x_shape, (cout, k));
+            let shape = (x_shape, pass.threads);
+            conv2d_backward(&dy, x, w, (gw, gb), dx_wanted, batch, shape, (cout, k));
             dx
         }
         Layer::MaxPool2d => {
@@ -109,9 +111,9 @@ pub fn backward<T: Real>(
             dy
         }
         Layer::Dropout(_) | Layer::Dropout2d(_) => {
-            if let (Some(m), Some((p, plane))) = (mask, drop(layer, x_shape)) {
-                for (e, d) in dy.iter_mut().enumerate() {
-                    *d = *d * dropout_factor(m, p, e, plane);
+            if let (Some(m), Some((p, plane))) = (pass.mask, drop(layer, x_shape)) {
+                for (d, f) in dy.iter_mut().zip(dropout_factors(m, p, in_len, plane)) {
+                    *d = *d * f;
                 }
             }
             dy

@@ -298,10 +298,36 @@ pub fn gather(data: &Dataset, idx: &[u32]) -> Vec<f32> {
     x
 }
 
+/// How a training pass runs: where its dropout layers draw their masks (None: none drops, as
+/// when evaluating), and over how many threads a convolution spreads its samples, which
+/// changes no bit of the result.
+#[derive(Clone, Copy, Debug)]
+pub struct Pass {
+    pub mask: Option<Mask>,
+    pub threads: usize,
+}
+
+impl Pass {
+    /// No dropout, one thread.
+    pub const PLAIN: Pass = Pass {
+        mask: None,
+        threads: 1,
+    };
+
+    /// The pass of layer `layer` (its index in the model), whose mask it keys.
+    fn layer(self, layer: usize) -> Pass {
+        let mask = self.mask.map(|m| Mask {
+            layer: layer as u32,
+            ..m
+        });
+        Pass { mask, ..self }
+    }
+}
+
 /// The outputs of every layer of one forward pass, evaluating (no dropout): `acts[0]` is the
 /// input, `acts[i + 1]` the output of layer `i`; the last is the log-probabilities.
 pub fn forward<T: Real>(arch: &Arch, params: &[T], x: &[T], batch: usize) -> Vec<Vec<T>> {
-    forward_drawn(arch, params, x, batch, None)
+    forward_drawn(arch, params, x, batch, Pass::PLAIN)
 }
 
 /// [`forward`] while training: each dropout layer draws its mask from `mask` with the
@@ -311,33 +337,29 @@ fn forward_drawn<T: Real>(
     params: &[T],
     x: &[T],
     batch: usize,
-    mask: Option<Mask>,
+    pass: Pass,
 ) -> Vec<Vec<T>> {
     let (at, shapes) = (arch.offsets(), arch.shapes());
     let mut acts = vec![x[..batch * arch.input()].to_vec()];
     for (i, layer) in arch.layers().iter().enumerate() {
         let p = &params[at[i]..at[i + 1]];
-        let m = mask.map(|m| Mask {
-            layer: i as u32,
-            ..m
-        });
-        let y = layers::forward(layer, p, &acts[i], (batch, shapes[i]), m);
+        let y = layers::forward(layer, p, &acts[i], (batch, shapes[i]), pass.layer(i));
         acts.push(y);
     }
     acts
 }
 
 /// Mean NLL loss of a batch and the gradient of every parameter (flat, the table's layout);
-/// dropout draws from `mask` (None: none drops, as when evaluating).
+/// dropout draws as `pass` says.
 pub fn loss_and_grad<T: Real>(
     arch: &Arch,
     params: &[T],
     x: &[T],
     labels: &[u8],
-    mask: Option<Mask>,
+    pass: Pass,
 ) -> (T, Vec<T>) {
     let batch = labels.len();
-    let acts = forward_drawn(arch, params, x, batch, mask);
+    let acts = forward_drawn(arch, params, x, batch, pass);
     let n = arch.layers().len();
     // The last layer is LogSoftmax: NLLLoss's gradient with respect to its input, as one.
     let (loss, mut dy) = nll_loss_grad(&acts[n], labels, arch.output());
@@ -346,17 +368,13 @@ pub fn loss_and_grad<T: Real>(
     for i in (0..n - 1).rev() {
         let (p, g) = (&params[at[i]..at[i + 1]], &mut grads[at[i]..at[i + 1]]);
         let io = (&acts[i][..], &acts[i + 1][..]);
-        let m = mask.map(|m| Mask {
-            layer: i as u32,
-            ..m
-        });
         dy = layers::backward(
             &arch.layers()[i],
             (p, g),
             io,
             dy,
             (batch, shapes[i]),
-            m,
+            pass.layer(i),
             i > 0,
         );
     }
@@ -375,108 +393,4 @@ pub fn argmax<T: Real>(row: &[T]) -> usize {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::rng::Rng;
-
-    /// The whole network's analytic gradient against central differences, in f64: the
-    /// largest relative error over every parameter.
-    fn worst_gradient_error(arch: &Arch, mask: Option<Mask>) -> f64 {
-        let p32 = arch.init(3);
-        let params: Vec<f64> = p32.iter().map(|&v| v as f64).collect();
-        let mut rng = Rng::new(5, 9);
-        let batch = 5;
-        let x: Vec<f64> = (0..batch * arch.input())
-            .map(|_| rng.uniform(-1.0, 1.0) as f64)
-            .collect();
-        let labels: Vec<u8> = (0..batch).map(|_| rng.below(10) as u8).collect();
-        let (_, g) = loss_and_grad(arch, &params, &x, &labels, mask);
-        let h = 1e-6;
-        let mut worst: f64 = 0.0;
-        for i in 0..params.len() {
-            let mut p = params.clone();
-            p[i] += h;
-            let (lp, _) = loss_and_grad(arch, &p, &x, &labels, mask);
-            p[i] -= 2.0 * h;
-            let (lm, _) = loss_and_grad(arch, &p, &x, &labels, mask);
-            let fd = (lp - lm) / (2.0 * h);
-            let err = (fd - g[i]).abs() / (1e-6 + fd.abs().max(g[i].abs()));
-            // A ReLU kink inside [p-h, p+h] would break the difference; with random data at
-            // this scale that does not happen, and the check is strict everywhere else.
-            worst = worst.max(err);
-        }
-        worst
-    }
-
-    #[test]
-    fn finite_difference_gradient_check() {
-        let worst = worst_gradient_error(&Arch::mlp(13, &[9, 7], 10), None);
-        assert!(worst < 1e-5, "largest relative gradient error {worst}");
-    }
-
-    /// Any list of layers, not only the tutorial's kind, walks forward and backward.
-    #[test]
-    fn finite_difference_gradient_check_of_any_list() {
-        use crate::model::Layer;
-        let lin = |inp, out| Layer::Linear { inp, out };
-        let layers = vec![
-            lin(13, 9),
-            lin(9, 7),
-            Layer::Relu,
-            lin(7, 10),
-            Layer::LogSoftmax,
-        ];
-        let arch = Arch::from_layers([13, 1, 1], layers).unwrap();
-        let worst = worst_gradient_error(&arch, None);
-        assert!(worst < 1e-5, "largest relative gradient error {worst}");
-    }
-
-    /// Every layer kind of the CNNs (Conv2d, MaxPool2d, Dropout2d, Flatten, Dropout) on odd
-    /// shapes, with the masks of one step drawn: the same masks in both differences.
-    #[test]
-    fn finite_difference_gradient_check_of_a_cnn() {
-        use crate::model::{DropP, Layer::*};
-        let (half, third) = (DropP::new(0.5).unwrap(), DropP::new(0.3).unwrap());
-        let layers = vec![
-            Conv2d {
-                cin: 2,
-                cout: 3,
-                k: 3,
-            },
-            MaxPool2d,
-            Relu,
-            Dropout2d(half),
-            Conv2d {
-                cin: 3,
-                cout: 4,
-                k: 2,
-            },
-            Flatten,
-            Linear { inp: 16, out: 12 },
-            Relu,
-            Dropout(third),
-            Linear { inp: 12, out: 10 },
-            LogSoftmax,
-        ];
-        let arch = Arch::from_layers([2, 9, 8], layers).unwrap();
-        assert_eq!(arch.shapes()[4], [3, 3, 3]);
-        let mask = Mask {
-            seed: 4,
-            step: 11,
-            layer: 0,
-        };
-        let worst = worst_gradient_error(&arch, Some(mask));
-        assert!(worst < 1e-5, "largest relative gradient error {worst}");
-    }
-
-    #[test]
-    fn log_softmax_rows_sum_to_one() {
-        let z = [1.0f32, 2.0, 3.0, -1000.0, 0.0, 1000.0];
-        let lp = log_softmax(&z, 3);
-        for row in lp.chunks(3) {
-            let s: f32 = row.iter().map(|v| v.exp()).sum();
-            assert!((s - 1.0).abs() < 1e-6);
-        }
-        assert!(lp.iter().all(|v| v.is_finite()));
-    }
-}
+mod tests;
