@@ -43,8 +43,8 @@ pub struct AdapterArgs {
     /// How a step is cut into dispatches: layered (one per layer-wide product), fused (two per
     /// step) or auto (each schedule and kernel family timed on first use of an adapter and
     /// shape, the fastest cached; `adapters` shows the cache)
-    #[arg(long, value_enum, default_value_t = ScheduleArg::Auto)]
-    pub schedule: ScheduleArg,
+    #[arg(long, value_name = "layered|fused|auto", default_value = "auto", value_parser = schedule)]
+    pub schedule: ScheduleChoice,
     /// The fused schedule's per-sample workgroups, SAMPLESxINVOCATIONS such as 2x32: how many
     /// of the batch's samples one workgroup takes, and its invocations (a multiple of 8)
     /// [default: auto measures 16x64, 8x64, 4x64, 2x32 and 1x32; 16x64 with --schedule fused]
@@ -59,20 +59,15 @@ fn per_sample(s: &str) -> Result<PerSample, String> {
     PerSample::parse(s)
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum ScheduleArg {
-    Layered,
-    Fused,
-    Auto,
-}
+/// `--schedule`: a schedule by its name, or None for auto (measured).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ScheduleChoice(pub Option<Schedule>);
 
-impl ScheduleArg {
-    pub fn fixed(self) -> Option<Schedule> {
-        match self {
-            ScheduleArg::Layered => Some(Schedule::Layered),
-            ScheduleArg::Fused => Some(Schedule::Fused),
-            ScheduleArg::Auto => None,
-        }
+fn schedule(s: &str) -> Result<ScheduleChoice, String> {
+    match Schedule::ALL.into_iter().find(|x| x.name() == s) {
+        Some(x) => Ok(ScheduleChoice(Some(x))),
+        None if s == "auto" => Ok(ScheduleChoice(None)),
+        None => Err("expected layered, fused or auto".into()),
     }
 }
 
@@ -87,7 +82,7 @@ impl AdapterArgs {
     /// How the run is to compute: the plan the flags fix, or auto.
     pub fn request(&self) -> Request {
         Request {
-            schedule: self.schedule.fixed(),
+            schedule: self.schedule.0,
             kernels: self.kernels,
             per_sample: self.per_sample,
             retune: self.retune,
@@ -171,7 +166,7 @@ pub struct UsageError(pub String);
 /// Opens the adapter the flags ask for, with what they ask of it (kernels it cannot run are
 /// refused here); None means the CPU backend.
 pub fn open_device(device: DeviceChoice, adapter: &AdapterArgs) -> Result<Option<(Gpu, Request)>> {
-    if let (Some(p), ScheduleArg::Layered) = (adapter.per_sample, adapter.schedule) {
+    if let (Some(p), Some(Schedule::Layered)) = (adapter.per_sample, adapter.schedule.0) {
         let msg = format!(
             "--per-sample {}: the layered schedule has no per-sample workgroups (it is the fused \
              schedule's; use --schedule fused or auto)",

@@ -43,7 +43,7 @@ pub fn run(args: SelftestArgs) -> Result<()> {
     );
     // Every matmul inner loop the adapter can run, not only the one training picks; with
     // --schedule auto, both schedules.
-    let schedules = match args.adapter.schedule.fixed() {
+    let schedules = match args.adapter.schedule.0 {
         Some(s) => vec![s],
         None => Schedule::ALL.to_vec(),
     };
