@@ -49,7 +49,7 @@ fn col2im_add<T: Real>(cols: &[T], [cin, h, w]: Shape, k: usize, dx: &mut [T]) {
 /// Runs `f(first sample, its outputs)` over the batch cut into one run of samples per thread,
 /// `out` holding `len` values per sample. Every sample is computed alone, so the result is
 /// the same on any number of threads.
-fn per_sample<T: Send>(
+pub(super) fn per_sample<T: Send>(
     out: &mut [T],
     len: usize,
     threads: usize,
@@ -162,30 +162,39 @@ fn mat_mut<T>(data: &mut [T], rs: usize) -> MatMut<'_, T> {
 
 /// Index (in the batch's `[batch, c, h, w]`) of each 2x2 window's largest value, as PyTorch's
 /// kernel picks it: in row-major order a value replaces the best so far when it is larger or
-/// NaN (so the first of equal maxima wins, and the last NaN); `[batch, c, h / 2, w / 2]`.
-pub fn maxpool2_argmax<T: Real>(x: &[T], batch: usize, [c, h, w]: Shape) -> Vec<usize> {
+/// NaN (so the first of equal maxima wins, and the last NaN); `[batch, c, h / 2, w / 2]`, the
+/// samples spread over `threads`.
+pub fn maxpool2_argmax<T: Real>(
+    x: &[T],
+    batch: usize,
+    ([c, h, w], threads): (Shape, usize),
+) -> Vec<usize> {
     let (ho, wo) = (h / 2, w / 2);
-    let mut at = Vec::with_capacity(batch * c * ho * wo);
-    for plane in (0..batch * c).map(|p| p * h * w) {
-        for y in 0..ho {
-            let top = plane + 2 * y * w;
-            let (r0, r1) = (&x[top..top + w], &x[top + w..top + 2 * w]);
-            for xo in 0..wo {
-                let i = 2 * xo;
-                let mut best = (r0[i], top + i);
-                for (v, at) in [
-                    (r0[i + 1], top + i + 1),
-                    (r1[i], top + w + i),
-                    (r1[i + 1], top + w + i + 1),
-                ] {
-                    if v > best.0 || is_nan(v) {
-                        best = (v, at);
+    let mut at = vec![0usize; batch * c * ho * wo];
+    per_sample(&mut at, c * ho * wo, threads, |first, out| {
+        let planes = (first * c..).map(|p| p * h * w);
+        for (plane, out) in planes.zip(out.chunks_mut(ho * wo)) {
+            for (y, out) in out.chunks_mut(wo).enumerate() {
+                let top = plane + 2 * y * w;
+                let (r0, r1) = (&x[top..top + w], &x[top + w..top + 2 * w]);
+                for (xo, arg_out) in out.iter_mut().enumerate() {
+                    let i = 2 * xo;
+                    let (mut best, mut arg) = (r0[i], top + i);
+                    // Selects rather than branches: which value wins is data, not predictable.
+                    for (v, j) in [
+                        (r0[i + 1], top + i + 1),
+                        (r1[i], top + w + i),
+                        (r1[i + 1], top + w + i + 1),
+                    ] {
+                        let take = (v > best) | is_nan(v);
+                        best = if take { v } else { best };
+                        arg = if take { j } else { arg };
                     }
+                    *arg_out = arg;
                 }
-                at.push(best.1);
             }
         }
-    }
+    });
     at
 }
 
@@ -236,6 +245,6 @@ mod tests {
             -1.0,
             -1.0,
         ];
-        assert_eq!(maxpool2_argmax(&x, 1, [2, 2, 4]), [1, 2, 13, 10]);
+        assert_eq!(maxpool2_argmax(&x, 1, ([2, 2, 4], 1)), [1, 2, 13, 10]);
     }
 }

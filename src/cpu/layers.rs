@@ -6,17 +6,22 @@ use super::conv::{conv2d_backward, conv2d_forward, dropout_factors, maxpool2_arg
 use super::{Real, linear_backward, linear_forward, log_softmax, positive, relu_backward};
 use crate::model::{Layer, Shape};
 
-/// One layer's output for a batch of `batch` samples of shape `x_shape`; `p` its tensors;
-/// `pass` where its dropout draws and on how many threads it runs.
+/// One layer's output for a batch of `batch` samples of shape `x_shape` (`p` its tensors;
+/// `pass` where its dropout draws and on how many threads it runs), and what its backward
+/// pass needs of the forward besides its input and output: MaxPool2d's winners.
 pub fn forward<T: Real>(
     layer: &Layer,
     p: &[T],
     x: &[T],
     (batch, x_shape): (usize, Shape),
     pass: Pass,
-) -> Vec<T> {
+) -> (Vec<T>, Vec<usize>) {
+    if *layer == Layer::MaxPool2d {
+        let at = maxpool2_argmax(x, batch, (x_shape, pass.threads));
+        return (at.iter().map(|&i| x[i]).collect(), at);
+    }
     let out: usize = layer.output(x_shape).map_or(0, |s| s.iter().product());
-    match *layer {
+    let y = match *layer {
         Layer::Linear { inp, out } => {
             let (w, b) = p.split_at(out * inp);
             let mut y = vec![T::default(); batch * out];
@@ -29,10 +34,7 @@ pub fn forward<T: Real>(
             conv2d_forward(x, (w, b), &mut y, (x_shape, pass.threads), (cout, k));
             y
         }
-        Layer::MaxPool2d => maxpool2_argmax(x, batch, x_shape)
-            .into_iter()
-            .map(|i| x[i])
-            .collect(),
+        Layer::MaxPool2d => unreachable!("taken above"),
         Layer::Relu => x
             .iter()
             .map(|&v| if positive(v) { v } else { T::default() })
@@ -46,7 +48,8 @@ pub fn forward<T: Real>(
         },
         Layer::Flatten => x.to_vec(),
         Layer::LogSoftmax => log_softmax(x, x_shape[0]),
-    }
+    };
+    (y, Vec::new())
 }
 
 /// A dropout layer's probability and the elements one draw covers (1, or a channel's plane
@@ -61,13 +64,13 @@ fn drop(layer: &Layer, [_, h, w]: Shape) -> Option<(f32, usize)> {
 
 /// One layer's backward pass: the gradient of its input from `dy`, the gradient of its
 /// output (`x` its input of shape `x_shape`, `y` its output, `p` its tensors, `g` their
-/// gradients, `pass` as in [`forward`]); `input` says whether anything below needs the
+/// gradients, `pass` and `kept` as [`forward`] gave them); `input` says whether anything below needs the
 /// input's gradient (a Linear or Conv2d computes it only then).
 #[allow(clippy::too_many_arguments)]
 pub fn backward<T: Real>(
     layer: &Layer,
     (p, g): (&[T], &mut [T]),
-    (x, y): (&[T], &[T]),
+    (x, y, kept): (&[T], &[T], &[usize]),
     mut dy: Vec<T>,
     (batch, x_shape): (usize, Shape),
     pass: Pass,
@@ -101,7 +104,7 @@ pub fn backward<T: Real>(
         }
         Layer::MaxPool2d => {
             dx.resize(in_len, T::default());
-            for (i, d) in maxpool2_argmax(x, batch, x_shape).into_iter().zip(dy) {
+            for (&i, d) in kept.iter().zip(dy) {
                 dx[i] = d;
             }
             dx

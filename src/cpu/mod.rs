@@ -327,26 +327,29 @@ impl Pass {
 /// The outputs of every layer of one forward pass, evaluating (no dropout): `acts[0]` is the
 /// input, `acts[i + 1]` the output of layer `i`; the last is the log-probabilities.
 pub fn forward<T: Real>(arch: &Arch, params: &[T], x: &[T], batch: usize) -> Vec<Vec<T>> {
-    forward_drawn(arch, params, x, batch, Pass::PLAIN)
+    forward_drawn(arch, params, x, batch, Pass::PLAIN).0
 }
 
-/// [`forward`] while training: each dropout layer draws its mask from `mask` with the
-/// layer's index.
+/// [`forward`] as `pass` says (dropout's masks, threads), with what each layer keeps for its
+/// backward pass (`layers::forward`).
+type Forward<T> = (Vec<Vec<T>>, Vec<Vec<usize>>);
 fn forward_drawn<T: Real>(
     arch: &Arch,
     params: &[T],
     x: &[T],
     batch: usize,
     pass: Pass,
-) -> Vec<Vec<T>> {
+) -> Forward<T> {
     let (at, shapes) = (arch.offsets(), arch.shapes());
     let mut acts = vec![x[..batch * arch.input()].to_vec()];
+    let mut kept = Vec::new();
     for (i, layer) in arch.layers().iter().enumerate() {
         let p = &params[at[i]..at[i + 1]];
-        let y = layers::forward(layer, p, &acts[i], (batch, shapes[i]), pass.layer(i));
+        let (y, k) = layers::forward(layer, p, &acts[i], (batch, shapes[i]), pass.layer(i));
         acts.push(y);
+        kept.push(k);
     }
-    acts
+    (acts, kept)
 }
 
 /// Mean NLL loss of a batch and the gradient of every parameter (flat, the table's layout);
@@ -359,7 +362,7 @@ pub fn loss_and_grad<T: Real>(
     pass: Pass,
 ) -> (T, Vec<T>) {
     let batch = labels.len();
-    let acts = forward_drawn(arch, params, x, batch, pass);
+    let (acts, kept) = forward_drawn(arch, params, x, batch, pass);
     let n = arch.layers().len();
     // The last layer is LogSoftmax: NLLLoss's gradient with respect to its input, as one.
     let (loss, mut dy) = nll_loss_grad(&acts[n], labels, arch.output());
@@ -367,7 +370,7 @@ pub fn loss_and_grad<T: Real>(
     let mut grads = vec![T::default(); params.len()];
     for i in (0..n - 1).rev() {
         let (p, g) = (&params[at[i]..at[i + 1]], &mut grads[at[i]..at[i + 1]]);
-        let io = (&acts[i][..], &acts[i + 1][..]);
+        let io = (&acts[i][..], &acts[i + 1][..], &kept[i][..]);
         dy = layers::backward(
             &arch.layers()[i],
             (p, g),
