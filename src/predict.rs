@@ -142,8 +142,7 @@ pub struct Prediction {
 /// the `image` crate converts, then [`to_mnist`]), and the model's three most likely digits
 /// from the CPU reference's forward pass (`predict --device cpu`).
 pub fn predict_rgba(
-    arch: &crate::model::Arch,
-    params: &[f32],
+    (arch, params, normalize): (&crate::model::Arch, &[f32], crate::data::Normalize),
     rgba: Vec<u8>,
     width: u32,
     height: u32,
@@ -153,7 +152,7 @@ pub fn predict_rgba(
         .ok_or_else(|| format!("{n} bytes are not {width}x{height} RGBA pixels"))?;
     let gray = image::DynamicImage::ImageRgba8(img).to_luma8();
     let image = to_mnist(&gray).map_err(|what| format!("no digit found: the drawing is {what}"))?;
-    let table = crate::data::Normalize::TUTORIAL.table();
+    let table = normalize.table();
     let x: Vec<f32> = image.iter().map(|&v| table[v as usize]).collect();
     let log_probs = crate::cpu::forward(arch, params, &x, 1).pop().unwrap();
     Ok(Prediction {

@@ -145,6 +145,16 @@ impl Preset {
             .find(|p| p.name() == s)
     }
 
+    /// Where `train` saves the model unless `--save` says otherwise: `mnist_mlp.safetensors`,
+    /// `mnist_cnn-small.safetensors`, `mnist_cnn.safetensors`.
+    pub fn model_file(self) -> &'static str {
+        match self {
+            Preset::Mlp => crate::modelfile::DEFAULT_MODEL_FILE,
+            Preset::CnnSmall => "mnist_cnn-small.safetensors",
+            Preset::Cnn => "mnist_cnn.safetensors",
+        }
+    }
+
     /// Where the model and its recipe come from, for the header.
     pub fn source(self) -> &'static str {
         match self {

@@ -6,6 +6,7 @@
 //! `cargo test --release --test browser -- --ignored --test-threads=1`. A missing browser or
 //! page fails them with how to get it.
 
+mod cnn;
 #[path = "../common/mod.rs"]
 mod common;
 mod sets;
@@ -58,6 +59,9 @@ in_both_engines!(
 
 use sets::four_seeds_train_side_by_side_with_a_band;
 in_both_engines!(four_seeds_train_side_by_side_with_a_band);
+
+use cnn::a_cnn_trains_in_the_page_and_reads_a_drawn_digit;
+in_both_engines!(a_cnn_trains_in_the_page_and_reads_a_drawn_digit);
 
 const PYTORCH_MODEL: &str = "torch_tutorial.safetensors";
 

@@ -24,7 +24,7 @@ use mnist_wgpu::gpu::wgsl::Kernels;
 use mnist_wgpu::model::Arch;
 use mnist_wgpu::optim::Optimizer;
 use mnist_wgpu::predict::SIDE;
-use mnist_wgpu::recipe::Recipe;
+use mnist_wgpu::recipe::{Preset, Recipe};
 use mnist_wgpu::sweep::{self, Sweep};
 use mnist_wgpu::train::{self, LoopOptions, Position};
 use mnist_wgpu::{backends, flags, gpu, modelfile};
@@ -71,23 +71,37 @@ fn with<T>(f: impl FnOnce(&mut State) -> T) -> T {
     STATE.with(|s| f(&mut s.borrow_mut()))
 }
 
-/// The `train` flags' defaults, by their command-line names.
+/// The `train` flags' defaults with `--recipe recipe` (none: mlp), by their command-line
+/// names; a CNN's hidden sizes are empty (it has none to set).
 #[wasm_bindgen]
-pub fn defaults() -> JsValue {
-    let hidden = flags::HIDDEN.map(|h| h.to_string()).join(",");
-    obj(&[
-        ("epochs", flags::EPOCHS.to_string().into()),
-        ("batch-size", flags::BATCH_SIZE.to_string().into()),
-        ("optimizer", "sgd".into()),
-        // Empty: the optimizer's own default (`Optimizer::default_lr`), as without `--lr`.
+pub fn defaults(recipe: Option<String>) -> Result<JsValue, JsError> {
+    let preset = match recipe.as_deref() {
+        None | Some("") => Preset::Mlp,
+        Some(r) => parse_recipe(r).map_err(error)?,
+    };
+    let d = preset.defaults();
+    let hidden = match preset {
+        Preset::Mlp => flags::HIDDEN.map(|h| h.to_string()).join(","),
+        _ => String::new(),
+    };
+    Ok(obj(&[
+        ("recipe", preset.name().into()),
+        ("epochs", d.epochs.to_string().into()),
+        ("batch-size", d.batch_size.to_string().into()),
+        ("optimizer", d.optimizer.into()),
+        // Empty: the recipe's own (with another optimizer, that optimizer's default).
         ("lr", "".into()),
-        ("momentum", flags::MOMENTUM.to_string().into()),
+        ("momentum", d.momentum.to_string().into()),
         ("weight-decay", "0".into()),
-        ("gamma", "1".into()),
-        ("normalize", Normalize::TUTORIAL.name().into()),
+        ("gamma", d.gamma.to_string().into()),
+        ("normalize", d.normalize.name().into()),
         ("hidden", hidden.into()),
         ("seeds", flags::SEED.to_string().into()),
-    ])
+    ]))
+}
+
+fn parse_recipe(s: &str) -> Result<Preset, String> {
+    Preset::parse(s).ok_or_else(|| "expected mlp, cnn-small or cnn".to_string())
 }
 
 /// Opens the browser's WebGPU device with `kernels` ("" or "auto": chosen for the adapter) and
@@ -203,6 +217,31 @@ async fn take_gpu() -> Result<Option<(Gpu, Request)>, JsError> {
     }
 }
 
+/// The device for a run of `arch`: the GPU's where its schedules run the model, else the CPU
+/// backend (the device kept for the next run), with the line that says so.
+async fn gpu_for(arch: &Arch) -> Result<(Option<(Gpu, Request)>, Option<String>), JsError> {
+    let gpu = take_gpu().await?;
+    if gpu.is_none() || gpu::layout::runnable(arch).is_ok() {
+        return Ok((gpu, None));
+    }
+    with(|s| s.gpu = gpu.map(|g| g.0));
+    let line = format!(
+        "the GPU schedules do not run {} yet; running on the CPU backend (wasm)",
+        flags::arch_string(arch)
+    );
+    Ok((None, Some(line)))
+}
+
+/// How a model's inputs are normalised: as its file says, else as its recipe's are.
+fn model_normalize(model: &Model) -> Result<Normalize, JsError> {
+    let file = modelfile::ModelFile {
+        arch: model.arch.clone(),
+        params: Vec::new(),
+        metadata: model.metadata.clone(),
+    };
+    file.normalize().map_err(error)
+}
+
 fn mnist() -> Result<Rc<Mnist>, JsError> {
     with(|s| s.mnist.clone()).ok_or_else(|| error("MNIST is not loaded yet"))
 }
@@ -247,6 +286,7 @@ fn flag<T>(
 /// momentum lists, as `train --seeds` makes them), the set, the hidden sizes and the
 /// normalisation.
 struct Asked {
+    preset: Preset,
     recipes: Vec<Recipe>,
     sweep: Sweep,
     hidden: Vec<usize>,
@@ -254,8 +294,20 @@ struct Asked {
 }
 
 fn recipes(values: &JsValue) -> Result<Asked, JsError> {
-    let name = flag(values, "optimizer", flags::optimizer, "sgd".to_string())?;
-    let optimizer = Optimizer::named(&name, flags::MOMENTUM).map_err(error)?;
+    let preset = flag(values, "recipe", parse_recipe, Preset::Mlp)?;
+    let d = preset.defaults();
+    let name = flag(
+        values,
+        "optimizer",
+        flags::optimizer,
+        d.optimizer.to_string(),
+    )?;
+    let optimizer = Optimizer::named(&name, d.momentum).map_err(error)?;
+    // The recipe's learning rate goes with the recipe's optimizer; another takes its own.
+    let lr = match name == d.optimizer {
+        true => d.lr,
+        false => optimizer.default_lr(),
+    };
     let sgd = matches!(optimizer, Optimizer::Sgd { .. });
     let sweep = Sweep {
         seeds: flag(values, "seeds", sweep::seeds, vec![flags::SEED])?,
@@ -263,7 +315,7 @@ fn recipes(values: &JsValue) -> Result<Asked, JsError> {
             values,
             "lr",
             |s| sweep::floats(s, flags::positive_finite),
-            vec![optimizer.default_lr()],
+            vec![lr],
         )?,
         // Only SGD has a momentum: the others ignore the field (which keeps its default).
         momenta: match sgd {
@@ -271,24 +323,35 @@ fn recipes(values: &JsValue) -> Result<Asked, JsError> {
                 values,
                 "momentum",
                 |s| sweep::floats(s, flags::momentum),
-                vec![flags::MOMENTUM],
+                vec![d.momentum],
             )?,
             false => vec![0.0],
         },
     };
     let base = Recipe {
-        epochs: flag(values, "epochs", flags::at_least_one, flags::EPOCHS)?,
-        batch_size: flag(values, "batch-size", flags::at_least_one, flags::BATCH_SIZE)?,
+        epochs: flag(values, "epochs", flags::at_least_one, d.epochs)?,
+        batch_size: flag(values, "batch-size", flags::at_least_one, d.batch_size)?,
         optimizer,
         weight_decay: flag(values, "weight-decay", flags::weight_decay, 0.0)?,
-        gamma: flag(values, "gamma", flags::gamma, 1.0)?,
+        gamma: flag(values, "gamma", flags::gamma, d.gamma)?,
         ..Recipe::tutorial(sweep.lrs[0], sweep.momenta[0], sweep.seeds[0])
     };
+    let hidden = flag(values, "hidden", |s| flags::hidden(s).map(Some), None)?;
+    if let (Some(h), false) = (&hidden, preset == Preset::Mlp) {
+        let h: Vec<String> = h.iter().map(|x| x.to_string()).collect();
+        let recipe = preset.name();
+        let msg = format!(
+            "--hidden {}: --recipe {recipe} has no hidden sizes to set",
+            h.join(",")
+        );
+        return Err(error(msg));
+    }
     Ok(Asked {
+        preset,
         recipes: sweep.recipes(&base),
         sweep,
-        hidden: flag(values, "hidden", flags::hidden, flags::HIDDEN.to_vec())?,
-        normalize: flag(values, "normalize", Normalize::parse, Normalize::TUTORIAL)?,
+        hidden: hidden.unwrap_or(flags::HIDDEN.to_vec()),
+        normalize: flag(values, "normalize", Normalize::parse, d.normalize)?,
     })
 }
 
@@ -300,14 +363,15 @@ fn recipes(values: &JsValue) -> Result<Asked, JsError> {
 pub async fn train(values: JsValue, on_event: Function) -> Result<JsValue, JsError> {
     let _busy = Busy::claim()?;
     let Asked {
+        preset,
         recipes,
         sweep,
         hidden,
         normalize,
     } = recipes(&values)?;
     let mnist = mnist()?;
-    let arch = Arch::mlp(mnist.train.pixels(), &hidden, CLASSES);
-    let gpu = take_gpu().await?;
+    let arch = preset.arch(&hidden);
+    let (gpu, note) = gpu_for(&arch).await?;
     let t0 = Instant::now();
     let (train_set, test_set) = (
         mnist.train.clone().normalized(normalize),
@@ -317,7 +381,7 @@ pub async fn train(values: JsValue, on_event: Function) -> Result<JsValue, JsErr
     let built = backends::for_set(gpu, &arch, &recipes, params, train_set, test_set);
     let mut backend = built.await.map_err(error)?;
     let page = Page::new(on_event);
-    if let Some(line) = backend.about().tuned.clone() {
+    for line in note.into_iter().chain(backend.about().tuned.clone()) {
         page.log(line).await;
     }
     let setup = t0.elapsed().as_secs_f64();
@@ -380,7 +444,7 @@ pub async fn train(values: JsValue, on_event: Function) -> Result<JsValue, JsErr
                 params,
                 metadata,
             };
-            let file = sweep.file_for(std::path::Path::new(modelfile::DEFAULT_MODEL_FILE), r);
+            let file = sweep.file_for(std::path::Path::new(preset.model_file()), r);
             (file.display().to_string(), Rc::new(model))
         })
         .collect();
@@ -435,13 +499,14 @@ pub async fn evaluate(on_event: Function) -> Result<JsValue, JsError> {
     let _busy = Busy::claim()?;
     let model = with(|s| s.model.clone()).ok_or_else(|| error("no model: train or load one"))?;
     let test = mnist()?.test.clone();
-    let gpu = take_gpu().await?;
     let (arch, params) = (&model.arch, model.params.clone());
+    let (gpu, note) = gpu_for(arch).await?;
+    let test = test.normalized(model_normalize(&model)?);
     let mut backend = backends::for_evaluation(gpu, arch, params, test, 1000)
         .await
         .map_err(error)?;
     let page = Page::new(on_event);
-    if let Some(line) = backend.about().tuned.clone() {
+    for line in note.into_iter().chain(backend.about().tuned.clone()) {
         page.log(line).await;
     }
     page.log(format!("evaluating on {}", backend.about().device))
@@ -477,8 +542,8 @@ pub fn model_bytes(k: Option<usize>) -> Result<Vec<u8>, JsError> {
 #[wasm_bindgen]
 pub fn predict(rgba: Vec<u8>, width: u32, height: u32) -> Result<JsValue, JsError> {
     let model = with(|s| s.model.clone()).ok_or_else(|| error("no model: train or load one"))?;
-    let top = mnist_wgpu::predict::predict_rgba(&model.arch, &model.params, rgba, width, height)
-        .map_err(error)?;
+    let how = (&model.arch, &model.params[..], model_normalize(&model)?);
+    let top = mnist_wgpu::predict::predict_rgba(how, rgba, width, height).map_err(error)?;
     let list = js_sys::Array::new();
     for (digit, p) in &top.top {
         list.push(&js_sys::Array::of2(&(*digit as u32).into(), &(*p).into()));

@@ -6,7 +6,7 @@ import init, * as wasm from './pkg/mnist_wgpu_web.js';
 import { Chart } from './chart.js';
 
 const FILES = ['train-images-idx3-ubyte', 'train-labels-idx1-ubyte', 't10k-images-idx3-ubyte', 't10k-labels-idx1-ubyte'];
-const FLAGS = ['epochs', 'batch-size', 'optimizer', 'lr', 'momentum', 'weight-decay', 'gamma', 'normalize', 'hidden', 'seeds'];
+const FLAGS = ['recipe', 'epochs', 'batch-size', 'optimizer', 'lr', 'momentum', 'weight-decay', 'gamma', 'normalize', 'hidden', 'seeds'];
 const $ = (id) => document.getElementById(id);
 const params = new URLSearchParams(location.search);
 
@@ -174,7 +174,7 @@ function downloadLinks(files) {
   box.append(`${files.length} models: `);
   files.forEach((name, k) => {
     const b = document.createElement('button');
-    b.textContent = name.replace(/^mnist_mlp-|\.safetensors$/g, '');
+    b.textContent = name.replace(/^mnist_(mlp|cnn-small|cnn)-|\.safetensors$/g, '');
     b.title = `download ${name}`;
     b.className = 'model-download';
     b.onclick = () => download(k, name);
@@ -189,7 +189,9 @@ function download(k, name) {
   const url = URL.createObjectURL(new Blob([bytes], { type: 'application/octet-stream' }));
   const a = document.createElement('a');
   a.href = url;
-  a.download = name ?? 'mnist_mlp.safetensors';
+  // One model trained: the name its recipe saves under (mnist_cnn-small.safetensors, ...).
+  const single = state.result?.files?.length === 1 ? state.result.files[0] : null;
+  a.download = name ?? single ?? 'mnist_mlp.safetensors';
   document.body.appendChild(a);
   a.click();
   a.remove();
@@ -304,9 +306,14 @@ function browserName() {
 
 async function main() {
   await init();
-  const defaults = wasm.defaults();
+  const defaults = wasm.defaults(params.get('recipe') ?? '');
   // seed= (one model) is what older links say.
   for (const name of FLAGS) $('flags').elements[name].value = params.get(name) ?? (name === 'seeds' ? params.get('seed') : null) ?? defaults[name];
+  // Another recipe brings its own defaults into every field but the seeds.
+  $('flags').elements.recipe.onchange = () => {
+    const d = wasm.defaults($('flags').elements.recipe.value);
+    for (const name of FLAGS) if (name !== 'seeds') $('flags').elements[name].value = d[name];
+  };
   const dev = await wasm.open_device(params.get('kernels') ?? 'auto', params.get('schedule') ?? 'auto', params.get('retune') === '1', await adapterName());
   Object.assign(state, { webgpu: dev.webgpu, device: dev.device, note: dev.note, browser: browserName() });
   $('device').textContent = `${state.browser} | ${dev.webgpu ? 'WebGPU' : 'no WebGPU'}: ${dev.device}`;

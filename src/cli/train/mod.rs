@@ -22,7 +22,7 @@ use mnist_wgpu::gpu::device::Gpu;
 use mnist_wgpu::gpu::plan::Request;
 use mnist_wgpu::limits;
 use mnist_wgpu::model::Arch;
-use mnist_wgpu::modelfile::{self, DEFAULT_MODEL_FILE};
+use mnist_wgpu::modelfile;
 use mnist_wgpu::recipe::{Preset, recipe_words};
 use mnist_wgpu::recorder::Recorder;
 use mnist_wgpu::train::{Backend, Diverged, LoopOptions, Outcome, Position};
@@ -428,7 +428,7 @@ fn save_model(
         let shown = match (&h.args.save, &h.start.resumed) {
             (Some(p), _) => p.as_path(),
             (None, Some(_)) => save,
-            (None, None) => Path::new(DEFAULT_MODEL_FILE),
+            (None, None) => Path::new(h.start.spec.preset.model_file()),
         };
         let kb = std::fs::metadata(save).map_or(0, |m| m.len()) as f64 / 1024.0;
         println!(

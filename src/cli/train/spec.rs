@@ -112,7 +112,7 @@ impl RunSpec {
     /// The output choices of `a` (`--save`, `--no-save`, `--metrics`, `--plot`) over those of
     /// `stored` (a resumed run's), or the defaults.
     fn with_outputs(mut self, a: &TrainArgs, stored: Option<&RunSpec>) -> RunSpec {
-        let default_save = || Some(absolute(Path::new(DEFAULT_MODEL_FILE)));
+        let default_save = || Some(absolute(Path::new(self.preset.model_file())));
         self.save = match (a.no_save, &a.save, stored) {
             (true, _, _) => None,
             (false, Some(p), _) => Some(absolute(p)),
@@ -331,7 +331,7 @@ pub fn start(args: &TrainArgs, (input, classes): (usize, usize)) -> Result<Start
         check_save_path(
             args.save
                 .as_deref()
-                .unwrap_or(Path::new(DEFAULT_MODEL_FILE)),
+                .unwrap_or(Path::new(spec.preset.model_file())),
         )?;
     }
     if let Some(dir) = &args.run_dir
