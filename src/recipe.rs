@@ -147,9 +147,9 @@ impl Preset {
 
     /// Where `train` saves the model unless `--save` says otherwise: `mnist_mlp.safetensors`,
     /// `mnist_cnn-small.safetensors`, `mnist_cnn.safetensors`.
-    pub fn model_file(self) -> &'static str {
+    pub const fn model_file(self) -> &'static str {
         match self {
-            Preset::Mlp => crate::modelfile::DEFAULT_MODEL_FILE,
+            Preset::Mlp => "mnist_mlp.safetensors",
             Preset::CnnSmall => "mnist_cnn-small.safetensors",
             Preset::Cnn => "mnist_cnn.safetensors",
         }

@@ -24,7 +24,7 @@ use crate::model::Arch;
 pub const OPTIMIZER_PREFIX: &str = "optimizer.";
 
 /// Where `train` writes its model unless told otherwise.
-pub const DEFAULT_MODEL_FILE: &str = "mnist_mlp.safetensors";
+pub const DEFAULT_MODEL_FILE: &str = crate::recipe::Preset::Mlp.model_file();
 
 #[derive(Debug, thiserror::Error)]
 pub enum ModelFileError {
