@@ -22,6 +22,8 @@
 
 mod common;
 
+use common::{f32s, table};
+
 use pollster::block_on;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -33,7 +35,6 @@ use mnist_wgpu::modelfile::{self, ModelFile};
 use mnist_wgpu::optim::Optimizer;
 use mnist_wgpu::recipe::Recipe;
 use mnist_wgpu::train::{Backend, Evaluate};
-use safetensors::tensor::TensorView;
 use safetensors::{Dtype, SafeTensors};
 
 fn dir() -> PathBuf {
@@ -58,23 +59,6 @@ struct Fixture {
     /// log_probs: [64, 10], the after-50 model on the first 64 test images (SGD's fixture)
     log_probs: Option<Vec<f32>>,
     torch: String,
-}
-
-fn f32s(view: &safetensors::tensor::TensorView<'_>) -> Vec<f32> {
-    assert_eq!(view.dtype(), Dtype::F32);
-    view.data()
-        .chunks_exact(4)
-        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-        .collect()
-}
-
-/// The flat table of `arch` from the tensors `prefix<key>`.
-fn table(arch: &Arch, tensors: &HashMap<String, TensorView<'_>>, prefix: &str) -> Vec<f32> {
-    let mut flat = vec![0f32; arch.param_count()];
-    for e in arch.table() {
-        flat[e.range()].copy_from_slice(&f32s(&tensors[&format!("{prefix}{}", e.name)]));
-    }
-    flat
 }
 
 /// The recipe of a fixture: the tutorial's batch of 32, `lr`, and PyTorch's defaults.

@@ -19,6 +19,9 @@
 //! both runs (no window took the other branch). A near-tie that does flip would show as a
 //! failure here far above the rest, and the drift figures say how large it may be.
 
+mod common;
+
+use common::{f32s, table};
 use pollster::block_on;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -29,27 +32,10 @@ use mnist_wgpu::model::{Arch, DropP};
 use mnist_wgpu::modelfile;
 use mnist_wgpu::recipe::{EXAMPLES_NORMALIZE, Recipe};
 use mnist_wgpu::train::{Backend, Evaluate};
-use safetensors::tensor::TensorView;
-use safetensors::{Dtype, SafeTensors};
+use safetensors::SafeTensors;
 
 fn dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/parity")
-}
-
-fn f32s(view: &TensorView<'_>) -> Vec<f32> {
-    assert_eq!(view.dtype(), Dtype::F32);
-    (view.data().chunks_exact(4))
-        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-        .collect()
-}
-
-/// The flat table of `arch` from the tensors `prefix<key>`.
-fn table(arch: &Arch, tensors: &HashMap<String, TensorView<'_>>, prefix: &str) -> Vec<f32> {
-    let mut flat = vec![0f32; arch.param_count()];
-    for e in arch.table() {
-        flat[e.range()].copy_from_slice(&f32s(&tensors[&format!("{prefix}{}", e.name)]));
-    }
-    flat
 }
 
 /// What a run computed: each step's loss, the weights, the momentum, the test log-probs.

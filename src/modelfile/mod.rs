@@ -119,7 +119,6 @@ pub fn training_metadata(
         ("program", program.to_string()),
         ("dataset", dataset.to_string()),
         ("sizes", crate::flags::arch_string(arch)),
-        ("hidden", crate::flags::hidden_string(arch)),
         ("epochs", r.epochs.to_string()),
         ("batch_size", r.batch_size.to_string()),
         ("lr", r.lr.to_string()),
@@ -135,6 +134,11 @@ pub fn training_metadata(
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))
     .collect();
+    // An MLP's hidden sizes (a CNN has none to set: its recipe names it).
+    match arch.net_name() {
+        None => m.insert("hidden".into(), crate::flags::hidden_string(arch)),
+        Some(net) => m.insert("recipe".into(), net.to_string()),
+    };
     if let Some((loss, accuracy)) = test {
         m.insert("accuracy".into(), format!("{accuracy:.4}"));
         m.insert("test_loss".into(), format!("{loss:.6}"));

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+use super::sets::wait_for_download;
 use super::{
     Browser, DRAW_SEVEN, Engine, assert_clean, decode_base64, run_native, scratch, serve, site,
 };
@@ -33,13 +34,7 @@ pub fn a_cnn_trains_in_the_page_and_reads_a_drawn_digit(engine: Engine) {
 
     b.run("document.getElementById('download').click()");
     let file = downloads.join("mnist_cnn-small.safetensors");
-    let part = downloads.join("mnist_cnn-small.safetensors.part");
-    for _ in 0..200 {
-        if std::fs::metadata(&file).is_ok_and(|m| m.len() > 0) && !part.exists() {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_for_download(&file);
     let (code, stdout, stderr) = run_native(&["eval", "--device", "cpu", "--model"], &file);
     assert_eq!(code, 0, "{stderr}");
     assert!(

@@ -10,7 +10,7 @@ use super::{
 };
 
 /// Waits until the browser has finished writing `file` (Firefox fills it through `.part`).
-fn wait_for_download(file: &Path) {
+pub fn wait_for_download(file: &Path) {
     let part = file.with_extension("safetensors.part");
     for _ in 0..200 {
         if std::fs::metadata(file).is_ok_and(|m| m.len() > 0) && !part.exists() {

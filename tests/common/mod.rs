@@ -111,3 +111,24 @@ pub fn run_in(dir: &std::path::Path, args: &[&str]) -> (i32, String, String) {
             .expect("running mnist-wgpu"),
     )
 }
+
+/// An F32 tensor's values.
+pub fn f32s(view: &safetensors::tensor::TensorView<'_>) -> Vec<f32> {
+    assert_eq!(view.dtype(), safetensors::Dtype::F32);
+    (view.data().chunks_exact(4))
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect()
+}
+
+/// The flat table of `arch` from the tensors `prefix<key>` (a fixture's, in PyTorch's layout).
+pub fn table(
+    arch: &Arch,
+    tensors: &std::collections::HashMap<String, safetensors::tensor::TensorView<'_>>,
+    prefix: &str,
+) -> Vec<f32> {
+    let mut flat = vec![0f32; arch.param_count()];
+    for e in arch.table() {
+        flat[e.range()].copy_from_slice(&f32s(&tensors[&format!("{prefix}{}", e.name)]));
+    }
+    flat
+}
