@@ -129,7 +129,33 @@ pub const EXAMPLES_NORMALIZE: Normalize = Normalize {
     std: 0.3081,
 };
 
+impl Defaults {
+    /// The first learning rate with `optimizer`: the recipe's with the recipe's optimizer,
+    /// another optimizer's own default with another.
+    pub fn lr_for(&self, optimizer: &Optimizer) -> f64 {
+        match optimizer.name() == self.optimizer {
+            true => self.lr,
+            false => optimizer.default_lr(),
+        }
+    }
+}
+
 impl Preset {
+    /// `--hidden` given with this recipe: only the MLP has hidden sizes to set.
+    pub fn check_hidden(self, hidden: Option<&[usize]>) -> Result<(), String> {
+        match (hidden, self) {
+            (Some(h), Preset::Cnn | Preset::CnnSmall) => {
+                let h: Vec<String> = h.iter().map(|x| x.to_string()).collect();
+                Err(format!(
+                    "--hidden {}: --recipe {} has no hidden sizes to set",
+                    h.join(","),
+                    self.name()
+                ))
+            }
+            _ => Ok(()),
+        }
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Preset::Mlp => "mlp",

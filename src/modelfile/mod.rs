@@ -59,12 +59,21 @@ impl ModelFile {
     /// kind of model trains (the tutorial's (0.5, 0.5) for an MLP, pytorch/examples'
     /// (0.1307, 0.3081) for its CNNs), since PyTorch's own files record none.
     pub fn normalize(&self) -> Result<crate::data::Normalize, String> {
-        let preset = crate::recipe::Preset::of(&self.arch).unwrap_or_default();
-        match self.metadata.get("normalize") {
-            Some(n) => crate::data::Normalize::parse(n)
-                .map_err(|e| format!("metadata `normalize` `{n}`: {e}")),
-            None => Ok(preset.defaults().normalize),
+        normalize_of(&self.arch, &self.metadata)
+    }
+}
+
+/// [`ModelFile::normalize`] of a model `arch` with file metadata `metadata`.
+pub fn normalize_of(
+    arch: &Arch,
+    metadata: &BTreeMap<String, String>,
+) -> Result<crate::data::Normalize, String> {
+    let preset = crate::recipe::Preset::of(arch).unwrap_or_default();
+    match metadata.get("normalize") {
+        Some(n) => {
+            crate::data::Normalize::parse(n).map_err(|e| format!("metadata `normalize` `{n}`: {e}"))
         }
+        None => Ok(preset.defaults().normalize),
     }
 }
 

@@ -234,12 +234,7 @@ async fn gpu_for(arch: &Arch) -> Result<(Option<(Gpu, Request)>, Option<String>)
 
 /// How a model's inputs are normalised: as its file says, else as its recipe's are.
 fn model_normalize(model: &Model) -> Result<Normalize, JsError> {
-    let file = modelfile::ModelFile {
-        arch: model.arch.clone(),
-        params: Vec::new(),
-        metadata: model.metadata.clone(),
-    };
-    file.normalize().map_err(error)
+    modelfile::normalize_of(&model.arch, &model.metadata).map_err(error)
 }
 
 fn mnist() -> Result<Rc<Mnist>, JsError> {
@@ -303,11 +298,7 @@ fn recipes(values: &JsValue) -> Result<Asked, JsError> {
         d.optimizer.to_string(),
     )?;
     let optimizer = Optimizer::named(&name, d.momentum).map_err(error)?;
-    // The recipe's learning rate goes with the recipe's optimizer; another takes its own.
-    let lr = match name == d.optimizer {
-        true => d.lr,
-        false => optimizer.default_lr(),
-    };
+    let lr = d.lr_for(&optimizer);
     let sgd = matches!(optimizer, Optimizer::Sgd { .. });
     let sweep = Sweep {
         seeds: flag(values, "seeds", sweep::seeds, vec![flags::SEED])?,
@@ -337,15 +328,7 @@ fn recipes(values: &JsValue) -> Result<Asked, JsError> {
         ..Recipe::tutorial(sweep.lrs[0], sweep.momenta[0], sweep.seeds[0])
     };
     let hidden = flag(values, "hidden", |s| flags::hidden(s).map(Some), None)?;
-    if let (Some(h), false) = (&hidden, preset == Preset::Mlp) {
-        let h: Vec<String> = h.iter().map(|x| x.to_string()).collect();
-        let recipe = preset.name();
-        let msg = format!(
-            "--hidden {}: --recipe {recipe} has no hidden sizes to set",
-            h.join(",")
-        );
-        return Err(error(msg));
-    }
+    preset.check_hidden(hidden.as_deref()).map_err(error)?;
     Ok(Asked {
         preset,
         recipes: sweep.recipes(&base),

@@ -51,20 +51,9 @@ impl RunSpec {
         let d = a.recipe.defaults();
         let name = a.optimizer.as_deref().unwrap_or(d.optimizer);
         let optimizer = Optimizer::named(name, d.momentum).map_err(UsageError)?;
-        // The recipe's learning rate goes with the recipe's optimizer; another takes its own.
-        let lr = match name == d.optimizer {
-            true => d.lr,
-            false => optimizer.default_lr(),
-        };
-        let recipe = a.recipe.name();
-        if let (Some(h), false) = (&a.hidden, a.recipe == Preset::Mlp) {
-            let h: Vec<String> = h.0.iter().map(|x| x.to_string()).collect();
-            let msg = format!(
-                "--hidden {}: --recipe {recipe} has no hidden sizes to set",
-                h.join(",")
-            );
-            return Err(UsageError(msg));
-        }
+        let lr = d.lr_for(&optimizer);
+        let hidden = a.hidden.as_ref().map(|h| &h.0[..]);
+        a.recipe.check_hidden(hidden).map_err(UsageError)?;
         if let (Some(p), Preset::Mlp) = (a.dropout, a.recipe) {
             let msg = format!("--dropout {}: --recipe mlp has no dropout layer", p.get());
             return Err(UsageError(msg));
