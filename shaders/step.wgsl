@@ -8,7 +8,9 @@ struct Step {
     valid: u32,
     // the step's number within the epoch
     index: u32,
-    pad: u32,
+    // the step's number over the whole run (epoch * steps per epoch + index), which keys
+    // dropout's masks
+    run: u32,
     // what the optimizer's rule takes from the host for this step of the run (Adam's bias
     // corrections 1 - beta1^t and sqrt(1 - beta2^t); 1 otherwise), rewritten every epoch
     correction1: f32,

@@ -12,7 +12,12 @@ use mnist_wgpu::gpu::wgsl::{Kernels, LANES, SOURCES, compose, declared, needs};
 use wgpu::naga;
 
 /// The files that are whole modules (the others are parts that modules import).
-const MODULES: [&str; 8] = [
+const MODULES: [&str; 13] = [
+    "conv.wgsl",
+    "maxpool.wgsl",
+    "relu.wgsl",
+    "dropout.wgsl",
+    "rows.wgsl",
     "linear_forward.wgsl",
     "linear_backward.wgsl",
     "batch.wgsl",
@@ -146,7 +151,7 @@ fn step_uniform_matches_the_host() {
         ("start", std::mem::offset_of!(Step, start)),
         ("valid", std::mem::offset_of!(Step, valid)),
         ("index", std::mem::offset_of!(Step, index)),
-        ("pad", std::mem::offset_of!(Step, pad)),
+        ("run", std::mem::offset_of!(Step, run)),
         ("correction1", std::mem::offset_of!(Step, correction1)),
         ("correction2", std::mem::offset_of!(Step, correction2)),
         ("pad2", std::mem::offset_of!(Step, pad2)),
@@ -156,6 +161,7 @@ fn step_uniform_matches_the_host() {
         "batch.wgsl",
         "nll_head.wgsl",
         "evaluate.wgsl",
+        "dropout.wgsl",
         "fused_step.wgsl",
         "fused_update.wgsl",
     ] {

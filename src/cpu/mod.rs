@@ -8,8 +8,8 @@
 use std::ops::{Add, AddAssign, Div, Mul, Neg, Sub};
 
 mod backend;
-mod conv;
-mod layers;
+pub mod conv;
+pub mod layers;
 
 pub use backend::{CpuBackend, CpuEvaluator};
 

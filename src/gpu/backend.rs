@@ -138,7 +138,7 @@ impl Trainer {
         let state = OptimizerState::new(gpu, recipe.optimizer, models * layout.len);
         let losses = zeros(gpu, "losses", steps_per_epoch * models);
         let hyper = hyper_buffer(gpu, &hypers(recipes, 0));
-        split.write_steps(gpu, |s| recipe.corrections(split.len, 0, s));
+        split.write_steps(gpu, 0, |s| recipe.corrections(split.len, 0, s));
         let inputs = StepInputs {
             split: &split,
             state: &state,
@@ -243,7 +243,8 @@ impl Trainer {
             .collect();
         gpu.queue
             .write_buffer(&self.hyper, 0, bytemuck::cast_slice(&hyper));
-        split.write_steps(gpu, |s| recipe.corrections(split.len, epoch, s));
+        let first = epoch * recipe.steps_per_epoch(split.len);
+        split.write_steps(gpu, first, |s| recipe.corrections(split.len, epoch, s));
         Ok(())
     }
 

@@ -119,7 +119,7 @@ impl Split {
             steps: init(
                 gpu,
                 &format!("{name} steps"),
-                &step_table(data.len(), batch, step_stride(gpu), no_corrections),
+                &step_table((data.len(), batch, 0), step_stride(gpu), no_corrections),
                 wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
             ),
             len: data.len(),
@@ -141,10 +141,12 @@ impl Split {
         self.images.size() + self.labels.size() + self.order.size() + self.steps.size()
     }
 
-    /// Rewrites the step uniforms with the optimizer values of each step of an epoch
-    /// (`corrections(step)`), before the epoch's first step is queued.
-    pub fn write_steps(&self, gpu: &Gpu, corrections: impl Fn(usize) -> [f32; 2]) {
-        let table = step_table(self.len, self.batch, step_stride(gpu), corrections);
+    /// Rewrites the step uniforms of an epoch whose first step is step `first` of the run,
+    /// with the optimizer values of each of its steps (`corrections(step)`), before the
+    /// epoch's first step is queued.
+    pub fn write_steps(&self, gpu: &Gpu, first: usize, corrections: impl Fn(usize) -> [f32; 2]) {
+        let shape = (self.len, self.batch, first);
+        let table = step_table(shape, step_stride(gpu), corrections);
         gpu.queue.write_buffer(&self.steps, 0, &table);
     }
 }

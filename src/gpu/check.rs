@@ -134,7 +134,7 @@ pub fn steps_buffer(
     batch: usize,
     corrections: impl Fn(usize) -> [f32; 2],
 ) -> wgpu::Buffer {
-    let table = step_table(n, batch, step_stride(gpu), corrections);
+    let table = step_table((n, batch, 0), step_stride(gpu), corrections);
     init(gpu, "self-test steps", &table, wgpu::BufferUsages::UNIFORM)
 }
 

@@ -22,7 +22,9 @@ pub struct Step {
     pub valid: u32,
     /// The step's number within the epoch.
     pub index: u32,
-    pub pad: u32,
+    /// The step's number over the whole run (the epoch's first step `first` + `index`), which
+    /// keys dropout's masks.
+    pub run: u32,
     /// What the optimizer's rule takes from the host for this step of the run
     /// (`optim::Optimizer::corrections`).
     pub correction1: f32,
@@ -38,11 +40,11 @@ pub fn step_stride(gpu: &Gpu) -> u64 {
     (gpu.limits.min_uniform_buffer_offset_alignment as u64).max(STEP_BYTES)
 }
 
-/// The bytes of a step-uniform buffer: step s covers samples `s * batch ..` of `n`; its
-/// optimizer values are `corrections(s)` (all 1 where no optimizer reads them).
+/// The bytes of a step-uniform buffer: step s covers samples `s * batch ..` of `n`, is step
+/// `first + s` of the run; its optimizer values are `corrections(s)` (all 1 where no optimizer
+/// reads them).
 pub fn step_table(
-    n: usize,
-    batch: usize,
+    (n, batch, first): (usize, usize, usize),
     stride: u64,
     corrections: impl Fn(usize) -> [f32; 2],
 ) -> Vec<u8> {
@@ -54,6 +56,7 @@ pub fn step_table(
             start: (s * batch) as u32,
             valid: batch.min(n - s * batch) as u32,
             index: s as u32,
+            run: (first + s) as u32,
             correction1,
             correction2,
             ..Step::default()
@@ -361,4 +364,13 @@ pub fn submit_then(
     }
     then(&mut enc);
     Ok(gpu.scoped(label, || gpu.queue.submit([enc.finish()]))?)
+}
+
+/// The grid of a kernel that numbers its invocations `gid.x + gid.y * groups.x * wg` (as the
+/// layer kernels do) for `invocations` of each of `models` models: x at most 32768 workgroups,
+/// y as many rows of them as it takes, z the model.
+pub fn flat_grid(invocations: usize, wg: u32, models: usize) -> [u32; 3] {
+    let groups = invocations.div_ceil(wg as usize).max(1);
+    let x = groups.min(32768);
+    [x as u32, groups.div_ceil(x) as u32, models as u32]
 }

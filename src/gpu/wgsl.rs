@@ -10,7 +10,7 @@ use crate::gpu::device::Gpu;
 // ---- WGSL sources ----
 
 /// Every WGSL file, by the name an `//#import` line uses.
-pub const SOURCES: [(&str, &str); 22] = [
+pub const SOURCES: [(&str, &str); 28] = [
     ("step.wgsl", include_str!("../../shaders/step.wgsl")),
     (
         "tile_common.wgsl",
@@ -87,6 +87,12 @@ pub const SOURCES: [(&str, &str); 22] = [
         "fused_update.wgsl",
         include_str!("../../shaders/fused_update.wgsl"),
     ),
+    ("conv.wgsl", include_str!("../../shaders/conv.wgsl")),
+    ("maxpool.wgsl", include_str!("../../shaders/maxpool.wgsl")),
+    ("relu.wgsl", include_str!("../../shaders/relu.wgsl")),
+    ("dropout.wgsl", include_str!("../../shaders/dropout.wgsl")),
+    ("philox.wgsl", include_str!("../../shaders/philox.wgsl")),
+    ("rows.wgsl", include_str!("../../shaders/rows.wgsl")),
 ];
 
 /// A family of matmul kernels (`--kernels`): which matmul inner loop a module imports

@@ -11,6 +11,11 @@
 //! | [`nll_head`] | nll_head.wgsl | `cpu::log_softmax`, `cpu::nll_loss_grad` |
 //! | [`evaluate`] | evaluate.wgsl | `cpu::argmax`, `cpu::log_softmax` |
 //! | [`optimizer`] | optimizer.wgsl, its rule in optimizer_rule.wgsl | `optim::step` |
+//! | [`conv`] forward, input grad, weight grad | conv.wgsl | `cpu::conv::conv2d_forward`, `conv2d_backward` |
+//! | [`pool`] forward, backward | maxpool.wgsl | `cpu::conv::maxpool2_argmax` |
+//! | [`dropout`] | dropout.wgsl, philox.wgsl | `cpu::conv::dropout_factors` |
+//! | [`relu`] forward, backward (a ReLU after a conv or a pool) | relu.wgsl | `cpu::layers` |
+//! | [`rows`] (a Linear's batch-major input) | rows.wgsl | `gpu::check::transpose` |
 //!
 //! The fused schedule (`gpu::fused`) calls each operation's per-sample (or per-parameter)
 //! WGSL function from two entry modules, fused_step.wgsl and fused_update.wgsl:
@@ -28,11 +33,16 @@
 //! function wrote in one fused step against the same CPU twin as its layered kernel;
 //! `gpu::selftest::fused_step_checks` runs the step and hands each op its tensors.
 
+pub mod conv;
+pub mod dropout;
 pub mod evaluate;
 pub mod gather;
 pub mod linear;
 pub mod nll_head;
 pub mod optimizer;
+pub mod pool;
+pub mod relu;
+pub mod rows;
 
 use anyhow::Result;
 
@@ -54,6 +64,12 @@ pub struct Modules {
     /// The fused schedule's two entry modules (no matmul inner loop).
     pub fused_step: Module,
     pub fused_update: Module,
+    /// The layers a list of layers adds to the tutorial's (`gpu::net`).
+    pub conv: Module,
+    pub maxpool: Module,
+    pub relu: Module,
+    pub dropout: Module,
+    pub rows: Module,
 }
 
 impl Modules {
@@ -71,6 +87,11 @@ impl Modules {
             optimizer: module(gpu, "optimizer.wgsl", tile)?,
             fused_step: module(gpu, "fused_step.wgsl", tile)?,
             fused_update: module(gpu, "fused_update.wgsl", tile)?,
+            conv: module(gpu, "conv.wgsl", tile)?,
+            maxpool: module(gpu, "maxpool.wgsl", tile)?,
+            relu: module(gpu, "relu.wgsl", tile)?,
+            dropout: module(gpu, "dropout.wgsl", tile)?,
+            rows: module(gpu, "rows.wgsl", tile)?,
         })
     }
 }

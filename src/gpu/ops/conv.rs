@@ -1,0 +1,397 @@
+//! Conv2d (square kernel, stride 1, no padding) on feature-major activations: forward, the
+//! input's gradient and the weight and bias gradients (shaders/conv.wgsl). CPU twins:
+//! `cpu::conv::conv2d_forward`, `cpu::conv::conv2d_backward`.
+
+use anyhow::Result;
+
+use crate::cpu::conv::{conv2d_backward, conv2d_forward};
+use crate::gpu::check::{Check, Pending, Tally, buffer, random, read, run_dispatch};
+use crate::gpu::check::{sum_tolerance, together, transpose, wide, wide_abs};
+use crate::gpu::device::Gpu;
+use crate::gpu::dispatch::{Bind, Dispatch, DispatchDesc, ModelAxis, flat_grid, need};
+use crate::gpu::layout::pad4;
+use crate::gpu::ops::{Modules, WG};
+use crate::model::Shape;
+use crate::rng::Rng;
+
+/// One Conv2d of a model on the device.
+#[derive(Clone, Copy, Debug)]
+pub struct Conv<'a> {
+    /// The input sample's shape `[cin, h, w]`, and the layer's `cout` and `k`.
+    pub x_shape: Shape,
+    pub cout: usize,
+    pub k: usize,
+    /// weight [cout, cin, k, k] at `w_off`, bias [cout] at `b_off`, in floats
+    pub w_off: usize,
+    pub b_off: usize,
+    pub bp: usize,
+    /// params: [models, axis.params], the device layout
+    pub params: &'a wgpu::Buffer,
+    pub axis: ModelAxis,
+}
+
+impl<'a> Conv<'a> {
+    fn out_len(&self) -> usize {
+        let [_, h, w] = self.x_shape;
+        self.cout * (h - self.k + 1) * (w - self.k + 1)
+    }
+
+    fn constants(&self) -> Vec<(&'static str, f64)> {
+        let [cin, h, w] = self.x_shape;
+        let (ho, wo) = (h - self.k + 1, w - self.k + 1);
+        [
+            ("CIN", cin),
+            ("COUT", self.cout),
+            ("K", self.k),
+            ("H", h),
+            ("W", w),
+            ("HO", ho),
+            ("WO", wo),
+            ("BP", self.bp),
+            ("W_OFF", self.w_off),
+            ("B_OFF", self.b_off),
+            ("WG", WG as usize),
+            ("P_STRIDE", self.axis.params),
+        ]
+        .map(|(k, v)| (k, v as f64))
+        .to_vec()
+    }
+
+    /// The sizes every entry point relies on: the tensors of every model.
+    fn check_sizes(
+        &self,
+        label: &str,
+        x: (&str, &wgpu::Buffer),
+        y: (&str, &wgpu::Buffer),
+    ) -> Result<()> {
+        let models = self.axis.models;
+        let [cin, h, w] = self.x_shape;
+        let stride = self.axis.params.max(self.b_off + self.cout);
+        need(
+            label,
+            "params",
+            self.params,
+            4 * ((models - 1) * stride + self.b_off + self.cout),
+        )?;
+        need(label, x.0, x.1, 4 * models * cin * h * w * self.bp)?;
+        need(label, y.0, y.1, 4 * models * self.out_len() * self.bp)
+    }
+
+    fn dispatch(
+        &self,
+        gpu: &Gpu,
+        m: &Modules,
+        label: &str,
+        entry: &str,
+        bindings: &[(u32, Bind<'_>)],
+        groups: [u32; 3],
+    ) -> Result<Dispatch> {
+        let constants = self.constants();
+        Dispatch::new(
+            gpu,
+            DispatchDesc {
+                label: label.to_string(),
+                module: &m.conv,
+                entry,
+                constants: &constants,
+                bindings,
+                groups,
+            },
+        )
+    }
+
+    /// y = conv(x) + bias: x X^T [cin * h * w, bp], y Y^T [cout * ho * wo, bp], per model.
+    pub fn forward(
+        &self,
+        gpu: &Gpu,
+        m: &Modules,
+        (x, y): (&wgpu::Buffer, &wgpu::Buffer),
+        label: &str,
+    ) -> Result<Dispatch> {
+        self.check_sizes(label, ("x", x), ("y", y))?;
+        let grid = flat_grid(self.out_len() * self.bp, WG, self.axis.models);
+        let b = [
+            (0, Bind::Read(self.params)),
+            (1, Bind::Read(x)),
+            (2, Bind::ReadWrite(y)),
+        ];
+        self.dispatch(gpu, m, label, "conv_forward", &b, grid)
+    }
+
+    /// dx = the input's gradient from dy, the output's.
+    pub fn input_grad(
+        &self,
+        gpu: &Gpu,
+        m: &Modules,
+        (dy, dx): (&wgpu::Buffer, &wgpu::Buffer),
+        label: &str,
+    ) -> Result<Dispatch> {
+        self.check_sizes(label, ("dx", dx), ("dy", dy))?;
+        let inputs = self.x_shape.iter().product::<usize>() * self.bp;
+        let grid = flat_grid(inputs, WG, self.axis.models);
+        let b = [
+            (0, Bind::Read(self.params)),
+            (3, Bind::Read(dy)),
+            (4, Bind::ReadWrite(dx)),
+        ];
+        self.dispatch(gpu, m, label, "conv_input_grad", &b, grid)
+    }
+
+    /// The weight and bias gradients from the input x and the output's gradient dy, written
+    /// into `grads` where `params` holds the tensors.
+    pub fn weight_grad(
+        &self,
+        gpu: &Gpu,
+        m: &Modules,
+        (x, dy, grads): (&wgpu::Buffer, &wgpu::Buffer, &wgpu::Buffer),
+        label: &str,
+    ) -> Result<Dispatch> {
+        self.check_sizes(label, ("x", x), ("dy", dy))?;
+        need(label, "grads", grads, self.params.size() as usize)?;
+        let [cin, ..] = self.x_shape;
+        let tensors = self.cout * cin * self.k * self.k + self.cout;
+        let grid = flat_grid(tensors, 1, self.axis.models);
+        let b = [
+            (1, Bind::Read(x)),
+            (3, Bind::Read(dy)),
+            (5, Bind::ReadWrite(grads)),
+        ];
+        self.dispatch(gpu, m, label, "conv_weight_grad", &b, grid)
+    }
+}
+
+/// Every entry point against the CPU twin in f64, two models with their own data and tensors
+/// at an offset, on shapes no tile divides: 1 -> 3 channels 5x5 on 9x8, 2 -> 5 3x3 on 7x6,
+/// 3 -> 2 1x1 on 4x5, batches of 3, 5 and 7 columns.
+pub async fn checks(gpu: &Gpu, m: &Modules) -> Vec<Check> {
+    let mut all: Pending<'_> = Vec::new();
+    for (i, (x_shape, cout, k, bp)) in [
+        ([1, 9, 8], 3, 5, 3),
+        ([2, 7, 6], 5, 3, 5),
+        ([3, 4, 5], 2, 1, 7),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        all.push(Box::pin(async move {
+            let shape = format!(
+                "{}x{}x{} -> {cout} k{k}, batch {bp}, 2 models",
+                x_shape[0], x_shape[1], x_shape[2]
+            );
+            check_one(gpu, m, (x_shape, cout, k, bp), i as u64)
+                .await
+                .unwrap_or_else(|e| vec![Tally::broken("conv2d", shape, e)])
+        }));
+    }
+    together(all).await
+}
+
+/// One model's tensors, batch-major as the CPU twin takes them, in f64.
+struct Twin {
+    w: Vec<f64>,
+    b: Vec<f64>,
+    x: Vec<f64>,
+    dy: Vec<f64>,
+}
+
+/// (y, dw, db, dx) of the CPU twin for `t`.
+fn twin(t: &Twin, x_shape: Shape, (cout, k, batch): (usize, usize, usize)) -> [Vec<f64>; 4] {
+    let [cin, h, w] = x_shape;
+    let out = cout * (h - k + 1) * (w - k + 1);
+    let mut y = vec![0.0; batch * out];
+    conv2d_forward(&t.x, (&t.w, &t.b), &mut y, (x_shape, 1), (cout, k));
+    let (mut dw, mut db) = (vec![0.0; t.w.len()], vec![0.0; cout]);
+    let mut dx = vec![0.0; batch * cin * h * w];
+    conv2d_backward(
+        &t.dy,
+        &t.x,
+        &t.w,
+        (&mut dw, &mut db),
+        Some(&mut dx),
+        batch,
+        (x_shape, 1),
+        (cout, k),
+    );
+    [y, dw, db, dx]
+}
+
+/// One check's data: two models' tensors, each model's block `stride` floats, its weight and
+/// bias 4 floats in so that offsets are exercised, and random X^T and dY^T.
+struct Case {
+    x_shape: Shape,
+    cout: usize,
+    k: usize,
+    bp: usize,
+    models: usize,
+    w_off: usize,
+    b_off: usize,
+    stride: usize,
+    params: Vec<f32>,
+    x: Vec<f32>,
+    dy: Vec<f32>,
+}
+
+impl Case {
+    fn new((x_shape, cout, k, bp): (Shape, usize, usize, usize), seed: u64) -> Case {
+        let mut rng = Rng::new(31 + seed, 0);
+        let [cin, h, w] = x_shape;
+        let wlen = cout * cin * k * k;
+        let (w_off, b_off) = (4, 4 + pad4(wlen));
+        let (stride, models) = (b_off + pad4(cout) + 4, 2);
+        let mut params = vec![0f32; models * stride];
+        let x = random(&mut rng, models * cin * h * w * bp, -1.0, 1.0);
+        let dy = random(
+            &mut rng,
+            models * cout * (h - k + 1) * (w - k + 1) * bp,
+            -1.0,
+            1.0,
+        );
+        for p in params.chunks_mut(stride) {
+            p[w_off..w_off + wlen].copy_from_slice(&random(&mut rng, wlen, -0.5, 0.5));
+            p[b_off..b_off + cout].copy_from_slice(&random(&mut rng, cout, -0.5, 0.5));
+        }
+        Case {
+            x_shape,
+            cout,
+            k,
+            bp,
+            models,
+            w_off,
+            b_off,
+            stride,
+            params,
+            x,
+            dy,
+        }
+    }
+
+    fn lens(&self) -> (usize, usize, usize) {
+        let [cin, h, w] = self.x_shape;
+        let out = self.cout * (h - self.k + 1) * (w - self.k + 1);
+        (self.cout * cin * self.k * self.k, cin * h * w, out)
+    }
+
+    fn shape(&self) -> String {
+        let [cin, h, w] = self.x_shape;
+        format!(
+            "{cin}x{h}x{w} -> {} k{}, batch {}, 2 models",
+            self.cout, self.k, self.bp
+        )
+    }
+
+    /// Model `model`'s tensors for the twin, batch-major, in f64, exactly or as magnitudes.
+    fn twin(&self, model: usize, abs: bool) -> Twin {
+        let (wlen, inputs, out) = self.lens();
+        let p = &self.params[model * self.stride..][..self.stride];
+        let bp = self.bp;
+        let at = |v: &[f32], n: usize| transpose(&v[model * n * bp..][..n * bp], n, bp, bp);
+        let f = |v: &[f32]| if abs { wide_abs(v) } else { wide(v) };
+        Twin {
+            w: f(&p[self.w_off..self.w_off + wlen]),
+            b: f(&p[self.b_off..self.b_off + self.cout]),
+            x: f(&at(&self.x, inputs)),
+            dy: f(&at(&self.dy, out)),
+        }
+    }
+}
+
+/// Runs the three entry points on the case: (Y^T, dX^T, grads).
+async fn run(gpu: &Gpu, m: &Modules, c: &Case) -> Result<[Vec<f32>; 3]> {
+    let (_, inputs, out) = c.lens();
+    let (models, bp) = (c.models, c.bp);
+    let nan = |n: usize| vec![f32::NAN; n];
+    let (pb, xb, dyb) = (
+        buffer(gpu, "params", &c.params),
+        buffer(gpu, "X^T", &c.x),
+        buffer(gpu, "dY^T", &c.dy),
+    );
+    let yb = buffer(gpu, "Y^T", &nan(models * out * bp));
+    let dxb = buffer(gpu, "dX^T", &nan(models * inputs * bp));
+    let gb = buffer(gpu, "grads", &nan(models * c.stride));
+    let axis = ModelAxis {
+        models,
+        params: c.stride,
+        order: 0,
+    };
+    let (x_shape, cout, k, w_off, b_off) = (c.x_shape, c.cout, c.k, c.w_off, c.b_off);
+    let conv = Conv {
+        x_shape,
+        cout,
+        k,
+        w_off,
+        b_off,
+        bp,
+        params: &pb,
+        axis,
+    };
+    run_dispatch(gpu, &conv.forward(gpu, m, (&xb, &yb), "conv forward")?, 0)?;
+    run_dispatch(
+        gpu,
+        &conv.input_grad(gpu, m, (&dyb, &dxb), "conv input grad")?,
+        0,
+    )?;
+    run_dispatch(
+        gpu,
+        &conv.weight_grad(gpu, m, (&xb, &dyb, &gb), "conv weight grad")?,
+        0,
+    )?;
+    Ok([
+        read(gpu, &yb, models * out * bp).await?,
+        read(gpu, &dxb, models * inputs * bp).await?,
+        read(gpu, &gb, models * c.stride).await?,
+    ])
+}
+
+async fn check_one(
+    gpu: &Gpu,
+    m: &Modules,
+    shape: (Shape, usize, usize, usize),
+    seed: u64,
+) -> Result<Vec<Check>> {
+    let c = Case::new(shape, seed);
+    let [y, dx, g] = run(gpu, m, &c).await?;
+    let (_, inputs, out) = c.lens();
+    let [cin, ..] = c.x_shape;
+    let (bp, k, cout) = (c.bp, c.k, c.cout);
+    let mut t = ["conv2d forward", "conv2d input grad"].map(|name| Tally::new(name, c.shape()));
+    let mut tw = Tally::new("conv2d weight+bias grad", c.shape());
+    for model in 0..c.models {
+        let want = twin(&c.twin(model, false), c.x_shape, (cout, k, bp));
+        let scale = twin(&c.twin(model, true), c.x_shape, (cout, k, bp));
+        // Forward and input gradient: the kernel's feature-major [n, bp], the twin's [bp, n].
+        for (which, (got, n, terms, idx)) in [
+            (&y, out, cin * k * k + 1, 0),
+            (&dx, inputs, cout * k * k, 3),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            for f in 0..n {
+                for col in 0..bp {
+                    let got = got[model * n * bp + f * bp + col] as f64;
+                    let (wv, sv) = (want[idx][col * n + f], scale[idx][col * n + f]);
+                    t[which].close(
+                        || format!("model {model} feature {f} column {col}"),
+                        got,
+                        wv,
+                        sum_tolerance(terms, sv),
+                    );
+                }
+            }
+        }
+        let terms = bp * out / cout;
+        let g = &g[model * c.stride..];
+        for (name, off, i_want) in [("dw", c.w_off, 1), ("db", c.b_off, 2)] {
+            for (i, (wv, sv)) in want[i_want].iter().zip(&scale[i_want]).enumerate() {
+                tw.close(
+                    || format!("model {model} {name}[{i}]"),
+                    g[off + i] as f64,
+                    *wv,
+                    sum_tolerance(terms, *sv),
+                );
+            }
+        }
+    }
+    let [a, b] = t;
+    Ok(vec![a.done(), b.done(), tw.done()])
+}
