@@ -1,7 +1,9 @@
 // Conv2d with a square K x K kernel, stride 1, no padding, on feature-major activations: every
 // tensor is [features, BP], a sample's column each, the features in PyTorch's order (channel,
 // row, column), so that Flatten copies nothing and the Linear kernels read a conv's output as
-// they read a Linear's.
+// they read a Linear's. BP is a multiple of 4 and every invocation takes four adjacent samples
+// as one vec4: a quarter of the index arithmetic and weight loads per multiply-add, which on a
+// CPU-type adapter (one SIMD lane per invocation) is most of the cost.
 //
 //   params  weight [COUT, CIN, K, K] at W_OFF, bias [COUT] at B_OFF
 //   x       X^T [CIN * H * W, BP], the layer's input
@@ -32,41 +34,42 @@ override WG: u32;
 override P_STRIDE: u32 = 0u;
 
 @group(0) @binding(0) var<storage, read> params: array<f32>;
-@group(0) @binding(1) var<storage, read> x: array<f32>;
-@group(0) @binding(2) var<storage, read_write> y: array<f32>;
-@group(0) @binding(3) var<storage, read> dy: array<f32>;
-@group(0) @binding(4) var<storage, read_write> dx: array<f32>;
+@group(0) @binding(1) var<storage, read> x: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read_write> y: array<vec4<f32>>;
+@group(0) @binding(3) var<storage, read> dy: array<vec4<f32>>;
+@group(0) @binding(4) var<storage, read_write> dx: array<vec4<f32>>;
 @group(0) @binding(5) var<storage, read_write> grads: array<f32>;
 
 var<workgroup> partial: array<f32, WG>;
 
-// One invocation per output element and sample, the sample fastest so that neighbouring
-// invocations read neighbouring floats. Grid: (x, y) cover COUT * HO * WO * BP, z the model.
+// One invocation per output element and four samples, the samples fastest so that neighbouring
+// invocations read neighbouring vec4. Grid: (x, y) cover COUT * HO * WO * BP / 4, z the model.
 @compute @workgroup_size(WG)
 fn conv_forward(
     @builtin(global_invocation_id) gid: vec3<u32>,
     @builtin(num_workgroups) groups: vec3<u32>,
 ) {
     let i = gid.x + gid.y * groups.x * WG;
-    let total = COUT * HO * WO * BP;
+    let b4 = BP / 4u;
+    let total = COUT * HO * WO * b4;
     if (i >= total) {
         return;
     }
     let model = gid.z;
     let p0 = model * P_STRIDE;
-    let x0 = model * CIN * H * W * BP;
-    let n = i % BP;
-    let f = i / BP;
+    let x0 = model * CIN * H * W * b4;
+    let n4 = i % b4;
+    let f = i / b4;
     let co = f / (HO * WO);
     let oy = (f / WO) % HO;
     let ox = f % WO;
-    var acc = 0.0;
+    var acc = vec4<f32>(0.0);
     for (var ci = 0u; ci < CIN; ci++) {
         for (var ky = 0u; ky < K; ky++) {
             let w_row = p0 + W_OFF + ((co * CIN + ci) * K + ky) * K;
-            let x_row = x0 + ((ci * H + oy + ky) * W + ox) * BP + n;
+            let x_row = x0 + ((ci * H + oy + ky) * W + ox) * b4 + n4;
             for (var kx = 0u; kx < K; kx++) {
-                acc += params[w_row + kx] * x[x_row + kx * BP];
+                acc += params[w_row + kx] * x[x_row + kx * b4];
             }
         }
     }
@@ -74,37 +77,38 @@ fn conv_forward(
 }
 
 // dx[ci, iy, ix] = sum over co, ky, kx of w[co, ci, ky, kx] * dy[co, iy - ky, ix - kx], where
-// that output exists. Grid: (x, y) cover CIN * H * W * BP, z the model.
+// that output exists. Grid: (x, y) cover CIN * H * W * BP / 4, z the model.
 @compute @workgroup_size(WG)
 fn conv_input_grad(
     @builtin(global_invocation_id) gid: vec3<u32>,
     @builtin(num_workgroups) groups: vec3<u32>,
 ) {
     let i = gid.x + gid.y * groups.x * WG;
-    let total = CIN * H * W * BP;
+    let b4 = BP / 4u;
+    let total = CIN * H * W * b4;
     if (i >= total) {
         return;
     }
     let model = gid.z;
     let p0 = model * P_STRIDE;
-    let d0 = model * COUT * HO * WO * BP;
-    let n = i % BP;
-    let f = i / BP;
+    let d0 = model * COUT * HO * WO * b4;
+    let n4 = i % b4;
+    let f = i / b4;
     let ci = f / (H * W);
     let iy = (f / W) % H;
     let ix = f % W;
-    var acc = 0.0;
+    // The kernel rows and columns whose output exists: ky in [ky0, ky1), kx in [kx0, kx1).
+    let ky0 = select(0u, iy + 1u - HO, iy + 1u > HO);
+    let ky1 = min(K, iy + 1u);
+    let kx0 = select(0u, ix + 1u - WO, ix + 1u > WO);
+    let kx1 = min(K, ix + 1u);
+    var acc = vec4<f32>(0.0);
     for (var co = 0u; co < COUT; co++) {
-        for (var ky = 0u; ky < K; ky++) {
-            if (iy < ky || iy - ky >= HO) {
-                continue;
-            }
-            for (var kx = 0u; kx < K; kx++) {
-                if (ix < kx || ix - kx >= WO) {
-                    continue;
-                }
-                let wv = params[p0 + W_OFF + ((co * CIN + ci) * K + ky) * K + kx];
-                acc += wv * dy[d0 + ((co * HO + iy - ky) * WO + ix - kx) * BP + n];
+        for (var ky = ky0; ky < ky1; ky++) {
+            let w_row = p0 + W_OFF + ((co * CIN + ci) * K + ky) * K;
+            let d_row = d0 + ((co * HO + iy - ky) * WO + ix) * b4 + n4;
+            for (var kx = kx0; kx < kx1; kx++) {
+                acc += params[w_row + kx] * dy[d_row - kx * b4];
             }
         }
     }
@@ -113,8 +117,9 @@ fn conv_input_grad(
 
 // Workgroup g < COUT * CIN * K * K: the gradient of weight g, the sum over samples and output
 // positions of dy[co, oy, ox] * x[ci, oy + ky, ox + kx]; the COUT workgroups after it: each
-// bias's gradient, the sum of dy over its channel. Grid: (x, y) cover the workgroups, z the
-// model. WG is a power of two.
+// bias's gradient, the sum of dy over its channel. Each lane sums every WG-th vec4 of the
+// terms, then the lanes' sums meet in a tree. Grid: (x, y) cover the workgroups, z the model.
+// WG is a power of two.
 @compute @workgroup_size(WG)
 fn conv_weight_grad(
     @builtin(local_invocation_index) lane: u32,
@@ -127,22 +132,23 @@ fn conv_weight_grad(
         return;
     }
     let model = wid.z;
-    let x0 = model * CIN * H * W * BP;
-    let d0 = model * COUT * HO * WO * BP;
-    let terms = HO * WO * BP;
-    var acc = 0.0;
+    let b4 = BP / 4u;
+    let x0 = model * CIN * H * W * b4;
+    let d0 = model * COUT * HO * WO * b4;
+    let terms = HO * WO * b4;
+    var acc = vec4<f32>(0.0);
     if (g < weights) {
         let kx = g % K;
         let ky = (g / K) % K;
         let ci = (g / (K * K)) % CIN;
         let co = g / (CIN * K * K);
         for (var j = lane; j < terms; j += WG) {
-            let n = j % BP;
-            let pos = j / BP;
+            let n4 = j % b4;
+            let pos = j / b4;
             let oy = pos / WO;
             let ox = pos % WO;
-            let xi = ((ci * H + oy + ky) * W + ox + kx) * BP + n;
-            acc += dy[d0 + (co * HO * WO + pos) * BP + n] * x[x0 + xi];
+            let xi = ((ci * H + oy + ky) * W + ox + kx) * b4 + n4;
+            acc += dy[d0 + co * terms + j] * x[x0 + xi];
         }
     } else {
         let co = g - weights;
@@ -150,7 +156,7 @@ fn conv_weight_grad(
             acc += dy[d0 + co * terms + j];
         }
     }
-    partial[lane] = acc;
+    partial[lane] = (acc.x + acc.y) + (acc.z + acc.w);
     workgroupBarrier();
     for (var s = WG / 2u; s > 0u; s >>= 1u) {
         if (lane < s) {

@@ -1,8 +1,9 @@
 //! The CNN recipes on the command line, as a user runs them, on the CPU backend and a part of
 //! MNIST (CI trains no whole CNN run): the header names the recipe, a set of two models stops
 //! on Ctrl-C mid-epoch and resumes bit-identical (dropout's masks are keyed by the step over
-//! the run), the saved file loads back and evaluates to what training printed, and the GPU
-//! schedules refuse a CNN in one line.
+//! the run), the saved file loads back and evaluates to what training printed; on the GPU a
+//! set's models are each bit-identical to its own run, and the fused schedule refuses a CNN in
+//! one line.
 
 mod common;
 
@@ -124,23 +125,19 @@ fn a_cnn_set_stops_on_ctrl_c_and_resumes_bit_identical() {
     ];
     let (code, out, err) = run_in(&dir, &eval);
     assert_eq!(code, 0, "{err}");
-    assert!(
-        err.contains("the GPU schedules do not run cnn-small yet"),
-        "{err}"
-    );
     let want = format!("Model Accuracy {:.2} %", acc * 100.0);
     assert!(out.contains(&want), "{want} in {out}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
-/// A GPU asked for by name refuses the CNN in one line, naming what runs it.
+/// The fused schedule refuses a CNN in one line, naming the one that runs it.
 #[test]
-fn the_gpu_refuses_a_cnn_in_one_line() {
-    let dir = scratch("cnn-gpu");
-    let (code, _, err) = run_in(&dir, &["train", "--recipe", "cnn", "--device", "gpu"]);
+fn the_fused_schedule_refuses_a_cnn_in_one_line() {
+    let dir = scratch("cnn-fused");
+    let (code, _, err) = run_in(&dir, &["train", "--recipe", "cnn", "--schedule", "fused"]);
     assert_eq!(code, 2, "{err}");
     assert_eq!(err.lines().count(), 1, "{err}");
-    assert!(err.contains("use --device cpu"), "{err}");
+    assert!(err.contains("use --schedule layered"), "{err}");
     let (code, _, err) = run_in(&dir, &["train", "--recipe", "cnn", "--hidden", "8"]);
     assert_eq!(
         (code, err.trim()),
@@ -149,5 +146,43 @@ fn the_gpu_refuses_a_cnn_in_one_line() {
             "error: --hidden 8: --recipe cnn has no hidden sizes to set"
         )
     );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// On the GPU (the layered schedule), two cnn-small models trained side by side, dropout on,
+/// are each bit-identical to its own run, and the file evaluates to what training printed.
+#[test]
+fn a_cnn_set_on_the_gpu_is_each_models_own_run() {
+    let dir = scratch("cnn-gpu-set");
+    std::fs::create_dir_all(dir.join("data")).unwrap();
+    part_of_mnist(&dir.join("data"), 1000, 300);
+    let gpu_run = |seeds: &str, save: &str| {
+        let mut args = vec!["train", "--recipe", "cnn-small", "--device", "gpu"];
+        args.extend(["--schedule", "layered", "--epochs", "1", "--seeds", seeds]);
+        args.extend(["--dataset", "idx", "--data-dir", "data", "--save", save]);
+        let (code, out, err) = run_in(&dir, &args);
+        assert_eq!(code, 0, "{err}");
+        assert!(out.contains("schedule: layered"), "{out}");
+        out
+    };
+    gpu_run("1-2", "set.safetensors");
+    gpu_run("1", "one.safetensors");
+    gpu_run("2", "two.safetensors");
+    let load = |name: &str| modelfile::load(&dir.join(name), 784, 10).unwrap();
+    assert!(load("set-seed1.safetensors").params == load("one.safetensors").params);
+    assert!(load("set-seed2.safetensors").params == load("two.safetensors").params);
+    assert!(load("one.safetensors").params != load("two.safetensors").params);
+    let file = dir.join("one.safetensors");
+    let acc: f64 = load("one.safetensors").metadata["accuracy"]
+        .parse()
+        .unwrap();
+    let eval = ["eval", "--model", file.to_str().unwrap(), "--device", "gpu"];
+    let (code, out, err) = run_in(
+        &dir,
+        &[&eval[..], &["--dataset", "idx", "--data-dir", "data"]].concat(),
+    );
+    assert_eq!(code, 0, "{err}");
+    let want = format!("Model Accuracy {:.2} %", acc * 100.0);
+    assert!(out.contains(&want), "{want} in {out}");
     std::fs::remove_dir_all(&dir).unwrap();
 }

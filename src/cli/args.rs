@@ -11,7 +11,7 @@ use mnist_wgpu::data::{Kind, default_data_dir, has_all_files};
 use mnist_wgpu::fetch::{self, FetchConfig, Need};
 use mnist_wgpu::gpu::device::{AdapterQuery, Api, Gpu};
 use mnist_wgpu::gpu::error::GpuError;
-use mnist_wgpu::gpu::layout::runnable;
+use mnist_wgpu::gpu::net::runnable;
 use mnist_wgpu::gpu::plan::{PerSample, Request, Schedule};
 use mnist_wgpu::gpu::wgsl::Kernels;
 use mnist_wgpu::model::Arch;
@@ -197,20 +197,41 @@ pub fn open_device(device: DeviceChoice, adapter: &AdapterArgs) -> Result<Option
 
 /// As [`open_device`], for a run of `arch`: with `--device auto`, a model the GPU schedules
 /// do not run goes to the CPU backend, with one line that says so (with `--device gpu` the
-/// GPU's limits check refuses it).
+/// GPU's limits check refuses it), and so does a convolutional model when the adapter is a
+/// CPU-type (software) one, where the CPU backend trains it about 18 times faster
+/// (docs/PERFORMANCE.md); `--device gpu` runs it there.
 pub fn open_device_for(
     device: DeviceChoice,
     adapter: &AdapterArgs,
     arch: &Arch,
 ) -> Result<Option<(Gpu, Request)>> {
-    if device == DeviceChoice::Auto && runnable(arch).is_err() {
-        eprintln!(
-            "note: the GPU schedules do not run {} yet; running on the CPU backend",
+    let auto = device == DeviceChoice::Auto;
+    if adapter.schedule.0 == Some(Schedule::Fused) && arch.mlp_sizes().is_none() {
+        let msg = format!(
+            "--schedule fused: runs Linear layers with ReLU between them, not {}; use --schedule \
+             layered (or auto)",
             arch_string(arch)
         );
+        return Err(UsageError(msg).into());
+    }
+    if let (true, Err(why)) = (auto, runnable(arch)) {
+        eprintln!("note: {why}; running on the CPU backend");
         return Ok(None);
     }
-    open_device(device, adapter)
+    let opened = open_device(device, adapter)?;
+    let software = |g: &Gpu| g.info.device_type == wgpu::DeviceType::Cpu;
+    match opened {
+        Some((gpu, _)) if auto && arch.mlp_sizes().is_none() && software(&gpu) => {
+            eprintln!(
+                "note: {} is a software adapter, on which the CPU backend trains {} faster; \
+                 running on the CPU backend (--device gpu runs it there)",
+                gpu.info.name,
+                arch_string(arch)
+            );
+            Ok(None)
+        }
+        opened => Ok(opened),
+    }
 }
 
 /// The directory that holds the data set, with the files `need` names downloaded into it

@@ -15,7 +15,7 @@ use mnist_wgpu::train::{Eval, Evaluate, Spread};
 use mnist_wgpu::backends;
 
 use super::args::{RunArgs, arch_string, at_least_one, data_dir, open_device_for, usage};
-use mnist_wgpu::gpu::layout::runnable;
+use mnist_wgpu::gpu::net::runnable;
 
 #[derive(Args, Debug)]
 pub struct EvalArgs {

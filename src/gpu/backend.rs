@@ -14,7 +14,8 @@ use crate::gpu::buffers::{OptimizerState, Split, StepInputs, Weights, hyper_buff
 use crate::gpu::device::Gpu;
 use crate::gpu::dispatch::{Dispatch, step_stride, submit, submit_then};
 use crate::gpu::evaluator::{Evaluator, about, upload};
-use crate::gpu::layout::{DeviceLayout, pad4, runnable};
+use crate::gpu::layout::{DeviceLayout, pad4};
+use crate::gpu::net::runnable;
 use crate::gpu::ops::Modules;
 use crate::gpu::plan::Plan;
 use crate::gpu::profiler::submit_profiled;
@@ -38,9 +39,8 @@ pub fn check_limits(
     n_train: Option<usize>,
     models: usize,
 ) -> Result<(), String> {
-    let sizes = runnable(arch)?;
+    let widest = runnable(arch)? as u64;
     let bp = pad4(batch) as u64;
-    let widest = *sizes.iter().max().unwrap() as u64;
     let act_bytes = widest.next_multiple_of(4) * bp * 4;
     let max_bind = gpu.limits.max_storage_buffer_binding_size;
     let max_groups = gpu.limits.max_compute_workgroups_per_dimension as u64;
@@ -139,7 +139,9 @@ impl Trainer {
         let losses = zeros(gpu, "losses", steps_per_epoch * models);
         let hyper = hyper_buffer(gpu, &hypers(recipes, 0));
         split.write_steps(gpu, 0, |s| recipe.corrections(split.len, 0, s));
+        let keys = crate::gpu::ops::dropout::keys_buffer(gpu, recipes);
         let inputs = StepInputs {
+            keys: &keys,
             split: &split,
             state: &state,
             losses: &losses,

@@ -169,6 +169,8 @@ pub struct StepInputs<'a> {
     pub steps_per_epoch: usize,
     /// hyper: [models] (lr, momentum, weight decay, 0) f32, [`hyper_buffer`]
     pub hyper: &'a wgpu::Buffer,
+    /// keys: [models] (u32, u32), each model's seed, which keys its dropout masks
+    pub keys: &'a wgpu::Buffer,
 }
 
 /// The optimizer's state tensors on the device, each [models, layout.len] in the device

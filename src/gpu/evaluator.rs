@@ -179,7 +179,7 @@ pub fn upload_layout(arch: &Arch, params: &[f32], data: &Dataset) -> Result<Devi
         params.len() == arch.param_count(),
         "parameters do not match the model"
     );
-    crate::gpu::layout::runnable(arch).map_err(anyhow::Error::msg)?;
+    crate::gpu::net::runnable(arch).map_err(anyhow::Error::msg)?;
     let (pixels, input) = (data.pixels(), arch.input());
     ensure!(
         pixels == input,

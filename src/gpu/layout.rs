@@ -8,23 +8,10 @@
 //! and stays zero (its gradient is zero: the padding columns of the batch-major activations
 //! are zero).
 
-use crate::model::Arch;
+use crate::model::{Arch, Layer};
 
 pub fn pad4(n: usize) -> usize {
     n.div_ceil(4) * 4
-}
-
-/// The layer sizes of a model the schedules run, input first: both fuse each ReLU into the
-/// Linear before it and take the last Linear with LogSoftmax and NLLLoss in their loss head,
-/// so they run the tutorial's kind of model; the CPU backend runs any list of layers.
-pub fn runnable(arch: &Arch) -> Result<Vec<usize>, String> {
-    arch.mlp_sizes().ok_or_else(|| {
-        format!(
-            "the GPU schedules run Linear layers with ReLU between them and LogSoftmax last, not \
-             {}; use --device cpu",
-            crate::flags::arch_string(arch)
-        )
-    })
 }
 
 /// Where the tensors of the model's Linear layer l live in the device's flat buffers, in
@@ -41,31 +28,86 @@ pub struct LayerAt {
     pub b_off: usize,
 }
 
+/// One tensor of the device layout: `rows` rows of `cols` floats, each row `ld` floats from the
+/// one before, from `off`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Block {
+    rows: usize,
+    cols: usize,
+    ld: usize,
+    off: usize,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DeviceLayout {
+    /// The model whose layout this is.
+    pub arch: Arch,
+    /// Where each Linear layer's tensors live, in order.
     pub layers: Vec<LayerAt>,
+    /// Each layer of the list's (weight, bias) offsets, None for a layer without tensors: a
+    /// Conv2d's weight `[cout, cin * k * k]` is one unpadded block.
+    pub tensors: Vec<Option<(usize, usize)>>,
     /// Floats in each of params, grads and momentum: a multiple of 4.
     pub len: usize,
+    /// Every tensor in PyTorch's order (`Arch::table`).
+    blocks: Vec<Block>,
 }
 
 impl DeviceLayout {
     pub fn new(arch: &Arch) -> DeviceLayout {
-        let mut at = 0;
-        let layers = (arch.linear_dims().into_iter())
-            .map(|(inp, out)| {
-                let ldw = pad4(inp);
-                let layer = LayerAt {
-                    inp,
-                    out,
-                    w_off: at,
-                    ldw,
-                    b_off: at + out * ldw,
-                };
-                at = layer.b_off + pad4(out);
-                layer
+        let (mut at, mut layers, mut blocks) = (0, Vec::new(), Vec::new());
+        let bias = |blocks: &mut Vec<Block>, off: usize, n: usize| {
+            blocks.push(Block {
+                rows: 1,
+                cols: n,
+                ld: n,
+                off,
+            });
+            off + pad4(n)
+        };
+        let tensors = (arch.layers().iter())
+            .map(|layer| match *layer {
+                Layer::Linear { inp, out } => {
+                    let ldw = pad4(inp);
+                    let l = LayerAt {
+                        inp,
+                        out,
+                        w_off: at,
+                        ldw,
+                        b_off: at + out * ldw,
+                    };
+                    layers.push(l);
+                    blocks.push(Block {
+                        rows: out,
+                        cols: inp,
+                        ld: ldw,
+                        off: at,
+                    });
+                    at = bias(&mut blocks, l.b_off, out);
+                    Some((l.w_off, l.b_off))
+                }
+                Layer::Conv2d { cin, cout, k } => {
+                    let n = cout * cin * k * k;
+                    let (w_off, b_off) = (at, at + pad4(n));
+                    blocks.push(Block {
+                        rows: 1,
+                        cols: n,
+                        ld: n,
+                        off: w_off,
+                    });
+                    at = bias(&mut blocks, b_off, cout);
+                    Some((w_off, b_off))
+                }
+                _ => None,
             })
             .collect();
-        DeviceLayout { layers, len: at }
+        DeviceLayout {
+            arch: arch.clone(),
+            layers,
+            tensors,
+            len: at,
+            blocks,
+        }
     }
 
     /// The layer sizes, input first (`Arch::sizes`).
@@ -80,14 +122,12 @@ impl DeviceLayout {
     pub fn to_device(&self, flat: &[f32]) -> Vec<f32> {
         let mut out = vec![0f32; self.len];
         let mut src = 0;
-        for l in &self.layers {
-            for r in 0..l.out {
-                let row = l.w_off + r * l.ldw;
-                out[row..row + l.inp].copy_from_slice(&flat[src..src + l.inp]);
-                src += l.inp;
+        for b in &self.blocks {
+            for r in 0..b.rows {
+                let row = b.off + r * b.ld;
+                out[row..row + b.cols].copy_from_slice(&flat[src..src + b.cols]);
+                src += b.cols;
             }
-            out[l.b_off..l.b_off + l.out].copy_from_slice(&flat[src..src + l.out]);
-            src += l.out;
         }
         assert_eq!(
             src,
@@ -99,7 +139,7 @@ impl DeviceLayout {
 
     /// The parameters of one model in PyTorch's flat order.
     pub fn param_count(&self) -> usize {
-        self.layers.iter().map(|l| l.out * (l.inp + 1)).sum()
+        self.blocks.iter().map(|b| b.rows * b.cols).sum()
     }
 
     /// A set's flat parameters (PyTorch's order, model after model) in this layout, each
@@ -120,12 +160,11 @@ impl DeviceLayout {
     /// The device's buffer in PyTorch's flat order.
     pub fn from_device(&self, device: &[f32]) -> Vec<f32> {
         let mut out = Vec::with_capacity(device.len());
-        for l in &self.layers {
-            for r in 0..l.out {
-                let row = l.w_off + r * l.ldw;
-                out.extend_from_slice(&device[row..row + l.inp]);
+        for b in &self.blocks {
+            for r in 0..b.rows {
+                let row = b.off + r * b.ld;
+                out.extend_from_slice(&device[row..row + b.cols]);
             }
-            out.extend_from_slice(&device[l.b_off..l.b_off + l.out]);
         }
         out
     }
@@ -183,18 +222,17 @@ pub fn layer_rows(layout: &DeviceLayout, bp: usize) -> (Vec<LayerRow>, usize) {
 mod tests {
     use super::*;
 
+    /// A Conv2d's tensors are one block each, every tensor starting at a multiple of 4.
     #[test]
-    fn the_schedules_refuse_a_list_they_cannot_run() {
-        use crate::model::Layer;
-        assert_eq!(runnable(&Arch::mlp(5, &[3], 2)), Ok(vec![5, 3, 2]));
-        let lin = |inp, out| Layer::Linear { inp, out };
-        let layers = vec![lin(5, 3), lin(3, 2), Layer::LogSoftmax];
-        let no_relu = Arch::from_layers([5, 1, 1], layers).unwrap();
-        assert_eq!(
-            runnable(&no_relu).unwrap_err(),
-            "the GPU schedules run Linear layers with ReLU between them and LogSoftmax last, not \
-             Linear(5, 3) Linear(3, 2) LogSoftmax(dim=1); use --device cpu"
-        );
+    fn a_cnn_round_trips() {
+        let arch = Arch::cnn_small();
+        let layout = DeviceLayout::new(&arch);
+        assert_eq!(layout.tensors[0], Some((0, 252)));
+        assert_eq!(layout.layers.len(), 2);
+        let flat: Vec<f32> = (0..arch.param_count()).map(|i| i as f32 + 1.0).collect();
+        let dev = layout.to_device(&flat);
+        assert_eq!(dev.iter().filter(|&&v| v != 0.0).count(), flat.len());
+        assert_eq!(layout.from_device(&dev), flat);
     }
 
     #[test]

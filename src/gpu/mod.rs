@@ -24,6 +24,7 @@ pub mod evaluator;
 pub mod fused;
 pub mod layered;
 pub mod layout;
+pub mod net;
 pub mod ops;
 pub mod plan;
 pub mod profiler;

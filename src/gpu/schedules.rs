@@ -4,13 +4,29 @@
 //! try smaller per-sample workgroups on, and `gpu::selftest` the schedules' checks to run, by
 //! comparing with a `Schedule`; neither builds one.)
 
-use anyhow::Result;
+use anyhow::{Result, ensure};
 
 use crate::gpu::buffers::{Built, Split, StepInputs, Verdicts, Weights};
 use crate::gpu::device::Gpu;
 use crate::gpu::ops::Modules;
 use crate::gpu::plan::{Plan, Schedule};
-use crate::gpu::{fused, layered};
+use crate::gpu::{fused, layered, net};
+
+/// Whether `w` is a model of the tutorial's kind, which `gpu::layered` runs; any other list is
+/// `gpu::net`'s. The fused schedule runs only the tutorial's kind: both its kernels walk a
+/// table of Linear layers (layer_table.wgsl), so a convolution there would be a second
+/// convolution kernel inside the per-sample dispatch and a second weight-gradient tile in the
+/// update, where the layered schedule runs every layer kind from its one WGSL home.
+fn mlp(w: &Weights<'_>, plan: Plan) -> Result<bool> {
+    let mlp = w.layout.arch.mlp_sizes().is_some();
+    ensure!(
+        mlp || plan.schedule == Schedule::Layered,
+        "--schedule fused runs Linear layers with ReLU between them, not {}; use --schedule \
+         layered (or auto)",
+        crate::flags::arch_string(&w.layout.arch)
+    );
+    Ok(mlp)
+}
 
 /// A schedule's side of a run: its training step, its evaluation, and its evaluation's batch.
 pub struct Schedules {
@@ -30,9 +46,10 @@ impl Schedules {
         w: &Weights<'_>,
         s: &StepInputs<'_>,
     ) -> Result<Built> {
-        match self.plan.schedule {
-            Schedule::Layered => layered::training(gpu, m, w, s),
-            Schedule::Fused => fused::training(gpu, m, self.plan.per_sample, w, s),
+        match (self.plan.schedule, mlp(w, self.plan)?) {
+            (Schedule::Layered, true) => layered::training(gpu, m, w, s),
+            (Schedule::Layered, false) => net::walk::training(gpu, m, w, s),
+            (Schedule::Fused, _) => fused::training(gpu, m, self.plan.per_sample, w, s),
         }
     }
 
@@ -45,9 +62,10 @@ impl Schedules {
         split: &Split,
         v: &Verdicts<'_>,
     ) -> Result<Built> {
-        match self.plan.schedule {
-            Schedule::Layered => layered::evaluation(gpu, m, w, split, v),
-            Schedule::Fused => fused::evaluation(gpu, m, self.plan.per_sample, w, split, v),
+        match (self.plan.schedule, mlp(w, self.plan)?) {
+            (Schedule::Layered, true) => layered::evaluation(gpu, m, w, split, v),
+            (Schedule::Layered, false) => net::walk::evaluation(gpu, m, w, split, v),
+            (Schedule::Fused, _) => fused::evaluation(gpu, m, self.plan.per_sample, w, split, v),
         }
     }
 

@@ -9,6 +9,7 @@ use crate::gpu::check::{Check, Pending, Tally, buffer, random, read, run_dispatc
 use crate::gpu::check::{sum_tolerance, together, transpose, wide, wide_abs};
 use crate::gpu::device::Gpu;
 use crate::gpu::dispatch::{Bind, Dispatch, DispatchDesc, ModelAxis, flat_grid, need};
+use crate::gpu::dispatch::{need_batch, need_vec4};
 use crate::gpu::layout::pad4;
 use crate::gpu::ops::{Modules, WG};
 use crate::model::Shape;
@@ -73,8 +74,9 @@ impl<'a> Conv<'a> {
             self.params,
             4 * ((models - 1) * stride + self.b_off + self.cout),
         )?;
-        need(label, x.0, x.1, 4 * models * cin * h * w * self.bp)?;
-        need(label, y.0, y.1, 4 * models * self.out_len() * self.bp)
+        need_batch(label, self.bp)?;
+        need_vec4(label, x.0, x.1, models * cin * h * w * self.bp)?;
+        need_vec4(label, y.0, y.1, models * self.out_len() * self.bp)
     }
 
     fn dispatch(
@@ -109,7 +111,7 @@ impl<'a> Conv<'a> {
         label: &str,
     ) -> Result<Dispatch> {
         self.check_sizes(label, ("x", x), ("y", y))?;
-        let grid = flat_grid(self.out_len() * self.bp, WG, self.axis.models);
+        let grid = flat_grid(self.out_len() * self.bp / 4, WG, self.axis.models);
         let b = [
             (0, Bind::Read(self.params)),
             (1, Bind::Read(x)),
@@ -127,7 +129,7 @@ impl<'a> Conv<'a> {
         label: &str,
     ) -> Result<Dispatch> {
         self.check_sizes(label, ("dx", dx), ("dy", dy))?;
-        let inputs = self.x_shape.iter().product::<usize>() * self.bp;
+        let inputs = self.x_shape.iter().product::<usize>() * self.bp / 4;
         let grid = flat_grid(inputs, WG, self.axis.models);
         let b = [
             (0, Bind::Read(self.params)),
@@ -162,13 +164,13 @@ impl<'a> Conv<'a> {
 
 /// Every entry point against the CPU twin in f64, two models with their own data and tensors
 /// at an offset, on shapes no tile divides: 1 -> 3 channels 5x5 on 9x8, 2 -> 5 3x3 on 7x6,
-/// 3 -> 2 1x1 on 4x5, batches of 3, 5 and 7 columns.
+/// 3 -> 2 1x1 on 4x5, batches of 4, 8 and 12 columns (whole vec4).
 pub async fn checks(gpu: &Gpu, m: &Modules) -> Vec<Check> {
     let mut all: Pending<'_> = Vec::new();
     for (i, (x_shape, cout, k, bp)) in [
-        ([1, 9, 8], 3, 5, 3),
-        ([2, 7, 6], 5, 3, 5),
-        ([3, 4, 5], 2, 1, 7),
+        ([1, 9, 8], 3, 5, 4),
+        ([2, 7, 6], 5, 3, 8),
+        ([3, 4, 5], 2, 1, 12),
     ]
     .into_iter()
     .enumerate()

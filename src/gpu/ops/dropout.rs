@@ -85,6 +85,18 @@ pub fn keys(seeds: &[u64]) -> Vec<[u32; 2]> {
         .collect()
 }
 
+/// keys: [models] the Philox key of each model of a set, from its recipe's seed.
+pub fn keys_buffer(gpu: &Gpu, recipes: &[crate::recipe::Recipe]) -> wgpu::Buffer {
+    let seeds: Vec<u64> = recipes.iter().map(|r| r.seed).collect();
+    let usage = wgpu::BufferUsages::STORAGE;
+    crate::gpu::buffers::init(
+        gpu,
+        "dropout keys",
+        bytemuck::cast_slice(&keys(&seeds)),
+        usage,
+    )
+}
+
 /// The kernel's factors against the twin's, exactly, for two models of different seeds (one
 /// past 2^32) at step 1 of a table whose run starts at 0: Dropout(0.5) of 13 features and
 /// Dropout2d(0.25) of 3 channels of 5, batch 6.
