@@ -219,9 +219,8 @@ pub fn open_device_for(
         return Ok(None);
     }
     let opened = open_device(device, adapter)?;
-    let software = |g: &Gpu| g.info.device_type == wgpu::DeviceType::Cpu;
     match opened {
-        Some((gpu, _)) if auto && arch.mlp_sizes().is_none() && software(&gpu) => {
+        Some((gpu, _)) if auto && arch.mlp_sizes().is_none() && gpu.software() => {
             eprintln!(
                 "note: {} is a software adapter, on which the CPU backend trains {} faster; \
                  running on the CPU backend (--device gpu runs it there)",

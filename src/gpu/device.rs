@@ -153,6 +153,11 @@ pub fn adapter_has_subgroups(adapter: &wgpu::Adapter) -> bool {
 }
 
 impl Gpu {
+    /// Whether the adapter is a CPU-type (software) one: lavapipe, llvmpipe, SwiftShader.
+    pub fn software(&self) -> bool {
+        self.info.device_type == wgpu::DeviceType::Cpu
+    }
+
     /// Opens a device on `adapter`, with subgroups and timestamp queries where it has them.
     #[cfg(not(target_arch = "wasm32"))]
     pub fn open(adapter: &wgpu::Adapter) -> Result<Gpu, GpuError> {

@@ -63,6 +63,9 @@ in_both_engines!(four_seeds_train_side_by_side_with_a_band);
 use cnn::a_cnn_trains_in_the_page_and_reads_a_drawn_digit;
 in_both_engines!(a_cnn_trains_in_the_page_and_reads_a_drawn_digit);
 
+use cnn::a_cnn_trains_on_webgpu_with_schedule_layered;
+in_both_engines!(a_cnn_trains_on_webgpu_with_schedule_layered);
+
 const PYTORCH_MODEL: &str = "torch_tutorial.safetensors";
 
 fn root() -> &'static Path {

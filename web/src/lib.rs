@@ -217,18 +217,28 @@ async fn take_gpu() -> Result<Option<(Gpu, Request)>, JsError> {
     }
 }
 
-/// The device for a run of `arch`: the GPU's where its schedules run the model, else the CPU
-/// backend (the device kept for the next run), with the line that says so.
+/// The device for a run of `arch`: WebGPU where the GPU's schedules run the model, else the
+/// CPU backend (the device kept for the next run), with the line that says so; as native
+/// `--device auto`, a convolutional model on a software adapter trains on the CPU backend
+/// too, unless `schedule=` names a schedule.
 async fn gpu_for(arch: &Arch) -> Result<(Option<(Gpu, Request)>, Option<String>), JsError> {
-    let gpu = take_gpu().await?;
-    if gpu.is_none() || gpu::layout::runnable(arch).is_ok() {
-        return Ok((gpu, None));
-    }
-    with(|s| s.gpu = gpu.map(|g| g.0));
-    let line = format!(
-        "the GPU schedules do not run {} yet; running on the CPU backend (wasm)",
-        flags::arch_string(arch)
-    );
+    let Some((g, request)) = take_gpu().await? else {
+        return Ok((None, None));
+    };
+    let software = g.software();
+    let line = match gpu::net::runnable(arch) {
+        Err(why) => format!("{why}; running on the CPU backend (wasm)"),
+        Ok(_) if arch.mlp_sizes().is_none() && request.schedule.is_none() && software => {
+            format!(
+                "{} is a software adapter, on which the CPU backend (wasm) trains {} faster; \
+                 running there (schedule=layered runs it on WebGPU)",
+                g.info.name,
+                flags::arch_string(arch)
+            )
+        }
+        Ok(_) => return Ok((Some((g, request)), None)),
+    };
+    with(|s| s.gpu = Some(g));
     Ok((None, Some(line)))
 }
 

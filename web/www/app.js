@@ -119,6 +119,9 @@ async function train() {
   try {
     state.result = await wasm.train(values, onEvent);
     state.haveModel = true;
+    // One model trained: the name its recipe saves under (mnist_cnn-small.safetensors, ...),
+    // kept for Download after an evaluation replaces the result.
+    state.fileName = state.result.files?.length === 1 ? state.result.files[0] : null;
     downloadLinks(state.result.files);
     state.phase = state.result.stopped ? 'stopped' : 'done';
     predictNow();
@@ -160,6 +163,7 @@ async function selftest() {
 
 function loadModel(name, bytes) {
   log(wasm.load_model(name, bytes));
+  state.fileName = name.split('/').pop();
   downloadLinks([]);
   $('downloads').hidden = true;
   state.haveModel = true;
@@ -189,9 +193,7 @@ function download(k, name) {
   const url = URL.createObjectURL(new Blob([bytes], { type: 'application/octet-stream' }));
   const a = document.createElement('a');
   a.href = url;
-  // One model trained: the name its recipe saves under (mnist_cnn-small.safetensors, ...).
-  const single = state.result?.files?.length === 1 ? state.result.files[0] : null;
-  a.download = name ?? single ?? 'mnist_mlp.safetensors';
+  a.download = name ?? state.fileName ?? 'mnist_mlp.safetensors';
   document.body.appendChild(a);
   a.click();
   a.remove();
