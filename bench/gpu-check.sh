@@ -120,8 +120,17 @@ else
         step "bench --scaling --schedule $s" "$bin" bench --scaling --schedule "$s"
     done
 fi
+# The CNNs on the layered schedule (the fused one refuses them): a step, and its kernels.
+for r in cnn-small cnn; do
+    step "bench --json --recipe $r --device gpu" \
+        "$bin" bench --json --recipe "$r" --device gpu --schedule layered --seconds "$seconds"
+done
+step "bench --profile --recipe cnn-small --device gpu" \
+    "$bin" bench --profile --recipe cnn-small --device gpu --schedule layered --seconds 2
 run_dir=$(mktemp -d)
 step "train (the default recipe)" "$bin" train --no-save --run-dir "$run_dir/run"
+step "train --recipe cnn-small --device gpu (3 epochs)" \
+    "$bin" train --recipe cnn-small --device gpu --no-save --run-dir "$run_dir/cnn"
 rm -rf "$run_dir"
 step "train --device cpu (the CPU backend, for scale)" "$bin" train --device cpu --no-save --quiet
 
@@ -130,6 +139,11 @@ if "$python" -c 'import torch, numpy' 2>/dev/null; then
         "$python" bench/pytorch_mlp.py --device auto --seconds "$seconds" --dataloader --train
     step "PyTorch on the CPU, 1 thread (hand-optimised loop)" \
         "$python" bench/pytorch_mlp.py --device cpu --seconds "$seconds"
+    dev=$("$python" -c 'import torch; print("cuda" if torch.cuda.is_available() else "cpu")')
+    for r in cnn-small cnn; do
+        step "PyTorch: $r, a step ($dev)" \
+            "$python" bench/pytorch_cnn.py "$r" --device "$dev" --seconds "$seconds"
+    done
 else
     say ""
     say "## PyTorch"
