@@ -9,6 +9,7 @@ Modes:
 
     make_cnn_fixtures.py fixtures     writes tests/parity/cnn_small.safetensors and
                                       tests/parity/cnn_small_after50.safetensors (below)
+    make_cnn_fixtures.py fixtures-cnn writes tests/parity/cnn.safetensors (below)
     make_cnn_fixtures.py check MODEL  loads MODEL (`mnist-wgpu train --recipe cnn-small` wrote
                                       it) into the 2018 example's Net with
                                       load_state_dict(strict=True) and prints its test count
@@ -25,6 +26,13 @@ change, and of its losses, relative.
 
 cnn_small_after50.safetensors: the `nodrop` run's weights as a state_dict, with the test count
 PyTorch computes for them in the metadata.
+
+cnn.safetensors: today's example's Net (--recipe cnn), dropout off, 20 steps of Adadelta (lr
+1.0) in batches of 16 from weights both sides compute from one formula (`formula_init`: no 4.8
+MB of fc1 in the repository), `batches` [20, 16], `losses`, the final tensors (fc1's weight
+every 97th float: `param.fc1.weight.every97`), Adadelta's `square_avg` and `acc_delta` of
+conv1, conv2 and fc2, and the first 16 test images' log-probabilities; PyTorch's own f32
+against f64 drift in the metadata, as for cnn_small.
 """
 
 import gzip
@@ -175,6 +183,86 @@ def fixtures():
     save_file(out, HERE / "cnn_small.safetensors", meta)
 
 
+class Cnn(nn.Module):
+    """pytorch/examples mnist/main.py today, with dropout off (as `--dropout 0`)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, 32, 3, 1)
+        self.conv2 = nn.Conv2d(32, 64, 3, 1)
+        self.fc1 = nn.Linear(9216, 128)
+        self.fc2 = nn.Linear(128, 10)
+
+    def forward(self, x):
+        x = F.relu(self.conv1(x))
+        x = F.relu(self.conv2(x))
+        x = F.max_pool2d(x, 2)
+        x = torch.flatten(x, 1)
+        x = F.relu(self.fc1(x))
+        return F.log_softmax(self.fc2(x), dim=1)
+
+
+CNN_STEPS, CNN_BATCH, EVERY = 20, 16, 97
+
+
+def formula_init(model):
+    """Each tensor's element i: ((i * 7919 + 13 * t) % 1000 / 1000 - 0.5) * 2 / sqrt(fan_in),
+    t the tensor's index in the state_dict, computed in f64 and rounded once to f32, as
+    tests/parity_cnn.rs computes it."""
+    out = {}
+    for t, (k, v) in enumerate(model.state_dict().items()):
+        fan_in = model.state_dict()[k.replace("bias", "weight")][0].numel()
+        i = np.arange(v.numel(), dtype=np.int64)
+        u = ((i * 7919 + 13 * t) % 1000).astype(np.float64) / 1000.0 - 0.5
+        out[k] = torch.from_numpy((u * 2.0 / np.sqrt(float(fan_in))).astype(np.float32)).view(v.shape)
+    return out
+
+
+def train_cnn(init, x, y, batches, dtype):
+    torch.set_num_threads(1)
+    m = Cnn().to(dtype)
+    m.load_state_dict({k: v.to(dtype) for k, v in init.items()})
+    opt = torch.optim.Adadelta(m.parameters(), lr=1.0)
+    losses = []
+    for b in batches:
+        opt.zero_grad()
+        loss = F.nll_loss(m(x[b].to(dtype)), y[b])
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    state = {k: opt.state[p] for k, p in m.named_parameters()}
+    return m, np.array(losses), state
+
+
+def fixtures_cnn():
+    x, y = load("train")
+    tx, _ = load("test")
+    init = formula_init(Cnn())
+    rng = np.random.default_rng(SEED + 1)
+    batches = torch.from_numpy(rng.permutation(60000)[: CNN_STEPS * CNN_BATCH].reshape(CNN_STEPS, CNN_BATCH))
+    m, losses, state = train_cnn(init, x, y, batches.long(), torch.float32)
+    m64, losses64, _ = train_cnn(init, x, y, batches.long(), torch.float64)
+    sd, sd64 = m.state_dict(), m64.state_dict()
+    w, l = drift(init, sd, sd64, losses, losses64)
+    meta = {"torch": torch.__version__, "seed": str(SEED + 1), "drift_weights": f"{w:.3e}", "drift_loss": f"{l:.3e}"}
+    out = {"batches": batches.to(torch.int32), "losses": torch.from_numpy(losses.astype(np.float32))}
+    for k, v in sd.items():
+        v = v.detach().contiguous()
+        if k == "fc1.weight":
+            out["param.fc1.weight.every97"] = v.flatten()[::EVERY].contiguous()
+            out["init.fc1.weight.every97"] = init[k].flatten()[::EVERY].contiguous()
+        else:
+            out[f"param.{k}"] = v
+            out[f"init.{k}"] = init[k].contiguous()
+        if not k.startswith("fc1"):
+            out[f"square_avg.{k}"] = state[k]["square_avg"].detach().contiguous()
+            out[f"acc_delta.{k}"] = state[k]["acc_delta"].detach().contiguous()
+    with torch.no_grad():
+        out["test_log_probs"] = m(tx[:16]).contiguous()
+    save_file(out, HERE / "cnn.safetensors", meta)
+    print(f"cnn: PyTorch f32 against f64: weights {w:.2e} of change, losses {l:.2e}")
+
+
 def check(path):
     tx, ty = load("test")
     m = Net()
@@ -188,6 +276,8 @@ def check(path):
 if __name__ == "__main__":
     if sys.argv[1:2] == ["fixtures"]:
         fixtures()
+    elif sys.argv[1:2] == ["fixtures-cnn"]:
+        fixtures_cnn()
     elif sys.argv[1:2] == ["check"] and len(sys.argv) == 3:
         check(sys.argv[2])
     else:

@@ -32,7 +32,7 @@ struct Values {
     rows: Vec<Option<wgpu::Buffer>>,
     /// grad[v]: the gradient of value v (training, v > 0)
     grad: Vec<Option<wgpu::Buffer>>,
-    /// kept[node]: a max-pooling's winners
+    /// kept[v]: the winners of the max-pooling that wrote value v
     kept: Vec<Option<wgpu::Buffer>>,
     /// alias[v]: the value whose buffers v uses (itself, or a dropout's input when evaluating)
     alias: Vec<usize>,
@@ -69,12 +69,13 @@ impl Values {
             grad: (0..alias.len())
                 .map(|v| (training && v > 0).then(|| feature_major("dH", v)))
                 .collect(),
-            kept: (net.nodes.iter())
-                .map(|n| match n.op {
-                    Op::Pool { .. } => {
-                        Some(zeros(gpu, &format!("kept {}", n.layer), per(n.output)))
-                    }
-                    _ => None,
+            kept: (0..alias.len())
+                .map(|v| {
+                    let pooled = net
+                        .nodes
+                        .iter()
+                        .any(|n| n.output == v && matches!(n.op, Op::Pool { .. }));
+                    pooled.then(|| zeros(gpu, &format!("kept {v}"), per(v)))
                 })
                 .collect(),
             alias,
@@ -203,9 +204,7 @@ impl Walk<'_> {
                 r.forward(gpu, m, (x, y), &label)?
             }
             Op::Pool { x_shape } => {
-                let kept = self.v.kept[self.node_index(n)]
-                    .as_ref()
-                    .expect("a pool keeps");
+                let kept = self.v.kept[n.output].as_ref().expect("a pool keeps");
                 let p = Pool {
                     x_shape,
                     bp,
@@ -226,14 +225,6 @@ impl Walk<'_> {
             ops.push(r.dispatch(gpu, m, (y, v.rows(n.output)), &self.label("rows of", n))?);
         }
         Ok(ops)
-    }
-
-    fn node_index(&self, n: &Node) -> usize {
-        self.net
-            .nodes
-            .iter()
-            .position(|o| o == n)
-            .expect("a node of the net")
     }
 
     /// Node `n`'s backward: its tensors' gradients into `grads`, and its input's gradient
@@ -285,9 +276,7 @@ impl Walk<'_> {
                 r.backward(gpu, m, (v.act(n.output), dy, v.grad(n.input)), &label)?
             }
             Op::Pool { x_shape } => {
-                let kept = self.v.kept[self.node_index(n)]
-                    .as_ref()
-                    .expect("a pool keeps");
+                let kept = self.v.kept[n.output].as_ref().expect("a pool keeps");
                 let p = Pool {
                     x_shape,
                     bp,
