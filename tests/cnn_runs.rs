@@ -130,7 +130,8 @@ fn a_cnn_set_stops_on_ctrl_c_and_resumes_bit_identical() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
-/// The fused schedule refuses a CNN in one line, naming the one that runs it.
+/// The fused schedule refuses a CNN in one line, naming the one that runs it; so are a set too
+/// large for the adapter and `--hidden`.
 #[test]
 fn the_fused_schedule_refuses_a_cnn_in_one_line() {
     let dir = scratch("cnn-fused");
@@ -138,6 +139,13 @@ fn the_fused_schedule_refuses_a_cnn_in_one_line() {
     assert_eq!(code, 2, "{err}");
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(err.contains("use --schedule layered"), "{err}");
+    // A set whose activations pass the adapter's binding limit, before anything is built.
+    let args = [
+        "train", "--recipe", "cnn", "--device", "gpu", "--seeds", "1-40",
+    ];
+    let (code, _, err) = run_in(&dir, &args);
+    assert_eq!((code, err.lines().count()), (2, 1), "{err}");
+    assert!(err.contains("models fit at --batch-size 64"), "{err}");
     let (code, _, err) = run_in(&dir, &["train", "--recipe", "cnn", "--hidden", "8"]);
     assert_eq!(
         (code, err.trim()),

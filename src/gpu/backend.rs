@@ -56,6 +56,16 @@ pub fn check_limits(
             "--batch-size {batch}: exceeds the adapter's {max_groups} workgroups per dimension"
         ));
     }
+    // A set's activations: one tensor per model in each buffer.
+    let set_bytes = act_bytes * models as u64;
+    if models > 1 && set_bytes > max_bind {
+        return Err(format!(
+            "a set of {models} models: their activations of {widest} x {bp} floats each \
+             ({set_bytes} bytes in one buffer) exceed the adapter's {max_bind}-byte storage \
+             binding limit; at most {} models fit at --batch-size {batch}",
+            max_bind / act_bytes
+        ));
+    }
     if images > max_bind {
         return Err(format!(
             "the training images ({images} bytes) exceed the adapter's {max_bind}-byte storage binding limit"
