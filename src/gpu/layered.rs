@@ -65,6 +65,11 @@ impl Activations {
         }
     }
 
+    /// The input's two copies and the batch's columns, as the gather writes them.
+    fn input(&self) -> (&wgpu::Buffer, &wgpu::Buffer, usize) {
+        (&self.h_t[0], &self.h_rows[0], self.bp)
+    }
+
     pub fn bytes(&self) -> u64 {
         self.h_t
             .iter()
@@ -98,7 +103,15 @@ pub fn training(gpu: &Gpu, m: &Modules, w: &Weights<'_>, s: &StepInputs<'_>) -> 
     let a = Activations::new(gpu, &w.layout.sizes(), pad4(s.split.batch), true, models);
     let grads = zeros(gpu, "grads", models * w.layout.len);
     let table = normalisation_table(gpu, wgpu::BufferUsages::STORAGE, s.split);
-    let mut ops = vec![gather(gpu, m, s.split, &table, &a, axis, "gather train")?];
+    let mut ops = vec![gather(
+        gpu,
+        m,
+        s.split,
+        &table,
+        a.input(),
+        axis,
+        "gather train",
+    )?];
     ops.extend(forward_products(gpu, m, w, &a, axis, last)?);
     let head = NllHead {
         at: layers[last],
@@ -136,16 +149,7 @@ pub fn training(gpu: &Gpu, m: &Modules, w: &Weights<'_>, s: &StepInputs<'_>) -> 
         };
         ops.push(b.dispatch(gpu, m, &label)?);
     }
-    let step = OptimizerStep {
-        len: w.layout.len,
-        models,
-        hyper: s.hyper,
-        params: w.params,
-        grads: &grads,
-        state: s.state,
-        steps: &s.split.steps,
-    };
-    ops.push(step.dispatch(gpu, m, "optimizer")?);
+    ops.push(optimizer(gpu, m, w, s, &grads)?);
     let bytes = vec![
         ("activations + gradients".to_string(), a.bytes()),
         ("grads".to_string(), grads.size()),
@@ -175,21 +179,17 @@ pub fn evaluation(
     };
     let a = Activations::new(gpu, &w.layout.sizes(), pad4(split.batch), false, w.models);
     let table = normalisation_table(gpu, wgpu::BufferUsages::STORAGE, split);
-    let mut ops = vec![gather(gpu, m, split, &table, &a, axis, "gather test")?];
+    let mut ops = vec![gather(
+        gpu,
+        m,
+        split,
+        &table,
+        a.input(),
+        axis,
+        "gather test",
+    )?];
     ops.extend(forward_products(gpu, m, w, &a, axis, layers)?);
-    let e = Evaluate {
-        classes: v.classes,
-        bp: a.bp,
-        len: split.len,
-        logits: &a.h_t[layers],
-        labels: &split.labels,
-        order: &split.order,
-        steps: &split.steps,
-        correct: v.correct,
-        log_probs: v.log_probs,
-        models: w.models,
-    };
-    ops.push(e.dispatch(gpu, m, "evaluate")?);
+    ops.push(evaluate(gpu, m, w, (split, v), (&a.h_t[layers], a.bp))?);
     Ok(Built {
         dispatches: ops,
         bytes: vec![("activations".to_string(), a.bytes())],
@@ -243,25 +243,72 @@ fn forward_products(
         .collect()
 }
 
-fn gather(
+/// The gather of a step into the input's feature-major and batch-major copies (`x_t`, `x_rows`
+/// for batches of `bp` columns); `gpu::net` uses it too.
+pub(crate) fn gather(
     gpu: &Gpu,
     m: &Modules,
     split: &Split,
     table: &wgpu::Buffer,
-    a: &Activations,
+    (x_t, x_rows, bp): (&wgpu::Buffer, &wgpu::Buffer, usize),
     axis: ModelAxis,
     label: &str,
 ) -> Result<Dispatch> {
     let g = Gather {
         pixels: split.pixels,
-        bp: a.bp,
+        bp,
         images: &split.images,
         order: &split.order,
         table,
         steps: &split.steps,
-        x_t: &a.h_t[0],
-        x_rows: &a.h_rows[0],
+        x_t,
+        x_rows,
         axis,
     };
     g.dispatch(gpu, m, label)
+}
+
+/// The optimizer's step over every model's whole device layout, from `grads`; `gpu::net` uses
+/// it too.
+pub(crate) fn optimizer(
+    gpu: &Gpu,
+    m: &Modules,
+    w: &Weights<'_>,
+    s: &StepInputs<'_>,
+    grads: &wgpu::Buffer,
+) -> Result<Dispatch> {
+    let step = OptimizerStep {
+        len: w.layout.len,
+        models: w.models,
+        hyper: s.hyper,
+        params: w.params,
+        grads,
+        state: s.state,
+        steps: &s.split.steps,
+    };
+    step.dispatch(gpu, m, "optimizer")
+}
+
+/// Each sample's prediction and log-probabilities from `logits` (Z^T [classes, bp] per
+/// model); `gpu::net` uses it too.
+pub(crate) fn evaluate(
+    gpu: &Gpu,
+    m: &Modules,
+    w: &Weights<'_>,
+    (split, v): (&Split, &Verdicts<'_>),
+    (logits, bp): (&wgpu::Buffer, usize),
+) -> Result<Dispatch> {
+    let e = Evaluate {
+        classes: v.classes,
+        bp,
+        len: split.len,
+        logits,
+        labels: &split.labels,
+        order: &split.order,
+        steps: &split.steps,
+        correct: v.correct,
+        log_probs: v.log_probs,
+        models: w.models,
+    };
+    e.dispatch(gpu, m, "evaluate")
 }

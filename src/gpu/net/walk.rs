@@ -9,15 +9,13 @@ use crate::gpu::buffers::{
 };
 use crate::gpu::device::Gpu;
 use crate::gpu::dispatch::{Dispatch, ModelAxis};
+use crate::gpu::layered;
 use crate::gpu::layout::pad4;
 use crate::gpu::ops::Modules;
 use crate::gpu::ops::conv::Conv;
 use crate::gpu::ops::dropout::Dropout;
-use crate::gpu::ops::evaluate::Evaluate;
-use crate::gpu::ops::gather::Gather;
 use crate::gpu::ops::linear::{Backward, Forward, InputGrad};
 use crate::gpu::ops::nll_head::NllHead;
-use crate::gpu::ops::optimizer::OptimizerStep;
 use crate::gpu::ops::pool::Pool;
 use crate::gpu::ops::relu::Relu;
 use crate::gpu::ops::rows::Rows;
@@ -292,18 +290,8 @@ impl Walk<'_> {
     }
 
     fn gather(&self, split: &Split, table: &wgpu::Buffer, label: &str) -> Result<Dispatch> {
-        let g = Gather {
-            pixels: split.pixels,
-            bp: self.v.bp,
-            images: &split.images,
-            order: &split.order,
-            table,
-            steps: &split.steps,
-            x_t: self.v.act(0),
-            x_rows: self.v.rows(0),
-            axis: self.axis,
-        };
-        g.dispatch(self.gpu, self.m, label)
+        let input = (self.v.act(0), self.v.rows(0), self.v.bp);
+        layered::gather(self.gpu, self.m, split, table, input, self.axis, label)
     }
 }
 
@@ -355,16 +343,7 @@ pub fn training(gpu: &Gpu, m: &Modules, w: &Weights<'_>, s: &StepInputs<'_>) -> 
     for n in net.nodes.iter().rev() {
         ops.extend(walk.backward(n, &grads)?);
     }
-    let step = OptimizerStep {
-        len: w.layout.len,
-        models,
-        hyper: s.hyper,
-        params: w.params,
-        grads: &grads,
-        state: s.state,
-        steps: &s.split.steps,
-    };
-    ops.push(step.dispatch(gpu, m, "optimizer")?);
+    ops.push(layered::optimizer(gpu, m, w, s, &grads)?);
     Ok(Built {
         dispatches: ops,
         bytes: vec![
@@ -406,19 +385,8 @@ pub fn evaluation(
     for n in &net.nodes {
         ops.extend(walk.forward(n, false)?);
     }
-    let e = Evaluate {
-        classes: verdicts.classes,
-        bp: v.bp,
-        len: split.len,
-        logits: v.act(net.features.len() - 1),
-        labels: &split.labels,
-        order: &split.order,
-        steps: &split.steps,
-        correct: verdicts.correct,
-        log_probs: verdicts.log_probs,
-        models: w.models,
-    };
-    ops.push(e.dispatch(gpu, m, "evaluate")?);
+    let logits = (v.act(net.features.len() - 1), v.bp);
+    ops.push(layered::evaluate(gpu, m, w, (split, verdicts), logits)?);
     Ok(Built {
         dispatches: ops,
         bytes: vec![("activations".to_string(), v.bytes())],
