@@ -127,7 +127,7 @@ fn every_pipeline() -> Vec<(String, PipelineSource)> {
         Arch::mlp(784, &[13, 6], 10),
     ] {
         for gpu in common::every_schedule() {
-            let family = format!("{} / {}", gpu.1.schedule.name(), gpu.1.kernels.name());
+            let family = format!("{} / {}", gpu.1.schedule().name(), gpu.1.kernels.name());
             let recipe = Recipe {
                 epochs: 1,
                 batch_size: 32,

@@ -162,9 +162,9 @@ impl Evaluate for Evaluator {
 pub fn about(gpu: &Gpu, plan: Plan, dispatches_per_step: usize) -> About {
     About {
         device: format!("{gpu} | {plan}"),
-        schedule: plan.schedule.name(),
+        schedule: plan.schedule().name(),
         kernels: plan.kernels.name(),
-        per_sample: plan.names_per_sample().then(|| plan.per_sample.name()),
+        per_sample: plan.named_per_sample().map(|p| p.name()),
         tuned: None,
         step_ms: None,
         dispatches_per_step,

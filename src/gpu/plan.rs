@@ -100,49 +100,71 @@ impl PerSample {
     }
 }
 
+/// How a plan cuts a step: the schedule, and for the fused one the per-sample workgroups it
+/// runs (the layered schedule has none).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Cut {
+    Layered,
+    Fused(PerSample),
+}
+
 /// A schedule with the kernel family it runs and, fused, its per-sample workgroups. The fused
-/// schedule runs `wide` as `plain` ([`Kernels::fused`]), so a fused plan never holds `wide`; a
-/// layered plan holds [`PerSample::DEFAULT`], which it does not use.
+/// schedule runs `wide` as `plain` ([`Kernels::fused`]), so a fused plan never holds `wide`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Plan {
-    pub schedule: Schedule,
+    pub cut: Cut,
     pub kernels: Kernels,
-    pub per_sample: PerSample,
 }
 
 impl Plan {
+    /// `schedule` with `kernels`; fused with the default per-sample workgroups.
     pub fn new(schedule: Schedule, kernels: Kernels) -> Plan {
-        let kernels = match schedule {
-            Schedule::Layered => kernels,
-            Schedule::Fused => kernels.fused(),
-        };
-        Plan {
-            schedule,
-            kernels,
-            per_sample: PerSample::DEFAULT,
+        match schedule {
+            Schedule::Layered => Plan {
+                cut: Cut::Layered,
+                kernels,
+            },
+            Schedule::Fused => Plan {
+                cut: Cut::Fused(PerSample::DEFAULT),
+                kernels: kernels.fused(),
+            },
+        }
+    }
+
+    pub fn schedule(self) -> Schedule {
+        match self.cut {
+            Cut::Layered => Schedule::Layered,
+            Cut::Fused(_) => Schedule::Fused,
         }
     }
 
     /// The plan with per-sample workgroups of `per_sample` (fused; a layered plan is returned
     /// as it is).
     pub fn with(self, per_sample: PerSample) -> Plan {
-        match self.schedule {
-            Schedule::Layered => self,
-            Schedule::Fused => Plan { per_sample, ..self },
+        match self.cut {
+            Cut::Layered => self,
+            Cut::Fused(_) => Plan {
+                cut: Cut::Fused(per_sample),
+                ..self
+            },
         }
     }
 
-    /// Whether the per-sample workgroups are other than the default (and so worth naming).
-    pub fn names_per_sample(self) -> bool {
-        self.per_sample != PerSample::DEFAULT
+    /// The fused plan's per-sample workgroups where they are other than the default (and so
+    /// worth naming).
+    pub fn named_per_sample(self) -> Option<PerSample> {
+        match self.cut {
+            Cut::Fused(p) if p != PerSample::DEFAULT => Some(p),
+            _ => None,
+        }
     }
 
     /// `layered/subgroup`, `fused/plain`, `fused/plain/2x32`: how the tuner's line and cache
     /// name it (the default per-sample workgroups are not named).
     pub fn name(self) -> String {
-        let mut out = format!("{}/{}", self.schedule.name(), self.kernels.name());
-        if self.names_per_sample() {
-            out += &format!("/{}", self.per_sample.name());
+        let mut out = format!("{}/{}", self.schedule().name(), self.kernels.name());
+        if let Some(p) = self.named_per_sample() {
+            out += &format!("/{}", p.name());
         }
         out
     }
@@ -153,19 +175,16 @@ impl Plan {
         let (schedule, kernels) = (parts.next()?, parts.next()?);
         let schedule = Schedule::ALL.into_iter().find(|x| x.name() == schedule)?;
         let kernels = Kernels::ALL.into_iter().find(|k| k.name() == kernels)?;
-        let per_sample = match parts.next() {
-            Some(p) if schedule == Schedule::Fused => PerSample::parse(p).ok()?,
-            Some(_) => return None,
-            None => PerSample::DEFAULT,
+        let cut = match (schedule, parts.next()) {
+            (Schedule::Fused, Some(p)) => Cut::Fused(PerSample::parse(p).ok()?),
+            (Schedule::Fused, None) => Cut::Fused(PerSample::DEFAULT),
+            (Schedule::Layered, None) => Cut::Layered,
+            (Schedule::Layered, Some(_)) => return None,
         };
         if parts.next().is_some() {
             return None;
         }
-        Some(Plan {
-            schedule,
-            kernels,
-            per_sample,
-        })
+        Some(Plan { cut, kernels })
     }
 }
 
@@ -177,14 +196,10 @@ impl fmt::Display for Plan {
             f,
             "kernels: {} | schedule: {}",
             self.kernels.name(),
-            self.schedule.name()
+            self.schedule().name()
         )?;
-        if self.names_per_sample() {
-            write!(
-                f,
-                " {} (samples x invocations per workgroup)",
-                self.per_sample.name()
-            )?;
+        if let Some(p) = self.named_per_sample() {
+            write!(f, " {} (samples x invocations per workgroup)", p.name())?;
         }
         Ok(())
     }

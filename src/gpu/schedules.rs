@@ -9,7 +9,7 @@ use anyhow::{Result, ensure};
 use crate::gpu::buffers::{Built, Split, StepInputs, Verdicts, Weights};
 use crate::gpu::device::Gpu;
 use crate::gpu::ops::Modules;
-use crate::gpu::plan::{Plan, Schedule};
+use crate::gpu::plan::{Cut, Plan, Schedule};
 use crate::gpu::{fused, layered, net};
 
 /// Whether `w` is a model of the tutorial's kind, which `gpu::layered` runs; any other list is
@@ -20,7 +20,7 @@ use crate::gpu::{fused, layered, net};
 fn mlp(w: &Weights<'_>, plan: Plan) -> Result<bool> {
     let mlp = w.layout.arch.mlp_sizes().is_some();
     ensure!(
-        mlp || plan.schedule == Schedule::Layered,
+        mlp || plan.cut == Cut::Layered,
         "--schedule fused runs Linear layers with ReLU between them, not {}; use --schedule \
          layered (or auto)",
         crate::flags::arch_string(&w.layout.arch)
@@ -46,10 +46,10 @@ impl Schedules {
         w: &Weights<'_>,
         s: &StepInputs<'_>,
     ) -> Result<Built> {
-        match (self.plan.schedule, mlp(w, self.plan)?) {
-            (Schedule::Layered, true) => layered::training(gpu, m, w, s),
-            (Schedule::Layered, false) => net::walk::training(gpu, m, w, s),
-            (Schedule::Fused, _) => fused::training(gpu, m, self.plan.per_sample, w, s),
+        match (self.plan.cut, mlp(w, self.plan)?) {
+            (Cut::Layered, true) => layered::training(gpu, m, w, s),
+            (Cut::Layered, false) => net::walk::training(gpu, m, w, s),
+            (Cut::Fused(shape), _) => fused::training(gpu, m, shape, w, s),
         }
     }
 
@@ -62,17 +62,17 @@ impl Schedules {
         split: &Split,
         v: &Verdicts<'_>,
     ) -> Result<Built> {
-        match (self.plan.schedule, mlp(w, self.plan)?) {
-            (Schedule::Layered, true) => layered::evaluation(gpu, m, w, split, v),
-            (Schedule::Layered, false) => net::walk::evaluation(gpu, m, w, split, v),
-            (Schedule::Fused, _) => fused::evaluation(gpu, m, self.plan.per_sample, w, split, v),
+        match (self.plan.cut, mlp(w, self.plan)?) {
+            (Cut::Layered, true) => layered::evaluation(gpu, m, w, split, v),
+            (Cut::Layered, false) => net::walk::evaluation(gpu, m, w, split, v),
+            (Cut::Fused(shape), _) => fused::evaluation(gpu, m, shape, w, split, v),
         }
     }
 
     /// Samples per evaluation step of the models of `w` when `batch` are asked for on a split
     /// of `n` (fewer where the batch's buffers would pass the adapter's binding limit).
     pub fn evaluation_batch(&self, gpu: &Gpu, w: &Weights<'_>, batch: usize, n: usize) -> usize {
-        match self.plan.schedule {
+        match self.plan.schedule() {
             Schedule::Layered => layered::evaluation_batch(gpu, w, batch, n),
             Schedule::Fused => fused::evaluation_batch(gpu, w, batch, n),
         }
@@ -80,7 +80,7 @@ impl Schedules {
 
     /// The batch evaluation asks for while a run trains in batches of `training_batch`.
     pub fn evaluation_batch_in_training(&self, training_batch: usize) -> usize {
-        match self.plan.schedule {
+        match self.plan.schedule() {
             Schedule::Layered => layered::evaluation_batch_in_training(training_batch),
             Schedule::Fused => fused::evaluation_batch_in_training(training_batch),
         }

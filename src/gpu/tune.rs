@@ -249,7 +249,7 @@ impl Run<'_> {
     ) -> Result<Figures> {
         let fused = figures
             .iter()
-            .filter(|(p, _)| p.schedule == Schedule::Fused);
+            .filter(|(p, _)| p.schedule() == Schedule::Fused);
         let Some(&(base, mut best)) = fused.min_by(|a, b| a.1.total_cmp(&b.1)) else {
             return Ok(Figures::new());
         };
