@@ -1,4 +1,5 @@
-// Conv2d with a square K x K kernel, stride 1, no padding, on feature-major activations: every
+// Conv2d with a square K x K kernel, STRIDE and zero padding PAD along both axes (the recipes'
+// are 1 and 0), on feature-major activations: every
 // tensor is [features, BP], a sample's column each, the features in PyTorch's order (channel,
 // row, column), so that Flatten copies nothing and the Linear kernels read a conv's output as
 // they read a Linear's. BP is a multiple of 4 and every invocation takes four adjacent samples
@@ -7,9 +8,13 @@
 //
 //   params  weight [COUT, CIN, K, K] at W_OFF, bias [COUT] at B_OFF
 //   x       X^T [CIN * H * W, BP], the layer's input
-//   y       Y^T [COUT * HO * WO, BP], its output (HO = H - K + 1, WO = W - K + 1)
+//   y       Y^T [COUT * HO * WO, BP], its output (HO = (H + 2 PAD - K) / STRIDE + 1, WO alike)
 //   dy      dY^T, the gradient of y; dx dX^T, the gradient of x
 //   grads   the gradients of the weight and bias, where params holds them
+//
+// Output (oy, ox) reads input (oy * STRIDE + ky - PAD, ox * STRIDE + kx - PAD) through kernel
+// tap (ky, kx); taps that land in the padding read zero, so every loop below runs over the taps
+// that land inside, in the order a loop over all of them would take.
 //
 // Three entry points: the forward, the input's gradient (a direct convolution with the
 // flipped kernel, each input element gathering what it fed, so no two invocations write one
@@ -23,6 +28,8 @@
 override CIN: u32;
 override COUT: u32;
 override K: u32;
+override STRIDE: u32 = 1u;
+override PAD: u32 = 0u;
 override H: u32;
 override W: u32;
 override HO: u32;
@@ -63,21 +70,38 @@ fn conv_forward(
     let co = f / (HO * WO);
     let oy = (f / WO) % HO;
     let ox = f % WO;
+    // The window's first input row and column (PAD before the input's first), and the taps
+    // inside the input: ky in [ky0, ky1), kx in [kx0, kx1).
+    let ry = oy * STRIDE;
+    let rx = ox * STRIDE;
+    let ky0 = select(0u, PAD - ry, ry < PAD);
+    let kx0 = select(0u, PAD - rx, rx < PAD);
+    let ky1 = min(K, H + PAD - ry);
+    let kx1 = min(K, W + PAD - rx);
     var acc = vec4<f32>(0.0);
     for (var ci = 0u; ci < CIN; ci++) {
-        for (var ky = 0u; ky < K; ky++) {
+        for (var ky = ky0; ky < ky1; ky++) {
             let w_row = p0 + W_OFF + ((co * CIN + ci) * K + ky) * K;
-            let x_row = x0 + ((ci * H + oy + ky) * W + ox) * b4 + n4;
-            for (var kx = 0u; kx < K; kx++) {
-                acc += params[w_row + kx] * x[x_row + kx * b4];
+            var xi = x0 + ((ci * H + ry + ky - PAD) * W + rx + kx0 - PAD) * b4 + n4;
+            for (var kx = kx0; kx < kx1; kx++) {
+                acc += params[w_row + kx] * x[xi];
+                xi += b4;
             }
         }
     }
     y[model * total + i] = acc + params[p0 + B_OFF + co];
 }
 
-// dx[ci, iy, ix] = sum over co, ky, kx of w[co, ci, ky, kx] * dy[co, iy - ky, ix - kx], where
-// that output exists. Grid: (x, y) cover CIN * H * W * BP / 4, z the model.
+// The first kernel tap through which input position t - PAD (t the position plus PAD) feeds
+// an output of an axis of `outs` positions: the smallest tap at least t - (outs - 1) * STRIDE
+// whose distance from t STRIDE divides. Past the last tap when none does.
+fn first_tap(t: u32, outs: u32) -> u32 {
+    let lo = t - min(t, (outs - 1u) * STRIDE);
+    return lo + (t - lo) % STRIDE;
+}
+
+// dx[ci, iy, ix] = sum over co, ky, kx of w[co, ci, ky, kx] * dy[co, oy, ox] for the outputs
+// (oy, ox) that read (iy, ix) through tap (ky, kx). Grid: (x, y) cover CIN * H * W * BP / 4, z the model.
 @compute @workgroup_size(WG)
 fn conv_input_grad(
     @builtin(global_invocation_id) gid: vec3<u32>,
@@ -97,18 +121,23 @@ fn conv_input_grad(
     let ci = f / (H * W);
     let iy = (f / W) % H;
     let ix = f % W;
-    // The kernel rows and columns whose output exists: ky in [ky0, ky1), kx in [kx0, kx1).
-    let ky0 = select(0u, iy + 1u - HO, iy + 1u > HO);
-    let ky1 = min(K, iy + 1u);
-    let kx0 = select(0u, ix + 1u - WO, ix + 1u > WO);
-    let kx1 = min(K, ix + 1u);
+    // Tap ky reaches here from output row (iy + PAD - ky) / STRIDE where that divides and the
+    // row exists: ky from ky0 to below ky1 in steps of STRIDE; kx alike.
+    let ty = iy + PAD;
+    let tx = ix + PAD;
+    let ky0 = first_tap(ty, HO);
+    let kx0 = first_tap(tx, WO);
+    let ky1 = min(K, ty + 1u);
+    let kx1 = min(K, tx + 1u);
     var acc = vec4<f32>(0.0);
     for (var co = 0u; co < COUT; co++) {
-        for (var ky = ky0; ky < ky1; ky++) {
+        for (var ky = ky0; ky < ky1; ky += STRIDE) {
             let w_row = p0 + W_OFF + ((co * CIN + ci) * K + ky) * K;
-            let d_row = d0 + ((co * HO + iy - ky) * WO + ix) * b4 + n4;
-            for (var kx = kx0; kx < kx1; kx++) {
-                acc += params[w_row + kx] * dy[d_row - kx * b4];
+            let oy = (ty - ky) / STRIDE;
+            var di = d0 + ((co * HO + oy) * WO + (tx - kx0) / STRIDE) * b4 + n4;
+            for (var kx = kx0; kx < kx1; kx += STRIDE) {
+                acc += params[w_row + kx] * dy[di];
+                di -= b4;
             }
         }
     }
@@ -116,9 +145,9 @@ fn conv_input_grad(
 }
 
 // Workgroup g < COUT * CIN * K * K: the gradient of weight g, the sum over samples and output
-// positions of dy[co, oy, ox] * x[ci, oy + ky, ox + kx]; the COUT workgroups after it: each
-// bias's gradient, the sum of dy over its channel. Each lane sums every WG-th vec4 of the
-// terms, then the lanes' sums meet in a tree. Grid: (x, y) cover the workgroups, z the model.
+// positions of dy[co, oy, ox] * x[ci, oy * STRIDE + ky - PAD, ox * STRIDE + kx - PAD] (zero in
+// the padding); the COUT workgroups after it: each bias's gradient, the sum of dy over its
+// channel. Each lane sums every WG-th vec4 of the terms, then the lanes' sums meet in a tree. Grid: (x, y) cover the workgroups, z the model.
 // WG is a power of two.
 @compute @workgroup_size(WG)
 fn conv_weight_grad(
@@ -147,8 +176,13 @@ fn conv_weight_grad(
             let pos = j / b4;
             let oy = pos / WO;
             let ox = pos % WO;
-            let xi = ((ci * H + oy + ky) * W + ox + kx) * b4 + n4;
-            acc += dy[d0 + co * terms + j] * x[x0 + xi];
+            // The input this output read through the tap, if it is not padding.
+            let sy = oy * STRIDE + ky;
+            let sx = ox * STRIDE + kx;
+            if (sy >= PAD && sx >= PAD && sy - PAD < H && sx - PAD < W) {
+                let xi = ((ci * H + sy - PAD) * W + sx - PAD) * b4 + n4;
+                acc += dy[d0 + co * terms + j] * x[x0 + xi];
+            }
         }
     } else {
         let co = g - weights;

@@ -1,46 +1,67 @@
-//! The CPU twins of the convolutional layers: Conv2d (square kernel, stride 1, no padding) by
+//! The CPU twins of the convolutional layers: Conv2d (square kernel, any stride and padding) by
 //! im2col and one product per sample, MaxPool2d 2x2 with PyTorch's tie rule, dropout's masks.
 //! Layouts are PyTorch's: activations `[batch, channels, height, width]`, a Conv2d's weight
 //! `[cout, cin, k, k]`. Sums over the batch run in sample order.
 
 use super::{Mat, MatMut, Real};
-use crate::model::Shape;
+use crate::model::{Conv2d, Shape};
 use crate::philox::Mask;
 
-/// `cols[(c, dy, dx), (y, x)] = x[c, y + dy, x + dx]` of one sample `[cin, h, w]`:
-/// `[cin * k * k, ho * wo]`.
-fn im2col<T: Real>(x: &[T], [cin, h, w]: Shape, k: usize, cols: &mut [T]) {
-    let (ho, wo) = (h - k + 1, w - k + 1);
-    let mut r = 0;
-    for c in 0..cin {
-        for dy in 0..k {
-            for dx in 0..k {
-                let row = &mut cols[r * ho * wo..(r + 1) * ho * wo];
-                for y in 0..ho {
-                    let src = &x[c * h * w + (y + dy) * w + dx..][..wo];
-                    row[y * wo..(y + 1) * wo].copy_from_slice(src);
-                }
-                r += 1;
+/// `cols[(c, ky, kx), (oy, ox)] = x[c, oy * stride + ky - pad, ox * stride + kx - pad]` of one
+/// sample `[cin, h, w]`, zero where that falls in the padding: `[cin * k * k, ho * wo]`.
+fn im2col<T: Real>(x: &[T], [cin, h, w]: Shape, conv: Conv2d, cols: &mut [T]) {
+    let (ho, wo) = out_hw(conv, h, w);
+    let hw = ho * wo;
+    for (r, row) in cols.chunks_mut(hw).take(cin * conv.k * conv.k).enumerate() {
+        let (c, ky, kx) = (r / (conv.k * conv.k), r / conv.k % conv.k, r % conv.k);
+        let plane = &x[c * h * w..(c + 1) * h * w];
+        if conv.stride == 1 && conv.pad == 0 {
+            // The recipes' convolutions: each output row is a run of the input row.
+            for y in 0..ho {
+                row[y * wo..(y + 1) * wo].copy_from_slice(&plane[(y + ky) * w + kx..][..wo]);
             }
+            continue;
+        }
+        for (i, v) in row.iter_mut().enumerate() {
+            *v = match tap(conv, (i / wo, ky, h), (i % wo, kx, w)) {
+                Some((iy, ix)) => plane[iy * w + ix],
+                None => T::default(),
+            };
         }
     }
 }
 
-/// The adjoint of [`im2col`]: adds each column entry back to the input element it came from.
-fn col2im_add<T: Real>(cols: &[T], [cin, h, w]: Shape, k: usize, dx: &mut [T]) {
-    let (ho, wo) = (h - k + 1, w - k + 1);
-    let mut r = 0;
-    for c in 0..cin {
-        for ky in 0..k {
-            for kx in 0..k {
-                let row = &cols[r * ho * wo..(r + 1) * ho * wo];
-                for y in 0..ho {
-                    let dst = &mut dx[c * h * w + (y + ky) * w + kx..][..wo];
-                    for (d, &v) in dst.iter_mut().zip(&row[y * wo..(y + 1) * wo]) {
-                        *d += v;
-                    }
-                }
-                r += 1;
+/// The input element an output position `o` reads through kernel tap `t` along each axis
+/// (`(o, t, n)`, `n` the input's extent), None where it falls in the padding.
+fn tap(
+    conv: Conv2d,
+    (oy, ky, h): (usize, usize, usize),
+    (ox, kx, w): (usize, usize, usize),
+) -> Option<(usize, usize)> {
+    let at = |o: usize, t: usize, n: usize| {
+        (o * conv.stride + t)
+            .checked_sub(conv.pad)
+            .filter(|&i| i < n)
+    };
+    Some((at(oy, ky, h)?, at(ox, kx, w)?))
+}
+
+fn out_hw(conv: Conv2d, h: usize, w: usize) -> (usize, usize) {
+    conv.out_hw(h, w)
+        .expect("a Conv2d's input was checked against it")
+}
+
+/// The adjoint of [`im2col`]: adds each column entry back to the input element it came from,
+/// in the order of the columns.
+fn col2im_add<T: Real>(cols: &[T], [cin, h, w]: Shape, conv: Conv2d, dx: &mut [T]) {
+    let (ho, wo) = out_hw(conv, h, w);
+    let hw = ho * wo;
+    for (r, row) in cols.chunks(hw).take(cin * conv.k * conv.k).enumerate() {
+        let (c, ky, kx) = (r / (conv.k * conv.k), r / conv.k % conv.k, r % conv.k);
+        let plane = &mut dx[c * h * w..(c + 1) * h * w];
+        for (i, &v) in row.iter().enumerate() {
+            if let Some((iy, ix)) = tap(conv, (i / wo, ky, h), (i % wo, kx, w)) {
+                plane[iy * w + ix] += v;
             }
         }
     }
@@ -75,14 +96,15 @@ pub fn conv2d_forward<T: Real>(
     (weight, bias): (&[T], &[T]),
     y: &mut [T],
     (x_shape, threads): (Shape, usize),
-    (cout, k): (usize, usize),
+    conv: Conv2d,
 ) {
     let [cin, h, w] = x_shape;
-    let (ckk, hw) = (cin * k * k, (h - k + 1) * (w - k + 1));
+    let (ho, wo) = out_hw(conv, h, w);
+    let (cout, ckk, hw) = (conv.cout, cin * conv.k * conv.k, ho * wo);
     per_sample(y, cout * hw, threads, |first, ys| {
         let mut cols = vec![T::default(); ckk * hw];
         for (j, yb) in ys.chunks_mut(cout * hw).enumerate() {
-            im2col(&x[(first + j) * cin * h * w..], x_shape, k, &mut cols);
+            im2col(&x[(first + j) * cin * h * w..], x_shape, conv, &mut cols);
             let (a, c) = (mat(weight, ckk, 1), mat(&cols, hw, 1));
             T::gemm_raw(cout, ckk, hw, a, c, mat_mut(yb, hw));
             for (row, &bo) in yb.chunks_mut(hw).zip(bias) {
@@ -106,17 +128,18 @@ pub fn conv2d_backward<T: Real>(
     dx: Option<&mut [T]>,
     batch: usize,
     (x_shape, threads): (Shape, usize),
-    (cout, k): (usize, usize),
+    conv: Conv2d,
 ) {
     let [cin, h, w] = x_shape;
-    let (ckk, hw) = (cin * k * k, (h - k + 1) * (w - k + 1));
+    let (ho, wo) = out_hw(conv, h, w);
+    let (cout, ckk, hw) = (conv.cout, cin * conv.k * conv.k, ho * wo);
     // Each sample's weight gradient alone, then their sum in sample order.
     let mut partial = vec![T::default(); batch * cout * ckk];
     per_sample(&mut partial, cout * ckk, threads, |first, parts| {
         let mut cols = vec![T::default(); ckk * hw];
         for (j, dw_b) in parts.chunks_mut(cout * ckk).enumerate() {
             let b = first + j;
-            im2col(&x[b * cin * h * w..], x_shape, k, &mut cols);
+            im2col(&x[b * cin * h * w..], x_shape, conv, &mut cols);
             let (a, c) = (mat(&dy[b * cout * hw..], hw, 1), mat(&cols, 1, hw));
             T::gemm_raw(cout, hw, ckk, a, c, mat_mut(dw_b, ckk));
         }
@@ -145,7 +168,7 @@ pub fn conv2d_backward<T: Real>(
                 );
                 T::gemm_raw(ckk, cout, hw, a, c, mat_mut(&mut cols, hw));
                 dxb.fill(T::default());
-                col2im_add(&cols, x_shape, k, dxb);
+                col2im_add(&cols, x_shape, conv, dxb);
             }
         });
     }

@@ -28,10 +28,10 @@ pub fn forward<T: Real>(
             linear_forward(x, w, b, &mut y, batch, (inp, out), false);
             y
         }
-        Layer::Conv2d { cout, k, cin } => {
-            let (w, b) = p.split_at(cout * cin * k * k);
+        Layer::Conv2d(conv) => {
+            let (w, b) = p.split_at(conv.weight_len());
             let mut y = vec![T::default(); batch * out];
-            conv2d_forward(x, (w, b), &mut y, (x_shape, pass.threads), (cout, k));
+            conv2d_forward(x, (w, b), &mut y, (x_shape, pass.threads), conv);
             y
         }
         Layer::MaxPool2d => unreachable!("taken above"),
@@ -94,12 +94,12 @@ pub fn backward<T: Real>(
             );
             dx
         }
-        Layer::Conv2d { cin, cout, k } => {
-            let (gw, gb) = g.split_at_mut(cout * cin * k * k);
+        Layer::Conv2d(conv) => {
+            let (gw, gb) = g.split_at_mut(conv.weight_len());
             let dx_wanted = input.then_some(&mut dx[..]);
-            let w = &p[..cout * cin * k * k];
+            let w = &p[..conv.weight_len()];
             let shape = (x_shape, pass.threads);
-            conv2d_backward(&dy, x, w, (gw, gb), dx_wanted, batch, shape, (cout, k));
+            conv2d_backward(&dy, x, w, (gw, gb), dx_wanted, batch, shape, conv);
             dx
         }
         Layer::MaxPool2d => {

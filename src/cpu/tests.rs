@@ -60,22 +60,14 @@ fn finite_difference_gradient_check_of_any_list() {
 /// shapes, with the masks of one step drawn: the same masks in both differences.
 #[test]
 fn finite_difference_gradient_check_of_a_cnn() {
-    use crate::model::{DropP, Layer::*};
+    use crate::model::{Conv2d as Conv, DropP, Layer::*};
     let (half, third) = (DropP::new(0.5).unwrap(), DropP::new(0.3).unwrap());
     let layers = vec![
-        Conv2d {
-            cin: 2,
-            cout: 3,
-            k: 3,
-        },
+        Conv2d(Conv::new(2, 3, 3)),
         MaxPool2d,
         Relu,
         Dropout2d(half),
-        Conv2d {
-            cin: 3,
-            cout: 4,
-            k: 2,
-        },
+        Conv2d(Conv::new(3, 4, 2)),
         Flatten,
         Linear { inp: 16, out: 12 },
         Relu,
@@ -92,6 +84,51 @@ fn finite_difference_gradient_check_of_a_cnn() {
     };
     let worst = worst_gradient_error(&arch, Some(mask));
     assert!(worst < 1e-5, "largest relative gradient error {worst}");
+}
+
+/// Strided and padded convolutions, whose taps fall in the padding and skip input rows.
+#[test]
+fn finite_difference_gradient_check_of_strided_padded_convolutions() {
+    use crate::model::{Conv2d as Conv, Layer::*};
+    let strided = |cin, cout, k, stride, pad| Conv {
+        cin,
+        cout,
+        k,
+        stride,
+        pad,
+    };
+    let layers = vec![
+        Conv2d(strided(2, 3, 3, 2, 1)),
+        Relu,
+        Conv2d(strided(3, 2, 2, 1, 1)),
+        Flatten,
+        Linear { inp: 40, out: 10 },
+        LogSoftmax,
+    ];
+    let arch = Arch::from_layers([2, 7, 6], layers).unwrap();
+    assert_eq!(arch.shapes()[1], [3, 4, 3]);
+    assert_eq!(arch.shapes()[3], [2, 5, 4]);
+    let worst = worst_gradient_error(&arch, None);
+    assert!(worst < 1e-5, "largest relative gradient error {worst}");
+}
+
+/// `nn.Conv2d(1, 1, 3, stride=2, padding=1)` with weights of one and bias 0.5 on 1..9 in a
+/// 3x3 image: each output is 0.5 plus the four inputs its window covers inside the image.
+#[test]
+fn a_padded_strided_convolution_by_hand() {
+    use crate::cpu::conv::conv2d_forward;
+    use crate::model::Conv2d;
+    let conv = Conv2d {
+        cin: 1,
+        cout: 1,
+        k: 3,
+        stride: 2,
+        pad: 1,
+    };
+    let x: Vec<f64> = (1..=9).map(f64::from).collect();
+    let mut y = vec![0.0; 4];
+    conv2d_forward(&x, (&[1.0; 9], &[0.5]), &mut y, ([1, 3, 3], 1), conv);
+    assert_eq!(y, [12.5, 16.5, 24.5, 28.5]);
 }
 
 /// A convolution spreads its samples over threads: the same bits on any number of them.

@@ -86,8 +86,8 @@ impl DeviceLayout {
                     at = bias(&mut blocks, l.b_off, out);
                     Some((l.w_off, l.b_off))
                 }
-                Layer::Conv2d { cin, cout, k } => {
-                    let n = cout * cin * k * k;
+                Layer::Conv2d(conv) => {
+                    let (n, cout) = (conv.weight_len(), conv.cout);
                     let (w_off, b_off) = (at, at + pad4(n));
                     blocks.push(Block {
                         rows: 1,

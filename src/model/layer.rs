@@ -28,14 +28,55 @@ impl DropP {
     }
 }
 
+/// `nn.Conv2d(cin, cout, k, stride, padding)` with a square kernel and the same stride and
+/// zero padding along both axes: weight `[cout, cin, k, k]`, bias `[cout]`. The recipes'
+/// convolutions are [`Conv2d::new`]'s (stride 1, no padding); the CPU twin, the WGSL kernel
+/// and their check take the stride and padding as values, so another convolution is a value
+/// of this type, not a new kernel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Conv2d {
+    pub cin: usize,
+    pub cout: usize,
+    pub k: usize,
+    pub stride: usize,
+    pub pad: usize,
+}
+
+impl Conv2d {
+    /// `nn.Conv2d(cin, cout, k)`: stride 1, no padding.
+    pub const fn new(cin: usize, cout: usize, k: usize) -> Conv2d {
+        Conv2d {
+            cin,
+            cout,
+            k,
+            stride: 1,
+            pad: 0,
+        }
+    }
+
+    /// The output's height and width for an input of `h` by `w`, PyTorch's
+    /// `(h + 2 * pad - k) / stride + 1`; None where the kernel does not fit once, or the
+    /// padding is more than half the kernel (which PyTorch refuses).
+    pub fn out_hw(&self, h: usize, w: usize) -> Option<(usize, usize)> {
+        let fits = |n: usize| n + 2 * self.pad >= self.k;
+        let ok = self.k > 0 && self.stride > 0 && 2 * self.pad <= self.k && fits(h) && fits(w);
+        let out = |n: usize| (n + 2 * self.pad - self.k) / self.stride + 1;
+        ok.then(|| (out(h), out(w)))
+    }
+
+    /// Floats of the weight.
+    pub fn weight_len(&self) -> usize {
+        self.cout * self.cin * self.k * self.k
+    }
+}
+
 /// One module of the model, as PyTorch names it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Layer {
     /// `nn.Linear(inp, out)` on a flat input: weight `[out, inp]`, bias `[out]`.
     Linear { inp: usize, out: usize },
-    /// `nn.Conv2d(cin, cout, k)`: a square kernel, stride 1, no padding; weight
-    /// `[cout, cin, k, k]`, bias `[cout]`.
-    Conv2d { cin: usize, cout: usize, k: usize },
+    /// `nn.Conv2d`, see [`Conv2d`].
+    Conv2d(Conv2d),
     /// `nn.MaxPool2d(2)` (`F.max_pool2d(x, 2)`): 2x2 windows, stride 2, an odd last row or
     /// column dropped.
     MaxPool2d,
@@ -57,7 +98,7 @@ impl Layer {
     pub fn params(&self) -> Vec<(&'static str, Vec<usize>)> {
         match *self {
             Layer::Linear { inp, out } => vec![("weight", vec![out, inp]), ("bias", vec![out])],
-            Layer::Conv2d { cin, cout, k } => {
+            Layer::Conv2d(Conv2d { cin, cout, k, .. }) => {
                 vec![("weight", vec![cout, cin, k, k]), ("bias", vec![cout])]
             }
             _ => Vec::new(),
@@ -81,10 +122,10 @@ impl Layer {
                 "{self} takes a flat input, not {c}x{h}x{w} (put Flatten before it)"
             )),
             Layer::Linear { .. } => Err(format!("{self} follows a layer of {c} outputs")),
-            Layer::Conv2d { cin, k, cout } if c == cin && h >= k && w >= k && k > 0 => {
-                Ok([cout, h - k + 1, w - k + 1])
-            }
-            Layer::Conv2d { .. } => Err(format!("{self} cannot take {c}x{h}x{w}")),
+            Layer::Conv2d(conv) => match conv.out_hw(h, w) {
+                Some((ho, wo)) if c == conv.cin => Ok([conv.cout, ho, wo]),
+                _ => Err(format!("{self} cannot take {c}x{h}x{w}")),
+            },
             Layer::MaxPool2d if h >= 2 && w >= 2 => Ok([c, h / 2, w / 2]),
             Layer::MaxPool2d => Err(format!("{self} cannot take {c}x{h}x{w}")),
             Layer::Flatten => Ok([c * h * w, 1, 1]),
@@ -99,7 +140,7 @@ impl Layer {
     pub(super) fn init(&self, rng: &mut Rng, p: &mut [f32]) {
         let fan_in = match *self {
             Layer::Linear { inp, .. } => inp,
-            Layer::Conv2d { cin, k, .. } => cin * k * k,
+            Layer::Conv2d(Conv2d { cin, k, .. }) => cin * k * k,
             _ => return,
         };
         let bound = (1.0 / (fan_in as f64).sqrt()) as f32;
@@ -113,7 +154,7 @@ impl Layer {
         let out = self.output(x).map_or(0, |s| s.iter().product());
         match *self {
             Layer::Linear { inp, out } => inp * out,
-            Layer::Conv2d { cin, k, .. } => out * cin * k * k,
+            Layer::Conv2d(Conv2d { cin, k, .. }) => out * cin * k * k,
             _ => 0,
         }
     }
@@ -128,12 +169,22 @@ impl Layer {
     }
 }
 
-/// As PyTorch prints the module: `Linear(784, 128)`, `Conv2d(1, 10, 5)`, `ReLU()`.
+/// As PyTorch's constructors read: `Linear(784, 128)`, `Conv2d(1, 10, 5)`,
+/// `Conv2d(1, 8, 3, stride=2, padding=1)`, `ReLU()`.
 impl std::fmt::Display for Layer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Layer::Linear { inp, out } => write!(f, "Linear({inp}, {out})"),
-            Layer::Conv2d { cin, cout, k } => write!(f, "Conv2d({cin}, {cout}, {k})"),
+            Layer::Conv2d(c) => {
+                write!(f, "Conv2d({}, {}, {}", c.cin, c.cout, c.k)?;
+                if c.stride != 1 {
+                    write!(f, ", stride={}", c.stride)?;
+                }
+                if c.pad != 0 {
+                    write!(f, ", padding={}", c.pad)?;
+                }
+                write!(f, ")")
+            }
             Layer::MaxPool2d => write!(f, "MaxPool2d(2)"),
             Layer::Relu => write!(f, "ReLU()"),
             Layer::Dropout(p) => write!(f, "Dropout({})", p.get()),

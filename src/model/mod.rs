@@ -10,7 +10,7 @@
 mod layer;
 mod nets;
 
-pub use layer::{DropP, Layer, Shape};
+pub use layer::{Conv2d, DropP, Layer, Shape};
 
 use crate::rng::{INIT_STREAM, Rng};
 
@@ -258,11 +258,7 @@ mod tests {
         assert!(err(vec![lin(6, 5), Layer::LogSoftmax, Layer::LogSoftmax]).contains("only"));
         assert!(err(vec![lin(6, 5), Layer::LogSoftmax, lin(5, 3)]).contains("only"));
         assert!(err(Vec::new()).contains("ends with"));
-        let conv = Layer::Conv2d {
-            cin: 1,
-            cout: 2,
-            k: 3,
-        };
+        let conv = Layer::Conv2d(Conv2d::new(1, 2, 3));
         assert_eq!(
             Arch::from_layers([1, 5, 5], vec![conv, Layer::LogSoftmax]).unwrap_err(),
             "a model ends with LogSoftmax, and has it only there, on a flat vector"

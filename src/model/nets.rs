@@ -1,12 +1,12 @@
 //! The models of the recipes: the tutorial's MLP and the two CNNs of PyTorch's MNIST example.
 
-use super::{Arch, DropP, Layer};
+use super::{Arch, Conv2d, DropP, Layer};
 
 const fn lin(inp: usize, out: usize) -> Layer {
     Layer::Linear { inp, out }
 }
 const fn conv(cin: usize, cout: usize, k: usize) -> Layer {
-    Layer::Conv2d { cin, cout, k }
+    Layer::Conv2d(Conv2d::new(cin, cout, k))
 }
 fn drop(p: f64) -> DropP {
     DropP::new(p).expect("a recipe's dropout is a probability")

@@ -63,7 +63,7 @@ mod tests {
     use std::collections::BTreeMap;
 
     use super::super::{from_bytes, to_bytes};
-    use crate::model::{Arch, Layer};
+    use crate::model::{Arch, Conv2d, Layer};
 
     #[test]
     fn a_cnn_file_round_trips_and_an_unknown_one_is_refused() {
@@ -73,14 +73,7 @@ mod tests {
         let m = from_bytes(&bytes, 784, 10).unwrap();
         assert_eq!((m.arch, m.params), (a, p));
         // conv1 of 12 channels: the keys of cnn-small, not its shapes.
-        let layers = vec![
-            Layer::Conv2d {
-                cin: 1,
-                cout: 12,
-                k: 5,
-            },
-            Layer::Flatten,
-        ];
+        let layers = vec![Layer::Conv2d(Conv2d::new(1, 12, 5)), Layer::Flatten];
         let names = vec!["conv1".to_string(), "view".to_string()];
         let mut layers_all = layers;
         layers_all.extend([

@@ -10,7 +10,7 @@
 pub mod walk;
 
 use crate::gpu::layout::{DeviceLayout, LayerAt};
-use crate::model::{Arch, Layer, Shape};
+use crate::model::{Arch, Conv2d, Layer, Shape};
 
 /// What the walk dispatches for one layer, or two: a Linear takes the ReLU after it into its
 /// own kernels, and the last Linear the LogSoftmax (with NLLLoss, when training).
@@ -23,8 +23,7 @@ pub enum Op {
     },
     Conv {
         x_shape: Shape,
-        cout: usize,
-        k: usize,
+        layer: Conv2d,
         w_off: usize,
         b_off: usize,
     },
@@ -127,13 +126,12 @@ fn op_at(
     let layers = arch.layers();
     let op = match layers[i] {
         Layer::Linear { .. } => return linear_op(layout, i, relu_in).map(Some),
-        Layer::Conv2d { cout, k, .. } => {
+        Layer::Conv2d(layer) => {
             let (w_off, b_off) = layout.tensors[i].expect("a Conv2d has tensors");
             (
                 Op::Conv {
                     x_shape,
-                    cout,
-                    k,
+                    layer,
                     w_off,
                     b_off,
                 },
@@ -234,11 +232,7 @@ mod tests {
     fn a_linear_reading_no_relu_is_refused() {
         let lin = |inp, out| Layer::Linear { inp, out };
         let layers = vec![
-            Layer::Conv2d {
-                cin: 1,
-                cout: 2,
-                k: 3,
-            },
+            Layer::Conv2d(Conv2d::new(1, 2, 3)),
             Layer::Flatten,
             lin(2 * 4 * 4, 5),
             Layer::Relu,

@@ -133,8 +133,7 @@ impl Walk<'_> {
     fn conv(&self, op: Op) -> Conv<'_> {
         let Op::Conv {
             x_shape,
-            cout,
-            k,
+            layer,
             w_off,
             b_off,
         } = op
@@ -144,8 +143,7 @@ impl Walk<'_> {
         let (bp, params, axis) = (self.v.bp, self.w.params, self.axis);
         Conv {
             x_shape,
-            cout,
-            k,
+            layer,
             w_off,
             b_off,
             bp,

@@ -1,5 +1,5 @@
-//! Conv2d (square kernel, stride 1, no padding) on feature-major activations: forward, the
-//! input's gradient and the weight and bias gradients (shaders/conv.wgsl). CPU twins:
+//! Conv2d (square kernel, any stride and zero padding) on feature-major activations: forward,
+//! the input's gradient and the weight and bias gradients (shaders/conv.wgsl). CPU twins:
 //! `cpu::conv::conv2d_forward`, `cpu::conv::conv2d_backward`.
 
 use anyhow::Result;
@@ -12,16 +12,15 @@ use crate::gpu::dispatch::{Bind, Dispatch, DispatchDesc, ModelAxis, flat_grid, n
 use crate::gpu::dispatch::{need_batch, need_vec4};
 use crate::gpu::layout::pad4;
 use crate::gpu::ops::{Modules, WG};
-use crate::model::Shape;
+use crate::model::{Conv2d, Layer, Shape};
 use crate::rng::Rng;
 
 /// One Conv2d of a model on the device.
 #[derive(Clone, Copy, Debug)]
 pub struct Conv<'a> {
-    /// The input sample's shape `[cin, h, w]`, and the layer's `cout` and `k`.
+    /// The input sample's shape `[cin, h, w]`, and the layer.
     pub x_shape: Shape,
-    pub cout: usize,
-    pub k: usize,
+    pub layer: Conv2d,
     /// weight [cout, cin, k, k] at `w_off`, bias [cout] at `b_off`, in floats
     pub w_off: usize,
     pub b_off: usize,
@@ -32,18 +31,28 @@ pub struct Conv<'a> {
 }
 
 impl<'a> Conv<'a> {
-    fn out_len(&self) -> usize {
+    fn out_hw(&self) -> (usize, usize) {
         let [_, h, w] = self.x_shape;
-        self.cout * (h - self.k + 1) * (w - self.k + 1)
+        self.layer
+            .out_hw(h, w)
+            .expect("a Conv2d's input was checked against it")
+    }
+
+    fn out_len(&self) -> usize {
+        let (ho, wo) = self.out_hw();
+        self.layer.cout * ho * wo
     }
 
     fn constants(&self) -> Vec<(&'static str, f64)> {
         let [cin, h, w] = self.x_shape;
-        let (ho, wo) = (h - self.k + 1, w - self.k + 1);
+        let (ho, wo) = self.out_hw();
+        let l = self.layer;
         [
             ("CIN", cin),
-            ("COUT", self.cout),
-            ("K", self.k),
+            ("COUT", l.cout),
+            ("K", l.k),
+            ("STRIDE", l.stride),
+            ("PAD", l.pad),
             ("H", h),
             ("W", w),
             ("HO", ho),
@@ -67,12 +76,13 @@ impl<'a> Conv<'a> {
     ) -> Result<()> {
         let models = self.axis.models;
         let [cin, h, w] = self.x_shape;
-        let stride = self.axis.params.max(self.b_off + self.cout);
+        let end = self.b_off + self.layer.cout;
+        let stride = self.axis.params.max(end);
         need(
             label,
             "params",
             self.params,
-            4 * ((models - 1) * stride + self.b_off + self.cout),
+            4 * ((models - 1) * stride + end),
         )?;
         need_batch(label, self.bp)?;
         need_vec4(label, x.0, x.1, models * cin * h * w * self.bp)?;
@@ -150,8 +160,7 @@ impl<'a> Conv<'a> {
     ) -> Result<Dispatch> {
         self.check_sizes(label, ("x", x), ("dy", dy))?;
         need(label, "grads", grads, self.params.size() as usize)?;
-        let [cin, ..] = self.x_shape;
-        let tensors = self.cout * cin * self.k * self.k + self.cout;
+        let tensors = self.layer.weight_len() + self.layer.cout;
         let grid = flat_grid(tensors, 1, self.axis.models);
         let b = [
             (1, Bind::Read(x)),
@@ -164,25 +173,33 @@ impl<'a> Conv<'a> {
 
 /// Every entry point against the CPU twin in f64, two models with their own data and tensors
 /// at an offset, on shapes no tile divides: 1 -> 3 channels 5x5 on 9x8, 2 -> 5 3x3 on 7x6,
-/// 3 -> 2 1x1 on 4x5, batches of 4, 8 and 12 columns (whole vec4).
+/// 3 -> 2 1x1 on 4x5 (the recipes' stride 1, no padding), and 2 -> 3 3x3 stride 2 padding 1
+/// on 7x6, 1 -> 2 4x4 stride 3 padding 2 on 9x7 (windows that overlap the padding and skip
+/// input rows); batches of 4, 8 and 12 columns (whole vec4).
 pub async fn checks(gpu: &Gpu, m: &Modules) -> Vec<Check> {
+    let strided = |cin, cout, k, stride, pad| Conv2d {
+        cin,
+        cout,
+        k,
+        stride,
+        pad,
+    };
     let mut all: Pending<'_> = Vec::new();
-    for (i, (x_shape, cout, k, bp)) in [
-        ([1, 9, 8], 3, 5, 4),
-        ([2, 7, 6], 5, 3, 8),
-        ([3, 4, 5], 2, 1, 12),
+    for (i, (x_shape, layer, bp)) in [
+        ([1, 9, 8], Conv2d::new(1, 3, 5), 4),
+        ([2, 7, 6], Conv2d::new(2, 5, 3), 8),
+        ([3, 4, 5], Conv2d::new(3, 2, 1), 12),
+        ([2, 7, 6], strided(2, 3, 3, 2, 1), 8),
+        ([1, 9, 7], strided(1, 2, 4, 3, 2), 4),
     ]
     .into_iter()
     .enumerate()
     {
         all.push(Box::pin(async move {
-            let shape = format!(
-                "{}x{}x{} -> {cout} k{k}, batch {bp}, 2 models",
-                x_shape[0], x_shape[1], x_shape[2]
-            );
-            check_one(gpu, m, (x_shape, cout, k, bp), i as u64)
+            let c = Case::new((x_shape, layer, bp), i as u64);
+            check_one(gpu, m, &c)
                 .await
-                .unwrap_or_else(|e| vec![Tally::broken("conv2d", shape, e)])
+                .unwrap_or_else(|e| vec![Tally::broken("conv2d", c.shape(), e)])
         }));
     }
     together(all).await
@@ -196,33 +213,11 @@ struct Twin {
     dy: Vec<f64>,
 }
 
-/// (y, dw, db, dx) of the CPU twin for `t`.
-fn twin(t: &Twin, x_shape: Shape, (cout, k, batch): (usize, usize, usize)) -> [Vec<f64>; 4] {
-    let [cin, h, w] = x_shape;
-    let out = cout * (h - k + 1) * (w - k + 1);
-    let mut y = vec![0.0; batch * out];
-    conv2d_forward(&t.x, (&t.w, &t.b), &mut y, (x_shape, 1), (cout, k));
-    let (mut dw, mut db) = (vec![0.0; t.w.len()], vec![0.0; cout]);
-    let mut dx = vec![0.0; batch * cin * h * w];
-    conv2d_backward(
-        &t.dy,
-        &t.x,
-        &t.w,
-        (&mut dw, &mut db),
-        Some(&mut dx),
-        batch,
-        (x_shape, 1),
-        (cout, k),
-    );
-    [y, dw, db, dx]
-}
-
 /// One check's data: two models' tensors, each model's block `stride` floats, its weight and
 /// bias 4 floats in so that offsets are exercised, and random X^T and dY^T.
 struct Case {
     x_shape: Shape,
-    cout: usize,
-    k: usize,
+    layer: Conv2d,
     bp: usize,
     models: usize,
     w_off: usize,
@@ -234,28 +229,23 @@ struct Case {
 }
 
 impl Case {
-    fn new((x_shape, cout, k, bp): (Shape, usize, usize, usize), seed: u64) -> Case {
+    fn new((x_shape, layer, bp): (Shape, Conv2d, usize), seed: u64) -> Case {
         let mut rng = Rng::new(31 + seed, 0);
         let [cin, h, w] = x_shape;
-        let wlen = cout * cin * k * k;
+        let (wlen, cout) = (layer.weight_len(), layer.cout);
         let (w_off, b_off) = (4, 4 + pad4(wlen));
         let (stride, models) = (b_off + pad4(cout) + 4, 2);
+        let (ho, wo) = layer.out_hw(h, w).expect("a check's shapes fit");
         let mut params = vec![0f32; models * stride];
         let x = random(&mut rng, models * cin * h * w * bp, -1.0, 1.0);
-        let dy = random(
-            &mut rng,
-            models * cout * (h - k + 1) * (w - k + 1) * bp,
-            -1.0,
-            1.0,
-        );
+        let dy = random(&mut rng, models * cout * ho * wo * bp, -1.0, 1.0);
         for p in params.chunks_mut(stride) {
             p[w_off..w_off + wlen].copy_from_slice(&random(&mut rng, wlen, -0.5, 0.5));
             p[b_off..b_off + cout].copy_from_slice(&random(&mut rng, cout, -0.5, 0.5));
         }
         Case {
             x_shape,
-            cout,
-            k,
+            layer,
             bp,
             models,
             w_off,
@@ -267,17 +257,23 @@ impl Case {
         }
     }
 
+    /// Floats of (the weight, an input sample, an output sample).
     fn lens(&self) -> (usize, usize, usize) {
         let [cin, h, w] = self.x_shape;
-        let out = self.cout * (h - self.k + 1) * (w - self.k + 1);
-        (self.cout * cin * self.k * self.k, cin * h * w, out)
+        let (ho, wo) = self.layer.out_hw(h, w).expect("a check's shapes fit");
+        (
+            self.layer.weight_len(),
+            cin * h * w,
+            self.layer.cout * ho * wo,
+        )
     }
 
     fn shape(&self) -> String {
         let [cin, h, w] = self.x_shape;
         format!(
-            "{cin}x{h}x{w} -> {} k{}, batch {}, 2 models",
-            self.cout, self.k, self.bp
+            "{cin}x{h}x{w} {}, batch {}, 2 models",
+            Layer::Conv2d(self.layer),
+            self.bp
         )
     }
 
@@ -290,10 +286,34 @@ impl Case {
         let f = |v: &[f32]| if abs { wide_abs(v) } else { wide(v) };
         Twin {
             w: f(&p[self.w_off..self.w_off + wlen]),
-            b: f(&p[self.b_off..self.b_off + self.cout]),
+            b: f(&p[self.b_off..self.b_off + self.layer.cout]),
             x: f(&at(&self.x, inputs)),
             dy: f(&at(&self.dy, out)),
         }
+    }
+
+    /// (y, dw, db, dx) of the CPU twin for model `model`'s tensors.
+    fn expect(&self, model: usize, abs: bool) -> [Vec<f64>; 4] {
+        let t = self.twin(model, abs);
+        let (_, inputs, out) = self.lens();
+        let bp = self.bp;
+        let mut y = vec![0.0; bp * out];
+        conv2d_forward(&t.x, (&t.w, &t.b), &mut y, (self.x_shape, 1), self.layer);
+        let (mut dw, mut db) = (vec![0.0; t.w.len()], vec![0.0; self.layer.cout]);
+        let mut dx = vec![0.0; bp * inputs];
+        let grads = (&mut dw[..], &mut db[..]);
+        let shape = (self.x_shape, 1);
+        conv2d_backward(
+            &t.dy,
+            &t.x,
+            &t.w,
+            grads,
+            Some(&mut dx),
+            bp,
+            shape,
+            self.layer,
+        );
+        [y, dw, db, dx]
     }
 }
 
@@ -315,11 +335,10 @@ async fn run(gpu: &Gpu, m: &Modules, c: &Case) -> Result<[Vec<f32>; 3]> {
         params: c.stride,
         order: 0,
     };
-    let (x_shape, cout, k, w_off, b_off) = (c.x_shape, c.cout, c.k, c.w_off, c.b_off);
+    let (x_shape, layer, w_off, b_off) = (c.x_shape, c.layer, c.w_off, c.b_off);
     let conv = Conv {
         x_shape,
-        cout,
-        k,
+        layer,
         w_off,
         b_off,
         bp,
@@ -344,22 +363,15 @@ async fn run(gpu: &Gpu, m: &Modules, c: &Case) -> Result<[Vec<f32>; 3]> {
     ])
 }
 
-async fn check_one(
-    gpu: &Gpu,
-    m: &Modules,
-    shape: (Shape, usize, usize, usize),
-    seed: u64,
-) -> Result<Vec<Check>> {
-    let c = Case::new(shape, seed);
-    let [y, dx, g] = run(gpu, m, &c).await?;
+async fn check_one(gpu: &Gpu, m: &Modules, c: &Case) -> Result<Vec<Check>> {
+    let [y, dx, g] = run(gpu, m, c).await?;
     let (_, inputs, out) = c.lens();
     let [cin, ..] = c.x_shape;
-    let (bp, k, cout) = (c.bp, c.k, c.cout);
+    let (bp, k, cout) = (c.bp, c.layer.k, c.layer.cout);
     let mut t = ["conv2d forward", "conv2d input grad"].map(|name| Tally::new(name, c.shape()));
     let mut tw = Tally::new("conv2d weight+bias grad", c.shape());
     for model in 0..c.models {
-        let want = twin(&c.twin(model, false), c.x_shape, (cout, k, bp));
-        let scale = twin(&c.twin(model, true), c.x_shape, (cout, k, bp));
+        let (want, scale) = (c.expect(model, false), c.expect(model, true));
         // Forward and input gradient: the kernel's feature-major [n, bp], the twin's [bp, n].
         for (which, (got, n, terms, idx)) in [
             (&y, out, cin * k * k + 1, 0),
