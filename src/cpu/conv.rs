@@ -59,6 +59,15 @@ fn col2im_add<T: Real>(cols: &[T], [cin, h, w]: Shape, conv: Conv2d, dx: &mut [T
     for (r, row) in cols.chunks(hw).take(cin * conv.k * conv.k).enumerate() {
         let (c, ky, kx) = (r / (conv.k * conv.k), r / conv.k % conv.k, r % conv.k);
         let plane = &mut dx[c * h * w..(c + 1) * h * w];
+        if conv.stride == 1 && conv.pad == 0 {
+            for (y, src) in row.chunks(wo).enumerate() {
+                let dst = &mut plane[(y + ky) * w + kx..][..wo];
+                for (d, &v) in dst.iter_mut().zip(src) {
+                    *d += v;
+                }
+            }
+            continue;
+        }
         for (i, &v) in row.iter().enumerate() {
             if let Some((iy, ix)) = tap(conv, (i / wo, ky, h), (i % wo, kx, w)) {
                 plane[iy * w + ix] += v;
