@@ -5,13 +5,13 @@
 // padding zero in all of them, so it stays zero): on llvmpipe every load whose address differs
 // per invocation is a loop over the lanes, and a vec4 makes it one loop per four parameters.
 // Grid: one invocation per vec4, over a 2-D grid of ROW_GROUPS workgroups per row. A set of
-// models is one flat run of COUNT4 vec4, model after model (P_STRIDE4 each), each model with
+// models is one flat run of COUNT4 vec4, model after model (P_STRIDE floats each), each model with
 // its own hyper-parameters from `hyper`. CPU twin: `optim::step`.
 //#import step.wgsl
 //#import optimizer_rule.wgsl
 
 override COUNT4: u32;
-override P_STRIDE4: u32;
+override P_STRIDE: u32;
 override WG: u32;
 override ROW_GROUPS: u32;
 
@@ -32,6 +32,6 @@ fn optimizer_step_all(@builtin(global_invocation_id) gid: vec3<u32>) {
     if (i >= COUNT4) {
         return;
     }
-    H = hyper[i / P_STRIDE4];
+    H = hyper[i / (P_STRIDE / 4u)];
     optimizer_step(i, grads[i]);
 }

@@ -140,8 +140,11 @@ fn gpu_failures_are_one_line_errors() {
     let state = mnist_wgpu::gpu::buffers::OptimizerState::new(&gpu, sgd, 8);
     let steps = mnist_wgpu::gpu::check::steps_buffer(&gpu, 1, 1, |_| [1.0, 1.0]);
     let step = OptimizerStep {
-        len: 8,
-        models: 1,
+        axis: mnist_wgpu::gpu::dispatch::ModelAxis {
+            models: 1,
+            params: 8,
+            order: 0,
+        },
         hyper: &hyper,
         params: &small,
         grads: &a,

@@ -296,10 +296,14 @@ pub fn need_batch(label: &str, bp: usize) -> Result<()> {
     Ok(())
 }
 
-/// Where a set of models sits in a layered dispatch's buffers: the grid's z is the model;
-/// model k's parameters (and gradients, momentum) are `params` floats after model k-1's, its
-/// order `order` entries after (0: one order shared), and its activations one whole tensor
-/// after. One model: [`ModelAxis::ONE`].
+/// Where a set of models sits in the buffers: the one statement of every per-model stride, which
+/// every kernel takes through [`ModelAxis::p_stride`] and [`ModelAxis::o_stride`] and every
+/// launcher's size check through
+/// [`ModelAxis::need_params`] and [`ModelAxis::need_acts`]. The grid's z is the model (the
+/// optimizer's flat run aside); model k's parameters, gradients and optimizer state are
+/// `params` floats after model k-1's (`P_STRIDE`), its order `order` entries after (`O_STRIDE`;
+/// 0: one order shared), its hyper-parameters one vec4 after, and its activations one whole
+/// tensor after. One model: [`ModelAxis::ONE`].
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct ModelAxis {
     pub models: usize,
@@ -313,6 +317,45 @@ impl ModelAxis {
         params: 0,
         order: 0,
     };
+
+    /// The parameters' stride as the kernels' override constant `P_STRIDE`, in floats.
+    pub fn p_stride(&self) -> (&'static str, f64) {
+        ("P_STRIDE", self.params as f64)
+    }
+
+    /// The orders' stride as the kernels' override constant `O_STRIDE`, in entries.
+    pub fn o_stride(&self) -> (&'static str, f64) {
+        ("O_STRIDE", self.order as f64)
+    }
+
+    /// A launcher's precondition: a parameter-shaped `buffer` (parameters, gradients, state)
+    /// reaches float `end` of the last model's block.
+    pub fn need_params(
+        &self,
+        label: &str,
+        name: &str,
+        buffer: &wgpu::Buffer,
+        end: usize,
+    ) -> Result<()> {
+        ensure!(
+            self.models >= 1
+                && self.params.is_multiple_of(4)
+                && (self.models == 1 || end <= self.params),
+            "{label}: {self:?} cannot hold {name} up to float {end}"
+        );
+        need_vec4(label, name, buffer, (self.models - 1) * self.params + end)
+    }
+
+    /// A launcher's precondition: an activation `buffer` holds `floats` for every model.
+    pub fn need_acts(
+        &self,
+        label: &str,
+        name: &str,
+        buffer: &wgpu::Buffer,
+        floats: usize,
+    ) -> Result<()> {
+        need_vec4(label, name, buffer, self.models * floats)
+    }
 }
 
 /// A launcher's precondition: `buffer` holds at least `bytes`.

@@ -16,7 +16,7 @@ use crate::gpu::buffers::{
     Built, OptimizerState, Split, StepInputs, Verdicts, Weights, init, normalisation_table, zeros,
 };
 use crate::gpu::device::Gpu;
-use crate::gpu::dispatch::{Bind, Dispatch, DispatchDesc, need, need_batch, need_vec4};
+use crate::gpu::dispatch::{Bind, Dispatch, DispatchDesc, ModelAxis, need, need_batch, need_vec4};
 use crate::gpu::layout::{DeviceLayout, LayerRow, layer_rows, pad4};
 use crate::gpu::ops::Modules;
 use crate::gpu::plan::PerSample;
@@ -107,14 +107,24 @@ impl FusedActs {
         Ok(dz)
     }
 
-    /// The strides between models the kernels take (`layer_table.wgsl`).
+    /// The set's axis: parameters `params_floats` apart, orders `order` apart.
+    fn axis(&self, order: usize) -> ModelAxis {
+        ModelAxis {
+            models: self.models,
+            params: self.params_floats,
+            order,
+        }
+    }
+
+    /// The strides between models the kernels take (`layer_table.wgsl`): the parameters' from
+    /// the set's axis; the activation and gradient rows' are the per-sample table's own.
     fn strides(&self) -> [(&'static str, f64); 3] {
         let dz = match self.dz {
             Some(_) => self.dz_floats,
             None => 0,
         };
         [
-            ("P_STRIDE", self.params_floats as f64),
+            self.axis(0).p_stride(),
             ("A_STRIDE", self.act_floats as f64),
             ("D_STRIDE", dz as f64),
         ]
@@ -167,14 +177,14 @@ impl FusedSample<'_> {
             a.bp,
             shape.samples
         );
-        need_vec4(label, "params", self.params, models * a.params_floats)?;
-        need_vec4(label, "activation rows", &a.acts, models * a.act_floats)?;
-        need(label, "normalisation table", self.norm, 256 * 4)?;
         // Training reads each model's order; evaluation one order for all.
-        let order_stride = match self.outputs {
+        let x = a.axis(match self.outputs {
             SampleOutputs::Train => s.len,
             SampleOutputs::Eval { .. } => 0,
-        };
+        });
+        x.need_params(label, "params", self.params, a.params_floats)?;
+        x.need_acts(label, "activation rows", &a.acts, a.act_floats)?;
+        need(label, "normalisation table", self.norm, 256 * 4)?;
         let orders = match self.outputs {
             SampleOutputs::Train => models,
             SampleOutputs::Eval { .. } => 1,
@@ -211,7 +221,7 @@ impl FusedSample<'_> {
             ("LAYERS", a.layers as f64),
             ("PIXELS", s.pixels as f64),
             ("WORDS", words as f64),
-            ("O_STRIDE", order_stride as f64),
+            x.o_stride(),
             ("SPLIT", s.len as f64),
         ];
         constants.extend(a.strides());
@@ -256,11 +266,11 @@ impl FusedUpdate<'_> {
             models * self.steps_per_epoch * 4,
         )?;
         need(label, "hyper-parameters", self.hyper, models * 16)?;
-        let floats = models * a.params_floats;
-        need_vec4(label, "params", self.params, floats)?;
+        let x = a.axis(0);
+        x.need_params(label, "params", self.params, a.params_floats)?;
         let names = self.state.optimizer.state_names();
         for (name, b) in names.iter().zip(self.state.tensors()) {
-            need_vec4(label, name, b, floats)?;
+            x.need_params(label, name, b, a.params_floats)?;
         }
         let dz = a.gradient_rows(label)?;
         let groups = (a.tiles as u32).div_ceil(UPDATE_WG);

@@ -278,8 +278,11 @@ pub(crate) fn optimizer(
     grads: &wgpu::Buffer,
 ) -> Result<Dispatch> {
     let step = OptimizerStep {
-        len: w.layout.len,
-        models: w.models,
+        axis: ModelAxis {
+            models: w.models,
+            params: w.layout.len,
+            order: 0,
+        },
         hyper: s.hyper,
         params: w.params,
         grads,

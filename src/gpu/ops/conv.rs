@@ -8,8 +8,8 @@ use crate::cpu::conv::{conv2d_backward, conv2d_forward};
 use crate::gpu::check::{Check, Pending, Tally, buffer, random, read, run_dispatch};
 use crate::gpu::check::{sum_tolerance, together, transpose, wide, wide_abs};
 use crate::gpu::device::Gpu;
-use crate::gpu::dispatch::{Bind, Dispatch, DispatchDesc, ModelAxis, flat_grid, need};
-use crate::gpu::dispatch::{need_batch, need_vec4};
+use crate::gpu::dispatch::need_batch;
+use crate::gpu::dispatch::{Bind, Dispatch, DispatchDesc, ModelAxis, flat_grid};
 use crate::gpu::layout::pad4;
 use crate::gpu::ops::{Modules, WG};
 use crate::model::{Conv2d, Layer, Shape};
@@ -61,10 +61,11 @@ impl<'a> Conv<'a> {
             ("W_OFF", self.w_off),
             ("B_OFF", self.b_off),
             ("WG", WG as usize),
-            ("P_STRIDE", self.axis.params),
         ]
         .map(|(k, v)| (k, v as f64))
-        .to_vec()
+        .into_iter()
+        .chain([self.axis.p_stride()])
+        .collect()
     }
 
     /// The sizes every entry point relies on: the tensors of every model.
@@ -74,19 +75,17 @@ impl<'a> Conv<'a> {
         x: (&str, &wgpu::Buffer),
         y: (&str, &wgpu::Buffer),
     ) -> Result<()> {
-        let models = self.axis.models;
+        let a = self.axis;
         let [cin, h, w] = self.x_shape;
-        let end = self.b_off + self.layer.cout;
-        let stride = self.axis.params.max(end);
-        need(
+        a.need_params(
             label,
             "params",
             self.params,
-            4 * ((models - 1) * stride + end),
+            self.b_off + pad4(self.layer.cout),
         )?;
         need_batch(label, self.bp)?;
-        need_vec4(label, x.0, x.1, models * cin * h * w * self.bp)?;
-        need_vec4(label, y.0, y.1, models * self.out_len() * self.bp)
+        a.need_acts(label, x.0, x.1, cin * h * w * self.bp)?;
+        a.need_acts(label, y.0, y.1, self.out_len() * self.bp)
     }
 
     fn dispatch(
@@ -159,7 +158,8 @@ impl<'a> Conv<'a> {
         label: &str,
     ) -> Result<Dispatch> {
         self.check_sizes(label, ("x", x), ("dy", dy))?;
-        need(label, "grads", grads, self.params.size() as usize)?;
+        let end = self.b_off + pad4(self.layer.cout);
+        self.axis.need_params(label, "grads", grads, end)?;
         let tensors = self.layer.weight_len() + self.layer.cout;
         let grid = flat_grid(tensors, 1, self.axis.models);
         let b = [

@@ -13,7 +13,7 @@ use crate::gpu::check::{
 use crate::gpu::check::{FusedCase, FusedOutputs, block, padding_is_zero};
 use crate::gpu::device::Gpu;
 use crate::gpu::dispatch::{
-    Bind, Dispatch, DispatchDesc, ModelAxis, need, need_batch, need_vec4, no_corrections,
+    Bind, Dispatch, DispatchDesc, ModelAxis, need, need_batch, no_corrections,
 };
 use crate::gpu::layout::pad4;
 use crate::gpu::ops::{Modules, WG};
@@ -44,9 +44,9 @@ impl Gather<'_> {
         need_batch(label, bp)?;
         let words = p.div_ceil(4);
         need(label, "table", self.table, 256 * 4)?;
-        let models = self.axis.models;
-        need_vec4(label, "X^T", self.x_t, models * p * bp)?;
-        need_vec4(label, "X", self.x_rows, models * bp * pad4(p))?;
+        let (x, models) = (self.axis, self.axis.models);
+        x.need_acts(label, "X^T", self.x_t, p * bp)?;
+        x.need_acts(label, "X", self.x_rows, bp * pad4(p))?;
         Dispatch::new(
             gpu,
             DispatchDesc {
@@ -59,7 +59,7 @@ impl Gather<'_> {
                     ("BP", bp as f64),
                     ("LDX", pad4(p) as f64),
                     ("WG", WG as f64),
-                    ("O_STRIDE", self.axis.order as f64),
+                    x.o_stride(),
                 ],
                 bindings: &[
                     (0, Bind::Read(self.images)),

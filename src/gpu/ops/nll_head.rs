@@ -11,7 +11,7 @@ use crate::gpu::check::{FusedCase, FusedOutputs, block, padding_is_zero};
 use crate::gpu::check::{sum_tolerance, transpose, wide, wide_abs};
 use crate::gpu::device::Gpu;
 use crate::gpu::dispatch::{
-    Bind, Dispatch, DispatchDesc, ModelAxis, need, need_batch, need_vec4, no_corrections,
+    Bind, Dispatch, DispatchDesc, ModelAxis, need, need_batch, no_corrections,
 };
 use crate::gpu::layout::{DeviceLayout, LayerAt, pad4};
 use crate::gpu::ops::{Modules, WG};
@@ -52,11 +52,9 @@ impl NllHead<'_> {
         );
         need_batch(label, bp)?;
         let x = self.axis;
-        ensure!(x.models >= 1, "{label}: no model");
-        let last = (x.models - 1) * x.params;
-        need_vec4(label, "params", self.params, last + a.b_off + pad4(a.out))?;
-        need_vec4(label, "H^T", self.h, x.models * a.inp * bp)?;
-        need_vec4(label, "dZ^T", self.grad, x.models * a.out * bp)?;
+        x.need_params(label, "params", self.params, a.b_off + pad4(a.out))?;
+        x.need_acts(label, "H^T", self.h, a.inp * bp)?;
+        x.need_acts(label, "dZ^T", self.grad, a.out * bp)?;
         need(
             label,
             "losses",
@@ -77,8 +75,8 @@ impl NllHead<'_> {
                     ("B_OFF", a.b_off as f64),
                     ("LDW", a.ldw as f64),
                     ("WG", WG as f64),
-                    ("P_STRIDE", x.params as f64),
-                    ("O_STRIDE", x.order as f64),
+                    x.p_stride(),
+                    x.o_stride(),
                     ("MODELS", x.models as f64),
                 ],
                 bindings: &[

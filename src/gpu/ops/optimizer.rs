@@ -9,7 +9,7 @@ use crate::gpu::check::{
     Check, Pending, Tally, buffer, random, read, run_dispatch, steps_buffer, together,
 };
 use crate::gpu::device::Gpu;
-use crate::gpu::dispatch::{Bind, Dispatch, DispatchDesc, need, need_vec4};
+use crate::gpu::dispatch::{Bind, Dispatch, DispatchDesc, ModelAxis, need};
 use crate::gpu::layout::pad4;
 use crate::gpu::ops::Modules;
 use crate::optim::{self, Hyper, Optimizer};
@@ -18,10 +18,9 @@ use crate::rng::Rng;
 const OPTIMIZER_WG: u32 = 256;
 
 pub struct OptimizerStep<'a> {
-    /// floats of one model in each buffer; the device layout's length, a multiple of 4
-    pub len: usize,
-    /// models in the buffers, one after another
-    pub models: usize,
+    /// the set: `axis.params` floats of each model in each buffer (the device layout's length,
+    /// a multiple of 4, for one model too), models one after another
+    pub axis: ModelAxis,
     /// hyper: [models] (lr, momentum, weight decay, 0) f32, `buffers::hyper_buffer`
     pub hyper: &'a wgpu::Buffer,
     pub params: &'a wgpu::Buffer,
@@ -34,25 +33,26 @@ pub struct OptimizerStep<'a> {
 
 impl OptimizerStep<'_> {
     pub fn dispatch(&self, gpu: &Gpu, m: &Modules, label: &str) -> Result<Dispatch> {
+        let x = self.axis;
         ensure!(
-            self.len.is_multiple_of(4) && self.len > 0,
+            x.params.is_multiple_of(4) && x.params > 0,
             "{label}: {} floats a model, not whole vec4",
-            self.len
+            x.params
         );
-        let floats = self.models * self.len;
-        need_vec4(label, "params", self.params, floats)?;
-        need_vec4(label, "grads", self.grads, floats)?;
+        let floats = x.models * x.params;
+        x.need_params(label, "params", self.params, x.params)?;
+        x.need_params(label, "grads", self.grads, x.params)?;
         let opt = self.state.optimizer;
         for (name, b) in opt.state_names().iter().zip(self.state.tensors()) {
-            need_vec4(label, name, b, floats)?;
+            x.need_params(label, name, b, x.params)?;
         }
-        need(label, "hyper-parameters", self.hyper, self.models * 16)?;
+        need(label, "hyper-parameters", self.hyper, x.models * 16)?;
         let count4 = floats / 4;
         let groups = (count4 as u32).div_ceil(OPTIMIZER_WG);
         let row = groups.clamp(1, gpu.limits.max_compute_workgroups_per_dimension);
         let mut constants = vec![
             ("COUNT4", count4 as f64),
-            ("P_STRIDE4", (self.len / 4) as f64),
+            x.p_stride(),
             ("WG", OPTIMIZER_WG as f64),
             ("ROW_GROUPS", row as f64),
         ];
@@ -182,8 +182,11 @@ async fn check_one(gpu: &Gpu, m: &Modules, rng: &mut Rng, case: &Case) -> Result
     let corrections = opt.corrections(case.t);
     let steps = steps_buffer(gpu, 1, 1, |_| corrections);
     let step = OptimizerStep {
-        len,
-        models,
+        axis: ModelAxis {
+            models,
+            params: len,
+            order: 0,
+        },
         hyper: &hyper_buffer(gpu, &hypers),
         params: &pb,
         grads: &gb,

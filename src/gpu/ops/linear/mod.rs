@@ -63,15 +63,10 @@ impl Forward<'_> {
     pub fn dispatch(&self, gpu: &Gpu, m: &Modules, label: &str) -> Result<Dispatch> {
         let (a, bp, x) = (self.at, self.bp, self.models);
         need_batch(label, bp)?;
-        ensure!(
-            x.models >= 1 && x.params.is_multiple_of(4),
-            "{label}: {x:?}"
-        );
-        let last = (x.models - 1) * x.params;
-        need_vec4(label, "params", self.params, last + a.b_off + pad4(a.out))?;
-        need_vec4(label, "H^T", self.h, x.models * a.inp * bp)?;
-        need_vec4(label, "Z^T", self.z, x.models * a.out * bp)?;
-        need_vec4(label, "Z", self.z_rows, x.models * bp * pad4(a.out))?;
+        x.need_params(label, "params", self.params, a.b_off + pad4(a.out))?;
+        x.need_acts(label, "H^T", self.h, a.inp * bp)?;
+        x.need_acts(label, "Z^T", self.z, a.out * bp)?;
+        x.need_acts(label, "Z", self.z_rows, bp * pad4(a.out))?;
         let mut constants = vec![
             ("IN", a.inp as f64),
             ("OUT", a.out as f64),
@@ -81,7 +76,7 @@ impl Forward<'_> {
             ("LDW", a.ldw as f64),
             ("LDZ", pad4(a.out) as f64),
             ("RELU", self.relu as u8 as f64),
-            ("P_STRIDE", x.params as f64),
+            x.p_stride(),
         ];
         tile_constants(m, &mut constants);
         Dispatch::new(
@@ -141,13 +136,9 @@ impl Backward<'_> {
             "{label}: {a:?} is not vec4-aligned"
         );
         let x = self.models;
-        ensure!(
-            x.models >= 1 && x.params.is_multiple_of(4),
-            "{label}: {x:?}"
-        );
-        let (last, k) = ((x.models - 1) * x.params, x.models);
-        need_vec4(label, "params", self.params, last + a.b_off + pad4(a.out))?;
-        need_vec4(label, "grads", self.grads, last + a.b_off + pad4(a.out))?;
+        let k = x.models;
+        x.need_params(label, "params", self.params, a.b_off + pad4(a.out))?;
+        x.need_params(label, "grads", self.grads, a.b_off + pad4(a.out))?;
         need_vec4(label, "dZ^T", self.dz, k * a.out * bp)?;
         need_vec4(label, "H", self.h_rows, k * bp * a.ldw)?;
         let (x_gx, w_gx) = (div(bp / 4, LANES), div(a.ldw / 4, LANES));
@@ -166,7 +157,7 @@ impl Backward<'_> {
             ("X_GX", x_gx as f64),
             ("X_GROUPS", x_groups as f64),
             ("W_GX", w_gx as f64),
-            ("P_STRIDE", x.params as f64),
+            x.p_stride(),
         ];
         tile_constants(m, &mut constants);
         let mut bindings = vec![
