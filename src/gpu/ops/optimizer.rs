@@ -149,7 +149,9 @@ impl Case {
     }
 }
 
-async fn check_one(gpu: &Gpu, m: &Modules, rng: &mut Rng, case: &Case) -> Result<Check> {
+/// The case's parameters, gradients and two state tensors, each model's `count` random values
+/// then zero padding to whole vec4.
+fn starting_values(rng: &mut Rng, case: &Case) -> [Vec<f32>; 4] {
     let (count, models, opt) = (case.count, case.models, case.opt);
     let len = pad4(count);
     // Each model's count values from `lo` to `hi`, then zero padding to len.
@@ -170,6 +172,13 @@ async fn check_one(gpu: &Gpu, m: &Modules, rng: &mut Rng, case: &Case) -> Result
     };
     let (p, g) = (padded(-1.0, 1.0), padded(-1.0, 1.0));
     let (a, b) = (padded(a_lo, 1.0), padded(b_lo, 1.0));
+    [p, g, a, b]
+}
+
+async fn check_one(gpu: &Gpu, m: &Modules, rng: &mut Rng, case: &Case) -> Result<Check> {
+    let (count, models, opt) = (case.count, case.models, case.opt);
+    let len = pad4(count);
+    let [p, g, a, b] = starting_values(rng, case);
     let state = OptimizerState::new(gpu, opt, models * len);
     let (pb, gb) = (buffer(gpu, "p", &p), buffer(gpu, "g", &g));
     gpu.queue
