@@ -8,6 +8,7 @@
 //! (`gpu::layout`).
 
 pub mod fused;
+mod sets;
 
 use anyhow::{Result, ensure};
 
@@ -463,7 +464,8 @@ pub async fn check_backward(
     checks
 }
 
-/// Every product on the batch and inner sizes of `check`, then the tutorial's own shapes.
+/// Every product on the batch and inner sizes of `check`, then the tutorial's own shapes, then
+/// a set of two models against their own runs (`sets`).
 pub async fn checks(gpu: &Gpu, m: &Modules) -> Vec<Check> {
     let mut all: Pending<'_> = Vec::new();
     let mut forward = |b, i, o, relu| {
@@ -486,5 +488,6 @@ pub async fn checks(gpu: &Gpu, m: &Modules) -> Vec<Check> {
     all.push(Box::pin(check_backward(gpu, m, 32, 128, 128, true)));
     all.push(Box::pin(check_backward(gpu, m, 32, 784, 128, false)));
     all.push(Box::pin(check_backward(gpu, m, 33, 64, 10, true)));
+    all.push(Box::pin(sets::checks(gpu, m)));
     together(all).await
 }
