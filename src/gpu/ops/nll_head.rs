@@ -95,7 +95,7 @@ impl NllHead<'_> {
 }
 
 /// The third step of an epoch (so offsets into order and losses are exercised) on sizes that
-/// are not multiples of 4 or of the workgroup.
+/// are not multiples of 4 or of the workgroup, then a set of two models ([`check_set`]).
 pub async fn checks(gpu: &Gpu, m: &Modules) -> Vec<Check> {
     let mut all: Pending<'_> = Vec::new();
     for (case, (batch, classes, inp)) in [
@@ -118,6 +118,10 @@ pub async fn checks(gpu: &Gpu, m: &Modules) -> Vec<Check> {
             }
         }));
     }
+    all.push(Box::pin(async move {
+        let set = check_set(gpu, m).await;
+        vec![set.unwrap_or_else(|e| Tally::broken("nll head set", "2 models", e))]
+    }));
     together(all).await
 }
 
@@ -251,4 +255,84 @@ pub fn check_fused(case: &FusedCase, o: &FusedOutputs) -> Check {
         t.fail("dZ's padding classes are not zero".into());
     }
     t.done()
+}
+
+/// One model of [`check_set`]: its parameters (device layout), H^T [in, bp] and order.
+struct SetModel {
+    params: Vec<f32>,
+    h: Vec<f32>,
+    order: Vec<u32>,
+}
+
+/// Two models side by side at the third step of an epoch, each with its own parameters, H^T
+/// and order (`O_STRIDE` apart), losses interleaved `[steps, models]`: each model's gradient
+/// and loss bit for bit what the kernel computes for it alone (which `check_one` holds to
+/// the CPU twin).
+async fn check_set(gpu: &Gpu, m: &Modules) -> Result<Check> {
+    let (batch, classes, inp) = (7, 10, 13);
+    let (bp, n) = (pad4(batch), 3 * batch);
+    let mut rng = Rng::new(13, 2);
+    let labels: Vec<u32> = (0..n).map(|_| rng.below(classes as u64) as u32).collect();
+    let layout = DeviceLayout::new(&Arch::mlp(3, &[inp], classes));
+    let models: Vec<SetModel> = (0..2)
+        .map(|_| {
+            let mut order: Vec<u32> = (0..n as u32).collect();
+            rng.shuffle(&mut order);
+            SetModel {
+                params: random(&mut rng, layout.len, -1.0, 1.0),
+                h: random(&mut rng, inp * bp, -1.0, 1.0),
+                order,
+            }
+        })
+        .collect();
+    let run = async |set: &[SetModel]| -> Result<(Vec<f32>, Vec<f32>)> {
+        let k = set.len();
+        let cat =
+            |f: fn(&SetModel) -> &Vec<f32>| set.iter().flat_map(f).copied().collect::<Vec<_>>();
+        let order: Vec<u32> = set.iter().flat_map(|s| s.order.clone()).collect();
+        let (pb, hb) = (
+            buffer(gpu, "params", &cat(|s| &s.params)),
+            buffer(gpu, "H^T", &cat(|s| &s.h)),
+        );
+        let (lb, ob) = (buffer(gpu, "labels", &labels), buffer(gpu, "order", &order));
+        let steps = steps_buffer(gpu, n, batch, no_corrections);
+        let grad = buffer(gpu, "grad", &vec![f32::NAN; k * classes * bp]);
+        let losses = buffer(gpu, "losses", &vec![f32::NAN; 3 * k]);
+        let head = NllHead {
+            at: layout.layers[1],
+            bp,
+            params: &pb,
+            h: &hb,
+            labels: &lb,
+            order: &ob,
+            steps: &steps,
+            grad: &grad,
+            losses: &losses,
+            steps_per_epoch: 3,
+            axis: ModelAxis {
+                models: k,
+                params: layout.len,
+                order: if k > 1 { n } else { 0 },
+            },
+        };
+        run_dispatch(gpu, &head.dispatch(gpu, m, "nll head set")?, 2)?;
+        let got = read(gpu, &grad, k * classes * bp).await?;
+        Ok((got, read(gpu, &losses, 3 * k).await?))
+    };
+    let (grads, losses) = run(&models).await?;
+    let mut t = Tally::new(
+        "nll head set",
+        format!("{classes} classes, in {inp}, batch {batch}, 2 models"),
+    );
+    for (k, model) in models.iter().enumerate() {
+        let (grad, loss) = run(std::slice::from_ref(model)).await?;
+        let g = grads[k * grad.len()..(k + 1) * grad.len()].iter();
+        if !g.zip(&grad).all(|(a, b)| a.to_bits() == b.to_bits()) {
+            t.fail(format!("model {k}: the gradient differs from its own run"));
+        }
+        if losses[2 * models.len() + k].to_bits() != loss[2].to_bits() {
+            t.fail(format!("model {k}: the loss differs from its own run"));
+        }
+    }
+    Ok(t.done())
 }
