@@ -68,10 +68,11 @@ impl Evaluate<'_> {
     }
 }
 
-/// A first step of 33 samples out of 40: the first largest logit wins a tie, as in the
-/// tutorial's `list.index(max(...))`, and nothing past the step is written.
+/// A first step of 33 samples out of 40 for two models side by side, each with its own
+/// logits: the first largest logit wins a tie, as in the tutorial's `list.index(max(...))`,
+/// each model's verdicts land in its own place, and nothing past the step is written.
 pub async fn checks(gpu: &Gpu, m: &Modules) -> Vec<Check> {
-    let shape = "10 classes, batch 33";
+    let shape = "10 classes, batch 33, 2 models";
     match check_one(gpu, m).await {
         Ok(c) => c,
         Err(e) => vec![Tally::broken("evaluate", shape, e)],
@@ -80,21 +81,23 @@ pub async fn checks(gpu: &Gpu, m: &Modules) -> Vec<Check> {
 
 async fn check_one(gpu: &Gpu, m: &Modules) -> Result<Vec<Check>> {
     let mut rng = Rng::new(13, 0);
-    let (batch, classes, n) = (33usize, 10usize, 40usize);
+    let (batch, classes, n, models) = (33usize, 10usize, 40usize, 2usize);
     let bp = pad4(batch);
     let labels: Vec<u32> = (0..n).map(|_| rng.below(classes as u64) as u32).collect();
     let order: Vec<u32> = (0..n as u32).collect();
-    let mut logits = random(&mut rng, classes * bp, -4.0, 4.0);
-    logits[3 * bp] = 9.0;
-    logits[5 * bp] = 9.0;
+    let mut logits = random(&mut rng, models * classes * bp, -4.0, 4.0);
+    for k in 0..models {
+        logits[k * classes * bp + 3 * bp] = 9.0;
+        logits[k * classes * bp + 5 * bp] = 9.0;
+    }
     let (zb, lb, ob) = (
         buffer(gpu, "logits", &logits),
         buffer(gpu, "labels", &labels),
         buffer(gpu, "order", &order),
     );
     let steps = steps_buffer(gpu, n, batch, no_corrections);
-    let correct = buffer(gpu, "correct", &vec![u32::MAX; n]);
-    let logp_b = buffer(gpu, "log-probs", &vec![f32::NAN; n * classes]);
+    let correct = buffer(gpu, "correct", &vec![u32::MAX; models * n]);
+    let logp_b = buffer(gpu, "log-probs", &vec![f32::NAN; models * n * classes]);
     let e = Evaluate {
         classes,
         bp,
@@ -105,14 +108,35 @@ async fn check_one(gpu: &Gpu, m: &Modules) -> Result<Vec<Check>> {
         steps: &steps,
         correct: &correct,
         log_probs: &logp_b,
-        models: 1,
+        models,
     };
     run_dispatch(gpu, &e.dispatch(gpu, m, "evaluate")?, 0)?;
-    let got_c: Vec<u32> = read(gpu, &correct, n).await?;
-    let got_l: Vec<f32> = read(gpu, &logp_b, n * classes).await?;
-    let shape = format!("{classes} classes, batch {batch}");
+    let got_c: Vec<u32> = read(gpu, &correct, models * n).await?;
+    let got_l: Vec<f32> = read(gpu, &logp_b, models * n * classes).await?;
+    let shape = format!("{classes} classes, batch {batch}, {models} models");
     let mut tp = Tally::new("evaluate argmax", shape.clone());
     let mut tl = Tally::new("evaluate log-softmax", shape);
+    for k in 0..models {
+        let z = &logits[k * classes * bp..][..classes * bp];
+        let (c, l) = (
+            &got_c[k * n..][..n],
+            &got_l[k * n * classes..][..n * classes],
+        );
+        compare((&mut tp, &mut tl), k, (z, bp, batch), &labels, (c, l));
+    }
+    Ok(vec![tp.done(), tl.done()])
+}
+
+/// Model `k`'s verdicts `correct` [n] and log-probabilities [n, classes] against the twin on
+/// its logits Z^T [classes, bp] and the labels, the first `batch` samples in the step.
+fn compare(
+    (tp, tl): (&mut Tally, &mut Tally),
+    k: usize,
+    (logits, bp, batch): (&[f32], usize, usize),
+    labels: &[u32],
+    (got_c, got_l): (&[u32], &[f32]),
+) {
+    let classes = logits.len() / bp;
     for b in 0..batch {
         let z = wide(&(0..classes).map(|c| logits[c * bp + b]).collect::<Vec<_>>());
         let pred = cpu::argmax(&z);
@@ -120,14 +144,14 @@ async fn check_one(gpu: &Gpu, m: &Modules) -> Result<Vec<Check>> {
         let want = (pred == labels[b] as usize) as u32 | (pred as u32) << 8;
         if got_c[b] != want {
             tp.fail(format!(
-                "sample {b}: got {:#x}, expected {want:#x}",
+                "model {k} sample {b}: got {:#x}, expected {want:#x}",
                 got_c[b]
             ));
         }
         for c in 0..classes {
             let tol = 1e-5 * (1.0 + lp[c].abs());
             tl.close(
-                || format!("logp[{b},{c}]"),
+                || format!("model {k} logp[{b},{c}]"),
                 got_l[b * classes + c] as f64,
                 lp[c],
                 tol,
@@ -135,14 +159,15 @@ async fn check_one(gpu: &Gpu, m: &Modules) -> Result<Vec<Check>> {
         }
     }
     if got_c[0] >> 8 != 3 {
-        tp.fail("a tie went to a later class, not the first".into());
+        tp.fail(format!(
+            "model {k}: a tie went to a later class, not the first"
+        ));
     }
     if got_c[batch..].iter().any(|&c| c != u32::MAX)
         || got_l[batch * classes..].iter().any(|v| !v.is_nan())
     {
-        tp.fail("wrote past the step".into());
+        tp.fail(format!("model {k}: wrote past the step"));
     }
-    Ok(vec![tp.done(), tl.done()])
 }
 
 /// eval_sample against cpu::argmax and cpu::log_softmax on the logits the GPU wrote.

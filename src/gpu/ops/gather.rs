@@ -96,18 +96,24 @@ pub async fn checks(gpu: &Gpu, m: &Modules) -> Vec<Check> {
         std: 0.3081,
     };
     let tutorial = crate::data::Normalize::TUTORIAL;
-    for (rows, cols, batch, norm) in [
-        (28, 28, 32, tutorial),
-        (7, 13, 7, tutorial),
-        (7, 13, 33, examples),
+    for (rows, cols, batch, norm, models) in [
+        (28, 28, 32, tutorial, 1),
+        (7, 13, 7, tutorial, 1),
+        (7, 13, 33, examples, 1),
+        (7, 13, 7, examples, 2),
     ] {
         let data = dataset(&mut rng, 50, rows, cols).normalized(norm);
-        let mut order: Vec<u32> = (0..50).collect();
-        rng.shuffle(&mut order);
+        let orders: Vec<Vec<u32>> = (0..models)
+            .map(|_| {
+                let mut order: Vec<u32> = (0..50).collect();
+                rng.shuffle(&mut order);
+                order
+            })
+            .collect();
         all.push(Box::pin(async move {
-            let shape = format!("{rows}x{cols} batch {batch}");
+            let shape = format!("{rows}x{cols} batch {batch}, {}", models_word(models));
             vec![
-                check_one(gpu, m, &data, &order, batch)
+                check_one(gpu, m, &data, &orders, batch)
                     .await
                     .unwrap_or_else(|e| Tally::broken("gather+normalise", shape, e)),
             ]
@@ -116,19 +122,21 @@ pub async fn checks(gpu: &Gpu, m: &Modules) -> Vec<Check> {
     together(all).await
 }
 
+/// The last (partial) step of an epoch for each model of `orders`, its own order each
+/// (`O_STRIDE` apart), against the twin on that model's order.
 async fn check_one(
     gpu: &Gpu,
     m: &Modules,
     data: &Dataset,
-    order: &[u32],
+    orders: &[Vec<u32>],
     batch: usize,
 ) -> Result<Check> {
-    let (p, bp, n) = (data.pixels(), pad4(batch), data.len());
+    let (p, bp, n, k) = (data.pixels(), pad4(batch), data.len(), orders.len());
     let images = buffer(gpu, "images", &pack_images(data));
-    let orderb = buffer(gpu, "order", order);
+    let orderb = buffer(gpu, "order", &orders.concat());
     let table = buffer(gpu, "table", &data.normalize.table());
-    let x_t = buffer(gpu, "X^T", &vec![f32::NAN; p * bp]);
-    let x_rows = buffer(gpu, "X", &vec![f32::NAN; bp * pad4(p)]);
+    let x_t = buffer(gpu, "X^T", &vec![f32::NAN; k * p * bp]);
+    let x_rows = buffer(gpu, "X", &vec![f32::NAN; k * bp * pad4(p)]);
     let steps = steps_buffer(gpu, n, batch, no_corrections);
     let g = Gather {
         pixels: p,
@@ -139,19 +147,50 @@ async fn check_one(
         steps: &steps,
         x_t: &x_t,
         x_rows: &x_rows,
-        axis: ModelAxis::ONE,
+        axis: ModelAxis {
+            models: k,
+            params: 0,
+            order: if k > 1 { n } else { 0 },
+        },
     };
     let last = n.div_ceil(batch) - 1;
     run_dispatch(gpu, &g.dispatch(gpu, m, "gather")?, last)?;
     let start = last * batch;
     let valid = (n - start).min(batch);
-    let reference = cpu::gather(data, &order[start..start + valid]);
-    let got_t: Vec<f32> = read(gpu, &x_t, p * bp).await?;
-    let got_b: Vec<f32> = read(gpu, &x_rows, bp * pad4(p)).await?;
-    let mut t = Tally::new(
-        "gather+normalise",
-        format!("{}x{} batch {batch}", data.rows, data.cols),
+    let all_t: Vec<f32> = read(gpu, &x_t, k * p * bp).await?;
+    let all_b: Vec<f32> = read(gpu, &x_rows, k * bp * pad4(p)).await?;
+    let shape = format!(
+        "{}x{} batch {batch}, {}",
+        data.rows,
+        data.cols,
+        models_word(k)
     );
+    let mut t = Tally::new("gather+normalise", shape);
+    for (model, order) in orders.iter().enumerate() {
+        let reference = cpu::gather(data, &order[start..start + valid]);
+        let got_t = &all_t[model * p * bp..][..p * bp];
+        let got_b = &all_b[model * bp * pad4(p)..][..bp * pad4(p)];
+        compare(&mut t, model, (got_t, got_b), &reference, (p, bp, valid));
+    }
+    Ok(t.done())
+}
+
+fn models_word(k: usize) -> String {
+    match k {
+        1 => "1 model".into(),
+        k => format!("{k} models"),
+    }
+}
+
+/// One model's X^T [p, bp] and X [bp, pad4(p)] against the twin's rows: exact, zero past
+/// `valid` and in the padding.
+fn compare(
+    t: &mut Tally,
+    model: usize,
+    (got_t, got_b): (&[f32], &[f32]),
+    reference: &[f32],
+    (p, bp, valid): (usize, usize, usize),
+) {
     for col in 0..bp {
         for px in 0..pad4(p) {
             let want = if col < valid && px < p {
@@ -159,14 +198,13 @@ async fn check_one(
             } else {
                 0.0
             };
-            let what = || format!("pixel {px} of column {col}");
+            let what = || format!("model {model}: pixel {px} of column {col}");
             if px < p {
                 t.close(what, got_t[px * bp + col] as f64, want as f64, 0.0);
             }
             t.close(what, got_b[col * pad4(p) + px] as f64, want as f64, 0.0);
         }
     }
-    Ok(t.done())
 }
 
 /// gather_samples against cpu::gather: exact, zero past `valid` and in the padding.
