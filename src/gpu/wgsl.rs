@@ -9,91 +9,9 @@ use crate::gpu::device::Gpu;
 
 // ---- WGSL sources ----
 
-/// Every WGSL file, by the name an `//#import` line uses.
-pub const SOURCES: [(&str, &str); 28] = [
-    ("step.wgsl", include_str!("../../shaders/step.wgsl")),
-    (
-        "tile_common.wgsl",
-        include_str!("../../shaders/tile_common.wgsl"),
-    ),
-    (
-        "tile_plain.wgsl",
-        include_str!("../../shaders/tile_plain.wgsl"),
-    ),
-    (
-        "tile_subgroup.wgsl",
-        include_str!("../../shaders/tile_subgroup.wgsl"),
-    ),
-    (
-        "tile_shared.wgsl",
-        include_str!("../../shaders/tile_shared.wgsl"),
-    ),
-    (
-        "linear_forward.wgsl",
-        include_str!("../../shaders/linear_forward.wgsl"),
-    ),
-    (
-        "linear_backward.wgsl",
-        include_str!("../../shaders/linear_backward.wgsl"),
-    ),
-    ("batch.wgsl", include_str!("../../shaders/batch.wgsl")),
-    ("nll_head.wgsl", include_str!("../../shaders/nll_head.wgsl")),
-    ("evaluate.wgsl", include_str!("../../shaders/evaluate.wgsl")),
-    (
-        "optimizer.wgsl",
-        include_str!("../../shaders/optimizer.wgsl"),
-    ),
-    (
-        "optimizer_rule.wgsl",
-        include_str!("../../shaders/optimizer_rule.wgsl"),
-    ),
-    (
-        "layer_table.wgsl",
-        include_str!("../../shaders/layer_table.wgsl"),
-    ),
-    (
-        "gather_sample.wgsl",
-        include_str!("../../shaders/gather_sample.wgsl"),
-    ),
-    (
-        "linear_sample.wgsl",
-        include_str!("../../shaders/linear_sample.wgsl"),
-    ),
-    (
-        "linear_update.wgsl",
-        include_str!("../../shaders/linear_update.wgsl"),
-    ),
-    (
-        "nll_sample.wgsl",
-        include_str!("../../shaders/nll_sample.wgsl"),
-    ),
-    (
-        "evaluate_sample.wgsl",
-        include_str!("../../shaders/evaluate_sample.wgsl"),
-    ),
-    (
-        "sample_plain.wgsl",
-        include_str!("../../shaders/sample_plain.wgsl"),
-    ),
-    (
-        "sample_subgroup.wgsl",
-        include_str!("../../shaders/sample_subgroup.wgsl"),
-    ),
-    (
-        "fused_step.wgsl",
-        include_str!("../../shaders/fused_step.wgsl"),
-    ),
-    (
-        "fused_update.wgsl",
-        include_str!("../../shaders/fused_update.wgsl"),
-    ),
-    ("conv.wgsl", include_str!("../../shaders/conv.wgsl")),
-    ("maxpool.wgsl", include_str!("../../shaders/maxpool.wgsl")),
-    ("relu.wgsl", include_str!("../../shaders/relu.wgsl")),
-    ("dropout.wgsl", include_str!("../../shaders/dropout.wgsl")),
-    ("philox.wgsl", include_str!("../../shaders/philox.wgsl")),
-    ("rows.wgsl", include_str!("../../shaders/rows.wgsl")),
-];
+// SOURCES: every WGSL file of `shaders/`, by the name an `//#import` line uses; `build.rs`
+// lists them, so a new file needs no line here.
+include!(concat!(env!("OUT_DIR"), "/wgsl_sources.rs"));
 
 /// A family of matmul kernels (`--kernels`): which matmul inner loop a module imports
 /// (`//#import tile_plain.wgsl if kernels = plain`), which sample loop the fused kernels import,
