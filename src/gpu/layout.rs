@@ -44,9 +44,10 @@ pub struct DeviceLayout {
     pub arch: Arch,
     /// Where each Linear layer's tensors live, in order.
     pub layers: Vec<LayerAt>,
-    /// Each layer of the list's (weight, bias) offsets, None for a layer without tensors: a
-    /// Conv2d's weight `[cout, cin * k * k]` is one unpadded block.
-    pub tensors: Vec<Option<(usize, usize)>>,
+    /// Each layer of the list's tensors' offsets, in `Layer::params` order (none for a layer
+    /// without tensors); a Linear's weight is padded rows (`LayerAt`), every other tensor one
+    /// flat block.
+    pub tensors: Vec<Vec<usize>>,
     /// Floats in each of params, grads and momentum: a multiple of 4.
     pub len: usize,
     /// Every tensor in PyTorch's order (`Arch::table`).
@@ -56,7 +57,8 @@ pub struct DeviceLayout {
 impl DeviceLayout {
     pub fn new(arch: &Arch) -> DeviceLayout {
         let (mut at, mut layers, mut blocks) = (0, Vec::new(), Vec::new());
-        let bias = |blocks: &mut Vec<Block>, off: usize, n: usize| {
+        // One flat tensor of n floats at `off`, the next starting at a multiple of 4.
+        let flat = |blocks: &mut Vec<Block>, off: usize, n: usize| {
             blocks.push(Block {
                 rows: 1,
                 cols: n,
@@ -83,22 +85,18 @@ impl DeviceLayout {
                         ld: ldw,
                         off: at,
                     });
-                    at = bias(&mut blocks, l.b_off, out);
-                    Some((l.w_off, l.b_off))
+                    at = flat(&mut blocks, l.b_off, out);
+                    vec![l.w_off, l.b_off]
                 }
-                Layer::Conv2d(conv) => {
-                    let (n, cout) = (conv.weight_len(), conv.cout);
-                    let (w_off, b_off) = (at, at + pad4(n));
-                    blocks.push(Block {
-                        rows: 1,
-                        cols: n,
-                        ld: n,
-                        off: w_off,
-                    });
-                    at = bias(&mut blocks, b_off, cout);
-                    Some((w_off, b_off))
-                }
-                _ => None,
+                // Every other kind's tensors (a Conv2d's weight [cout, cin * k * k], bias
+                // [cout]): each one flat block, in state_dict order.
+                _ => (layer.params().iter())
+                    .map(|(_, shape)| {
+                        let off = at;
+                        at = flat(&mut blocks, off, shape.iter().product());
+                        off
+                    })
+                    .collect(),
             })
             .collect();
         DeviceLayout {
@@ -227,7 +225,8 @@ mod tests {
     fn a_cnn_round_trips() {
         let arch = Arch::cnn_small();
         let layout = DeviceLayout::new(&arch);
-        assert_eq!(layout.tensors[0], Some((0, 252)));
+        assert_eq!(layout.tensors[0], [0, 252]);
+        assert!(layout.tensors[1].is_empty(), "MaxPool2d has no tensors");
         assert_eq!(layout.layers.len(), 2);
         let flat: Vec<f32> = (0..arch.param_count()).map(|i| i as f32 + 1.0).collect();
         let dev = layout.to_device(&flat);

@@ -14,8 +14,7 @@ use crate::gpu::check::{Pending, Tally, buffer, read, run_dispatch, together};
 use crate::gpu::device::Gpu;
 use crate::gpu::fused::{FusedActs, FusedSample, FusedUpdate, SampleOutputs};
 use crate::gpu::layout::{layer_rows, pad4};
-use crate::gpu::ops::{Modules, conv, dropout, evaluate, gather, linear, nll_head, optimizer};
-use crate::gpu::ops::{pool, relu, rows};
+use crate::gpu::ops::{KINDS, Modules, evaluate, gather, linear, nll_head, optimizer, rows};
 use crate::gpu::plan::{PerSample, Schedule, default_kernels, runnable_kernels};
 use crate::gpu::wgsl::Kernels;
 use crate::optim::{Hyper, Optimizer};
@@ -62,17 +61,14 @@ pub async fn checks(gpu: &Gpu, kernels: Kernels, schedules: &[Schedule]) -> Resu
         if !schedules.contains(&Schedule::Layered) {
             return Ok::<_, anyhow::Error>(Vec::new());
         }
-        let others: Pending<'_> = vec![
+        let mut others: Pending<'_> = vec![
             Box::pin(gather::checks(gpu, &m)),
             Box::pin(nll_head::checks(gpu, &m)),
             Box::pin(evaluate::checks(gpu, &m)),
             Box::pin(optimizer::checks(gpu, &m)),
-            Box::pin(conv::checks(gpu, &m)),
-            Box::pin(pool::checks(gpu, &m)),
-            Box::pin(dropout::checks(gpu, &m)),
-            Box::pin(relu::checks(gpu, &m)),
-            Box::pin(rows::checks(gpu, &m)),
         ];
+        others.extend(KINDS.iter().map(|k| (k.checks)(gpu, &m)));
+        others.push(Box::pin(rows::checks(gpu, &m)));
         let (linear, others) = join(linear_checks(gpu), together(others)).await;
         let mut out = linear?;
         out.extend(others);

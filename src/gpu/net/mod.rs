@@ -1,6 +1,7 @@
 //! The layered schedule of any list of layers (`model::Arch`): the list read once into nodes,
 //! each one operation's dispatches forward and backward, walked in the list's order and back
-//! (`walk`). The tutorial's MLP keeps its own walk in `gpu::layered`, whose dispatches and bits
+//! (`walk`). A Linear is the walk's own; every other layer is the node its kind reads it into
+//! (`ops::KINDS`), so the walk names no other kind. The tutorial's MLP keeps its own walk in `gpu::layered`, whose dispatches and bits
 //! are the ones this round promised to keep; a CNN's list comes here.
 //!
 //! Every tensor between two nodes is feature-major, `[features, bp]` per model with the
@@ -10,38 +11,22 @@
 pub mod walk;
 
 use crate::gpu::layout::{DeviceLayout, LayerAt};
-use crate::model::{Arch, Conv2d, Layer, Shape};
+use crate::gpu::ops::KINDS;
+use crate::gpu::ops::kind::{self, Site};
+use crate::model::{Arch, Layer};
 
 /// What the walk dispatches for one layer, or two: a Linear takes the ReLU after it into its
-/// own kernels, and the last Linear the LogSoftmax (with NLLLoss, when training).
-#[derive(Clone, Copy, Debug, PartialEq)]
+/// own kernels, and the last Linear the LogSoftmax (with NLLLoss, when training); a layer of
+/// any other kind is the node its kind reads it into (`ops::KINDS`).
+#[derive(Debug)]
 pub enum Op {
-    Linear {
-        at: LayerAt,
-        relu: bool,
-        last: bool,
-    },
-    Conv {
-        x_shape: Shape,
-        layer: Conv2d,
-        w_off: usize,
-        b_off: usize,
-    },
-    Relu,
-    Pool {
-        x_shape: Shape,
-    },
-    /// Dropout (`plane` 1) or Dropout2d (`plane` a channel's elements) of layer `layer`.
-    Drop {
-        layer: usize,
-        p: f32,
-        plane: usize,
-    },
+    Linear { at: LayerAt, relu: bool, last: bool },
+    Layer(Box<dyn kind::Node>),
 }
 
 /// One node of the walk: its op, the value it reads and the value it writes (indices into
 /// [`Net::features`]; value 0 is the batch's input).
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Debug)]
 pub struct Node {
     pub op: Op,
     pub input: usize,
@@ -51,7 +36,7 @@ pub struct Node {
 }
 
 /// A list of layers as the walk runs it.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Debug)]
 pub struct Net {
     pub nodes: Vec<Node>,
     /// The features of each value, per sample.
@@ -122,47 +107,24 @@ fn op_at(
     i: usize,
     relu_in: bool,
 ) -> Result<Option<(Op, usize, bool)>, String> {
-    let (arch, x_shape) = (&layout.arch, layout.arch.shapes()[i]);
-    let layers = arch.layers();
-    let op = match layers[i] {
+    let (arch, layers) = (&layout.arch, layout.arch.layers());
+    match layers[i] {
         Layer::Linear { .. } => return linear_op(layout, i, relu_in).map(Some),
-        Layer::Conv2d(layer) => {
-            let (w_off, b_off) = layout.tensors[i].expect("a Conv2d has tensors");
-            (
-                Op::Conv {
-                    x_shape,
-                    layer,
-                    w_off,
-                    b_off,
-                },
-                false,
-            )
-        }
-        Layer::Relu => (Op::Relu, true),
-        Layer::MaxPool2d => (Op::Pool { x_shape }, relu_in),
-        Layer::Dropout(p) => (
-            Op::Drop {
-                layer: i,
-                p: p.get(),
-                plane: 1,
-            },
-            relu_in,
-        ),
-        Layer::Dropout2d(p) => {
-            let plane = x_shape[1] * x_shape[2];
-            (
-                Op::Drop {
-                    layer: i,
-                    p: p.get(),
-                    plane,
-                },
-                relu_in,
-            )
-        }
         Layer::Flatten => return Ok(None),
         Layer::LogSoftmax => return Err(refusal(arch, i, "does not follow the last Linear")),
+        _ => {}
+    }
+    let site = Site {
+        layer: layers[i],
+        index: i,
+        x_shape: arch.shapes()[i],
+        tensors: layout.tensors[i].clone(),
     };
-    Ok(Some((op.0, 1, op.1)))
+    let Some(node) = KINDS.iter().find_map(|k| (k.node)(&site)) else {
+        return Err(refusal(arch, i, "is of no kind the GPU runs"));
+    };
+    let relu = node.relu_out(relu_in);
+    Ok(Some((Op::Layer(node), 1, relu)))
 }
 
 /// A Linear at layer `i` with what follows it: ReLU (into its kernels), or LogSoftmax last.
@@ -200,6 +162,7 @@ fn refusal(arch: &Arch, i: usize, why: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::Conv2d;
 
     #[test]
     fn the_schedules_refuse_a_list_they_cannot_run() {

@@ -12,12 +12,9 @@ use crate::gpu::dispatch::{Dispatch, ModelAxis};
 use crate::gpu::layered;
 use crate::gpu::layout::pad4;
 use crate::gpu::ops::Modules;
-use crate::gpu::ops::conv::Conv;
-use crate::gpu::ops::dropout::Dropout;
+use crate::gpu::ops::kind::{Cx, Grads, Tensors};
 use crate::gpu::ops::linear::{Backward, Forward, InputGrad};
 use crate::gpu::ops::nll_head::NllHead;
-use crate::gpu::ops::pool::Pool;
-use crate::gpu::ops::relu::Relu;
 use crate::gpu::ops::rows::Rows;
 
 /// The buffers between the nodes, per value: for each model, one tensor after another.
@@ -40,7 +37,7 @@ impl Values {
     fn new(gpu: &Gpu, net: &Net, bp: usize, models: usize, training: bool) -> Values {
         let mut alias: Vec<usize> = (0..net.features.len()).collect();
         for n in &net.nodes {
-            if !training && matches!(n.op, Op::Drop { .. }) {
+            if !training && matches!(&n.op, Op::Layer(l) if l.only_training()) {
                 alias[n.output] = alias[n.input];
             }
         }
@@ -72,7 +69,7 @@ impl Values {
                     let pooled = net
                         .nodes
                         .iter()
-                        .any(|n| n.output == v && matches!(n.op, Op::Pool { .. }));
+                        .any(|n| n.output == v && matches!(&n.op, Op::Layer(l) if l.keeps()));
                     pooled.then(|| zeros(gpu, &format!("kept {v}"), per(v)))
                 })
                 .collect(),
@@ -111,14 +108,10 @@ impl Values {
 
 /// What every node's dispatches share.
 struct Walk<'a> {
-    gpu: &'a Gpu,
-    m: &'a Modules,
+    cx: Cx<'a>,
     w: &'a Weights<'a>,
     net: &'a Net,
     v: &'a Values,
-    axis: ModelAxis,
-    steps: &'a wgpu::Buffer,
-    keys: Option<&'a wgpu::Buffer>,
 }
 
 impl Walk<'_> {
@@ -130,95 +123,46 @@ impl Walk<'_> {
         )
     }
 
-    fn conv(&self, op: Op) -> Conv<'_> {
-        let Op::Conv {
-            x_shape,
-            layer,
-            w_off,
-            b_off,
-        } = op
-        else {
-            unreachable!("a conv node")
-        };
-        let (bp, params, axis) = (self.v.bp, self.w.params, self.axis);
-        Conv {
-            x_shape,
-            layer,
-            w_off,
-            b_off,
-            bp,
-            params,
-            axis,
-        }
-    }
-
-    fn dropout(&self, n: &Node) -> Dropout<'_> {
-        let Op::Drop { layer, p, plane } = n.op else {
-            unreachable!("a dropout node")
-        };
-        let keys = self.keys.expect("training has the models' keys");
-        let (bp, models) = (self.v.bp, self.axis.models);
-        Dropout {
-            features: self.net.features[n.input],
-            plane,
-            p,
-            layer,
-            bp,
-            models,
-            keys,
-            steps: self.steps,
+    fn tensors<'b>(&'b self, n: &Node, label: &'b str) -> Tensors<'b> {
+        let v = self.v;
+        Tensors {
+            x: v.act(n.input),
+            y: v.act(n.output),
+            kept: v.kept[n.output].as_ref(),
+            label,
         }
     }
 
     /// Node `n`'s forward, but for the last Linear when training (the loss head's); with the
     /// batch-major copy a Linear will read when `n` is no Linear.
     fn forward(&self, n: &Node, training: bool) -> Result<Vec<Dispatch>> {
-        let (gpu, m, v, bp) = (self.gpu, self.m, self.v, self.v.bp);
-        let (x, y) = (v.act(n.input), v.act(n.output));
+        let (gpu, m, v, bp) = (self.cx.gpu, self.cx.m, self.v, self.v.bp);
         let label = self.label("forward", n);
-        let mut ops = vec![match n.op {
+        let mut ops = match &n.op {
             Op::Linear { at, relu, .. } => {
-                let (params, models) = (self.w.params, self.axis);
-                let z_rows = v.rows(n.output);
                 let f = Forward {
-                    at,
+                    at: *at,
                     bp,
-                    relu,
-                    params,
-                    h: x,
-                    z: y,
-                    z_rows,
-                    models,
+                    relu: *relu,
+                    params: self.cx.params,
+                    h: v.act(n.input),
+                    z: v.act(n.output),
+                    z_rows: v.rows(n.output),
+                    models: self.cx.axis,
                 };
-                f.dispatch(gpu, m, &label)?
+                return Ok(vec![f.dispatch(gpu, m, &label)?]);
             }
-            Op::Conv { .. } => self.conv(n.op).forward(gpu, m, (x, y), &label)?,
-            Op::Relu => {
-                let r = Relu {
-                    n: self.axis.models * self.net.features[n.input] * bp,
-                };
-                r.forward(gpu, m, (x, y), &label)?
-            }
-            Op::Pool { x_shape } => {
-                let kept = self.v.kept[n.output].as_ref().expect("a pool keeps");
-                let p = Pool {
-                    x_shape,
-                    bp,
-                    models: self.axis.models,
-                };
-                p.forward(gpu, m, (x, y, kept), &label)?
-            }
-            Op::Drop { .. } if !training => return Ok(Vec::new()),
-            Op::Drop { .. } => self.dropout(n).dispatch(gpu, m, (x, y), &label)?,
-        }];
-        let feeds_linear = self.net.linear_inputs().contains(&n.output);
-        if feeds_linear && !matches!(n.op, Op::Linear { .. }) {
+            Op::Layer(l) if !training && l.only_training() => return Ok(Vec::new()),
+            Op::Layer(l) => l.forward(&self.cx, &self.tensors(n, &label))?,
+        };
+        if self.net.linear_inputs().contains(&n.output) {
             let r = Rows {
                 features: self.net.features[n.output],
                 bp,
-                models: self.axis.models,
+                models: self.cx.axis.models,
             };
-            ops.push(r.dispatch(gpu, m, (y, v.rows(n.output)), &self.label("rows of", n))?);
+            let io = (v.act(n.output), v.rows(n.output));
+            ops.push(r.dispatch(gpu, m, io, &self.label("rows of", n))?);
         }
         Ok(ops)
     }
@@ -226,15 +170,15 @@ impl Walk<'_> {
     /// Node `n`'s backward: its tensors' gradients into `grads`, and its input's gradient
     /// unless its input is the batch's.
     fn backward(&self, n: &Node, grads: &wgpu::Buffer) -> Result<Vec<Dispatch>> {
-        let (gpu, m, v, bp) = (self.gpu, self.m, self.v, self.v.bp);
+        let (gpu, m, v, bp) = (self.cx.gpu, self.cx.m, self.v, self.v.bp);
         let input = n.input > 0;
         let (dy, label) = (v.grad(n.output), self.label("backward", n));
-        let d = match n.op {
+        match &n.op {
             Op::Linear { at, .. } => {
                 let b = Backward {
-                    at,
+                    at: *at,
                     bp,
-                    params: self.w.params,
+                    params: self.cx.params,
                     dz: dy,
                     h_rows: v.rows(n.input),
                     grads,
@@ -242,54 +186,32 @@ impl Walk<'_> {
                         dx: v.grad(n.input),
                         mask: v.act(n.input),
                     }),
-                    models: self.axis,
+                    models: self.cx.axis,
                 };
-                return Ok(vec![b.dispatch(gpu, m, &label)?]);
+                Ok(vec![b.dispatch(gpu, m, &label)?])
             }
-            Op::Conv { .. } => {
-                let c = self.conv(n.op);
-                let mut ops = vec![c.weight_grad(
-                    gpu,
-                    m,
-                    (v.act(n.input), dy, grads),
-                    &format!("{label} (weight)"),
-                )?];
-                if input {
-                    ops.push(c.input_grad(
-                        gpu,
-                        m,
-                        (dy, v.grad(n.input)),
-                        &format!("{label} (input)"),
-                    )?);
-                }
-                return Ok(ops);
-            }
-            _ if !input => return Ok(Vec::new()),
-            Op::Relu => {
-                let r = Relu {
-                    n: self.axis.models * self.net.features[n.input] * bp,
+            Op::Layer(l) => {
+                let g = Grads {
+                    dy,
+                    dx: input.then(|| v.grad(n.input)),
+                    grads,
                 };
-                r.backward(gpu, m, (v.act(n.output), dy, v.grad(n.input)), &label)?
+                l.backward(&self.cx, &self.tensors(n, &label), &g)
             }
-            Op::Pool { x_shape } => {
-                let kept = self.v.kept[n.output].as_ref().expect("a pool keeps");
-                let p = Pool {
-                    x_shape,
-                    bp,
-                    models: self.axis.models,
-                };
-                p.backward(gpu, m, (kept, dy, v.grad(n.input)), &label)?
-            }
-            Op::Drop { .. } => self
-                .dropout(n)
-                .dispatch(gpu, m, (dy, v.grad(n.input)), &label)?,
-        };
-        Ok(vec![d])
+        }
     }
 
     fn gather(&self, split: &Split, table: &wgpu::Buffer, label: &str) -> Result<Dispatch> {
         let input = (self.v.act(0), self.v.rows(0), self.v.bp);
-        layered::gather(self.gpu, self.m, split, table, input, self.axis, label)
+        layered::gather(
+            self.cx.gpu,
+            self.cx.m,
+            split,
+            table,
+            input,
+            self.cx.axis,
+            label,
+        )
     }
 }
 
@@ -306,15 +228,20 @@ pub fn training(gpu: &Gpu, m: &Modules, w: &Weights<'_>, s: &StepInputs<'_>) -> 
     let v = Values::new(gpu, &net, pad4(s.split.batch), models, true);
     let grads = zeros(gpu, "grads", models * w.layout.len);
     let table = normalisation_table(gpu, wgpu::BufferUsages::STORAGE, s.split);
-    let walk = Walk {
+    let cx = Cx {
         gpu,
         m,
+        bp: v.bp,
+        axis,
+        params: w.params,
+        steps: &s.split.steps,
+        keys: Some(s.keys),
+    };
+    let walk = Walk {
+        cx,
         w,
         net: &net,
         v: &v,
-        axis,
-        steps: &s.split.steps,
-        keys: Some(s.keys),
     };
     let mut ops = vec![walk.gather(s.split, &table, "gather train")?];
     for n in &net.nodes {
@@ -369,15 +296,20 @@ pub fn evaluation(
     };
     let v = Values::new(gpu, &net, pad4(split.batch), w.models, false);
     let table = normalisation_table(gpu, wgpu::BufferUsages::STORAGE, split);
-    let walk = Walk {
+    let cx = Cx {
         gpu,
         m,
+        bp: v.bp,
+        axis,
+        params: w.params,
+        steps: &split.steps,
+        keys: None,
+    };
+    let walk = Walk {
+        cx,
         w,
         net: &net,
         v: &v,
-        axis,
-        steps: &split.steps,
-        keys: None,
     };
     let mut ops = vec![walk.gather(split, &table, "gather test")?];
     for n in &net.nodes {

@@ -3,6 +3,7 @@
 //! `cpu::conv::conv2d_forward`, `cpu::conv::conv2d_backward`.
 
 use anyhow::Result;
+use futures_util::FutureExt;
 
 use crate::cpu::conv::{conv2d_backward, conv2d_forward};
 use crate::gpu::check::{Check, Pending, Tally, buffer, random, read, run_dispatch};
@@ -11,6 +12,7 @@ use crate::gpu::device::Gpu;
 use crate::gpu::dispatch::need_batch;
 use crate::gpu::dispatch::{Bind, Dispatch, DispatchDesc, ModelAxis, flat_grid};
 use crate::gpu::layout::pad4;
+use crate::gpu::ops::kind::{Cx, Grads, Kind, Node, Tensors};
 use crate::gpu::ops::{Modules, WG};
 use crate::model::{Conv2d, Layer, Shape};
 use crate::rng::Rng;
@@ -102,7 +104,7 @@ impl<'a> Conv<'a> {
             gpu,
             DispatchDesc {
                 label: label.to_string(),
-                module: &m.conv,
+                module: m.layer(KIND.module),
                 entry,
                 constants: &constants,
                 bindings,
@@ -168,6 +170,69 @@ impl<'a> Conv<'a> {
             (5, Bind::ReadWrite(grads)),
         ];
         self.dispatch(gpu, m, label, "conv_weight_grad", &b, grid)
+    }
+}
+
+/// Conv2d in the walk: forward; backward, the weight and bias gradients and the input's.
+pub const KIND: Kind = Kind {
+    module: "conv.wgsl",
+    node: |at| {
+        let Layer::Conv2d(layer) = at.layer else {
+            return None;
+        };
+        let [w_off, b_off] = at.tensors[..] else {
+            unreachable!("a Conv2d has a weight and a bias")
+        };
+        Some(Box::new(ConvNode {
+            x_shape: at.x_shape,
+            layer,
+            w_off,
+            b_off,
+        }))
+    },
+    checks: |gpu, m| checks(gpu, m).boxed_local(),
+};
+
+#[derive(Debug)]
+struct ConvNode {
+    x_shape: Shape,
+    layer: Conv2d,
+    w_off: usize,
+    b_off: usize,
+}
+
+impl ConvNode {
+    fn on<'a>(&self, cx: &Cx<'a>) -> Conv<'a> {
+        Conv {
+            x_shape: self.x_shape,
+            layer: self.layer,
+            w_off: self.w_off,
+            b_off: self.b_off,
+            bp: cx.bp,
+            params: cx.params,
+            axis: cx.axis,
+        }
+    }
+}
+
+impl Node for ConvNode {
+    fn forward(&self, cx: &Cx<'_>, t: &Tensors<'_>) -> Result<Vec<Dispatch>> {
+        Ok(vec![self.on(cx).forward(
+            cx.gpu,
+            cx.m,
+            (t.x, t.y),
+            t.label,
+        )?])
+    }
+
+    fn backward(&self, cx: &Cx<'_>, t: &Tensors<'_>, g: &Grads<'_>) -> Result<Vec<Dispatch>> {
+        let (c, label) = (self.on(cx), t.label);
+        let weight = (t.x, g.dy, g.grads);
+        let mut ops = vec![c.weight_grad(cx.gpu, cx.m, weight, &format!("{label} (weight)"))?];
+        if let Some(dx) = g.dx {
+            ops.push(c.input_grad(cx.gpu, cx.m, (g.dy, dx), &format!("{label} (input)"))?);
+        }
+        Ok(ops)
     }
 }
 

@@ -3,12 +3,15 @@
 //! `cpu::conv::dropout_factors` (`philox::Mask`).
 
 use anyhow::Result;
+use futures_util::FutureExt;
 
 use crate::cpu::conv::dropout_factors;
 use crate::gpu::check::{Check, Tally, buffer, random, read, run_dispatch, steps_buffer};
 use crate::gpu::device::Gpu;
 use crate::gpu::dispatch::{Bind, Dispatch, DispatchDesc, flat_grid, need, no_corrections};
+use crate::gpu::ops::kind::{Cx, Grads, Kind, Node, Tensors};
 use crate::gpu::ops::{Modules, WG};
+use crate::model::Layer;
 use crate::philox::Mask;
 use crate::rng::Rng;
 
@@ -62,7 +65,7 @@ impl Dropout<'_> {
             gpu,
             DispatchDesc {
                 label: label.to_string(),
-                module: &m.dropout,
+                module: m.layer(KIND.module),
                 entry: "dropout",
                 constants: &constants,
                 bindings: &[
@@ -74,6 +77,77 @@ impl Dropout<'_> {
                 groups: flat_grid(n, WG, self.models),
             },
         )
+    }
+}
+
+/// Dropout and Dropout2d in the walk: the same factors forward and backward; nothing when
+/// evaluating.
+pub const KIND: Kind = Kind {
+    module: "dropout.wgsl",
+    node: |at| {
+        let [c, h, w] = at.x_shape;
+        let (p, plane) = match at.layer {
+            Layer::Dropout(p) => (p, 1),
+            Layer::Dropout2d(p) => (p, h * w),
+            _ => return None,
+        };
+        Some(Box::new(DropNode {
+            features: c * h * w,
+            plane,
+            p: p.get(),
+            layer: at.index,
+        }))
+    },
+    checks: |gpu, m| checks(gpu, m).boxed_local(),
+};
+
+#[derive(Debug)]
+struct DropNode {
+    features: usize,
+    plane: usize,
+    p: f32,
+    layer: usize,
+}
+
+impl DropNode {
+    fn on<'a>(&self, cx: &Cx<'a>) -> Dropout<'a> {
+        Dropout {
+            features: self.features,
+            plane: self.plane,
+            p: self.p,
+            layer: self.layer,
+            bp: cx.bp,
+            models: cx.axis.models,
+            keys: cx.keys.expect("training has the models' keys"),
+            steps: cx.steps,
+        }
+    }
+}
+
+impl Node for DropNode {
+    fn forward(&self, cx: &Cx<'_>, t: &Tensors<'_>) -> Result<Vec<Dispatch>> {
+        Ok(vec![self.on(cx).dispatch(
+            cx.gpu,
+            cx.m,
+            (t.x, t.y),
+            t.label,
+        )?])
+    }
+
+    fn backward(&self, cx: &Cx<'_>, t: &Tensors<'_>, g: &Grads<'_>) -> Result<Vec<Dispatch>> {
+        let Some(dx) = g.dx else {
+            return Ok(Vec::new());
+        };
+        Ok(vec![self.on(cx).dispatch(
+            cx.gpu,
+            cx.m,
+            (g.dy, dx),
+            t.label,
+        )?])
+    }
+
+    fn only_training(&self) -> bool {
+        true
     }
 }
 

@@ -37,6 +37,7 @@ pub mod conv;
 pub mod dropout;
 pub mod evaluate;
 pub mod gather;
+pub mod kind;
 pub mod linear;
 pub mod nll_head;
 pub mod optimizer;
@@ -48,6 +49,11 @@ use anyhow::Result;
 
 use crate::gpu::device::Gpu;
 use crate::gpu::wgsl::{Kernels, Module, module};
+
+/// The layer kinds a list may hold beyond Linear (`kind`), each its operation module's
+/// `KIND`: the walk reads a layer by asking each in turn, `Modules` compiles their WGSL and
+/// selftest runs their checks. A new kind is one line here.
+pub const KINDS: [&kind::Kind; 4] = [&conv::KIND, &pool::KIND, &relu::KIND, &dropout::KIND];
 
 /// Workgroup size of the elementwise kernels (gather, loss, evaluation).
 pub const WG: u32 = 64;
@@ -64,12 +70,10 @@ pub struct Modules {
     /// The fused schedule's two entry modules (no matmul inner loop).
     pub fused_step: Module,
     pub fused_update: Module,
-    /// The layers a list of layers adds to the tutorial's (`gpu::net`).
-    pub conv: Module,
-    pub maxpool: Module,
-    pub relu: Module,
-    pub dropout: Module,
+    /// A Linear's batch-major input, where a layer of `KINDS` wrote it (`gpu::net`).
     pub rows: Module,
+    /// The modules of [`KINDS`], in its order.
+    pub layers: Vec<Module>,
 }
 
 impl Modules {
@@ -87,11 +91,17 @@ impl Modules {
             optimizer: module(gpu, "optimizer.wgsl", tile)?,
             fused_step: module(gpu, "fused_step.wgsl", tile)?,
             fused_update: module(gpu, "fused_update.wgsl", tile)?,
-            conv: module(gpu, "conv.wgsl", tile)?,
-            maxpool: module(gpu, "maxpool.wgsl", tile)?,
-            relu: module(gpu, "relu.wgsl", tile)?,
-            dropout: module(gpu, "dropout.wgsl", tile)?,
             rows: module(gpu, "rows.wgsl", tile)?,
+            layers: (KINDS.iter())
+                .map(|k| module(gpu, k.module, tile))
+                .collect::<Result<_>>()?,
         })
+    }
+
+    /// The module of a kind of [`KINDS`], by its file's name.
+    pub fn layer(&self, file: &str) -> &Module {
+        (self.layers.iter())
+            .find(|m| m.name == file)
+            .expect("every kind's module is compiled")
     }
 }

@@ -3,13 +3,15 @@
 //! `cpu::conv::maxpool2_argmax`, and the MaxPool2d arm of `cpu::layers::backward`.
 
 use anyhow::Result;
+use futures_util::FutureExt;
 
 use crate::cpu::conv::maxpool2_argmax;
 use crate::gpu::check::{Check, Tally, buffer, random, read, run_dispatch, transpose};
 use crate::gpu::device::Gpu;
 use crate::gpu::dispatch::{Bind, Dispatch, DispatchDesc, flat_grid, need};
+use crate::gpu::ops::kind::{Cx, Grads, Kind, Node, Tensors};
 use crate::gpu::ops::{Modules, WG};
-use crate::model::Shape;
+use crate::model::{Layer, Shape};
 use crate::rng::Rng;
 
 /// One MaxPool2d of a model on the device, for `models` models side by side.
@@ -51,7 +53,7 @@ impl Pool {
             gpu,
             DispatchDesc {
                 label: label.to_string(),
-                module: &m.maxpool,
+                module: m.layer(KIND.module),
                 entry,
                 constants: &constants,
                 bindings,
@@ -98,6 +100,56 @@ impl Pool {
             (5, Bind::ReadWrite(dx)),
         ];
         self.dispatch(gpu, m, label, "pool_backward", &b, inp)
+    }
+}
+
+/// MaxPool2d in the walk: forward keeps each window's winner, backward gathers by it.
+pub const KIND: Kind = Kind {
+    module: "maxpool.wgsl",
+    node: |at| {
+        let x_shape = at.x_shape;
+        matches!(at.layer, Layer::MaxPool2d).then(|| Box::new(PoolNode { x_shape }) as _)
+    },
+    checks: |gpu, m| checks(gpu, m).boxed_local(),
+};
+
+#[derive(Debug)]
+struct PoolNode {
+    x_shape: Shape,
+}
+
+impl PoolNode {
+    fn on(&self, cx: &Cx<'_>) -> Pool {
+        Pool {
+            x_shape: self.x_shape,
+            bp: cx.bp,
+            models: cx.axis.models,
+        }
+    }
+}
+
+impl Node for PoolNode {
+    fn forward(&self, cx: &Cx<'_>, t: &Tensors<'_>) -> Result<Vec<Dispatch>> {
+        let kept = t.kept.expect("a pool keeps its winners");
+        let d = self
+            .on(cx)
+            .forward(cx.gpu, cx.m, (t.x, t.y, kept), t.label)?;
+        Ok(vec![d])
+    }
+
+    fn backward(&self, cx: &Cx<'_>, t: &Tensors<'_>, g: &Grads<'_>) -> Result<Vec<Dispatch>> {
+        let Some(dx) = g.dx else {
+            return Ok(Vec::new());
+        };
+        let kept = t.kept.expect("a pool keeps its winners");
+        let d = self
+            .on(cx)
+            .backward(cx.gpu, cx.m, (kept, g.dy, dx), t.label)?;
+        Ok(vec![d])
+    }
+
+    fn keeps(&self) -> bool {
+        true
     }
 }
 

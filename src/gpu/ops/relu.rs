@@ -2,11 +2,13 @@
 //! (shaders/relu.wgsl). CPU twins: the Relu arms of `cpu::layers::forward` and `backward`.
 
 use anyhow::Result;
+use futures_util::FutureExt;
 
 use crate::cpu::layers;
 use crate::gpu::check::{Check, Tally, buffer, random, read, run_dispatch};
 use crate::gpu::device::Gpu;
 use crate::gpu::dispatch::{Bind, Dispatch, DispatchDesc, flat_grid, need};
+use crate::gpu::ops::kind::{Cx, Grads, Kind, Node, Tensors};
 use crate::gpu::ops::{Modules, WG};
 use crate::model::Layer;
 use crate::rng::Rng;
@@ -30,7 +32,7 @@ impl Relu {
             gpu,
             DispatchDesc {
                 label: label.to_string(),
-                module: &m.relu,
+                module: m.layer(KIND.module),
                 entry,
                 constants: &[("N", self.n as f64), ("WG", WG as f64)],
                 bindings,
@@ -80,6 +82,45 @@ impl Relu {
                 (4, Bind::ReadWrite(dx)),
             ],
         )
+    }
+}
+
+/// ReLU in the walk (one after a conv or a pool; a Linear takes the one after it into its own
+/// kernels): forward, and backward masked by its output.
+pub const KIND: Kind = Kind {
+    module: "relu.wgsl",
+    node: |at| {
+        let features = at.x_shape.iter().product();
+        matches!(at.layer, Layer::Relu).then(|| Box::new(ReluNode { features }) as _)
+    },
+    checks: |gpu, m| checks(gpu, m).boxed_local(),
+};
+
+#[derive(Debug)]
+struct ReluNode {
+    features: usize,
+}
+
+impl Node for ReluNode {
+    fn forward(&self, cx: &Cx<'_>, t: &Tensors<'_>) -> Result<Vec<Dispatch>> {
+        let r = Relu {
+            n: cx.axis.models * self.features * cx.bp,
+        };
+        Ok(vec![r.forward(cx.gpu, cx.m, (t.x, t.y), t.label)?])
+    }
+
+    fn backward(&self, cx: &Cx<'_>, t: &Tensors<'_>, g: &Grads<'_>) -> Result<Vec<Dispatch>> {
+        let Some(dx) = g.dx else {
+            return Ok(Vec::new());
+        };
+        let r = Relu {
+            n: cx.axis.models * self.features * cx.bp,
+        };
+        Ok(vec![r.backward(cx.gpu, cx.m, (t.y, g.dy, dx), t.label)?])
+    }
+
+    fn relu_out(&self, _: bool) -> bool {
+        true
     }
 }
 
