@@ -76,9 +76,9 @@ fn col2im_add<T: Real>(cols: &[T], [cin, h, w]: Shape, conv: Conv2d, dx: &mut [T
     }
 }
 
-/// Runs `f(first sample, its outputs)` over the batch cut into one run of samples per thread,
-/// `out` holding `len` values per sample. Every sample is computed alone, so the result is
-/// the same on any number of threads.
+/// Runs `f(first sample, its outputs)` over the batch cut into `threads` runs of samples, `out`
+/// holding `len` values per sample, on the process's pool of threads (natively; on one thread
+/// in wasm). Every sample is computed alone, so the result is the same on any number of threads.
 pub(super) fn per_sample<T: Send>(
     out: &mut [T],
     len: usize,
@@ -90,12 +90,15 @@ pub(super) fn per_sample<T: Send>(
     if per >= batch {
         return f(0, out);
     }
-    std::thread::scope(|scope| {
-        for (i, chunk) in out.chunks_mut(per * len).enumerate() {
-            let f = &f;
-            scope.spawn(move || f(i * per, chunk));
-        }
-    });
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        use rayon::prelude::*;
+        (out.par_chunks_mut(per * len).enumerate()).for_each(|(i, chunk)| f(i * per, chunk));
+    }
+    #[cfg(target_arch = "wasm32")]
+    for (i, chunk) in out.chunks_mut(per * len).enumerate() {
+        f(i * per, chunk);
+    }
 }
 
 /// y[b, cout, ho, wo] = conv(x[b], weight) + bias, for input samples of shape `x_shape`, the
