@@ -101,6 +101,30 @@ pub(super) fn per_sample<T: Send>(
     }
 }
 
+/// [`per_sample`] over two outputs of `len` values per sample each.
+fn per_sample_pair<A: Send, B: Send>(
+    (a, b): (&mut [A], &mut [B]),
+    len: usize,
+    threads: usize,
+    f: impl Fn(usize, (&mut [A], &mut [B])) + Sync,
+) {
+    let batch = a.len() / len.max(1);
+    let per = batch.div_ceil(threads.max(1)).max(1);
+    if per >= batch {
+        return f(0, (a, b));
+    }
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        use rayon::prelude::*;
+        let chunks = a.par_chunks_mut(per * len).zip(b.par_chunks_mut(per * len));
+        chunks.enumerate().for_each(|(i, ab)| f(i * per, ab));
+    }
+    #[cfg(target_arch = "wasm32")]
+    for (i, ab) in a.chunks_mut(per * len).zip(b.chunks_mut(per * len)).enumerate() {
+        f(i * per, ab);
+    }
+}
+
 /// y[b, cout, ho, wo] = conv(x[b], weight) + bias, for input samples of shape `x_shape`, the
 /// samples spread over `threads`.
 pub fn conv2d_forward<T: Real>(
@@ -195,42 +219,39 @@ fn mat_mut<T>(data: &mut [T], rs: usize) -> MatMut<'_, T> {
     MatMut { data, rs, cs: 1 }
 }
 
-/// Index (in the batch's `[batch, c, h, w]`) of each 2x2 window's largest value, as PyTorch's
-/// kernel picks it: in row-major order a value replaces the best so far when it is larger or
-/// NaN (so the first of equal maxima wins, and the last NaN); `[batch, c, h / 2, w / 2]`, the
-/// samples spread over `threads`.
-pub fn maxpool2_argmax<T: Real>(
+/// Each 2x2 window's largest value and its index (in the batch's `[batch, c, h, w]`), as
+/// PyTorch's kernel picks it: in row-major order a value replaces the best so far when it is
+/// larger or NaN (so the first of equal maxima wins, and the last NaN); each `[batch, c, h /
+/// 2, w / 2]`, the samples spread over `threads`.
+pub fn maxpool2<T: Real>(
     x: &[T],
     batch: usize,
     ([c, h, w], threads): (Shape, usize),
-) -> Vec<usize> {
+) -> (Vec<T>, Vec<usize>) {
     let (ho, wo) = (h / 2, w / 2);
+    let mut y = vec![T::default(); batch * c * ho * wo];
     let mut at = vec![0usize; batch * c * ho * wo];
-    per_sample(&mut at, c * ho * wo, threads, |first, out| {
-        let planes = (first * c..).map(|p| p * h * w);
-        for (plane, out) in planes.zip(out.chunks_mut(ho * wo)) {
-            for (y, out) in out.chunks_mut(wo).enumerate() {
-                let top = plane + 2 * y * w;
-                let (r0, r1) = (&x[top..top + w], &x[top + w..top + 2 * w]);
-                for (xo, arg_out) in out.iter_mut().enumerate() {
-                    let i = 2 * xo;
-                    let (mut best, mut arg) = (r0[i], top + i);
-                    // Selects rather than branches: which value wins is data, not predictable.
-                    for (v, j) in [
-                        (r0[i + 1], top + i + 1),
-                        (r1[i], top + w + i),
-                        (r1[i + 1], top + w + i + 1),
-                    ] {
-                        let take = (v > best) | is_nan(v);
-                        best = if take { v } else { best };
-                        arg = if take { j } else { arg };
-                    }
-                    *arg_out = arg;
+    per_sample_pair((&mut y, &mut at), c * ho * wo, threads, |first, (ys, ats)| {
+        // Output row i is row i % ho of plane first * c + i / ho.
+        let outs = ys.chunks_mut(wo).zip(ats.chunks_mut(wo));
+        for (i, (y, at)) in outs.enumerate() {
+            let top = (first * c + i / ho) * h * w + 2 * (i % ho) * w;
+            let (r0, r1) = (&x[top..top + 2 * wo], &x[top + w..top + w + 2 * wo]);
+            let windows = r0.chunks_exact(2).zip(r1.chunks_exact(2));
+            for (xo, ((y, at), (a, b))) in y.iter_mut().zip(at).zip(windows).enumerate() {
+                let i = top + 2 * xo;
+                let (mut best, mut arg) = (a[0], i);
+                // Selects rather than branches: which value wins is data, not predictable.
+                for (v, j) in [(a[1], i + 1), (b[0], i + w), (b[1], i + w + 1)] {
+                    let take = (v > best) | is_nan(v);
+                    best = if take { v } else { best };
+                    arg = if take { j } else { arg };
                 }
+                (*y, *at) = (best, arg);
             }
         }
     });
-    at
+    (y, at)
 }
 
 #[allow(clippy::eq_op)]
@@ -280,6 +301,9 @@ mod tests {
             -1.0,
             -1.0,
         ];
-        assert_eq!(maxpool2_argmax(&x, 1, ([2, 2, 4], 1)), [1, 2, 13, 10]);
+        let (y, at) = maxpool2(&x, 1, ([2, 2, 4], 1));
+        assert_eq!(at, [1, 2, 13, 10]);
+        assert_eq!([y[0], y[1], y[3]], [3.0, 7.0, -1.0]);
+        assert!(y[2].is_nan());
     }
 }

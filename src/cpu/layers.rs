@@ -2,7 +2,7 @@
 //! `cpu::forward` and `cpu::loss_and_grad` walk a model's list through these.
 
 use super::Pass;
-use super::conv::{conv2d_backward, conv2d_forward, dropout_factors, maxpool2_argmax};
+use super::conv::{conv2d_backward, conv2d_forward, dropout_factors, maxpool2};
 use super::{Real, linear_backward, linear_forward, log_softmax, positive, relu_backward};
 use crate::model::{Layer, Shape};
 
@@ -17,8 +17,7 @@ pub fn forward<T: Real>(
     pass: Pass,
 ) -> (Vec<T>, Vec<usize>) {
     if *layer == Layer::MaxPool2d {
-        let at = maxpool2_argmax(x, batch, (x_shape, pass.threads));
-        return (at.iter().map(|&i| x[i]).collect(), at);
+        return maxpool2(x, batch, (x_shape, pass.threads));
     }
     let out: usize = layer.output(x_shape).map_or(0, |s| s.iter().product());
     let y = match *layer {

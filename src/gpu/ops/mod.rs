@@ -12,7 +12,7 @@
 //! | [`evaluate`] | evaluate.wgsl | `cpu::argmax`, `cpu::log_softmax` |
 //! | [`optimizer`] | optimizer.wgsl, its rule in optimizer_rule.wgsl | `optim::step` |
 //! | [`conv`] forward, input grad, weight grad | conv.wgsl | `cpu::conv::conv2d_forward`, `conv2d_backward` |
-//! | [`pool`] forward, backward | maxpool.wgsl | `cpu::conv::maxpool2_argmax` |
+//! | [`pool`] forward, backward | maxpool.wgsl | `cpu::conv::maxpool2` |
 //! | [`dropout`] | dropout.wgsl, philox.wgsl | `cpu::conv::dropout_factors` |
 //! | [`relu`] forward, backward (a ReLU after a conv or a pool) | relu.wgsl | `cpu::layers` |
 //! | [`rows`] (a Linear's batch-major input) | rows.wgsl | `gpu::check::transpose` |

@@ -1,11 +1,11 @@
 //! MaxPool2d 2x2, stride 2, on feature-major activations: the forward keeps each window's
 //! winner, the backward gathers through it (shaders/maxpool.wgsl). CPU twin:
-//! `cpu::conv::maxpool2_argmax`, and the MaxPool2d arm of `cpu::layers::backward`.
+//! `cpu::conv::maxpool2`, and the MaxPool2d arm of `cpu::layers::backward`.
 
 use anyhow::Result;
 use futures_util::FutureExt;
 
-use crate::cpu::conv::maxpool2_argmax;
+use crate::cpu::conv::maxpool2;
 use crate::gpu::check::{Check, Tally, buffer, random, read, run_dispatch, transpose};
 use crate::gpu::device::Gpu;
 use crate::gpu::dispatch::{Bind, Dispatch, DispatchDesc, flat_grid, need};
@@ -215,7 +215,7 @@ async fn check_one(gpu: &Gpu, m: &Modules, x_shape: Shape, bp: usize, seed: u64)
     let (fi, fo) = (inp / bp, out / bp);
     for model in 0..models {
         let xm = transpose(&x[model * inp..][..inp], fi, bp, bp);
-        let at = maxpool2_argmax(&xm, bp, (x_shape, 1));
+        let (_, at) = maxpool2(&xm, bp, (x_shape, 1));
         let mut want_dx = vec![0f64; inp];
         for (o, &i) in at.iter().enumerate() {
             let (col, f) = (o / fo, o % fo);
