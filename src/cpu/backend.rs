@@ -233,9 +233,18 @@ impl Backend for CpuBackend {
         let per_thread = self.models.len().div_ceil(self.threads);
         if per_thread == self.models.len() {
             // One model on all the threads (its convolutions' samples spread over them).
-            for m in &mut self.models {
-                m.run_steps(arch, train, steps.clone(), self.threads);
-            }
+            let threads = self.threads;
+            let mut run = || {
+                for m in &mut self.models {
+                    m.run_steps(arch, train, steps.clone(), threads);
+                }
+            };
+            // Natively, on a thread of the pool the convolutions spread over, so that each
+            // spread starts from a worker rather than waking the pool from outside and waiting.
+            #[cfg(not(target_arch = "wasm32"))]
+            rayon::scope(|_| run());
+            #[cfg(target_arch = "wasm32")]
+            run();
             return Ok(());
         }
         std::thread::scope(|scope| {

@@ -120,7 +120,11 @@ fn per_sample_pair<A: Send, B: Send>(
         chunks.enumerate().for_each(|(i, ab)| f(i * per, ab));
     }
     #[cfg(target_arch = "wasm32")]
-    for (i, ab) in a.chunks_mut(per * len).zip(b.chunks_mut(per * len)).enumerate() {
+    for (i, ab) in a
+        .chunks_mut(per * len)
+        .zip(b.chunks_mut(per * len))
+        .enumerate()
+    {
         f(i * per, ab);
     }
 }
@@ -180,12 +184,17 @@ pub fn conv2d_backward<T: Real>(
             T::gemm_raw(cout, hw, ckk, a, c, mat_mut(dw_b, ckk));
         }
     });
-    dw.fill(T::default());
-    db.fill(T::default());
-    for (dw_b, dyb) in partial.chunks(cout * ckk).zip(dy.chunks(cout * hw)) {
-        for (d, &v) in dw.iter_mut().zip(dw_b) {
-            *d += v;
+    // Each element's sum in sample order, the elements spread over the threads.
+    per_sample(dw, 1, threads, |first, dws| {
+        dws.fill(T::default());
+        for dw_b in partial.chunks(cout * ckk) {
+            for (d, &v) in dws.iter_mut().zip(&dw_b[first..]) {
+                *d += v;
+            }
         }
+    });
+    db.fill(T::default());
+    for dyb in dy.chunks(cout * hw) {
         for (d, row) in db.iter_mut().zip(dyb.chunks(hw)) {
             let mut s = T::default();
             for &v in row {
@@ -231,27 +240,52 @@ pub fn maxpool2<T: Real>(
     let (ho, wo) = (h / 2, w / 2);
     let mut y = vec![T::default(); batch * c * ho * wo];
     let mut at = vec![0usize; batch * c * ho * wo];
-    per_sample_pair((&mut y, &mut at), c * ho * wo, threads, |first, (ys, ats)| {
-        // Output row i is row i % ho of plane first * c + i / ho.
-        let outs = ys.chunks_mut(wo).zip(ats.chunks_mut(wo));
-        for (i, (y, at)) in outs.enumerate() {
-            let top = (first * c + i / ho) * h * w + 2 * (i % ho) * w;
-            let (r0, r1) = (&x[top..top + 2 * wo], &x[top + w..top + w + 2 * wo]);
-            let windows = r0.chunks_exact(2).zip(r1.chunks_exact(2));
-            for (xo, ((y, at), (a, b))) in y.iter_mut().zip(at).zip(windows).enumerate() {
-                let i = top + 2 * xo;
-                let (mut best, mut arg) = (a[0], i);
-                // Selects rather than branches: which value wins is data, not predictable.
-                for (v, j) in [(a[1], i + 1), (b[0], i + w), (b[1], i + w + 1)] {
-                    let take = (v > best) | is_nan(v);
-                    best = if take { v } else { best };
-                    arg = if take { j } else { arg };
+    per_sample_pair(
+        (&mut y, &mut at),
+        c * ho * wo,
+        threads,
+        |first, (ys, ats)| {
+            // Output row i is row i % ho of plane first * c + i / ho.
+            let outs = ys.chunks_mut(wo).zip(ats.chunks_mut(wo));
+            for (i, (y, at)) in outs.enumerate() {
+                let top = (first * c + i / ho) * h * w + 2 * (i % ho) * w;
+                let (r0, r1) = (&x[top..top + 2 * wo], &x[top + w..top + w + 2 * wo]);
+                let windows = r0.chunks_exact(2).zip(r1.chunks_exact(2));
+                for (xo, ((y, at), (a, b))) in y.iter_mut().zip(at).zip(windows).enumerate() {
+                    let i = top + 2 * xo;
+                    let (mut best, mut arg) = (a[0], i);
+                    // Selects rather than branches: which value wins is data, not predictable.
+                    for (v, j) in [(a[1], i + 1), (b[0], i + w), (b[1], i + w + 1)] {
+                        let take = (v > best) | is_nan(v);
+                        best = if take { v } else { best };
+                        arg = if take { j } else { arg };
+                    }
+                    (*y, *at) = (best, arg);
                 }
-                (*y, *at) = (best, arg);
             }
+        },
+    );
+    (y, at)
+}
+
+/// [`maxpool2`]'s backward: `dx` [batch, c, h, w] is `dy` at each window's winner (`at`),
+/// zero elsewhere, the samples spread over `threads`.
+pub fn maxpool2_backward<T: Real>(
+    at: &[usize],
+    dy: &[T],
+    batch: usize,
+    ([c, h, w], threads): (Shape, usize),
+) -> Vec<T> {
+    let (plane, out) = (c * h * w, c * (h / 2) * (w / 2));
+    let mut dx = vec![T::default(); batch * plane];
+    per_sample(&mut dx, plane, threads, |first, dxs| {
+        let n = dxs.len() / plane;
+        let range = first * out..(first + n) * out;
+        for (&i, &d) in at[range.clone()].iter().zip(&dy[range]) {
+            dxs[i - first * plane] = d;
         }
     });
-    (y, at)
+    dx
 }
 
 #[allow(clippy::eq_op)]

@@ -2,7 +2,7 @@
 //! `cpu::forward` and `cpu::loss_and_grad` walk a model's list through these.
 
 use super::Pass;
-use super::conv::{conv2d_backward, conv2d_forward, dropout_factors, maxpool2};
+use super::conv::{conv2d_backward, conv2d_forward, dropout_factors, maxpool2, maxpool2_backward};
 use super::{Real, linear_backward, linear_forward, log_softmax, positive, relu_backward};
 use crate::model::{Layer, Shape};
 
@@ -101,13 +101,7 @@ pub fn backward<T: Real>(
             conv2d_backward(&dy, x, w, (gw, gb), dx_wanted, batch, shape, conv);
             dx
         }
-        Layer::MaxPool2d => {
-            dx.resize(in_len, T::default());
-            for (&i, d) in kept.iter().zip(dy) {
-                dx[i] = d;
-            }
-            dx
-        }
+        Layer::MaxPool2d => maxpool2_backward(kept, &dy, batch, (x_shape, pass.threads)),
         Layer::Relu => {
             relu_backward(&mut dy, y);
             dy

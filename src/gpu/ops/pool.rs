@@ -1,11 +1,11 @@
 //! MaxPool2d 2x2, stride 2, on feature-major activations: the forward keeps each window's
 //! winner, the backward gathers through it (shaders/maxpool.wgsl). CPU twin:
-//! `cpu::conv::maxpool2`, and the MaxPool2d arm of `cpu::layers::backward`.
+//! `cpu::conv::maxpool2`, `cpu::conv::maxpool2_backward`.
 
 use anyhow::Result;
 use futures_util::FutureExt;
 
-use crate::cpu::conv::maxpool2;
+use crate::cpu::conv::{maxpool2, maxpool2_backward};
 use crate::gpu::check::{Check, Tally, buffer, random, read, run_dispatch, transpose};
 use crate::gpu::device::Gpu;
 use crate::gpu::dispatch::{Bind, Dispatch, DispatchDesc, flat_grid, need};
@@ -215,24 +215,24 @@ async fn check_one(gpu: &Gpu, m: &Modules, x_shape: Shape, bp: usize, seed: u64)
     let (fi, fo) = (inp / bp, out / bp);
     for model in 0..models {
         let xm = transpose(&x[model * inp..][..inp], fi, bp, bp);
-        let (_, at) = maxpool2(&xm, bp, (x_shape, 1));
-        let mut want_dx = vec![0f64; inp];
-        for (o, &i) in at.iter().enumerate() {
+        let (want_y, at) = maxpool2(&xm, bp, (x_shape, 1));
+        let dym = transpose(&dy[model * out..][..out], fo, bp, bp);
+        let want_dx = maxpool2_backward(&at, &dym, bp, (x_shape, 1));
+        for (o, &want) in want_y.iter().enumerate() {
             let (col, f) = (o / fo, o % fo);
             let got = y[model * out + f * bp + col];
-            let want = xm[i];
             if got.to_bits() != want.to_bits() && !(got.is_nan() && want.is_nan()) {
                 t.fail(format!(
                     "model {model} y[{f}] column {col}: got {got}, expected {want}"
                 ));
             }
-            want_dx[(i % fi) * bp + col] = dy[model * out + f * bp + col] as f64;
         }
         for (i, &wv) in want_dx.iter().enumerate() {
+            let (col, f) = (i / fi, i % fi);
             t.close(
-                || format!("model {model} dx[{i}]"),
-                dx[model * inp + i] as f64,
-                wv,
+                || format!("model {model} dx[{f}] column {col}"),
+                dx[model * inp + f * bp + col] as f64,
+                wv as f64,
                 0.0,
             );
         }
