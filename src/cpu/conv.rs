@@ -293,20 +293,44 @@ fn is_nan<T: Real>(v: T) -> bool {
     v != v
 }
 
-/// The factor each element of a dropout layer's input is multiplied by: 1/(1-p) where its
-/// draw keeps it, 0 where it drops; Dropout draws per element, Dropout2d per channel
-/// (`plane` elements per channel), `n` elements in all.
-pub fn dropout_factors<T: Real>(mask: Mask, p: f32, n: usize, plane: usize) -> Vec<T> {
-    let scale = T::from_f64((1.0 / (1.0 - p)) as f64);
-    let mut out = Vec::with_capacity(n);
-    for unit in 0..n / plane {
-        let f = match mask.keeps(unit as u32, p) {
-            true => scale,
-            false => T::default(),
+/// Which units of a dropout layer (elements, or Dropout2d's channels; `units` in the batch)
+/// its draws keep: bit `u % usize::BITS` of word `u / usize::BITS`, the words spread over
+/// `threads`.
+pub fn dropout_keeps(mask: Mask, p: f32, units: usize, threads: usize) -> Vec<usize> {
+    let bits = usize::BITS as usize;
+    let mut words = vec![0usize; units.div_ceil(bits)];
+    per_sample(&mut words, 1, threads, |first, ws| {
+        for (k, word) in ws.iter_mut().enumerate() {
+            let start = (first + k) * bits;
+            for (b, u) in (start..units.min(start + bits)).enumerate() {
+                *word |= (mask.keeps(u as u32, p) as usize) << b;
+            }
+        }
+    });
+    words
+}
+
+/// Multiplies each element of `x` by its dropout factor: 1/(1-p) where its unit is kept
+/// (`keeps` as [`dropout_keeps`] gives it, `plane` elements per unit), 0 where it is dropped.
+pub fn dropout_apply<T: Real>(x: &mut [T], keeps: &[usize], p: f32, plane: usize) {
+    let (scale, bits) = (T::from_f64((1.0 / (1.0 - p)) as f64), usize::BITS as usize);
+    for (u, run) in x.chunks_mut(plane).enumerate() {
+        let f = match keeps[u / bits] >> (u % bits) & 1 {
+            1 => scale,
+            _ => T::default(),
         };
-        out.extend(std::iter::repeat_n(f, plane));
+        for v in run {
+            *v = *v * f;
+        }
     }
-    out
+}
+
+/// The factor each element of a dropout layer's input is multiplied by ([`dropout_apply`]'s),
+/// `n` elements in all.
+pub fn dropout_factors<T: Real>(mask: Mask, p: f32, n: usize, plane: usize) -> Vec<T> {
+    let mut f = vec![T::from_f64(1.0); n];
+    dropout_apply(&mut f, &dropout_keeps(mask, p, n / plane, 1), p, plane);
+    f
 }
 
 #[cfg(test)]

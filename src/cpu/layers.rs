@@ -2,13 +2,14 @@
 //! `cpu::forward` and `cpu::loss_and_grad` walk a model's list through these.
 
 use super::Pass;
-use super::conv::{conv2d_backward, conv2d_forward, dropout_factors, maxpool2, maxpool2_backward};
+use super::conv::{conv2d_backward, conv2d_forward, maxpool2, maxpool2_backward};
+use super::conv::{dropout_apply, dropout_keeps};
 use super::{Real, linear_backward, linear_forward, log_softmax, positive, relu_backward};
 use crate::model::{Layer, Shape};
 
 /// One layer's output for a batch of `batch` samples of shape `x_shape` (`p` its tensors;
 /// `pass` where its dropout draws and on how many threads it runs), and what its backward
-/// pass needs of the forward besides its input and output: MaxPool2d's winners.
+/// pass needs of the forward besides its input and output: MaxPool2d's winners, or which units a drawn dropout keeps.
 pub fn forward<T: Real>(
     layer: &Layer,
     p: &[T],
@@ -18,6 +19,13 @@ pub fn forward<T: Real>(
 ) -> (Vec<T>, Vec<usize>) {
     if *layer == Layer::MaxPool2d {
         return maxpool2(x, batch, (x_shape, pass.threads));
+    }
+    if let (Some(m), Some((p, plane))) = (pass.mask, drop(layer, x_shape)) {
+        // Which units are kept, drawn once here and kept for the backward pass.
+        let keeps = dropout_keeps(m, p, x.len() / plane, pass.threads);
+        let mut y = x.to_vec();
+        dropout_apply(&mut y, &keeps, p, plane);
+        return (y, keeps);
     }
     let out: usize = layer.output(x_shape).map_or(0, |s| s.iter().product());
     let y = match *layer {
@@ -38,14 +46,8 @@ pub fn forward<T: Real>(
             .iter()
             .map(|&v| if positive(v) { v } else { T::default() })
             .collect(),
-        Layer::Dropout(_) | Layer::Dropout2d(_) => match (pass.mask, drop(layer, x_shape)) {
-            (Some(m), Some((p, plane))) => (x.iter())
-                .zip(dropout_factors(m, p, x.len(), plane))
-                .map(|(&v, f)| v * f)
-                .collect(),
-            _ => x.to_vec(),
-        },
-        Layer::Flatten => x.to_vec(),
+        // Dropping nothing (evaluating, or p = 0); a drawn dropout is taken above.
+        Layer::Dropout(_) | Layer::Dropout2d(_) | Layer::Flatten => x.to_vec(),
         Layer::LogSoftmax => log_softmax(x, x_shape[0]),
     };
     (y, Vec::new())
@@ -107,10 +109,8 @@ pub fn backward<T: Real>(
             dy
         }
         Layer::Dropout(_) | Layer::Dropout2d(_) => {
-            if let (Some(m), Some((p, plane))) = (pass.mask, drop(layer, x_shape)) {
-                for (d, f) in dy.iter_mut().zip(dropout_factors(m, p, in_len, plane)) {
-                    *d = *d * f;
-                }
+            if let (Some(_), Some((p, plane))) = (pass.mask, drop(layer, x_shape)) {
+                dropout_apply(&mut dy, kept, p, plane);
             }
             dy
         }
