@@ -59,12 +59,15 @@ fn main() -> ExitCode {
     // recipe). glibc hands every freed block above its mmap threshold back to the kernel, so
     // the next step faults the same pages in again, zeroed: a third of cnn's CPU step. Blocks
     // up to 32 MiB stay in the heap, and its top is trimmed past 256 MiB only: cnn's CPU step
-    // went from 75 to 48 ms (docs/PERFORMANCE.md).
+    // went from 75 to 48 ms (docs/PERFORMANCE.md). The step runs on a thread of rayon's pool,
+    // and a thread's own arena unmaps each of its heaps once it empties, whatever the
+    // thresholds: one arena keeps every thread's blocks in the one heap they govern.
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: tuning the allocator before any thread exists.
     unsafe {
         libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
         libc::mallopt(libc::M_TRIM_THRESHOLD, 256 << 20);
+        libc::mallopt(libc::M_ARENA_MAX, 1);
     }
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
