@@ -18,9 +18,9 @@
 //
 // Three entry points: the forward, the input's gradient (a direct convolution with the
 // flipped kernel, each input element gathering what it fed, so no two invocations write one
-// element) and the weight and bias gradients (one workgroup per weight or bias, its WG lanes
-// summing strided parts of the batch and positions, then a tree in workgroup memory: a fixed
-// order, no atomics, the same bits every run). Columns past a step's valid samples carry a zero
+// element) and the weight and bias gradients (one workgroup per four output channels' weights
+// of one tap, or per bias, its WG lanes summing strided parts of the batch and positions, then
+// a tree in workgroup memory: a fixed order, no atomics, the same bits every run). Columns past a step's valid samples carry a zero
 // gradient, so they add nothing. A set of models: the grid's z is the model, its parameters
 // (and gradients) P_STRIDE floats after the one before, its activations one tensor after.
 // CPU twins: `cpu::conv::conv2d_forward`, `cpu::conv::conv2d_backward`.
@@ -47,7 +47,7 @@ override P_STRIDE: u32 = 0u;
 @group(0) @binding(4) var<storage, read_write> dx: array<vec4<f32>>;
 @group(0) @binding(5) var<storage, read_write> grads: array<f32>;
 
-var<workgroup> partial: array<f32, WG>;
+var<workgroup> partial: array<vec4<f32>, WG>;
 
 // One invocation per output element and four samples, the samples fastest so that neighbouring
 // invocations read neighbouring vec4. Grid: (x, y) cover COUT * HO * WO * BP / 4, z the model.
@@ -144,11 +144,17 @@ fn conv_input_grad(
     dx[model * total + i] = acc;
 }
 
-// Workgroup g < COUT * CIN * K * K: the gradient of weight g, the sum over samples and output
-// positions of dy[co, oy, ox] * x[ci, oy * STRIDE + ky - PAD, ox * STRIDE + kx - PAD] (zero in
-// the padding); the COUT workgroups after it: each bias's gradient, the sum of dy over its
-// channel. Each lane sums every WG-th vec4 of the terms, then the lanes' sums meet in a tree. Grid: (x, y) cover the workgroups, z the model.
-// WG is a power of two.
+// Output channels per weight-gradient workgroup: one vec4 of sums, one channel each.
+const CO_TILE: u32 = 4u;
+
+// Workgroup g < CO_TILES * CIN * K * K (CO_TILES = COUT / CO_TILE rounded up): the gradients
+// of the CO_TILE weights of tap (ci, ky, kx) of output channels co0 to co0 + 3, each the sum
+// over samples and output positions of dy[co, oy, ox] * x[ci, oy * STRIDE + ky - PAD,
+// ox * STRIDE + kx - PAD] (zero in the padding): every x read serves four channels, its index
+// worked out once. The COUT workgroups after them: each bias's gradient, the sum of dy over
+// its channel. Each lane sums every WG-th vec4 of the terms per channel, then the lanes' sums
+// meet in a tree, one component per channel: per weight the same order of additions as one
+// workgroup per weight. Grid: (x, y) cover the workgroups, z the model. WG is a power of two.
 @compute @workgroup_size(WG)
 fn conv_weight_grad(
     @builtin(local_invocation_index) lane: u32,
@@ -156,8 +162,9 @@ fn conv_weight_grad(
     @builtin(num_workgroups) groups: vec3<u32>,
 ) {
     let g = wid.x + wid.y * groups.x;
-    let weights = COUT * CIN * K * K;
-    if (g >= weights + COUT) {
+    let taps = CIN * K * K;
+    let tiled = (COUT + CO_TILE - 1u) / CO_TILE * taps;
+    if (g >= tiled + COUT) {
         return;
     }
     let model = wid.z;
@@ -165,32 +172,54 @@ fn conv_weight_grad(
     let x0 = model * CIN * H * W * b4;
     let d0 = model * COUT * HO * WO * b4;
     let terms = HO * WO * b4;
-    var acc = vec4<f32>(0.0);
-    if (g < weights) {
-        let kx = g % K;
-        let ky = (g / K) % K;
-        let ci = (g / (K * K)) % CIN;
-        let co = g / (CIN * K * K);
+    var sums = vec4<f32>(0.0);
+    if (g < tiled) {
+        let tap = g % taps;
+        let co0 = g / taps * CO_TILE;
+        let kx = tap % K;
+        let ky = (tap / K) % K;
+        let ci = tap / (K * K);
+        // The four channels' rows of dy; a channel past COUT reads the last one's and is
+        // never written.
+        let r0 = d0 + co0 * terms;
+        let r1 = d0 + min(co0 + 1u, COUT - 1u) * terms;
+        let r2 = d0 + min(co0 + 2u, COUT - 1u) * terms;
+        let r3 = d0 + min(co0 + 3u, COUT - 1u) * terms;
+        var a0 = vec4<f32>(0.0);
+        var a1 = vec4<f32>(0.0);
+        var a2 = vec4<f32>(0.0);
+        var a3 = vec4<f32>(0.0);
         for (var j = lane; j < terms; j += WG) {
             let n4 = j % b4;
             let pos = j / b4;
             let oy = pos / WO;
             let ox = pos % WO;
-            // The input this output read through the tap, if it is not padding.
+            // The input these outputs read through the tap, if it is not padding.
             let sy = oy * STRIDE + ky;
             let sx = ox * STRIDE + kx;
             if (sy >= PAD && sx >= PAD && sy - PAD < H && sx - PAD < W) {
-                let xi = ((ci * H + sy - PAD) * W + sx - PAD) * b4 + n4;
-                acc += dy[d0 + co * terms + j] * x[x0 + xi];
+                let xv = x[x0 + ((ci * H + sy - PAD) * W + sx - PAD) * b4 + n4];
+                a0 += dy[r0 + j] * xv;
+                a1 += dy[r1 + j] * xv;
+                a2 += dy[r2 + j] * xv;
+                a3 += dy[r3 + j] * xv;
             }
         }
+        sums = vec4<f32>(
+            (a0.x + a0.y) + (a0.z + a0.w),
+            (a1.x + a1.y) + (a1.z + a1.w),
+            (a2.x + a2.y) + (a2.z + a2.w),
+            (a3.x + a3.y) + (a3.z + a3.w),
+        );
     } else {
-        let co = g - weights;
+        let co = g - tiled;
+        var acc = vec4<f32>(0.0);
         for (var j = lane; j < terms; j += WG) {
             acc += dy[d0 + co * terms + j];
         }
+        sums.x = (acc.x + acc.y) + (acc.z + acc.w);
     }
-    partial[lane] = (acc.x + acc.y) + (acc.z + acc.w);
+    partial[lane] = sums;
     workgroupBarrier();
     for (var s = WG / 2u; s > 0u; s >>= 1u) {
         if (lane < s) {
@@ -200,10 +229,16 @@ fn conv_weight_grad(
     }
     if (lane == 0u) {
         let p0 = model * P_STRIDE;
-        if (g < weights) {
-            grads[p0 + W_OFF + g] = partial[0];
+        if (g < tiled) {
+            let tap = g % taps;
+            let co0 = g / taps * CO_TILE;
+            for (var t = 0u; t < CO_TILE; t++) {
+                if (co0 + t < COUT) {
+                    grads[p0 + W_OFF + (co0 + t) * taps + tap] = partial[0][t];
+                }
+            }
         } else {
-            grads[p0 + B_OFF + g - weights] = partial[0];
+            grads[p0 + B_OFF + g - tiled] = partial[0].x;
         }
     }
 }

@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 use mnist_wgpu::gpu::dispatch::Step;
 use mnist_wgpu::gpu::fused;
 use mnist_wgpu::gpu::layout::LayerRow;
-use mnist_wgpu::gpu::ops::{linear, nll_head};
+use mnist_wgpu::gpu::ops::{conv, linear, nll_head};
 use mnist_wgpu::gpu::wgsl::{Kernels, LANES, SOURCES, compose, declared, needs};
 use wgpu::naga;
 
@@ -131,6 +131,8 @@ fn shader_constants_match_the_host() {
     let forward = module("linear_forward.wgsl", Kernels::Subgroup);
     assert_eq!(const_u32(&forward, "ROWS"), linear::ROWS);
     assert_eq!(const_u32(&forward, "LANES"), LANES);
+    let conv = module("conv.wgsl", Kernels::Plain);
+    assert_eq!(const_u32(&conv, "CO_TILE") as usize, conv::CO_TILE);
     let head = module("nll_head.wgsl", Kernels::Plain);
     assert_eq!(
         const_u32(&head, "MAX_CLASSES") as usize,

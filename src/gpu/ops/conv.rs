@@ -17,6 +17,10 @@ use crate::gpu::ops::{Modules, WG};
 use crate::model::{Conv2d, Layer, Shape};
 use crate::rng::Rng;
 
+/// Output channels per workgroup of the weight gradient (conv.wgsl's `CO_TILE`, the width of
+/// its vec4 of sums).
+pub const CO_TILE: usize = 4;
+
 /// One Conv2d of a model on the device.
 #[derive(Clone, Copy, Debug)]
 pub struct Conv<'a> {
@@ -162,8 +166,10 @@ impl<'a> Conv<'a> {
         self.check_sizes(label, ("x", x), ("dy", dy))?;
         let end = self.b_off + pad4(self.layer.cout);
         self.axis.need_params(label, "grads", grads, end)?;
-        let tensors = self.layer.weight_len() + self.layer.cout;
-        let grid = flat_grid(tensors, 1, self.axis.models);
+        // A workgroup per CO_TILE output channels' weights of one tap, then one per bias.
+        let l = self.layer;
+        let groups = l.cout.div_ceil(CO_TILE) * l.cin * l.k * l.k + l.cout;
+        let grid = flat_grid(groups, 1, self.axis.models);
         let b = [
             (1, Bind::Read(x)),
             (3, Bind::Read(dy)),
