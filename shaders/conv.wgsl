@@ -47,10 +47,16 @@ override P_STRIDE: u32 = 0u;
 @group(0) @binding(4) var<storage, read_write> dx: array<vec4<f32>>;
 @group(0) @binding(5) var<storage, read_write> grads: array<f32>;
 
+// Output channels per forward invocation and per weight-gradient workgroup (four
+// accumulators; a vec4 of sums in the weight gradient's tree, one channel each).
+const CO_TILE: u32 = 4u;
+
 var<workgroup> partial: array<vec4<f32>, WG>;
 
-// One invocation per output element and four samples, the samples fastest so that neighbouring
-// invocations read neighbouring vec4. Grid: (x, y) cover COUT * HO * WO * BP / 4, z the model.
+// One invocation per output position, four samples and CO_TILE output channels (co0 to co0 + 3),
+// the samples fastest so that neighbouring invocations read neighbouring vec4: every x read
+// serves four channels, and each channel's sum runs in the order of one channel alone.
+// Grid: (x, y) cover CO_TILES * HO * WO * BP / 4, z the model.
 @compute @workgroup_size(WG)
 fn conv_forward(
     @builtin(global_invocation_id) gid: vec3<u32>,
@@ -58,18 +64,18 @@ fn conv_forward(
 ) {
     let i = gid.x + gid.y * groups.x * WG;
     let b4 = BP / 4u;
-    let total = COUT * HO * WO * b4;
-    if (i >= total) {
+    let plane = HO * WO * b4;
+    if (i >= (COUT + CO_TILE - 1u) / CO_TILE * plane) {
         return;
     }
     let model = gid.z;
     let p0 = model * P_STRIDE;
     let x0 = model * CIN * H * W * b4;
     let n4 = i % b4;
-    let f = i / b4;
-    let co = f / (HO * WO);
-    let oy = (f / WO) % HO;
-    let ox = f % WO;
+    let pos = (i / b4) % (HO * WO);
+    let co0 = i / plane * CO_TILE;
+    let oy = pos / WO;
+    let ox = pos % WO;
     // The window's first input row and column (PAD before the input's first), and the taps
     // inside the input: ky in [ky0, ky1), kx in [kx0, kx1).
     let ry = oy * STRIDE;
@@ -78,18 +84,45 @@ fn conv_forward(
     let kx0 = select(0u, PAD - rx, rx < PAD);
     let ky1 = min(K, H + PAD - ry);
     let kx1 = min(K, W + PAD - rx);
-    var acc = vec4<f32>(0.0);
+    // Each channel's weights, CIN * K * K apart; a channel past COUT reads the last one's and
+    // is never written.
+    let taps = CIN * K * K;
+    let c1 = min(co0 + 1u, COUT - 1u);
+    let c2 = min(co0 + 2u, COUT - 1u);
+    let c3 = min(co0 + 3u, COUT - 1u);
+    var a0 = vec4<f32>(0.0);
+    var a1 = vec4<f32>(0.0);
+    var a2 = vec4<f32>(0.0);
+    var a3 = vec4<f32>(0.0);
     for (var ci = 0u; ci < CIN; ci++) {
         for (var ky = ky0; ky < ky1; ky++) {
-            let w_row = p0 + W_OFF + ((co * CIN + ci) * K + ky) * K;
+            let tap = (ci * K + ky) * K;
+            let w0 = p0 + W_OFF + co0 * taps + tap;
+            let w1 = p0 + W_OFF + c1 * taps + tap;
+            let w2 = p0 + W_OFF + c2 * taps + tap;
+            let w3 = p0 + W_OFF + c3 * taps + tap;
             var xi = x0 + ((ci * H + ry + ky - PAD) * W + rx + kx0 - PAD) * b4 + n4;
             for (var kx = kx0; kx < kx1; kx++) {
-                acc += params[w_row + kx] * x[xi];
+                let xv = x[xi];
+                a0 += params[w0 + kx] * xv;
+                a1 += params[w1 + kx] * xv;
+                a2 += params[w2 + kx] * xv;
+                a3 += params[w3 + kx] * xv;
                 xi += b4;
             }
         }
     }
-    y[model * total + i] = acc + params[p0 + B_OFF + co];
+    let out = model * COUT * plane + co0 * plane + pos * b4 + n4;
+    y[out] = a0 + params[p0 + B_OFF + co0];
+    if (co0 + 1u < COUT) {
+        y[out + plane] = a1 + params[p0 + B_OFF + c1];
+    }
+    if (co0 + 2u < COUT) {
+        y[out + 2u * plane] = a2 + params[p0 + B_OFF + c2];
+    }
+    if (co0 + 3u < COUT) {
+        y[out + 3u * plane] = a3 + params[p0 + B_OFF + c3];
+    }
 }
 
 // The first kernel tap through which input position t - PAD (t the position plus PAD) feeds
@@ -143,9 +176,6 @@ fn conv_input_grad(
     }
     dx[model * total + i] = acc;
 }
-
-// Output channels per weight-gradient workgroup: one vec4 of sums, one channel each.
-const CO_TILE: u32 = 4u;
 
 // Workgroup g < CO_TILES * CIN * K * K (CO_TILES = COUT / CO_TILE rounded up): the gradients
 // of the CO_TILE weights of tap (ci, ky, kx) of output channels co0 to co0 + 3, each the sum

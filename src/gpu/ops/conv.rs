@@ -17,8 +17,8 @@ use crate::gpu::ops::{Modules, WG};
 use crate::model::{Conv2d, Layer, Shape};
 use crate::rng::Rng;
 
-/// Output channels per workgroup of the weight gradient (conv.wgsl's `CO_TILE`, the width of
-/// its vec4 of sums).
+/// Output channels per invocation of the forward and per workgroup of the weight gradient
+/// (conv.wgsl's `CO_TILE`).
 pub const CO_TILE: usize = 4;
 
 /// One Conv2d of a model on the device.
@@ -126,7 +126,10 @@ impl<'a> Conv<'a> {
         label: &str,
     ) -> Result<Dispatch> {
         self.check_sizes(label, ("x", x), ("y", y))?;
-        let grid = flat_grid(self.out_len() * self.bp / 4, WG, self.axis.models);
+        // An invocation per output position, vec4 of samples and CO_TILE output channels.
+        let (ho, wo) = self.out_hw();
+        let tiles = self.layer.cout.div_ceil(CO_TILE) * ho * wo * self.bp / 4;
+        let grid = flat_grid(tiles, WG, self.axis.models);
         let b = [
             (0, Bind::Read(self.params)),
             (1, Bind::Read(x)),
