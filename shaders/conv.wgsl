@@ -47,8 +47,9 @@ override P_STRIDE: u32 = 0u;
 @group(0) @binding(4) var<storage, read_write> dx: array<vec4<f32>>;
 @group(0) @binding(5) var<storage, read_write> grads: array<f32>;
 
-// Output channels per forward invocation and per weight-gradient workgroup (four
-// accumulators; a vec4 of sums in the weight gradient's tree, one channel each).
+// Output channels per forward invocation and per weight-gradient workgroup, input channels
+// per input-gradient invocation (four accumulators; a vec4 of sums in the weight gradient's
+// tree, one channel each).
 const CO_TILE: u32 = 4u;
 
 var<workgroup> partial: array<vec4<f32>, WG>;
@@ -134,7 +135,10 @@ fn first_tap(t: u32, outs: u32) -> u32 {
 }
 
 // dx[ci, iy, ix] = sum over co, ky, kx of w[co, ci, ky, kx] * dy[co, oy, ox] for the outputs
-// (oy, ox) that read (iy, ix) through tap (ky, kx). Grid: (x, y) cover CIN * H * W * BP / 4, z the model.
+// (oy, ox) that read (iy, ix) through tap (ky, kx); one invocation per input position, four
+// samples and CO_TILE input channels (ci0 to ci0 + 3), so that every dy read serves four
+// channels, each channel's sum in the order of one channel alone. Grid: (x, y) cover
+// CI_TILES * H * W * BP / 4 (CI_TILES = CIN / CO_TILE rounded up), z the model.
 @compute @workgroup_size(WG)
 fn conv_input_grad(
     @builtin(global_invocation_id) gid: vec3<u32>,
@@ -142,18 +146,18 @@ fn conv_input_grad(
 ) {
     let i = gid.x + gid.y * groups.x * WG;
     let b4 = BP / 4u;
-    let total = CIN * H * W * b4;
-    if (i >= total) {
+    let plane = H * W * b4;
+    if (i >= (CIN + CO_TILE - 1u) / CO_TILE * plane) {
         return;
     }
     let model = gid.z;
     let p0 = model * P_STRIDE;
     let d0 = model * COUT * HO * WO * b4;
     let n4 = i % b4;
-    let f = i / b4;
-    let ci = f / (H * W);
-    let iy = (f / W) % H;
-    let ix = f % W;
+    let pos = (i / b4) % (H * W);
+    let ci0 = i / plane * CO_TILE;
+    let iy = pos / W;
+    let ix = pos % W;
     // Tap ky reaches here from output row (iy + PAD - ky) / STRIDE where that divides and the
     // row exists: ky from ky0 to below ky1 in steps of STRIDE; kx alike.
     let ty = iy + PAD;
@@ -162,19 +166,42 @@ fn conv_input_grad(
     let kx0 = first_tap(tx, WO);
     let ky1 = min(K, ty + 1u);
     let kx1 = min(K, tx + 1u);
-    var acc = vec4<f32>(0.0);
+    // The four channels' weights, K * K apart within an output channel's; a channel past CIN
+    // reads the last one's and is never written.
+    let kk = K * K;
+    let s1 = (min(ci0 + 1u, CIN - 1u) - ci0) * kk;
+    let s2 = (min(ci0 + 2u, CIN - 1u) - ci0) * kk;
+    let s3 = (min(ci0 + 3u, CIN - 1u) - ci0) * kk;
+    var a0 = vec4<f32>(0.0);
+    var a1 = vec4<f32>(0.0);
+    var a2 = vec4<f32>(0.0);
+    var a3 = vec4<f32>(0.0);
     for (var co = 0u; co < COUT; co++) {
         for (var ky = ky0; ky < ky1; ky += STRIDE) {
-            let w_row = p0 + W_OFF + ((co * CIN + ci) * K + ky) * K;
+            let w0 = p0 + W_OFF + ((co * CIN + ci0) * K + ky) * K;
             let oy = (ty - ky) / STRIDE;
             var di = d0 + ((co * HO + oy) * WO + (tx - kx0) / STRIDE) * b4 + n4;
             for (var kx = kx0; kx < kx1; kx += STRIDE) {
-                acc += params[w_row + kx] * dy[di];
+                let d = dy[di];
+                a0 += params[w0 + kx] * d;
+                a1 += params[w0 + s1 + kx] * d;
+                a2 += params[w0 + s2 + kx] * d;
+                a3 += params[w0 + s3 + kx] * d;
                 di -= b4;
             }
         }
     }
-    dx[model * total + i] = acc;
+    let out = model * CIN * plane + ci0 * plane + pos * b4 + n4;
+    dx[out] = a0;
+    if (ci0 + 1u < CIN) {
+        dx[out + plane] = a1;
+    }
+    if (ci0 + 2u < CIN) {
+        dx[out + 2u * plane] = a2;
+    }
+    if (ci0 + 3u < CIN) {
+        dx[out + 3u * plane] = a3;
+    }
 }
 
 // Workgroup g < CO_TILES * CIN * K * K (CO_TILES = COUT / CO_TILE rounded up): the gradients

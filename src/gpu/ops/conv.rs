@@ -17,8 +17,8 @@ use crate::gpu::ops::{Modules, WG};
 use crate::model::{Conv2d, Layer, Shape};
 use crate::rng::Rng;
 
-/// Output channels per invocation of the forward and per workgroup of the weight gradient
-/// (conv.wgsl's `CO_TILE`).
+/// Output channels per invocation of the forward and per workgroup of the weight gradient,
+/// input channels per invocation of the input gradient (conv.wgsl's `CO_TILE`).
 pub const CO_TILE: usize = 4;
 
 /// One Conv2d of a model on the device.
@@ -147,8 +147,10 @@ impl<'a> Conv<'a> {
         label: &str,
     ) -> Result<Dispatch> {
         self.check_sizes(label, ("dx", dx), ("dy", dy))?;
-        let inputs = self.x_shape.iter().product::<usize>() * self.bp / 4;
-        let grid = flat_grid(inputs, WG, self.axis.models);
+        // An invocation per input position, vec4 of samples and CO_TILE input channels.
+        let [cin, h, w] = self.x_shape;
+        let tiles = cin.div_ceil(CO_TILE) * h * w * self.bp / 4;
+        let grid = flat_grid(tiles, WG, self.axis.models);
         let b = [
             (0, Bind::Read(self.params)),
             (3, Bind::Read(dy)),
@@ -247,9 +249,10 @@ impl Node for ConvNode {
 
 /// Every entry point against the CPU twin in f64, two models with their own data and tensors
 /// at an offset, on shapes no tile divides: 1 -> 3 channels 5x5 on 9x8, 2 -> 5 3x3 on 7x6,
-/// 3 -> 2 1x1 on 4x5 (the recipes' stride 1, no padding), and 2 -> 3 3x3 stride 2 padding 1
-/// on 7x6, 1 -> 2 4x4 stride 3 padding 2 on 9x7 (windows that overlap the padding and skip
-/// input rows); batches of 4, 8 and 12 columns (whole vec4).
+/// 3 -> 2 1x1 on 4x5 (the recipes' stride 1, no padding), 2 -> 3 3x3 stride 2 padding 1 on
+/// 7x6, 1 -> 2 4x4 stride 3 padding 2 on 9x7 (windows that overlap the padding and skip input
+/// rows), and 5 -> 9 3x3 on 6x7 (channels past one tile of CO_TILE, the last tile holding one);
+/// batches of 4, 8 and 12 columns (whole vec4).
 pub async fn checks(gpu: &Gpu, m: &Modules) -> Vec<Check> {
     let strided = |cin, cout, k, stride, pad| Conv2d {
         cin,
@@ -265,6 +268,7 @@ pub async fn checks(gpu: &Gpu, m: &Modules) -> Vec<Check> {
         ([3, 4, 5], Conv2d::new(3, 2, 1), 12),
         ([2, 7, 6], strided(2, 3, 3, 2, 1), 8),
         ([1, 9, 7], strided(1, 2, 4, 3, 2), 4),
+        ([5, 6, 7], Conv2d::new(5, 9, 3), 4),
     ]
     .into_iter()
     .enumerate()
