@@ -86,11 +86,18 @@ fn every_part_is_imported_and_self_contained_parts_validate_alone() {
 /// Every entry point is named by a launcher in src/gpu/ops (no entry point only a test runs).
 #[test]
 fn no_dead_entry_points() {
-    let files = ["src/gpu/ops", "src/gpu/ops/linear"]
-        .into_iter()
-        .flat_map(|d| std::fs::read_dir(d).unwrap())
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.is_file())
+    // Every file of src/gpu/ops and its folders (an op of several files), and fused.rs.
+    let folders = std::fs::read_dir("src/gpu/ops")
+        .unwrap()
+        .map(|e| e.unwrap().path());
+    let files = folders
+        .flat_map(|p| match p.is_dir() {
+            true => std::fs::read_dir(p)
+                .unwrap()
+                .map(|e| e.unwrap().path())
+                .collect(),
+            false => vec![p],
+        })
         .chain(["src/gpu/fused.rs".into()]);
     let ops: String = files.map(|p| std::fs::read_to_string(p).unwrap()).collect();
     for (label, module) in all_modules() {
