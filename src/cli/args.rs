@@ -198,7 +198,7 @@ pub fn open_device(device: DeviceChoice, adapter: &AdapterArgs) -> Result<Option
 /// As [`open_device`], for a run of `arch`: with `--device auto`, a model the GPU schedules
 /// do not run goes to the CPU backend, with one line that says so (with `--device gpu` the
 /// GPU's limits check refuses it), and so does a convolutional model when the adapter is a
-/// CPU-type (software) one, where the CPU backend trains it about 18 times faster
+/// CPU-type (software) one, where the CPU backend trains it about 14 to 18 times faster
 /// (docs/PERFORMANCE.md); `--device gpu` runs it there.
 pub fn open_device_for(
     device: DeviceChoice,
