@@ -86,6 +86,35 @@ fn finite_difference_gradient_check_of_a_cnn() {
     assert!(worst < 1e-5, "largest relative gradient error {worst}");
 }
 
+/// Every layer kind's twin, each as `Layer::examples` gives it, between a 1x1 convolution
+/// (whose weight gradient needs the kind's input gradient) and a Linear head, with one step's
+/// masks drawn.
+#[test]
+fn finite_difference_gradient_check_of_every_kind() {
+    use crate::model::{Conv2d, Layer};
+    for (layer, x @ [c, h, w]) in Layer::examples() {
+        let out: usize = layer.output(x).unwrap().iter().product();
+        let layers = vec![
+            Layer::Conv2d(Conv2d::new(c, c, 1)),
+            layer,
+            Layer::Flatten,
+            Layer::Linear { inp: out, out: 10 },
+            Layer::LogSoftmax,
+        ];
+        let arch = Arch::from_layers([c, h, w], layers).unwrap();
+        let mask = Mask {
+            seed: 4,
+            step: 11,
+            layer: 0,
+        };
+        let worst = worst_gradient_error(&arch, Some(mask));
+        assert!(
+            worst < 1e-5,
+            "{layer}: largest relative gradient error {worst}"
+        );
+    }
+}
+
 /// Strided and padded convolutions, whose taps fall in the padding and skip input rows.
 #[test]
 fn finite_difference_gradient_check_of_strided_padded_convolutions() {

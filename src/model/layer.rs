@@ -169,6 +169,31 @@ impl Layer {
     }
 }
 
+impl Layer {
+    /// One layer of every kind but LogSoftmax (the loss head's, in every network) with an
+    /// input shape no tile divides: what the CPU twin's f64 gradient check of every kind
+    /// (`cpu/tests.rs`) runs. A new kind adds its own here; the test below does not compile
+    /// until the new arm is named, and fails until its example is listed.
+    pub fn examples() -> Vec<(Layer, Shape)> {
+        let p = DropP(0.4);
+        let strided = Conv2d {
+            stride: 2,
+            pad: 1,
+            ..Conv2d::new(3, 2, 3)
+        };
+        vec![
+            (Layer::Linear { inp: 7, out: 5 }, [7, 1, 1]),
+            (Layer::Conv2d(Conv2d::new(3, 4, 3)), [3, 7, 6]),
+            (Layer::Conv2d(strided), [3, 7, 6]),
+            (Layer::MaxPool2d, [3, 7, 9]),
+            (Layer::Relu, [3, 5, 4]),
+            (Layer::Dropout(p), [3, 5, 4]),
+            (Layer::Dropout2d(p), [3, 5, 4]),
+            (Layer::Flatten, [3, 5, 4]),
+        ]
+    }
+}
+
 /// As PyTorch's constructors read: `Linear(784, 128)`, `Conv2d(1, 10, 5)`,
 /// `Conv2d(1, 8, 3, stride=2, padding=1)`, `ReLU()`.
 impl std::fmt::Display for Layer {
@@ -192,5 +217,39 @@ impl std::fmt::Display for Layer {
             Layer::Flatten => write!(f, "Flatten()"),
             Layer::LogSoftmax => write!(f, "LogSoftmax(dim=1)"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every kind has an example: `kind` names every arm (no wildcard), so a new arm does not
+    /// compile until it has a number here, and then this fails until `examples` lists it.
+    #[test]
+    fn every_kind_has_an_example() {
+        const KINDS: usize = 8;
+        fn kind(l: &Layer) -> usize {
+            match l {
+                Layer::Linear { .. } => 0,
+                Layer::Conv2d(_) => 1,
+                Layer::MaxPool2d => 2,
+                Layer::Relu => 3,
+                Layer::Dropout(_) => 4,
+                Layer::Dropout2d(_) => 5,
+                Layer::Flatten => 6,
+                Layer::LogSoftmax => 7,
+            }
+        }
+        let mut seen = [false; KINDS];
+        seen[kind(&Layer::LogSoftmax)] = true;
+        for (l, x) in Layer::examples() {
+            seen[kind(&l)] = true;
+            assert!(l.output(x).is_ok(), "{l} cannot take its example's shape");
+        }
+        assert!(
+            seen.iter().all(|&s| s),
+            "a kind without an example: {seen:?}"
+        );
     }
 }
